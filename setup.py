@@ -1,0 +1,53 @@
+"""smrl_ros: offline meta-RL with online self-supervision (SMAC) for ROS 2 robot arms.
+
+ament_python package: colcon builds it on a ROS 2 install, and pip installs it in a plain venv.
+Dependencies are ranges so users can install beside other suites (Meta-World pins MuJoCo 3.3);
+the exact tested versions live in requirements.txt.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "smrl_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/urdf", glob("urdf/*.urdf")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy>=1.24",
+        "mujoco>=3.3",
+        "gymnasium>=1.0",
+        "onnx>=1.16",
+        "onnxruntime>=1.17",
+        "safetensors>=0.4",
+        "PyYAML>=6.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        # torch is needed for training and export, not on the robot side.
+        "train": ["torch>=2.2"],
+        "test": ["pytest"],
+    },
+    zip_safe=True,
+    maintainer="smrl developers",
+    maintainer_email="smrl@example.org",
+    description="Offline meta-RL with online self-supervision (SMAC) for ROS 2 robot arms",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "smrl = smrl_train.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""smrl_ros: thin rclpy nodes over the smrl_train core."""

@@ -1,0 +1,298 @@
+"""Typed, validated configuration loaded from ``config/*.yaml``.
+
+Every section is a frozen dataclass whose fields carry their unit in a comment. The loader is
+strict: an unknown key or a value of the wrong type stops with a :class:`ConfigError` naming
+the dotted key and the expected type, so a typo never silently falls back to a default.
+
+Paths in a config (the URDF) are resolved relative to the package root, which is the parent
+of the config file's folder: that holds in the source tree (``config/`` beside ``urdf/``) and
+in an installed share directory (``share/smrl_ros/config`` beside ``share/smrl_ros/urdf``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type (message names the key)."""
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    # URDF of the arm; relative paths are resolved against the package root.
+    urdf: str = "urdf/smrl_arm.urdf"
+    # Name of the URDF link whose origin is the end effector.
+    ee_link: str = "ee_link"
+    # Home pose (rad, URDF joint order) the arm resets to; empty = middle of the limits.
+    home: tuple[float, ...] = ()
+    # Largest joint-position change one action of magnitude 1 commands, as a fraction of
+    # the joint's velocity limit times the control period (1.0 = full speed).
+    max_step_fraction: float = 0.5
+    # Position-servo stiffness per unit of the joint's effort limit (1/rad): kp = this x effort.
+    servo_stiffness: float = 10.0
+    # Damping ratio of each servo at the home pose.
+    servo_damping_ratio: float = 1.0
+    # Reflected rotor inertia of each joint (kg m^2); URDF has no field for it.
+    armature: float = 0.05
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    # Task family: "reach" or "push".
+    family: str = "reach"
+    # Policy control rate (Hz) and episode length (control steps); the paper's horizon is 200.
+    control_hz: float = 20.0
+    episode_length: int = 200
+    # MuJoCo integration step (s); control_period / timestep must be a whole number.
+    timestep: float = 0.002
+    # Weight of the action cost in the reward: r = -distance - action_cost * |a|^2.
+    action_cost: float = 0.01
+    # Success radius (m) around the goal.
+    success_radius: float = 0.05
+    # Uniform noise (rad) added to the home pose at reset.
+    reset_noise: float = 0.02
+    # Reach: the box (m, base frame) hidden 3-D goals are drawn from.
+    reach_goal_low: tuple[float, ...] = (0.30, -0.30, 0.10)
+    reach_goal_high: tuple[float, ...] = (0.60, 0.30, 0.45)
+    # Push: the puck's start (x, y) and the box its hidden 2-D goals are drawn from; goals
+    # closer than push_min_distance to the start are redrawn (they would be solved already).
+    puck_start: tuple[float, ...] = (0.45, 0.0)
+    push_goal_low: tuple[float, ...] = (0.32, -0.22)
+    push_goal_high: tuple[float, ...] = (0.58, 0.22)
+    push_min_distance: float = 0.10
+    # Push: weight of the hand-to-puck term in the shaped reward
+    # r = -|puck - goal| - push_reach_weight * |ee - puck| - action_cost * |a|^2.
+    push_reach_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.family not in ("reach", "push"):
+            raise ConfigError(f"env.family: expected 'reach' or 'push', got {self.family!r}")
+        if self.control_hz <= 0 or self.timestep <= 0 or self.episode_length <= 0:
+            raise ConfigError("env.control_hz, env.timestep and env.episode_length must be > 0")
+        for key, n in (("reach_goal_low", 3), ("reach_goal_high", 3), ("puck_start", 2),
+                       ("push_goal_low", 2), ("push_goal_high", 2)):
+            if len(getattr(self, key)) != n:
+                raise ConfigError(f"env.{key}: expected a list of {n} floats")
+        ratio = 1.0 / (self.control_hz * self.timestep)
+        if abs(ratio - round(ratio)) > 1e-6:
+            raise ConfigError(
+                f"env.timestep: the control period 1/{self.control_hz} s must be a whole "
+                f"number of timesteps of {self.timestep} s"
+            )
+
+    @property
+    def substeps(self) -> int:
+        """MuJoCo steps per control period."""
+        return int(round(1.0 / (self.control_hz * self.timestep)))
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    # Number of training and held-out test tasks; test tasks are drawn with seed + 1.
+    n_train: int = 40
+    n_test: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BehaviourConfig:
+    # "expert" (scripted, aims at the true goal), "wrong_goal" (expert aiming at another
+    # task's goal) or "random" (uniform actions).
+    kind: str = "expert"
+    # Std of Gaussian noise added to the expert's action (in [-1, 1] action units).
+    noise: float = 0.0
+    # Episodes of this behaviour per task.
+    episodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("expert", "wrong_goal", "random"):
+            raise ConfigError(
+                f"data.behaviours.kind: expected 'expert', 'wrong_goal' or 'random', got {self.kind!r}"
+            )
+
+
+def _default_behaviours() -> tuple[BehaviourConfig, ...]:
+    # Mixed competence, standing in for the paper's partly trained PEARL learner: expert-only
+    # data lets the decoder predict rewards from states alone and collapses the encoder.
+    return (
+        BehaviourConfig("expert", 0.1, 1),
+        BehaviourConfig("expert", 0.3, 1),
+        BehaviourConfig("expert", 0.6, 1),
+        BehaviourConfig("wrong_goal", 0.2, 2),
+        BehaviourConfig("random", 0.0, 1),
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Behaviour mix; episodes per task = sum of their episodes (6 x 200 = 1200 transitions,
+    # the paper's per-task dataset size).
+    behaviours: tuple[BehaviourConfig, ...] = field(default_factory=_default_behaviours)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SmrlConfig:
+    """The whole configuration of one task family on one arm."""
+
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    # Folder against which relative paths are resolved (set by the loader, not from YAML).
+    root: str = ""
+
+    def urdf_path(self) -> Path:
+        """Absolute path of the arm's URDF."""
+        path = Path(self.arm.urdf)
+        if path.is_absolute():
+            return path
+        base = Path(self.root) if self.root else package_root()
+        return (base / path).resolve()
+
+
+def package_root() -> Path:
+    """The folder holding ``config/`` and ``urdf/``: the source tree or an installed share dir."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "urdf").is_dir():
+        return here
+    try:  # installed with colcon or pip: data files live in share/smrl_ros
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("smrl_ros"))
+    except Exception:  # noqa: BLE001 - ament index missing or package not registered
+        import sys
+
+        return Path(sys.prefix) / "share" / "smrl_ros"
+
+
+# ---------------------------------------------------------------------------------------
+# Strict loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return f"mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (lists to tuples)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
+        return _build(tp, value, key)  # type: ignore[arg-type]
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float:
+        # YAML reads 1e-3 as a string and 5 as an int; both are fine where a float is wanted.
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected float, got bool {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields or name == "root":
+            known = ", ".join(n for n in fields if n != "root")
+            raise ConfigError(f"unknown key '{key}' (known keys here: {known})")
+        kwargs[name] = _convert(value, hints[name], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a plain mapping, strictly (unknown keys and bad types raise)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    return _build(cls, data, prefix)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain (YAML/JSON-able) form of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: ignore[assignment]
+    """Load and validate a YAML config file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or has an unknown key or a bad type.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        cfg = from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if "root" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))  # type: ignore[type-var]
+    return cfg

@@ -1,0 +1,41 @@
+"""Shared fixtures: small configs and datasets made on the fly (nothing large is committed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+# ROS 2 from pip: Fast DDS on loopback. Each ROS test picks its own ROS_DOMAIN_ID.
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = {
+    "reach": REPO / "config" / "reach.yaml",
+    "push": REPO / "config" / "push.yaml",
+    "reach_panda": REPO / "config" / "reach_panda.yaml",
+    "push_panda": REPO / "config" / "push_panda.yaml",
+}
+
+
+def small_config(name: str = "reach", n_train: int = 3, n_test: int = 2, episodes_per_behaviour: int = 1,
+                 episode_length: int = 40):
+    """A config of ``name`` shrunk for fast tests (few tasks, short episodes)."""
+    from smrl_train.config import load_config
+
+    cfg = load_config(CONFIGS[name])
+    behaviours = tuple(dataclasses.replace(b, episodes=episodes_per_behaviour) for b in cfg.data.behaviours)
+    return dataclasses.replace(
+        cfg,
+        tasks=dataclasses.replace(cfg.tasks, n_train=n_train, n_test=n_test),
+        env=dataclasses.replace(cfg.env, episode_length=episode_length),
+        data=dataclasses.replace(cfg.data, behaviours=behaviours),
+    )
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

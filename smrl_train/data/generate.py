@@ -1,0 +1,146 @@
+"""Generate a reward-labelled multi-task offline dataset with behaviour policies of mixed competence.
+
+The paper's data came from a partly trained PEARL learner; here scripted experts with several
+noise levels, experts heading for the wrong goal, and uniform random actions stand in for it
+(``data.behaviours`` in the config). Expert-only data would let the reward decoder predict
+rewards from states alone and collapse the task encoder, so the mix matters.
+
+Every episode's randomness derives from (data.seed, task index, episode index), so the same
+seed gives byte-identical files regardless of order or interruption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import smrl_train
+from smrl_train.config import SmrlConfig, to_dict
+from smrl_train.data.store import EpisodeStore, episode_filename
+from smrl_train.envs import ENV_IDS, ArmTaskEnv
+from smrl_train.experts import JacobianExpert
+from smrl_train.tasks import Task, split_tasks
+
+
+def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,
+                   tasks: dict[str, list[Task]], generator: dict[str, Any]) -> dict[str, Any]:
+    """The manifest (schema) of a store holding episodes of ``env``."""
+    config = to_dict(cfg)
+    config.pop("root", None)  # machine-specific; would break byte-identical datasets
+    return {
+        "family": env.family,
+        "env_id": ENV_IDS[env.family],
+        "arm": {"name": env.arm.name, "urdf": cfg.arm.urdf, "ee_link": cfg.arm.ee_link,
+                "urdf_sha256": env.arm.urdf_sha256},
+        "joint_names": list(env.joint_names),
+        "observation_layout": [[name, size] for name, size in env.observation_layout],
+        "obs_dim": int(env.observation_space.shape[0]),
+        "act_dim": int(env.action_space.shape[0]),
+        "action": {"type": "joint_position_delta", "bounds": [-1.0, 1.0],
+                   "max_step": [round(float(s), 9) for s in env.max_step]},
+        "control_hz": cfg.env.control_hz,
+        "episode_length": cfg.env.episode_length,
+        "reward_labelled": reward_labelled,
+        "tasks": {split: [t.as_dict() for t in ts] for split, ts in tasks.items()},
+        "generator": generator,
+        "config": config,
+    }
+
+
+def rollout(env: ArmTaskEnv, policy: Callable[[np.ndarray], np.ndarray], seed: int,
+            episode_length: int) -> dict[str, np.ndarray]:
+    """One episode of ``policy`` on the env's current task; arrays as the store wants them."""
+    obs, _ = env.reset(seed=seed)
+    rows: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated",
+                                                  "truncated", "timestamp", "success")}
+    for t in range(episode_length):
+        action = np.clip(policy(obs), -1.0, 1.0).astype(np.float32)
+        next_obs, reward, terminated, _, info = env.step(action)
+        truncated = t == episode_length - 1
+        for key, value in (("obs", obs), ("action", action), ("reward", reward), ("next_obs", next_obs),
+                           ("terminated", terminated), ("truncated", truncated),
+                           ("timestamp", env.sim.time), ("success", info["success"])):
+            rows[key].append(value)
+        obs = next_obs
+        if terminated:
+            break
+    return {k: np.asarray(v) for k, v in rows.items()}
+
+
+def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True) -> EpisodeStore:
+    """Write the offline dataset of ``cfg`` to ``out``; returns the store.
+
+    Episodes already in ``out`` (from an interrupted run with the same config) are kept and
+    skipped, so re-running finishes the job.
+    """
+    env = ArmTaskEnv(cfg)
+    train, test = split_tasks(env, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
+    behaviours = [to_dict(b) for b in cfg.data.behaviours]
+    generator = {"name": "smrl data generate", "seed": cfg.data.seed, "behaviours": behaviours,
+                 "smrl_version": smrl_train.__version__}
+    store = EpisodeStore.create(out, store_manifest(env, cfg, reward_labelled=True,
+                                                    tasks={"train": train, "test": test}, generator=generator))
+    expert = JacobianExpert(env.arm, env.max_step, env.sim.home, env.family)
+    plan = [(task, b, k) for task in train for b in cfg.data.behaviours for k in range(b.episodes)]
+    done = {p.name for p in store.episode_paths()}
+    bar = tqdm(total=len(plan), desc=f"generate {env.family}", unit="ep", disable=not progress)
+    episode_index: dict[int, int] = {}
+    for task, behaviour, _ in plan:
+        index = episode_index.get(task.index, 0)
+        episode_index[task.index] = index + 1
+        bar.update(1)
+        if episode_filename(task.index, index) in done:
+            continue
+        rng = np.random.default_rng([cfg.data.seed, task.index, index])
+        env.set_task(task)
+        goal = np.asarray(task.goal)
+        if behaviour.kind == "wrong_goal":
+            # Another goal of the same family: competent behaviour for the wrong task.
+            goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
+        noise = behaviour.noise
+
+        def policy(obs: np.ndarray, goal: np.ndarray = goal) -> np.ndarray:
+            if behaviour.kind == "random":
+                return rng.uniform(-1.0, 1.0, size=env.action_space.shape)
+            return expert.act(obs, goal) + noise * rng.standard_normal(env.action_space.shape)
+
+        arrays = rollout(env, policy, seed=int(rng.integers(2**31)), episode_length=cfg.env.episode_length)
+        store.write_episode(task.index, index, arrays,
+                            meta={"behaviour": behaviour.kind, "noise": noise,
+                                  "goal_followed": [float(g) for g in goal]})
+    bar.close()
+    return store
+
+
+def dataset_summary(store: EpisodeStore) -> dict[str, Any]:
+    """Counts and return statistics of a store, for ``smrl data info``."""
+    m = store.manifest
+    per_task: dict[int, list[float]] = {}
+    successes: list[bool] = []
+    behaviours: dict[str, list[float]] = {}
+    transitions = 0
+    for ep in store.iter_episodes():
+        transitions += len(ep)
+        if m["reward_labelled"]:
+            ret = float(ep.arrays["reward"].sum())
+            per_task.setdefault(ep.task_index, []).append(ret)
+            successes.append(bool(ep.arrays["success"][-1]))
+            behaviours.setdefault(str(ep.meta.get("behaviour", "?")), []).append(ret)
+        else:
+            per_task.setdefault(ep.task_index, []).append(float("nan"))
+    returns = np.array([r for rs in per_task.values() for r in rs])
+    return {
+        "family": m["family"], "arm": m.get("arm", {}).get("name"), "reward_labelled": m["reward_labelled"],
+        "tasks": len(per_task), "episodes": int(returns.size), "transitions": transitions,
+        "return_mean": float(np.mean(returns)) if m["reward_labelled"] and returns.size else None,
+        "return_std": float(np.std(returns)) if m["reward_labelled"] and returns.size else None,
+        "return_min": float(np.min(returns)) if m["reward_labelled"] and returns.size else None,
+        "return_max": float(np.max(returns)) if m["reward_labelled"] and returns.size else None,
+        "final_success_rate": float(np.mean(successes)) if successes else None,
+        "by_behaviour": {k: {"episodes": len(v), "return_mean": float(np.mean(v))} for k, v in sorted(behaviours.items())},
+        "stale_temp_files": len(store.stale_temp_files()),
+    }

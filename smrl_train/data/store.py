@@ -1,0 +1,281 @@
+"""The episode store: reward-labelled offline datasets and reward-free robot recordings alike.
+
+On disk (documented in the README, "Episode store format")::
+
+    DIR/manifest.json                       schema, written once, atomically
+    DIR/episodes/task0003_ep000012.safetensors   one file per finished episode
+
+Each episode file is written atomically (temporary file, fsync, rename, fsync of the folder),
+so a writer killed at any moment leaves only whole episodes; leftover ``*.tmp`` files are
+ignored by readers and listed by ``smrl data info``. Files are safetensors (no pickle), with
+one metadata entry ``episode`` holding sorted JSON (task index, episode index, behaviour, seed,
+length and a SHA-256 of the tensor bytes, checked on load). The same seed therefore gives
+byte-identical files.
+
+Tensors per episode of T steps: ``obs`` (T, obs_dim) f32, ``action`` (T, act_dim) f32,
+``next_obs`` (T, obs_dim) f32, ``terminated`` (T,) bool, ``truncated`` (T,) bool,
+``timestamp`` (T,) f64 (s), and, in reward-labelled stores only, ``reward`` (T,) f32 and
+``success`` (T,) bool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+FORMAT = "smrl-episodes"
+VERSION = 1
+MANIFEST = "manifest.json"
+EPISODES = "episodes"
+_NAME = re.compile(r"^task(\d{4})_ep(\d{6})\.safetensors$")
+REQUIRED = ("obs", "action", "next_obs", "terminated", "truncated", "timestamp")
+LABELLED = ("reward", "success")
+# Manifest keys a reader relies on.
+MANIFEST_KEYS = ("format", "version", "family", "joint_names", "observation_layout", "obs_dim",
+                 "act_dim", "action", "control_hz", "reward_labelled", "tasks", "generator")
+
+
+class StoreError(ValueError):
+    """A store, manifest or episode file is missing, corrupt or inconsistent (names the file)."""
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode: arrays keyed by name (see the module docstring) and its metadata."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def task_index(self) -> int:
+        return int(self.meta["task_index"])
+
+    def __len__(self) -> int:
+        return int(self.arrays["obs"].shape[0])
+
+
+@dataclass(frozen=True)
+class TaskArrays:
+    """All transitions of one task, episodes concatenated. N transitions.
+
+    obs/next_obs (N, obs_dim) f32, action (N, act_dim) f32, reward (N,) f32 or None for
+    reward-free data, terminated/truncated (N,) bool.
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray | None
+    next_obs: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _tensor_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def episode_filename(task_index: int, episode_index: int) -> str:
+    return f"task{task_index:04d}_ep{episode_index:06d}.safetensors"
+
+
+# ---------------------------------------------------------------------------------------
+# Store
+
+
+class EpisodeStore:
+    """A folder of episodes plus its manifest. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, manifest: dict[str, Any]) -> EpisodeStore:
+        """Create a store, or open an existing one whose schema matches ``manifest``.
+
+        Re-opening lets a recorder append after a restart; a schema mismatch (other joints,
+        observation layout, reward labelling) refuses, naming the differing key.
+        """
+        path = Path(path)
+        manifest = {"format": FORMAT, "version": VERSION, **manifest}
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise StoreError(f"manifest is missing {', '.join(missing)}")
+        (path / EPISODES).mkdir(parents=True, exist_ok=True)
+        if (path / MANIFEST).exists():
+            store = cls.open(path)
+            for key in ("family", "joint_names", "observation_layout", "obs_dim", "act_dim",
+                        "action", "reward_labelled"):
+                if store.manifest.get(key) != json.loads(json.dumps(manifest[key])):
+                    raise StoreError(f"{path / MANIFEST}: existing store has a different '{key}' "
+                                     f"({store.manifest.get(key)!r} != {manifest[key]!r})")
+            return store
+        atomic_write_bytes(path / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+        return cls(path, json.loads(json.dumps(manifest)))
+
+    @classmethod
+    def open(cls, path: str | Path) -> EpisodeStore:
+        path = Path(path)
+        mpath = path / MANIFEST
+        try:
+            manifest = json.loads(mpath.read_text())
+        except FileNotFoundError:
+            raise StoreError(f"{path}: not an episode store (no {MANIFEST})") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{mpath}: unreadable manifest ({exc})") from None
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise StoreError(f"{mpath}: format {manifest.get('format')} v{manifest.get('version')}, "
+                             f"expected {FORMAT} v{VERSION}")
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise StoreError(f"{mpath}: manifest is missing {', '.join(missing)}")
+        return cls(path, manifest)
+
+    # -- writing ---------------------------------------------------------------------------
+    def next_episode_index(self, task_index: int) -> int:
+        used = [e for t, e, _ in self._entries() if t == task_index]
+        return max(used) + 1 if used else 0
+
+    def write_episode(self, task_index: int, episode_index: int, arrays: dict[str, np.ndarray],
+                      meta: dict[str, Any] | None = None) -> Path:
+        """Validate and atomically write one finished episode; returns its path."""
+        arrays = self._validate(arrays, f"episode task {task_index} #{episode_index}")
+        info = dict(meta or {})
+        info.update(task_index=int(task_index), episode_index=int(episode_index),
+                    length=int(arrays["obs"].shape[0]), sha256=_tensor_digest(arrays))
+        payload = st_save(arrays, metadata={"episode": json.dumps(info, sort_keys=True)})
+        target = self.path / EPISODES / episode_filename(task_index, episode_index)
+        if target.exists():
+            raise StoreError(f"{target}: episode already exists")
+        atomic_write_bytes(target, payload)
+        return target
+
+    def _validate(self, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+        names = REQUIRED + (LABELLED if self.manifest["reward_labelled"] else ())
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise StoreError(f"{what}: missing arrays {', '.join(missing)}")
+        if not self.manifest["reward_labelled"] and "reward" in arrays:
+            raise StoreError(f"{what}: a reward-free store must not hold rewards")
+        t = int(np.asarray(arrays["obs"]).shape[0])
+        if t == 0:
+            raise StoreError(f"{what}: empty episode")
+        shapes = {"obs": (t, self.manifest["obs_dim"]), "next_obs": (t, self.manifest["obs_dim"]),
+                  "action": (t, self.manifest["act_dim"])}
+        dtypes = {"obs": np.float32, "next_obs": np.float32, "action": np.float32, "reward": np.float32,
+                  "terminated": np.bool_, "truncated": np.bool_, "success": np.bool_, "timestamp": np.float64}
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            arr = np.ascontiguousarray(np.asarray(arrays[name]).astype(dtypes[name], copy=False))
+            want = shapes.get(name, (t,))
+            if arr.shape != want:
+                raise StoreError(f"{what}: '{name}' has shape {arr.shape}, expected {want}")
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise StoreError(f"{what}: '{name}' holds non-finite values")
+            out[name] = arr
+        return out
+
+    # -- reading ---------------------------------------------------------------------------
+    def _entries(self) -> list[tuple[int, int, Path]]:
+        folder = self.path / EPISODES
+        entries = []
+        for p in folder.iterdir() if folder.is_dir() else []:
+            m = _NAME.match(p.name)
+            if m:
+                entries.append((int(m.group(1)), int(m.group(2)), p))
+        return sorted(entries)
+
+    def episode_paths(self) -> list[Path]:
+        """Finished episode files, sorted by task then episode index."""
+        return [p for _, _, p in self._entries()]
+
+    def stale_temp_files(self) -> list[Path]:
+        """Temporary files a killed writer left behind (never read as data)."""
+        folder = self.path / EPISODES
+        return sorted(p for p in folder.iterdir() if p.name.endswith(".tmp")) if folder.is_dir() else []
+
+    def read_episode(self, path: Path) -> Episode:
+        """Load and verify one episode file (no pickle; checksum and shapes checked)."""
+        try:
+            raw = Path(path).read_bytes()
+            arrays = st_load(raw)
+            # safetensors layout: u64 little-endian header length, then the JSON header.
+            header_len = int.from_bytes(raw[:8], "little")
+            meta = json.loads(json.loads(raw[8:8 + header_len])["__metadata__"]["episode"])
+        except (OSError, SafetensorError, KeyError, TypeError, json.JSONDecodeError, ValueError) as exc:
+            raise StoreError(f"{path}: corrupt episode file ({exc})") from None
+        if _tensor_digest(arrays) != meta.get("sha256"):
+            raise StoreError(f"{path}: checksum mismatch, the file is corrupt")
+        self._validate(arrays, str(path))
+        return Episode(arrays, meta)
+
+    def iter_episodes(self) -> Iterator[Episode]:
+        for path in self.episode_paths():
+            yield self.read_episode(path)
+
+    def task_arrays(self) -> dict[int, TaskArrays]:
+        """Per-task transition arrays for training, keyed by task index."""
+        grouped: dict[int, list[Episode]] = {}
+        for ep in self.iter_episodes():
+            grouped.setdefault(ep.task_index, []).append(ep)
+        labelled = bool(self.manifest["reward_labelled"])
+        out = {}
+        for task, eps in sorted(grouped.items()):
+            cat = {k: np.concatenate([e.arrays[k] for e in eps]) for k in eps[0].arrays}
+            out[task] = TaskArrays(cat["obs"], cat["action"], cat["reward"] if labelled else None,
+                                   cat["next_obs"], cat["terminated"], cat["truncated"])
+        return out
+
+    def tasks(self, split: str = "train") -> list[Any]:
+        """The store's tasks of ``split`` ("train" or "test") as :class:`smrl_train.tasks.Task`."""
+        from smrl_train.tasks import Task
+
+        return [Task.from_dict(t) for t in self.manifest["tasks"].get(split, [])]
+
+
+def load_task_arrays(path: str | Path) -> dict[int, TaskArrays]:
+    """Per-task arrays of the store at ``path`` (see :class:`TaskArrays`)."""
+    return EpisodeStore.open(path).task_arrays()

@@ -1,0 +1,131 @@
+"""The episode store: deterministic datasets, atomic episodes, corruption detected, schema kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from smrl_train.config import to_dict
+from smrl_train.data.generate import generate_dataset
+from smrl_train.data.store import EpisodeStore, StoreError, load_task_arrays
+
+from conftest import REPO, small_config
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_dataset(tmp_path: Path) -> None:
+    cfg = small_config("push")
+    a = generate_dataset(cfg, tmp_path / "a", progress=False)
+    b = generate_dataset(cfg, tmp_path / "b", progress=False)
+    fa, fb = _files(a.path), _files(b.path)
+    assert len(fa) == 1 + 3 * sum(b.episodes for b in cfg.data.behaviours)  # manifest + episodes
+    assert fa == fb
+    other = generate_dataset(cfg.__class__(**{**cfg.__dict__, "data": cfg.data.__class__(cfg.data.behaviours, seed=1)}),
+                             tmp_path / "c", progress=False)
+    assert _files(other.path)["episodes/task0000_ep000000.safetensors"] != fa["episodes/task0000_ep000000.safetensors"]
+
+
+def test_loader_gives_per_task_arrays_consistent_with_the_manifest(tmp_path: Path) -> None:
+    cfg = small_config("reach")
+    store = generate_dataset(cfg, tmp_path / "d", progress=False)
+    m = store.manifest
+    assert m["reward_labelled"] and m["joint_names"] == list(store.manifest["joint_names"])
+    assert [t["index"] for t in m["tasks"]["train"]] == [0, 1, 2]
+    arrays = load_task_arrays(store.path)
+    assert sorted(arrays) == [0, 1, 2]
+    ta = arrays[0]
+    eps = sum(b.episodes for b in cfg.data.behaviours)
+    n = eps * cfg.env.episode_length
+    assert ta.obs.shape == (n, m["obs_dim"]) and ta.action.shape == (n, m["act_dim"])
+    assert ta.reward is not None and ta.reward.shape == (n,) and ta.reward.dtype == np.float32
+    assert ta.truncated.sum() == eps and not ta.terminated.any()
+    # next_obs of step t is obs of step t+1 within an episode
+    np.testing.assert_array_equal(ta.next_obs[: cfg.env.episode_length - 1], ta.obs[1: cfg.env.episode_length])
+    assert np.all(ta.action <= 1) and np.all(ta.action >= -1)
+
+
+def test_corrupt_episode_is_named(tmp_path: Path) -> None:
+    store = generate_dataset(small_config("reach", n_train=1), tmp_path / "d", progress=False)
+    path = store.episode_paths()[2]
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=f"{path.name}: checksum mismatch"):
+        load_task_arrays(store.path)
+    path.write_bytes(bytes(raw[:100]))
+    with pytest.raises(StoreError, match="corrupt episode file"):
+        store.read_episode(path)
+
+
+def test_reward_free_store_and_schema_checks(tmp_path: Path) -> None:
+    labelled = generate_dataset(small_config("reach", n_train=1), tmp_path / "l", progress=False)
+    manifest = {k: v for k, v in labelled.manifest.items() if k not in ("format", "version")}
+    free = EpisodeStore.create(tmp_path / "free", {**manifest, "reward_labelled": False})
+    ep = labelled.read_episode(labelled.episode_paths()[0])
+    with pytest.raises(StoreError, match="must not hold rewards"):
+        free.write_episode(0, 0, ep.arrays)
+    arrays = {k: v for k, v in ep.arrays.items() if k not in ("reward", "success")}
+    free.write_episode(0, free.next_episode_index(0), arrays)
+    assert free.next_episode_index(0) == 1
+    with pytest.raises(StoreError, match="already exists"):
+        free.write_episode(0, 0, arrays)
+    bad = dict(arrays, obs=arrays["obs"][:, :3])
+    with pytest.raises(StoreError, match="'obs' has shape"):
+        free.write_episode(0, 1, bad)
+    nan = dict(arrays, action=np.full_like(arrays["action"], np.nan))
+    with pytest.raises(StoreError, match="non-finite"):
+        free.write_episode(0, 1, nan)
+    assert load_task_arrays(free.path)[0].reward is None
+    # Re-opening with another schema is refused and names the key.
+    with pytest.raises(StoreError, match="different 'joint_names'"):
+        EpisodeStore.create(tmp_path / "free", {**manifest, "reward_labelled": False, "joint_names": ["a"]})
+    with pytest.raises(StoreError, match="not an episode store"):
+        EpisodeStore.open(tmp_path)
+
+
+def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
+    cfg = small_config("push", n_train=4, episode_length=100)
+    cfg_path = tmp_path / "config" / "c.yaml"
+    cfg_path.parent.mkdir()
+    data = to_dict(cfg)
+    data.pop("root")
+    data["arm"]["urdf"] = str(cfg.urdf_path())
+    cfg_path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "d"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(cfg_path), "--out", str(out), "--quiet"]
+    for delay in (1.5, 2.5):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list((out / "episodes").glob("*.safetensors"))) < (3 if delay < 2 else 8):
+            time.sleep(0.05)
+        time.sleep(delay * 0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        store = EpisodeStore.open(out)
+        paths = store.episode_paths()
+        assert 0 < len(paths) < 4 * 5
+        for p in paths:  # every listed episode is whole and verified
+            assert len(store.read_episode(p)) == 100
+    # Re-running finishes the job; the result equals an uninterrupted run byte for byte.
+    subprocess.run(cmd, cwd=REPO, env=env, check=True)
+    fresh = tmp_path / "fresh"
+    subprocess.run(cmd[:-3] + ["--out", str(fresh), "--quiet"], cwd=REPO, env=env, check=True)
+    resumed = {k: v for k, v in _files(out).items() if not k.endswith(".tmp")}
+    assert resumed == _files(fresh)
+    info = subprocess.run([sys.executable, "-m", "smrl_train.cli", "data", "info", str(out), "--json"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    summary = json.loads(info.stdout)
+    assert summary["episodes"] == 20 and summary["transitions"] == 2000 and summary["tasks"] == 4

@@ -1,0 +1,67 @@
+"""Robot-side exploration logic in numpy: latent schedules and homing between episodes.
+
+The exploration node conditions the exported policy on z drawn here: from the prior
+N(0, I) and, as in SMAC's code default (``exploration_resample_latent_period=1``), resampled
+at every step; or from a posterior N(mean, var) inferred from context.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class LatentSchedule:
+    """z for each control step, resampled every ``resample_period`` steps.
+
+    Args:
+        latent_dim: size of z.
+        resample_period: steps between draws (1 = every step, SMAC's default).
+        rng: the generator all draws come from (seeded by the caller).
+    """
+
+    def __init__(self, latent_dim: int, resample_period: int, rng: np.random.Generator) -> None:
+        if resample_period < 1:
+            raise ValueError("resample_period must be >= 1")
+        self.latent_dim = latent_dim
+        self.resample_period = resample_period
+        self.rng = rng
+        self.mean = np.zeros(latent_dim)
+        self.var = np.ones(latent_dim)
+        self._step = 0
+        self._z = np.zeros(latent_dim, dtype=np.float32)
+
+    def use_prior(self) -> None:
+        self.set_posterior(np.zeros(self.latent_dim), np.ones(self.latent_dim))
+
+    def set_posterior(self, mean: np.ndarray, var: np.ndarray) -> None:
+        """Draw from N(mean, var) from now on; mean, var (latent_dim,)."""
+        mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+        if mean.shape != (self.latent_dim,) or var.shape != (self.latent_dim,) or np.any(var < 0):
+            raise ValueError(f"posterior must be two ({self.latent_dim},) arrays with var >= 0")
+        self.mean, self.var = mean, var
+        self._step = 0
+
+    def next(self) -> np.ndarray:
+        """z for this step (latent_dim,) float32."""
+        if self._step % self.resample_period == 0:
+            self._z = (self.mean + np.sqrt(self.var) * self.rng.standard_normal(self.latent_dim)).astype(np.float32)
+        self._step += 1
+        return self._z
+
+
+def homing_step(q: np.ndarray, home: np.ndarray, max_step: np.ndarray) -> np.ndarray:
+    """Next joint target on the way from ``q`` to ``home``, no joint moving more than ``max_step``.
+
+    All joints arrive together (the step is scaled by the slowest joint), so the arm moves on a
+    straight line in joint space. Shapes (n,).
+    """
+    delta = np.asarray(home, dtype=float) - np.asarray(q, dtype=float)
+    scale = np.max(np.abs(delta) / np.asarray(max_step, dtype=float))
+    if scale <= 1.0:
+        return np.asarray(home, dtype=float).copy()
+    return q + delta / scale
+
+
+def at_home(q: np.ndarray, home: np.ndarray, tolerance: float = 0.01) -> bool:
+    """Whether every joint is within ``tolerance`` rad of the home pose."""
+    return bool(np.all(np.abs(np.asarray(q) - np.asarray(home)) <= tolerance))

@@ -1,0 +1,203 @@
+"""SMAC update throughput: our fused trainer against a plain eager implementation, same run.
+
+The plain version is the update written the obvious way (rlkit's structure): one module per
+network (Q1, Q2, two targets), one forward pass per use (Q(s, a) again for the advantage, a
+separate policy pass for the sampled action), one backward per loss, one Adam per network
+with the default per-parameter CPU implementation, and a Python loop for the Polyak update.
+It computes the same losses from the same parameters (online: all gradients before any step).
+
+    python bench/train_throughput.py [--threads 2] [--repeats 5] [--seconds 3]
+
+Prints updates/s (median over repeats) at the paper's shapes (meta-batch 4 x RL batch 128,
+context 64, encoder 200x3, policy/Q 300x3, decoder 64x2, latent 5) and at the demo shapes,
+offline and online phase, and the ratio fused / plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from smrl_train.smac.buffers import MetaBatch  # noqa: E402
+from smrl_train.smac.config import SmacConfig, paper_preset  # noqa: E402
+from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,  # noqa: E402
+                                    online_q_term)
+from smrl_train.smac.networks import atanh_clamped, product_of_gaussians, tanh_gaussian_log_prob  # noqa: E402
+from smrl_train.smac.trainer import SmacTrainer  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+    """A plain ReLU MLP (the reference keeps PyTorch's default, out-of-place ReLU)."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU()]
+        d = h
+    return nn.Sequential(*layers, nn.Linear(d, out_dim))
+
+
+class PlainSmacUpdate:
+    """The same SMAC update, written plainly (see the module docstring)."""
+
+    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        n, L = cfg.network, cfg.network.latent_dim
+        self.cfg, self.L = cfg, L
+        self.encoder = mlp(obs_dim + act_dim + 1, n.encoder_hidden, 2 * L)
+        self.policy_trunk = mlp(obs_dim + L, n.policy_hidden[:-1], n.policy_hidden[-1])
+        self.policy_mean = nn.Linear(n.policy_hidden[-1], act_dim)
+        self.policy_log_std = nn.Linear(n.policy_hidden[-1], act_dim)
+        qin = obs_dim + act_dim + L
+        self.qf1, self.qf2 = mlp(qin, n.q_hidden, 1), mlp(qin, n.q_hidden, 1)
+        self.tqf1, self.tqf2 = mlp(qin, n.q_hidden, 1), mlp(qin, n.q_hidden, 1)
+        self.tqf1.load_state_dict(self.qf1.state_dict())
+        self.tqf2.load_state_dict(self.qf2.state_dict())
+        self.decoder = mlp(qin, n.decoder_hidden, 1)
+        lr = cfg.loss
+        policy_params = [*self.policy_trunk.parameters(), *self.policy_mean.parameters(),
+                         *self.policy_log_std.parameters()]
+        self.opt_ctx = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=lr.context_lr)
+        self.opt_q1 = torch.optim.Adam(self.qf1.parameters(), lr=lr.q_lr)
+        self.opt_q2 = torch.optim.Adam(self.qf2.parameters(), lr=lr.q_lr)
+        self.policy_params = policy_params
+        self.opt_pi = torch.optim.Adam(policy_params, lr=lr.policy_lr)
+        self.online = False
+
+    def _policy(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.relu(self.policy_trunk(torch.cat([obs, z.detach()], -1)))
+        return self.policy_mean(h), self.policy_log_std(h).clamp(-20, 2)
+
+    def _q(self, net: nn.Module, obs: Tensor, act: Tensor, z: Tensor) -> Tensor:
+        return net(torch.cat([obs, act, z], -1)).squeeze(-1)
+
+    def update(self, b: MetaBatch) -> float:
+        c = self.cfg.loss
+        T, B = b.meta_batch, b.batch_size
+        trains_ctx = not self.online or bool(self.cfg.online.train_encoder)
+        with torch.set_grad_enabled(trains_ctx):
+            out = self.encoder(b.context)
+        mu, var = product_of_gaussians(out[..., : self.L], F.softplus(out[..., self.L:]))
+        z_task = mu + var.sqrt() * torch.randn_like(mu)
+        z = z_task.repeat_interleave(B, 0)
+        z2 = (mu + var.sqrt() * torch.randn_like(mu)).detach().repeat_interleave(B, 0)
+        zd = z.detach()
+        if trains_ctx:
+            pred = self.decoder(torch.cat([b.obs, b.action, z], -1)).squeeze(-1)
+            l_ctx, _, _ = context_loss(pred, b.reward, mu, var, float(c.kl_weight))
+        q1 = self._q(self.qf1, b.obs, b.action, zd)
+        q2 = self._q(self.qf2, b.obs, b.action, zd)
+        with torch.no_grad():
+            m2, s2 = self._policy(b.next_obs, z2)
+            a2 = torch.tanh(m2 + s2.exp() * torch.randn_like(m2))
+            qn = torch.min(self._q(self.tqf1, b.next_obs, a2, zd), self._q(self.tqf2, b.next_obs, a2, zd))
+            y = bellman_target(b.reward, b.terminated, qn, c.reward_scale, c.gamma)
+        l_q1 = (q1 - y).square().mean()
+        l_q2 = (q2 - y).square().mean()
+        mean, log_std = self._policy(b.obs, zd)
+        log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(b.action))
+        m_s, s_s = self._policy(b.obs, zd)
+        a_pi = torch.tanh(m_s + s_s.exp() * torch.randn_like(m_s))
+        with torch.no_grad():
+            q_data = torch.min(self._q(self.qf1, b.obs, b.action, zd), self._q(self.qf2, b.obs, b.action, zd))
+            v = torch.min(self._q(self.qf1, b.obs, a_pi, zd), self._q(self.qf2, b.obs, a_pi, zd))
+            adv = q_data - v
+            w = awac_weights(adv, awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage)))
+        l_pi = awac_policy_loss(log_prob, w)
+        if self.online:  # every loss from the same pre-step parameters, as the fused trainer
+            q_new = torch.min(self._q(self.qf1, b.obs, a_pi, zd), self._q(self.qf2, b.obs, a_pi, zd))
+            l_pi = l_pi + online_q_term(q_new, 1.0, bool(self.cfg.online.normalize_q_term))
+        self.opt_ctx.zero_grad()
+        self.opt_q1.zero_grad()
+        self.opt_q2.zero_grad()
+        self.opt_pi.zero_grad()
+        l_pi.backward(inputs=self.policy_params)
+        if trains_ctx:
+            l_ctx.backward()
+        l_q1.backward()
+        l_q2.backward()
+        self.opt_q1.step()
+        self.opt_q2.step()
+        if trains_ctx:
+            self.opt_ctx.step()
+        self.opt_pi.step()
+        with torch.no_grad():
+            for net, target in ((self.qf1, self.tqf1), (self.qf2, self.tqf2)):
+                for p, t in zip(net.parameters(), target.parameters()):
+                    t.data.mul_(1 - c.tau).add_(p.data, alpha=c.tau)
+        return float(l_pi.detach())
+
+
+def random_batch(T: int, B: int, C: int, obs_dim: int, act_dim: int, seed: int = 0) -> MetaBatch:
+    g = torch.Generator().manual_seed(seed)
+    N = T * B
+    return MetaBatch(obs=torch.randn(N, obs_dim, generator=g), action=torch.rand(N, act_dim, generator=g) * 2 - 1,
+                     reward=-torch.rand(N, generator=g), next_obs=torch.randn(N, obs_dim, generator=g),
+                     terminated=torch.zeros(N), context=torch.randn(T, C, obs_dim + act_dim + 1, generator=g),
+                     tasks=torch.arange(T))
+
+
+def rate(step: object, batches: list[MetaBatch], seconds: float) -> float:
+    """Updates per second of ``step(batch)`` over about ``seconds`` (after a warm-up)."""
+    for b in batches[:3]:
+        step(b)  # type: ignore[operator]
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step(batches[n % len(batches)])  # type: ignore[operator]
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def bench(name: str, cfg: SmacConfig, obs_dim: int, act_dim: int, online: bool, repeats: int, seconds: float) -> dict:
+    shapes = cfg.online if online else cfg.offline
+    batches = [random_batch(shapes.meta_batch, shapes.batch_size, shapes.context_size, obs_dim, act_dim, s)
+               for s in range(4)]
+    fused = SmacTrainer(cfg, obs_dim, act_dim)
+    plain = PlainSmacUpdate(cfg, obs_dim, act_dim)
+    if online:
+        fused.set_phase("online")
+        plain.online = True
+    ours, theirs = [], []
+    for _ in range(repeats):  # interleaved, so load from other processes hits both alike
+        ours.append(rate(fused.update, batches, seconds))
+        theirs.append(rate(plain.update, batches, seconds))
+    a, b = statistics.median(ours), statistics.median(theirs)
+    phase = "online" if online else "offline"
+    print(f"{name:<6} {phase:<7} T={shapes.meta_batch} B={shapes.batch_size} C={shapes.context_size}  "
+          f"fused {a:7.1f} upd/s   plain {b:7.1f} upd/s   ratio {a / b:4.2f}x", flush=True)
+    return {"shapes": name, "phase": phase, "fused": a, "plain": b, "ratio": a / b}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the target machine has 2)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing window per repeat")
+    parser.add_argument("--obs-dim", type=int, default=13, help="13 = reach on the 5-joint arm")
+    parser.add_argument("--act-dim", type=int, default=5)
+    parser.add_argument("--variant", default="improved", choices=("paper", "improved"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, obs {args.obs_dim}, act {args.act_dim}, "
+          f"variant {args.variant}; median of {args.repeats} x {args.seconds:.0f} s")
+    paper = paper_preset().with_variant(args.variant)
+    demo = SmacConfig().with_variant(args.variant)
+    results = []
+    for name, cfg in (("paper", paper), ("demo", demo)):
+        for online in (False, True):
+            results.append(bench(name, cfg, args.obs_dim, args.act_dim, online, args.repeats, args.seconds))
+    worst = min(r["ratio"] for r in results)
+    print(f"lowest ratio {worst:.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

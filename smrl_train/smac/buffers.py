@@ -1,0 +1,192 @@
+"""Per-task replay storage and the meta-batch sampler (brief sections 3 and 11).
+
+All tasks live in one tensor ``(n_tasks, capacity, width)`` whose rows are whole transitions
+laid out as ``[obs | action | reward | next_obs | terminated]``, so a meta-batch is a single
+gather and a context ``(s, a, r)`` is a contiguous slice of it. The first ``offline_size[i]``
+rows of task i are its offline data: they stay untouched, so they double as the frozen
+snapshot labelling contexts are drawn from (brief section 9.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MetaBatch:
+    """One update's data. T tasks, B RL transitions per task, C context transitions.
+
+    obs/next_obs (T*B, O), action (T*B, A), reward/terminated (T*B,), context (T, C, O+A+1),
+    tasks (T,) buffer rows of the tasks.
+    """
+
+    obs: Tensor
+    action: Tensor
+    reward: Tensor
+    next_obs: Tensor
+    terminated: Tensor
+    context: Tensor
+    tasks: Tensor
+
+    @property
+    def meta_batch(self) -> int:
+        return int(self.context.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.obs.shape[0]) // self.meta_batch
+
+
+class TaskBuffers:
+    """Transitions of several tasks, appended per task; rows are addressed by task position.
+
+    Args:
+        task_ids: the tasks' indices (as in the dataset); row i holds ``task_ids[i]``.
+        obs_dim, act_dim: transition sizes.
+        capacity: initial rows per task (grows by doubling).
+    """
+
+    def __init__(self, task_ids: Sequence[int], obs_dim: int, act_dim: int, capacity: int = 1024) -> None:
+        self.task_ids = [int(t) for t in task_ids]
+        self.row_of = {t: i for i, t in enumerate(self.task_ids)}
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        o, a = obs_dim, act_dim
+        self.context_dim = o + a + 1
+        self.slices = {"obs": slice(0, o), "action": slice(o, o + a), "reward": slice(o + a, o + a + 1),
+                       "next_obs": slice(o + a + 1, 2 * o + a + 1), "terminated": slice(2 * o + a + 1, 2 * o + a + 2)}
+        self.width = 2 * o + a + 2
+        self.data = torch.zeros(len(self.task_ids), max(1, capacity), self.width)
+        self.size = torch.zeros(len(self.task_ids), dtype=torch.long)
+        self.offline_size = torch.zeros(len(self.task_ids), dtype=torch.long)
+
+    # -- filling -----------------------------------------------------------------------------
+    def add(self, task_id: int, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+            next_obs: np.ndarray, terminated: np.ndarray) -> None:
+        """Append n transitions of one task. obs/next_obs (n, O), action (n, A), others (n,).
+
+        Rewards must be finite: a NaN here means a label source is broken, and it would
+        silently poison every loss.
+        """
+        row = self.row_of[int(task_id)]
+        n = int(np.shape(obs)[0])
+        reward = np.asarray(reward, dtype=np.float32).reshape(n, 1)
+        if not np.all(np.isfinite(reward)):
+            raise ValueError(f"task {task_id}: non-finite rewards offered to the replay buffer")
+        rows = np.concatenate([np.asarray(obs, np.float32).reshape(n, -1), np.asarray(action, np.float32).reshape(n, -1),
+                               reward, np.asarray(next_obs, np.float32).reshape(n, -1),
+                               np.asarray(terminated, np.float32).reshape(n, 1)], axis=1)
+        start = int(self.size[row])
+        self._ensure(start + n)
+        self.data[row, start:start + n] = torch.from_numpy(rows)
+        self.size[row] = start + n
+
+    def freeze_offline(self) -> None:
+        """Mark everything stored so far as offline data (the frozen labelling snapshot)."""
+        self.offline_size = self.size.clone()
+
+    def _ensure(self, needed: int) -> None:
+        cap = self.data.shape[1]
+        if needed <= cap:
+            return
+        while cap < needed:
+            cap *= 2
+        grown = torch.zeros(self.data.shape[0], cap, self.width)
+        grown[:, : self.data.shape[1]] = self.data
+        self.data = grown
+
+    @classmethod
+    def from_task_arrays(cls, arrays: Mapping[int, Any], extra_capacity: int = 0) -> TaskBuffers:
+        """Buffers holding reward-labelled per-task arrays (``TaskArrays``-like: obs, action,
+        reward, next_obs, terminated), marked as the offline snapshot."""
+        ids = sorted(arrays)
+        first = arrays[ids[0]]
+        largest = max(len(arrays[t].obs) for t in ids)
+        buf = cls(ids, first.obs.shape[1], first.action.shape[1], capacity=largest + extra_capacity)
+        for t in ids:
+            a = arrays[t]
+            if a.reward is None:
+                raise ValueError(f"task {t}: offline data must be reward-labelled")
+            buf.add(t, a.obs, a.action, a.reward, a.next_obs, a.terminated)
+        buf.freeze_offline()
+        return buf
+
+    # -- reading -----------------------------------------------------------------------------
+    def field(self, name: str, row: int, limit: int | None = None) -> Tensor:
+        """One field of one task's stored transitions, (n, dim)."""
+        n = int(self.size[row]) if limit is None else limit
+        return self.data[row, :n, self.slices[name]]
+
+    def nonempty_rows(self) -> Tensor:
+        return torch.nonzero(self.size > 0).squeeze(-1)
+
+    def gather(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False) -> Tensor:
+        """``count`` transitions per task, uniformly with replacement: rows (T,) -> (T, count, width)."""
+        sizes = (self.offline_size if offline_only else self.size)[rows]
+        if bool((sizes == 0).any()):
+            raise ValueError("sampling from a task with no stored transitions")
+        u = torch.rand(rows.shape[0], count, generator=generator)
+        idx = (u * sizes.unsqueeze(1)).long().clamp_max(sizes.unsqueeze(1) - 1)
+        return self.data[rows.unsqueeze(1), idx]
+
+    def context(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False) -> Tensor:
+        """Context transitions (s, a, r): rows (T,) -> (T, count, O + A + 1)."""
+        return self.gather(rows, count, generator, offline_only)[..., : self.context_dim]
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def online_part(self) -> dict[str, Tensor]:
+        """Everything added after :meth:`freeze_offline`, for checkpoints (offline data is
+        reloaded from the dataset)."""
+        out = {"size": self.size.clone(), "offline_size": self.offline_size.clone()}
+        for row in range(len(self.task_ids)):
+            lo, hi = int(self.offline_size[row]), int(self.size[row])
+            out[f"rows/{row}"] = self.data[row, lo:hi].clone()
+        return out
+
+    def load_online_part(self, state: Mapping[str, Tensor]) -> None:
+        if not torch.equal(state["offline_size"], self.offline_size):
+            raise ValueError("checkpoint was made with different offline data (per-task sizes differ)")
+        for row in range(len(self.task_ids)):
+            part = state[f"rows/{row}"]
+            lo = int(self.offline_size[row])
+            self._ensure(lo + part.shape[0])
+            self.data[row, lo:lo + part.shape[0]] = part
+            self.size[row] = lo + part.shape[0]
+
+
+class MetaBatchSampler:
+    """Draws meta-batches: T tasks uniformly with replacement, B RL and C context transitions each.
+
+    With an exploration buffer and ``explore_fraction`` f > 0, the first round(f T) tasks of
+    the meta-batch take their context from their deterministic prior-z exploration episodes
+    when they have any (our improved recipe), else from the RL buffer (the paper's shared
+    RL/encoder buffer, ``use_rl_buffer_for_enc_buffer``).
+    """
+
+    def __init__(self, rl: TaskBuffers, generator: torch.Generator, explore: TaskBuffers | None = None,
+                 explore_fraction: float = 0.0) -> None:
+        self.rl, self.explore, self.explore_fraction = rl, explore, explore_fraction
+        self.generator = generator
+
+    def sample(self, meta_batch: int, batch_size: int, context_size: int) -> MetaBatch:
+        rows_ok = self.rl.nonempty_rows()
+        pick = torch.randint(0, rows_ok.numel(), (meta_batch,), generator=self.generator)
+        rows = rows_ok[pick]
+        data = self.rl.gather(rows, batch_size, self.generator).reshape(meta_batch * batch_size, -1)
+        context = self.rl.context(rows, context_size, self.generator)
+        k = int(round(self.explore_fraction * meta_batch))
+        if self.explore is not None and k > 0:
+            head = rows[:k]
+            has = self.explore.size[head] > 0
+            if bool(has.any()):
+                chosen = head[has]
+                context[:k][has] = self.explore.context(chosen, context_size, self.generator)
+        s = self.rl.slices
+        return MetaBatch(obs=data[:, s["obs"]], action=data[:, s["action"]], reward=data[:, s["reward"]].squeeze(-1),
+                         next_obs=data[:, s["next_obs"]], terminated=data[:, s["terminated"]].squeeze(-1),
+                         context=context, tasks=rows)

@@ -1,0 +1,217 @@
+"""SMAC sub-commands of ``smrl`` (wired in by ``smrl_train.cli``)::
+
+    smrl train offline --config config/reach.yaml --data data/reach --run runs/r/offline [--variant paper]
+    smrl train online  --config config/reach.yaml --data data/reach --from runs/r/offline \\
+                       --run runs/r/smac --labels decoder|true [--source DIR]
+    smrl eval          --config config/reach.yaml --data data/reach --run runs/r/smac
+    smrl report        --runs runs/r --out docs/results/reach
+    smrl experiment    --config config/reach.yaml --data data/reach --out runs/r --seeds 0 1 2 --jobs 2
+
+Every training command accepts ``--resume`` (continue an interrupted run from its checkpoint),
+``--smac FILE`` (take the ``smac:`` section from another YAML, e.g. config/smac_paper.yaml),
+``--variant``, ``--seed`` and ``--set section.key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from smrl_train.config import ConfigError
+
+
+def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--config", required=True, help="task family config YAML (its smac: section is used)")
+    if data:
+        p.add_argument("--data", required=True, help="reward-labelled offline dataset (episode store)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+
+
+def _add_smac(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smac", help="YAML file whose smac: section replaces the config's (e.g. config/smac_paper.yaml)")
+    p.add_argument("--variant", choices=("paper", "improved"), help="recipe (re-derives its defaults)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a smac key, e.g. --set online.iterations=5 (repeatable)")
+
+
+def _threads(args: argparse.Namespace) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def _smac_cfg(args: argparse.Namespace) -> Any:
+    from smrl_train.smac.problem import resolve_smac
+
+    return resolve_smac(args.config, args.smac, args.variant, args.seed, args.overrides)
+
+
+def _print_eval(res: dict[str, Any]) -> None:
+    t = res["test"]
+    print(f"{res['method']} (seed {res['seed']}): final return {t['final_return']:.2f}, success {t['success_rate']:.2f} "
+          f"on {len(t['tasks'])} test tasks; random policy {res['random_policy']['final_return']:.2f}")
+    d = res.get("diagnostic")
+    if d:
+        print(f"  z diagnostic (train tasks): return with z from offline context {d['return_offline_context']:.2f}, "
+              f"from own exploration {d['return_exploration_context']:.2f}; z distance {d['z_distance']:.2f} "
+              f"(spread {d['z_spread_between_tasks']:.2f})")
+
+
+def _train_offline(args: argparse.Namespace) -> int:
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import evaluate_run, train_offline
+
+    _threads(args)
+    cfg = _smac_cfg(args)
+    problem = problem_from_files(args.config, args.data)
+    train_offline(problem, cfg, args.run, algo=args.algo, method=args.method, resume=args.resume,
+                  progress=not args.quiet)
+    print(f"offline run written to {args.run}")
+    if not args.no_eval:
+        _print_eval(evaluate_run(problem, args.run, progress=not args.quiet))
+    return 0
+
+
+def _train_online(args: argparse.Namespace) -> int:
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import evaluate_run, train_online
+
+    _threads(args)
+    problem = problem_from_files(args.config, args.data)
+    cfg = None
+    if args.smac or args.variant or args.seed is not None or args.overrides:
+        cfg = _smac_cfg(args)
+    source = None
+    if args.source:
+        from smrl_train.data.store import load_task_arrays
+        from smrl_train.smac.sources import StoredEpisodeSource
+
+        source = StoredEpisodeSource(load_task_arrays(args.source))
+    train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,
+                 method=args.method, resume=args.resume, progress=not args.quiet)
+    print(f"online run written to {args.run}")
+    if not args.no_eval:
+        _print_eval(evaluate_run(problem, args.run, progress=not args.quiet))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import evaluate_run
+
+    _threads(args)
+    problem = problem_from_files(args.config, args.data)
+    for run in args.run:
+        _print_eval(evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from smrl_train.smac.report import write_report
+
+    summary = write_report(args.runs, args.out, command=args.command or "", title=args.title)
+    print(f"report written to {args.out} ({len(summary['methods'])} methods)")
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from smrl_train.smac.experiment import BASE_METHODS, Ablation, ExperimentSpec, run_experiment
+    from smrl_train.smac.report import write_report
+
+    cfg = _smac_cfg(args)
+    methods = tuple(args.methods or BASE_METHODS)
+    unknown = [m for m in methods if m not in BASE_METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown {', '.join(unknown)} (known: {', '.join(BASE_METHODS)})")
+    try:
+        ablations = tuple(Ablation.parse(a) for a in args.ablation)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    spec = ExperimentSpec(config=args.config, data=args.data, out=args.out, smac=cfg, methods=methods,
+                          ablations=ablations, threads=max(1, args.threads or 1), progress=not args.quiet)
+    run_experiment(spec, args.seeds, jobs=args.jobs)
+    if args.report:
+        command = "smrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("smrl") else ""
+        write_report([args.out], args.report, command=command, title=args.title)
+        print(f"report written to {args.report}")
+    return 0
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``train``, ``eval``, ``report`` and ``experiment`` to the ``smrl`` parser."""
+    train = subparsers.add_parser("train", help="meta-train SMAC (offline phase, self-supervised online phase)")
+    tsub = train.add_subparsers(dest="train_command", required=True)
+
+    off = tsub.add_parser("offline", help="offline meta-training on a reward-labelled dataset")
+    _add_common(off)
+    _add_smac(off)
+    off.add_argument("--run", required=True, help="run directory to write (or resume)")
+    off.add_argument("--algo", choices=("smac", "meta_bc"), default="smac", help="meta_bc = behaviour-cloning baseline")
+    off.add_argument("--method", help="report row name (default offline_only[_paper] / meta_bc)")
+    off.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    off.add_argument("--no-eval", action="store_true", help="skip the meta-test at the end")
+    off.set_defaults(func=_train_offline)
+
+    on = tsub.add_parser("online", help="self-supervised phase from a finished offline run")
+    _add_common(on)
+    _add_smac(on)
+    on.add_argument("--from", dest="from_run", help="the offline run to start from")
+    on.add_argument("--run", required=True, help="run directory to write (or resume)")
+    on.add_argument("--labels", choices=("decoder", "true"), default="decoder",
+                    help="decoder = SMAC (reward-free), true = online oracle")
+    on.add_argument("--source", help="episode store of recorded reward-free episodes (default: the sim env)")
+    on.add_argument("--method", help="report row name (default smac/oracle[_paper])")
+    on.add_argument("--resume", action="store_true")
+    on.add_argument("--no-eval", action="store_true")
+    on.set_defaults(func=_train_online)
+
+    ev = subparsers.add_parser("eval", help="meta-test runs on held-out tasks (writes eval.json)")
+    _add_common(ev)
+    ev.add_argument("--run", required=True, nargs="+", help="run directories")
+    ev.add_argument("--no-diagnostic", action="store_true", help="skip the offline-vs-exploration z diagnostic")
+    ev.set_defaults(func=_eval)
+
+    rep = subparsers.add_parser("report", help="markdown + PNG + summary.json from evaluated runs")
+    rep.add_argument("--runs", required=True, nargs="+", help="folders searched for eval.json")
+    rep.add_argument("--out", required=True, help="report folder, e.g. docs/results/reach")
+    rep.add_argument("--title", default="SMAC results")
+    rep.add_argument("--command", help="the command that reproduces the runs (printed in the report)")
+    rep.set_defaults(func=_report)
+
+    ex = subparsers.add_parser("experiment", help="all methods x seeds (shared offline runs), then a report")
+    _add_common(ex)
+    _add_smac(ex)
+    ex.add_argument("--out", required=True, help="folder of the runs (seed<k>/<method>/)")
+    ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ex.add_argument("--jobs", type=int, default=1, help="seeds run as this many parallel processes")
+    ex.add_argument("--methods", nargs="+", help="subset of the base methods (default all)")
+    ex.add_argument("--ablation", action="append", default=[], metavar="NAME:LABELS:KEY=VALUE,...",
+                    help="extra row; LABELS decoder|true (online from the shared offline run) or none "
+                         "(offline only), e.g. smac_no_explore:decoder:online.explore_context_fraction=0 or "
+                         "offline_matched:none:offline.steps=11000")
+    ex.add_argument("--report", help="write the report to this folder at the end")
+    ex.add_argument("--title", default="SMAC results")
+    ex.set_defaults(func=_experiment)
+
+
+# A user error inside these commands (bad run dir, bad checkpoint) is reported in one line by
+# smrl_train.cli: make our error types ConfigError-like for it.
+def _register_user_errors() -> None:
+    import smrl_train.cli as main_cli
+    from smrl_train.smac.checkpoint import CheckpointError
+    from smrl_train.smac.runner import RunError
+
+    extra = (RunError, CheckpointError)
+    if not all(e in main_cli.USER_ERRORS for e in extra):
+        main_cli.USER_ERRORS = tuple(main_cli.USER_ERRORS) + extra
+
+
+try:
+    _register_user_errors()
+except ImportError:  # pragma: no cover - the main CLI is not importable in some contexts
+    pass

@@ -1,0 +1,314 @@
+"""The ``smac:`` section of a config: networks, losses, the two training phases, evaluation.
+
+Two recipes share one code path, selected by ``variant``:
+
+* ``paper``: the authors' released code (``rlkit/torch/smac``) as described in the brief
+  (``reference/smac.md`` sections 2-6): no observation normalisation, KL weight 0.1, AWAC
+  temperature 100, encoder and decoder frozen online, online actor term -Q un-normalised.
+* ``improved``: our recipe (``docs/algorithm.md``, "Deviations"): normalised inputs and
+  decoder targets, AWAC temperature 1, encoder kept training online (labels from a frozen
+  offline snapshot), half of the training contexts drawn from deterministic prior-z
+  exploration episodes like those seen at test time, and the online -Q term divided by the
+  batch mean |Q| (TD3+BC).
+
+Each deviation is a field here whose value ``None`` means "the variant's default", so an
+ablation overrides a single ingredient (``smac.loss.awac_beta: 100``) and keeps the rest.
+After loading, every such field holds its resolved value (``to_dict`` shows the recipe run).
+
+Network sizes and budgets are independent of the variant: the dataclass defaults are a
+CPU-friendly demo size; :func:`paper_preset` (and ``config/smac_paper.yaml``) holds the
+paper's code defaults. This module imports only :mod:`smrl_train.config` helpers so the main
+config can embed :class:`SmacConfig` without an import cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smrl_train.config import ConfigError, from_dict
+
+VARIANTS = ("paper", "improved")
+
+# Values each variant gives to the fields left at None. Keys are "<section>.<field>".
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "network.normalize_inputs": False,
+        "network.encoder_aggregation": "product",
+        "loss.normalize_decoder_targets": False,
+        "loss.kl_weight": 0.1,
+        "loss.awac_beta": 100.0,
+        "loss.awac_normalize_advantage": False,
+        "online.train_encoder": False,
+        "online.explore_episodes": 0,
+        "online.explore_context_fraction": 0.0,
+        "online.normalize_q_term": False,
+        "online.resample_latent": "step",
+        "eval.resample_latent": "step",
+    },
+    "improved": {
+        "network.normalize_inputs": True,
+        "network.encoder_aggregation": "product",
+        "loss.normalize_decoder_targets": True,
+        "loss.kl_weight": 0.01,
+        "loss.awac_beta": 0.3,
+        "loss.awac_normalize_advantage": True,
+        "online.train_encoder": True,
+        "online.explore_episodes": 2,
+        "online.explore_context_fraction": 0.5,
+        "online.normalize_q_term": True,
+        "online.resample_latent": "episode",
+        "eval.resample_latent": "episode",
+    },
+}
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    # Hidden layer widths (ReLU MLPs). Paper code: encoder 200x3, policy/Q 300x3, decoder 64x2.
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    policy_hidden: tuple[int, ...] = (128, 128)
+    q_hidden: tuple[int, ...] = (128, 128)
+    decoder_hidden: tuple[int, ...] = (64, 64)
+    # Size of the task latent z; the prior is N(0, I).
+    latent_dim: int = 5
+    # How the encoder combines context transitions: "product" of per-transition Gaussians (the
+    # paper) or "mean" of per-transition features then an MLP (deep sets; can intersect the
+    # sphere constraints distance rewards give). Deviation; None = variant default.
+    encoder_aggregation: str | None = None
+    # Standardise observations (and context rewards) inside the networks with statistics of
+    # the offline data. Deviation; None = variant default (paper: off).
+    normalize_inputs: bool | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Discount and Polyak rate of the target critics (every update).
+    gamma: float = 0.99
+    tau: float = 0.005
+    # Reward multiplier inside the Bellman target only; the decoder regresses raw rewards.
+    reward_scale: float = 5.0
+    # Weight of KL(q(z|c) || N(0, I)) (mean over tasks, sum over dims) in the encoder loss.
+    kl_weight: float | None = None
+    # Regress rewards standardised by the offline reward mean/std (a scale-free KL weight).
+    normalize_decoder_targets: bool | None = None
+    # AWAC temperature beta: weights = softmax(A / beta) over the whole meta-batch.
+    awac_beta: float | None = None
+    # Divide A by its batch std before the temperature (beta then counts in advantage spreads,
+    # independent of reward and Q scale). Deviation; None = variant default (paper: off).
+    awac_normalize_advantage: bool | None = None
+    # Learning rates (Adam, no weight decay).
+    policy_lr: float = 3e-4
+    q_lr: float = 3e-4
+    context_lr: float = 3e-4
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    # Gradient steps of the offline phase (paper: 50,000).
+    steps: int = 8000
+    # Tasks per meta-batch (with replacement), RL transitions and context transitions per task.
+    meta_batch: int = 4
+    batch_size: int = 128
+    context_size: int = 64
+    # Steps between metric rows in metrics.csv and between checkpoints.
+    log_every: int = 250
+    checkpoint_every: int = 2000
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    # Self-supervised iterations; each collects on `tasks_per_iteration` training tasks, then
+    # trains `updates_per_iteration` steps. (Paper code: 501 x 5 tasks x 16,000 updates.)
+    iterations: int = 20
+    tasks_per_iteration: int = 5
+    updates_per_iteration: int = 500
+    # Episodes per task and iteration: z ~ prior resampled every step (stochastic policy),
+    # then z ~ posterior of the task's context buffer (stochastic policy). Paper: 400 + 600
+    # steps = 2 + 3 episodes of 200 steps.
+    prior_episodes: int = 2
+    posterior_episodes: int = 3
+    # Deterministic prior-z episodes, exactly like test-time exploration, kept in a separate
+    # per-task buffer that `explore_context_fraction` of the meta-batch draws its context
+    # from. Deviation; None = variant default (paper: 0 episodes, fraction 0).
+    explore_episodes: int | None = None
+    explore_context_fraction: float | None = None
+    # Batch shapes of the online updates (paper: 4 tasks x 256, context 64; 128 halves the
+    # cost of an update on CPU).
+    meta_batch: int = 4
+    batch_size: int = 128
+    context_size: int = 64
+    # Offline transitions per labelling context; z_r is drawn once per trajectory.
+    label_context_size: int = 256
+    # Weight of the reparameterised -Q(s, a~pi) actor term, and whether to divide it by the
+    # batch mean |Q| (TD3+BC). Deviation; None = variant default (paper: not normalised).
+    q_term_weight: float = 1.0
+    normalize_q_term: bool | None = None
+    # Keep training encoder + decoder online on the (labelled) buffers. Labels still come from
+    # the frozen offline snapshot. Deviation; None = variant default (paper: frozen).
+    train_encoder: bool | None = None
+    # When the collection policy draws z: every step (authors' code,
+    # exploration_resample_latent_period=1) or once per episode (PEARL). Deviation; None =
+    # variant default. Deterministic explore episodes follow eval.resample_latent.
+    resample_latent: str | None = None
+    # Iterations between test-task evaluations (the learning curve); 0 = only at the end.
+    eval_every: int = 5
+    checkpoint_every: int = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    # Exploration episodes with z ~ prior (resampled every step) before the posterior is used.
+    exploration_episodes: int = 2
+    # Repetitions of the whole protocol per test task (paper: num_evals = 4); with one run,
+    # two evaluations of the same agent on 10 reach tasks differed by ~13 return.
+    runs_per_task: int = 4
+    # Test tasks and runs per task of the periodic learning-curve evaluation (0 tasks = all).
+    curve_tasks: int = 0
+    curve_runs_per_task: int = 2
+    # Training tasks for the diagnostic "z from offline context vs own exploration" (0 = off).
+    diagnostic_tasks: int = 10
+    # Offline transitions in the diagnostic's offline context.
+    offline_context_size: int = 256
+    # Act with tanh(mean) (the paper's evaluation) rather than sampling.
+    deterministic: bool = True
+    # When z is drawn during evaluation: "step" (authors' code) or "episode". Deviation;
+    # None = variant default.
+    resample_latent: str | None = None
+
+
+@dataclass(frozen=True)
+class SmacConfig:
+    """The whole algorithm configuration (the ``smac:`` section)."""
+
+    # "paper" (the authors' code recipe) or "improved" (ours; see docs/algorithm.md).
+    variant: str = "improved"
+    seed: int = 0
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"smac.variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        # Resolve the variant-dependent fields left at None (frozen: rebuild the sections).
+        for section in ("network", "loss", "online", "eval"):
+            sub = getattr(self, section)
+            updates = {}
+            for key, value in VARIANT_DEFAULTS[self.variant].items():
+                sec, name = key.split(".")
+                if sec == section and getattr(sub, name) is None:
+                    updates[name] = value
+            if updates:
+                object.__setattr__(self, section, dataclasses.replace(sub, **updates))
+        _validate(self)
+
+    def with_variant(self, variant: str) -> SmacConfig:
+        """This config under another recipe: the variant's defaults replace the current ones
+        for every deviation field (sizes and budgets are kept)."""
+        sections: dict[str, Any] = {}
+        for key in VARIANT_DEFAULTS[variant]:
+            sec, name = key.split(".")
+            sections.setdefault(sec, {})[name] = None
+        kwargs = {sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in sections.items()}
+        return dataclasses.replace(self, variant=variant, **kwargs)
+
+
+def _validate(cfg: SmacConfig) -> None:
+    positive = {
+        "network.latent_dim": cfg.network.latent_dim,
+        "offline.meta_batch": cfg.offline.meta_batch, "offline.batch_size": cfg.offline.batch_size,
+        "offline.context_size": cfg.offline.context_size, "offline.log_every": cfg.offline.log_every,
+        "online.meta_batch": cfg.online.meta_batch, "online.batch_size": cfg.online.batch_size,
+        "online.context_size": cfg.online.context_size,
+        "online.label_context_size": cfg.online.label_context_size,
+        "online.tasks_per_iteration": cfg.online.tasks_per_iteration,
+        "eval.offline_context_size": cfg.eval.offline_context_size,
+        "loss.awac_beta": cfg.loss.awac_beta,
+    }
+    for key, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"smac.{key}: must be > 0, got {value!r}")
+    for key, value in {"offline.steps": cfg.offline.steps, "online.iterations": cfg.online.iterations,
+                       "online.updates_per_iteration": cfg.online.updates_per_iteration,
+                       "online.prior_episodes": cfg.online.prior_episodes,
+                       "online.posterior_episodes": cfg.online.posterior_episodes,
+                       "online.explore_episodes": cfg.online.explore_episodes,
+                       "eval.exploration_episodes": cfg.eval.exploration_episodes,
+                       "eval.diagnostic_tasks": cfg.eval.diagnostic_tasks,
+                       "eval.curve_tasks": cfg.eval.curve_tasks}.items():
+        if value is None or value < 0:
+            raise ConfigError(f"smac.{key}: must be >= 0, got {value!r}")
+    if cfg.eval.runs_per_task < 1 or cfg.eval.curve_runs_per_task < 1:
+        raise ConfigError("smac.eval.runs_per_task and smac.eval.curve_runs_per_task: must be >= 1")
+    fraction = cfg.online.explore_context_fraction
+    if fraction is None or not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"smac.online.explore_context_fraction: must be in [0, 1], got {fraction!r}")
+    if cfg.network.encoder_aggregation not in ("product", "mean"):
+        raise ConfigError(f"smac.network.encoder_aggregation: expected 'product' or 'mean', "
+                          f"got {cfg.network.encoder_aggregation!r}")
+    for key, value in (("online.resample_latent", cfg.online.resample_latent),
+                       ("eval.resample_latent", cfg.eval.resample_latent)):
+        if value not in ("step", "episode"):
+            raise ConfigError(f"smac.{key}: expected 'step' or 'episode', got {value!r}")
+    if not 0.0 < cfg.loss.tau <= 1.0 or not 0.0 <= cfg.loss.gamma < 1.0:
+        raise ConfigError("smac.loss: need 0 < tau <= 1 and 0 <= gamma < 1")
+
+
+def paper_preset() -> SmacConfig:
+    """The paper's code defaults (brief section 6): sizes, batch shapes and budgets."""
+    return SmacConfig(
+        variant="paper",
+        network=NetworkConfig(encoder_hidden=(200, 200, 200), policy_hidden=(300, 300, 300),
+                              q_hidden=(300, 300, 300), decoder_hidden=(64, 64), latent_dim=5),
+        offline=OfflineConfig(steps=50_000, meta_batch=4, batch_size=128, context_size=64,
+                              log_every=1000, checkpoint_every=5000),
+        online=OnlineConfig(iterations=501, tasks_per_iteration=5, updates_per_iteration=16_000,
+                            prior_episodes=2, posterior_episodes=3, meta_batch=4, batch_size=256,
+                            context_size=64, label_context_size=256, eval_every=10),
+        eval=EvalConfig(exploration_episodes=2, runs_per_task=4),
+    )
+
+
+def demo_preset(base: SmacConfig | None = None) -> SmacConfig:
+    """A few-minute budget for ``make demo`` (sizes of ``base``, default the dataclass defaults):
+    3k offline updates, 6 online iterations of 250 updates, evaluation on 5 diagnostic tasks."""
+    base = base or SmacConfig()
+    return dataclasses.replace(
+        base,
+        offline=dataclasses.replace(base.offline, steps=3000, checkpoint_every=1000),
+        online=dataclasses.replace(base.online, iterations=6, updates_per_iteration=250, eval_every=3),
+        eval=dataclasses.replace(base.eval, diagnostic_tasks=5),
+    )
+
+
+def smac_from_yaml_dict(data: dict[str, Any] | None) -> SmacConfig:
+    """:class:`SmacConfig` from the ``smac:`` mapping of a parsed YAML file (missing = defaults)."""
+    return from_dict(SmacConfig, data or {}, "smac")
+
+
+def load_smac_config(path: str | Path) -> SmacConfig:
+    """The ``smac:`` section of the YAML file at ``path`` (defaults where absent).
+
+    Raises:
+        ConfigError: unreadable file, or an unknown key / bad type in the section.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return smac_from_yaml_dict(data.get("smac"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

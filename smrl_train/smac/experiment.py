@@ -1,0 +1,192 @@
+"""The method comparison: per seed, one offline run per recipe shared by its online methods.
+
+Layout under ``out``::
+
+    seed0/offline_only/          offline phase, improved recipe  (also the "offline-only" row)
+    seed0/smac/ seed0/oracle/    online phases from it (decoder labels / true rewards)
+    seed0/offline_only_paper/    offline phase, paper recipe
+    seed0/smac_paper/ seed0/oracle_paper/
+    seed0/meta_bc/               meta behaviour cloning baseline
+    seed0/<ablation>/            online (or offline + online) runs with config overrides
+
+Every stage is skipped when its run has finished and been evaluated, and resumed when it has
+a checkpoint, so re-running the same command finishes an interrupted experiment. Seeds can run
+as parallel processes (``jobs``), each single-threaded by default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from smrl_train.smac.config import SmacConfig
+
+BASE_METHODS = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper", "oracle_paper", "meta_bc")
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """An extra row: ``labels`` (decoder/true/none) and ``overrides`` (``section.key=value``)
+    applied to the improved recipe. ``none`` is an offline-only row (e.g. the offline phase
+    trained for as many updates as offline + online, a matched-budget baseline). Otherwise
+    overrides of ``network.``/``offline.``/``loss.`` keys get their own offline run, and the
+    online phase starts from the shared improved offline run."""
+
+    name: str
+    labels: str
+    overrides: tuple[str, ...]
+
+    @staticmethod
+    def parse(spec: str) -> Ablation:
+        """``name:labels:key=value,key=value``, e.g.
+        ``smac_no_explore_ctx:decoder:online.explore_context_fraction=0,online.explore_episodes=0``."""
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or parts[1] not in ("decoder", "true", "none"):
+            raise ValueError(f"ablation {spec!r}: expected name:decoder|true|none:key=value,...")
+        return Ablation(parts[0], parts[1], tuple(p for p in parts[2].split(",") if p))
+
+    @property
+    def needs_offline(self) -> bool:
+        return any(o.split("=")[0].strip().split(".")[0] in ("network", "offline", "loss") for o in self.overrides)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    config: str
+    data: str
+    out: str
+    smac: SmacConfig
+    methods: tuple[str, ...] = BASE_METHODS
+    ablations: tuple[Ablation, ...] = ()
+    threads: int = 1
+    progress: bool = True
+
+
+def _finished(run_dir: Path) -> bool:
+    from smrl_train.smac.checkpoint import CheckpointError, read_meta
+
+    try:
+        return bool(read_meta(run_dir).get("finished")) and (run_dir / "eval.json").exists()
+    except CheckpointError:
+        return False
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoint.safetensors").exists()
+
+
+def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
+    """All stages of one seed; returns {method: eval summary}."""
+    import torch
+
+    from smrl_train.smac.problem import apply_overrides, problem_from_files
+    from smrl_train.smac.runner import evaluate_run, train_offline, train_online
+
+    torch.set_num_threads(spec.threads)
+    problem = problem_from_files(spec.config, spec.data)
+    root = Path(spec.out) / f"seed{seed}"
+    improved = dataclasses.replace(spec.smac.with_variant("improved"), seed=seed)
+    paper = dataclasses.replace(spec.smac.with_variant("paper"), seed=seed)
+    results: dict[str, Any] = {}
+
+    def stage(name: str, fn: Any) -> None:
+        run_dir = root / name
+        if _finished(run_dir):
+            results[name] = json.loads((run_dir / "eval.json").read_text())["test"]
+            return
+        t0 = time.perf_counter()
+        fn(run_dir, _has_checkpoint(run_dir))
+        res = evaluate_run(problem, run_dir, progress=spec.progress)
+        results[name] = res["test"]
+        print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "
+              f"success {res['test']['success_rate']:.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def offline(cfg: SmacConfig, algo: str = "smac", method: str | None = None) -> Any:
+        return lambda d, resume: train_offline(problem, cfg, d, algo=algo, method=method, resume=resume,
+                                               progress=spec.progress)
+
+    def online(parent: str, labels: str, cfg: SmacConfig | None = None, method: str | None = None) -> Any:
+        return lambda d, resume: train_online(problem, d, offline_run=root / parent, labels=labels, cfg=cfg,
+                                              method=method, resume=resume, progress=spec.progress)
+
+    wanted = set(spec.methods)
+    if wanted & {"offline_only", "smac", "oracle"} or any(not a.needs_offline and a.labels != "none"
+                                                           for a in spec.ablations):
+        stage("offline_only", offline(improved))
+    if "smac" in wanted:
+        stage("smac", online("offline_only", "decoder"))
+    if "oracle" in wanted:
+        stage("oracle", online("offline_only", "true"))
+    if wanted & {"offline_only_paper", "smac_paper", "oracle_paper"}:
+        stage("offline_only_paper", offline(paper))
+    if "smac_paper" in wanted:
+        stage("smac_paper", online("offline_only_paper", "decoder"))
+    if "oracle_paper" in wanted:
+        stage("oracle_paper", online("offline_only_paper", "true"))
+    if "meta_bc" in wanted:
+        stage("meta_bc", offline(improved, algo="meta_bc"))
+    for ab in spec.ablations:
+        cfg = apply_overrides(improved, ab.overrides)
+        if ab.labels == "none":
+            stage(ab.name, offline(cfg, method=ab.name))
+            continue
+        parent = "offline_only"
+        if ab.needs_offline:
+            parent = f"{ab.name}_offline"
+            stage(parent, offline(cfg, method=parent))
+        stage(ab.name, online(parent, ab.labels, cfg, method=ab.name))
+    return results
+
+
+def run_experiment(spec: ExperimentSpec, seeds: Sequence[int], jobs: int = 1) -> dict[int, dict[str, Any]]:
+    """Run every seed (in ``jobs`` parallel processes) and return {seed: {method: result}}."""
+    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    if jobs <= 1 or len(seeds) <= 1:
+        return {s: run_seed(spec, s) for s in seeds}
+    quiet = dataclasses.replace(spec, progress=False)
+    os.environ.setdefault("OMP_NUM_THREADS", str(spec.threads))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {s: pool.submit(run_seed, quiet, s) for s in seeds}
+        return {s: f.result() for s, f in futures.items()}
+
+
+def method_table(summary: dict[str, Any]) -> str:
+    """A plain-text table of a report summary (for the demo and the CLI)."""
+    from smrl_train.smac.report import ORDER
+
+    names = [n for n in ORDER if n in summary["methods"]] + sorted(n for n in summary["methods"] if n not in ORDER)
+    lines = [f"{'method':<22}{'seeds':>6}{'final return':>20}{'success':>16}"]
+    for n in names:
+        m = summary["methods"][n]
+        fr, sr = m["final_return_stats"], m["success_rate_stats"]
+        lines.append(f"{n:<22}{len(m['seeds']):>6}{fr['mean']:>12.2f} ± {fr['std']:<5.2f}{sr['mean']:>9.2f} ± {sr['std']:<4.2f}")
+    lines.append(f"{'random policy':<22}{'':>6}{summary['random_policy_final_return']:>12.2f}")
+    return "\n".join(lines)
+
+
+def run_demo(config: str, data: str, out: str, smac: SmacConfig | None = None, seeds: Sequence[int] = (0,),
+             methods: Sequence[str] = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper",
+                                       "oracle_paper"),
+             progress: bool = True) -> dict[str, Any]:
+    """``make demo``'s SMAC stage: the methods at the demo budget, evaluated, with a report.
+
+    ``smac`` defaults to :func:`~smrl_train.smac.config.demo_preset` of the config's smac
+    section. Returns the report summary; the report is written to ``out/report``; print it
+    with :func:`method_table`.
+    """
+    from smrl_train.smac.config import demo_preset
+    from smrl_train.smac.problem import resolve_smac
+    from smrl_train.smac.report import write_report
+
+    cfg = smac or demo_preset(resolve_smac(config))
+    spec = ExperimentSpec(config=config, data=data, out=out, smac=cfg, methods=tuple(methods), progress=progress)
+    run_experiment(spec, list(seeds))
+    return write_report([out], Path(out) / "report", title="SMAC demo (demo budget)")

@@ -1,0 +1,73 @@
+"""SMAC's losses as small pure functions (brief section 3), each testable by hand.
+
+Shapes: T tasks, N = T x B RL transitions, L latent dims, E critics (2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def kl_to_standard_normal(mu: Tensor, var: Tensor) -> Tensor:
+    """KL(N(mu, var) || N(0, I)) summed over latent dims: (T, L) -> (T,)."""
+    return 0.5 * (var + mu.square() - 1.0 - var.log()).sum(dim=-1)
+
+
+def context_loss(pred_std: Tensor, reward: Tensor, mu: Tensor, var: Tensor, kl_weight: float,
+                 reward_mean: Tensor | float = 0.0, reward_std: Tensor | float = 1.0
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Encoder + decoder loss: MSE of the decoder on the RL batch + kl_weight x mean_T KL.
+
+    ``pred_std`` (N,) is the decoder's standardised output and ``reward`` (N,) the raw
+    (unscaled) reward; the MSE is taken in standardised units (identity when mean 0, std 1,
+    the paper). mu, var (T, L). Returns (total, mse, kl) scalars.
+    """
+    target = (reward - reward_mean) / reward_std
+    mse = (pred_std - target).square().mean()
+    kl = kl_to_standard_normal(mu, var).mean()  # mean over tasks (PEARL sums)
+    return mse + kl_weight * kl, mse, kl
+
+
+def bellman_target(reward: Tensor, terminated: Tensor, next_q_min: Tensor, reward_scale: float,
+                   gamma: float) -> Tensor:
+    """y = reward_scale r + (1 - d) gamma min_k Qbar_k(s', a', z); alpha = 0. All (N,)."""
+    return reward_scale * reward + (1.0 - terminated) * gamma * next_q_min
+
+
+def critic_loss(q_pred: Tensor, target: Tensor) -> Tensor:
+    """Sum over the E critics of MSE(Q_k, y): q_pred (E, N), target (N,) -> scalar.
+
+    (rlkit steps each critic on its own MSE; their sum has the same gradients.)
+    """
+    return (q_pred - target.detach()).square().mean(dim=-1).sum()
+
+
+def awac_weights(advantage: Tensor, beta: float | Tensor) -> Tensor:
+    """Self-normalised exp(A / beta): N x softmax(A / beta) over all N, so the mean is 1. (N,)."""
+    return torch.softmax(advantage / beta, dim=0) * advantage.shape[0]
+
+
+def awac_temperature(advantage: Tensor, beta: float, normalize: bool) -> float | Tensor:
+    """The temperature dividing A: beta, or beta x std(A) over the batch (detached) when
+    ``normalize`` (ours: the weights then no longer depend on the reward and Q scale). (N,)."""
+    if not normalize:
+        return beta
+    return beta * advantage.detach().std().clamp_min(1e-6)
+
+
+def awac_policy_loss(log_prob_data: Tensor, weights: Tensor) -> Tensor:
+    """mean(-w log pi(a_data | s, z)) with the weights treated as constants. (N,) -> scalar."""
+    return -(weights.detach() * log_prob_data).mean()
+
+
+def online_q_term(q_new_min: Tensor, weight: float, normalize: bool) -> Tensor:
+    """Reparameterised actor term weight x mean(-min_k Q(s, a~pi, z)).
+
+    With ``normalize`` the term is divided by the batch mean |Q| (detached), as TD3+BC does,
+    so its size no longer grows with the value scale (ours; the paper adds it raw). (N,).
+    """
+    term = -q_new_min.mean()
+    if normalize:
+        term = term / q_new_min.detach().abs().mean().clamp_min(1e-6)
+    return weight * term

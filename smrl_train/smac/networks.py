@@ -1,0 +1,311 @@
+"""SMAC's networks (brief section 2), as plain ``nn.Module``s with export-friendly forwards.
+
+Shapes: T tasks, C context transitions per task, N = T x B RL transitions, L = latent size,
+E = ensemble size (2 twin critics). Observations enter every network through a
+:class:`Normalizer` whose mean/std are module buffers computed from the offline data, so an
+exported graph carries them; in the ``paper`` variant they stay identity (the paper has no
+observation normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit TanhGaussianPolicy clamp
+VAR_MIN = 1e-7  # rlkit product_of_gaussians clamp
+ACTION_CLAMP = 1.0 - 1e-6  # dataset actions before atanh (rlkit TanhNormal)
+LOG2 = math.log(2.0)
+
+
+class Normalizer(nn.Module):
+    """``(x - mean) / std`` with fixed buffers (saved, exported); identity until set.
+
+    Shapes: mean, std (D,); input (..., D).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set(self, mean: Tensor, std: Tensor) -> None:
+        """Use these statistics; std is floored at 1e-3 so constant inputs stay finite."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, last_init: float | None = None) -> nn.Sequential:
+    """ReLU MLP; the last layer optionally initialised uniform in ±``last_init`` (rlkit)."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        # In place: a linear layer's backward needs its input, not its output.
+        layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+        d = h
+    last = nn.Linear(d, out_dim)
+    if last_init is not None:
+        nn.init.uniform_(last.weight, -last_init, last_init)
+        nn.init.uniform_(last.bias, -last_init, last_init)
+    layers.append(last)
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------------------------------
+# Context encoder q(z | c)
+
+
+def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Permutation-invariant aggregation of per-transition Gaussians (PEARL, rlkit).
+
+    Precisions add: ``1/var = sum_n 1/var_n``, ``mu = var * sum_n mu_n / var_n``.
+    Shapes: mu, var (T, C, L) -> (T, L), (T, L).
+    """
+    var = var.clamp_min(VAR_MIN)
+    precision = var.reciprocal()
+    post_var = precision.sum(dim=-2).reciprocal()
+    post_mu = post_var * (mu * precision).sum(dim=-2)
+    return post_mu, post_var
+
+
+class ContextEncoder(nn.Module):
+    """Per-transition MLP on (s, a, r) -> (mu_n, softplus var_n), then product of Gaussians.
+
+    Input context (T, C, obs_dim + act_dim + 1); output posterior mean and variance (T, L).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.context_dim = obs_dim + act_dim + 1
+        self.normalizer = Normalizer(self.context_dim)
+        self.net = mlp(self.context_dim, hidden, 2 * latent_dim)
+
+    def per_transition(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Gaussian factor of each transition: (..., C, D) -> mu, var (..., C, L)."""
+        out = self.net(self.normalizer(context))
+        mu, pre_var = out.split(self.latent_dim, dim=-1)
+        return mu, F.softplus(pre_var)
+
+    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior q(z | context): (T, C, D) -> mean (T, L), variance (T, L)."""
+        return product_of_gaussians(*self.per_transition(context))
+
+
+class MeanPoolEncoder(nn.Module):
+    """Deep-sets alternative to the product of Gaussians (ours, ``encoder_aggregation: mean``).
+
+    A per-transition MLP gives features (T, C, H); their mean over C goes through a head MLP to
+    (mu, softplus var) (T, L). Still permutation-invariant, but it can learn nonlinear set
+    functions: a distance reward constrains a goal to a sphere per transition, and a product
+    of Gaussians cannot intersect spheres, a learned set function can.
+    Same interface as :class:`ContextEncoder`.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.context_dim = obs_dim + act_dim + 1
+        self.normalizer = Normalizer(self.context_dim)
+        width = hidden[-1] if hidden else 64
+        self.net = mlp(self.context_dim, hidden[:-1], width)
+        self.head = mlp(width, (width,), 2 * latent_dim)
+
+    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior q(z | context): (T, C, D) -> mean (T, L), variance (T, L)."""
+        pooled = self.net(self.normalizer(context)).relu_().mean(dim=-2)
+        mu, pre_var = self.head(pooled).split(self.latent_dim, dim=-1)
+        return mu, F.softplus(pre_var).clamp_min(VAR_MIN)
+
+
+# Either context encoder: context (T, C, O + A + 1) -> posterior mean, variance (T, L).
+Encoder = ContextEncoder | MeanPoolEncoder
+
+
+def sample_gaussian(mu: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Reparameterised sample ``mu + sqrt(var) * eps``, same shape as ``mu``."""
+    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + var.sqrt() * eps
+
+
+# ---------------------------------------------------------------------------------------
+# Policy pi(a | s, z)
+
+
+def tanh_gaussian_log_prob(mean: Tensor, log_std: Tensor, pre_tanh: Tensor) -> Tensor:
+    """log pi(tanh(u)) for pre-tanh value u, summed over action dims: (N, A) -> (N,).
+
+    Uses the stable tanh correction ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
+    """
+    std = log_std.exp()
+    gauss = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    correction = 2.0 * (LOG2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
+    return (gauss - correction).sum(dim=-1)
+
+
+def atanh_clamped(action: Tensor) -> Tensor:
+    """Pre-tanh value of a dataset action, clamped to ±(1 - 1e-6) first (brief section 9.7)."""
+    return torch.atanh(action.clamp(-ACTION_CLAMP, ACTION_CLAMP))
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(a | s, z) = tanh(N(mu(s, z), sigma(s, z))); log-std clamped to [-20, 2].
+
+    z is detached on entry (the actor never trains the encoder) unless ``detach_z`` is off,
+    which only the meta-behaviour-cloning baseline uses.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 detach_z: bool = True) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.detach_z = detach_z
+        self.normalizer = Normalizer(obs_dim)
+        self.trunk = mlp(obs_dim + latent_dim, hidden[:-1], hidden[-1]) if hidden else nn.Identity()
+        width = hidden[-1] if hidden else obs_dim + latent_dim
+        self.mean_head = nn.Linear(width, act_dim)
+        self.log_std_head = nn.Linear(width, act_dim)
+        for head in (self.mean_head, self.log_std_head):  # rlkit: uniform ±1e-3
+            nn.init.uniform_(head.weight, -1e-3, 1e-3)
+            nn.init.uniform_(head.bias, -1e-3, 1e-3)
+
+    def forward(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Gaussian parameters before tanh: obs (N, O), z (N, L) -> mean, log_std (N, A)."""
+        if self.detach_z:
+            z = z.detach()
+        h = self.trunk(torch.cat([self.normalizer(obs), z], dim=-1)).relu_()
+        return self.mean_head(h), self.log_std_head(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def act_mean(self, obs: Tensor, z: Tensor) -> Tensor:
+        """Deterministic action tanh(mean) in [-1, 1]: (N, O), (N, L) -> (N, A). Export path."""
+        mean, _ = self.forward(obs, z)
+        return torch.tanh(mean)
+
+    @staticmethod
+    def sample(mean: Tensor, log_std: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised sample: returns (action, pre_tanh), each (N, A)."""
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        pre = mean + log_std.exp() * eps
+        return torch.tanh(pre), pre
+
+
+# ---------------------------------------------------------------------------------------
+# Twin critic, fused
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied as one batched matmul.
+
+    weight (E, in, out), bias (E, 1, out); input (E, N, in) or a shared (N, in) -> (E, N, out).
+    Initialised like ``nn.Linear`` (uniform ±1/sqrt(in)), independently per member.
+    """
+
+    def __init__(self, ensemble: int, in_dim: int, out_dim: int, init: float | None = None) -> None:
+        super().__init__()
+        bound = init if init is not None else 1.0 / math.sqrt(in_dim)
+        self.weight = nn.Parameter(torch.empty(ensemble, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(ensemble, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:  # shared input: (N, in) @ (E, in, out) broadcasts to (E, N, out)
+            return torch.matmul(x, self.weight) + self.bias
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleQ(nn.Module):
+    """E Q-functions Q_k(s, a, z) in one module (E = 2 for the twin critic).
+
+    forward: obs (N, O), action (N, A), z (N, L) -> (E, N). The first layer is one matmul
+    against the stacked weights; deeper layers are ``baddbmm`` over the ensemble dim, so the
+    twin costs one kernel per layer instead of two.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 ensemble: int = 2) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+        self.normalizer = Normalizer(obs_dim)
+        dims = (obs_dim + act_dim + latent_dim, *hidden)
+        self.layers = nn.ModuleList(EnsembleLinear(ensemble, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)  # rlkit Mlp init_w
+
+    def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
+        h = torch.cat([self.normalizer(obs), action, z.detach()], dim=-1)
+        for layer in self.layers:
+            h = layer(h).relu_()  # in place: baddbmm's backward needs its inputs only
+        return self.out(h).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Reward decoder r(s, a, z)
+
+
+class RewardDecoder(nn.Module):
+    """Predicted reward r(s, a, z): (N, O), (N, A), (N, L) -> (N,) in reward units.
+
+    The network outputs a standardised reward, mapped back with the ``reward_mean`` /
+    ``reward_std`` buffers (0 / 1 unless decoder targets are normalised), so the regression
+    loss is scale-free while labels come out in the env's units.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.normalizer = Normalizer(obs_dim)
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+        self.net = mlp(obs_dim + act_dim + latent_dim, hidden, 1, last_init=3e-3)
+
+    def standardized(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
+        """Raw output (N,): the prediction of (r - reward_mean) / reward_std."""
+        return self.net(torch.cat([self.normalizer(obs), action, z], dim=-1)).squeeze(-1)
+
+    def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
+        return self.standardized(obs, action, z) * self.reward_std + self.reward_mean
+
+
+# ---------------------------------------------------------------------------------------
+# The set of networks one trainer owns
+
+
+class SmacNetworks(nn.Module):
+    """Encoder, policy, twin Q, target twin Q and reward decoder for given dimensions.
+
+    ``encoder_aggregation``: "product" (the paper's product of Gaussians) or "mean" (deep sets).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: tuple[int, ...],
+                 policy_hidden: tuple[int, ...], q_hidden: tuple[int, ...], decoder_hidden: tuple[int, ...],
+                 detach_policy_z: bool = True, encoder_aggregation: str = "product") -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        encoder_cls = {"product": ContextEncoder, "mean": MeanPoolEncoder}[encoder_aggregation]
+        self.encoder: Encoder = encoder_cls(obs_dim, act_dim, latent_dim, encoder_hidden)
+        self.policy = TanhGaussianPolicy(obs_dim, act_dim, latent_dim, policy_hidden, detach_z=detach_policy_z)
+        self.qf = EnsembleQ(obs_dim, act_dim, latent_dim, q_hidden)
+        self.qf_target = EnsembleQ(obs_dim, act_dim, latent_dim, q_hidden)
+        # The brief allows copying at init (rlkit draws fresh targets; Polyak pulls them in).
+        self.qf_target.load_state_dict(self.qf.state_dict())
+        self.qf_target.requires_grad_(False)
+        self.decoder = RewardDecoder(obs_dim, act_dim, latent_dim, decoder_hidden)
+
+    def set_statistics(self, obs_mean: Tensor, obs_std: Tensor, act_dim: int, reward_mean: float,
+                       reward_std: float, normalize_inputs: bool, normalize_targets: bool) -> None:
+        """Bake data statistics into the normalisers (identity where switched off)."""
+        o = obs_mean.numel()
+        if normalize_inputs:
+            ctx_mean = torch.cat([obs_mean, torch.zeros(act_dim), torch.tensor([reward_mean])])
+            ctx_std = torch.cat([obs_std, torch.ones(act_dim), torch.tensor([reward_std])])
+            for m in (self.policy.normalizer, self.qf.normalizer, self.qf_target.normalizer,
+                      self.decoder.normalizer):
+                m.set(obs_mean, obs_std)
+            self.encoder.normalizer.set(ctx_mean, ctx_std)
+        assert self.encoder.normalizer.mean.numel() == o + act_dim + 1
+        if normalize_targets:
+            self.decoder.reward_mean.fill_(float(reward_mean))
+            self.decoder.reward_std.fill_(max(float(reward_std), 1e-3))

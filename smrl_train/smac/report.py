@@ -1,0 +1,224 @@
+"""``smrl report``: markdown + PNG plots + summary.json from evaluated runs.
+
+Runs are found by their ``eval.json`` (anywhere under the given folders) and grouped by method
+name (offline_only, smac, oracle, *_paper, meta_bc, ablations); seeds give the spread.
+Written to the output folder:
+
+* ``summary.json``: ``{"methods": {name: {"final_return": [per seed], "success_rate": [...],
+  "seeds": [...], ...}}, "diagnostic": {...}, "gap_closed": ..., "command": ...}``;
+* ``methods.png``: final return and success per method (mean and per-seed points);
+* ``curve.png``: test-task final return over self-supervised iterations;
+* ``diagnostic.png``: return with z from offline context vs from own exploration;
+* ``report.md``: the tables, the plots and the command that reproduces them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smrl_train.smac.logs import read_csv
+
+ORDER = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper", "oracle_paper", "meta_bc")
+DESCRIPTION = {
+    "offline_only": "offline phase only (improved recipe)",
+    "smac": "SMAC, improved recipe: reward-free online phase, decoder labels",
+    "oracle": "online oracle, improved recipe: true rewards online",
+    "offline_only_paper": "offline phase only (paper recipe)",
+    "smac_paper": "SMAC, paper recipe (authors' code defaults)",
+    "oracle_paper": "online oracle, paper recipe",
+    "meta_bc": "meta behaviour cloning (encoder + policy by log-likelihood)",
+}
+
+
+def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Every evaluated run under ``roots``: its eval.json plus the folder."""
+    runs = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("eval.json")):
+            data = json.loads(path.read_text())
+            data["run_dir"] = str(path.parent)
+            runs.append(data)
+    return runs
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
+    if arr.size == 0:
+        return {"mean": math.nan, "std": math.nan}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, Any]:
+    """The summary.json content (see the module docstring)."""
+    methods: dict[str, dict[str, Any]] = {}
+    diagnostic: dict[str, dict[str, list[float]]] = {}
+    random_returns = []
+    for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
+        m = methods.setdefault(r["method"], {"final_return": [], "success_rate": [], "seeds": [], "runs": [],
+                                             "variant": r["variant"], "labels": r["labels"], "phase": r["phase"],
+                                             "updates": [], "iterations": []})
+        m["final_return"].append(r["test"]["final_return"])
+        m["success_rate"].append(r["test"]["success_rate"])
+        m["seeds"].append(r["seed"])
+        m["runs"].append(r["run_dir"])
+        m["updates"].append(r.get("updates"))
+        m["iterations"].append(r.get("iterations"))
+        random_returns.append(r["random_policy"]["final_return"])
+        if r.get("diagnostic"):
+            d = diagnostic.setdefault(r["method"], {k: [] for k in ("return_offline_context",
+                                                                    "return_exploration_context", "z_distance",
+                                                                    "z_spread_between_tasks")})
+            for k in d:
+                d[k].append(r["diagnostic"][k])
+    for m in methods.values():
+        m["final_return_stats"] = _stats(m["final_return"])
+        m["success_rate_stats"] = _stats(m["success_rate"])
+    out: dict[str, Any] = {"methods": methods, "diagnostic": diagnostic,
+                           "random_policy_final_return": _stats(random_returns)["mean"], "command": command}
+    for suffix in ("", "_paper"):
+        off, smac, oracle = (methods.get(f"{k}{suffix}") for k in ("offline_only", "smac", "oracle"))
+        if off and smac and oracle:
+            lo, hi = off["final_return_stats"]["mean"], oracle["final_return_stats"]["mean"]
+            mid = smac["final_return_stats"]["mean"]
+            out[f"gap_closed{suffix}"] = (mid - lo) / (hi - lo) if abs(hi - lo) > 1e-9 else math.nan
+    return out
+
+
+def _ordered(names: Sequence[str]) -> list[str]:
+    return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER)
+
+
+def _plots(summary: dict[str, Any], runs: Sequence[dict[str, Any]], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    names = _ordered(list(summary["methods"]))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names) + 3), 4))
+    for ax, key, label in ((axes[0], "final_return", "final-episode return"), (axes[1], "success_rate", "success rate")):
+        for i, n in enumerate(names):
+            vals = summary["methods"][n][key]
+            ax.bar(i, np.mean(vals), color="C0" if "paper" not in n else "C1", alpha=0.6)
+            ax.errorbar(i, np.mean(vals), yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0, color="k", capsize=3)
+            ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+        ax.set_ylabel(label)
+        ax.set_title(f"held-out test tasks: {label}")
+    if not math.isnan(summary.get("random_policy_final_return", math.nan)):
+        axes[0].axhline(summary["random_policy_final_return"], color="r", ls="--", lw=1, label="random policy")
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "methods.png", dpi=110)
+    plt.close(fig)
+    made.append("methods.png")
+
+    curves: dict[str, list[list[dict[str, float]]]] = {}
+    for r in runs:
+        rows = read_csv(Path(r["run_dir"]) / "eval_curve.csv")
+        if rows:
+            curves.setdefault(r["method"], []).append(rows)
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for k, (n, seeds) in enumerate(sorted(curves.items())):
+            its = sorted({row["iteration"] for rows in seeds for row in rows})
+            mean = [np.nanmean([row["eval/final_return"] for rows in seeds for row in rows if row["iteration"] == it])
+                    for it in its]
+            ax.plot(its, mean, marker="o", label=n, color=f"C{k}")
+            for rows in seeds:
+                ax.plot([row["iteration"] for row in rows], [row["eval/final_return"] for row in rows],
+                        color=f"C{k}", alpha=0.25, lw=1)
+        ax.set_xlabel("self-supervised iteration")
+        ax.set_ylabel("test final-episode return")
+        ax.set_title("learning curve of the online phase (mean over seeds; thin: seeds)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "curve.png", dpi=110)
+        plt.close(fig)
+        made.append("curve.png")
+
+    diag = summary["diagnostic"]
+    if diag:
+        dn = _ordered(list(diag))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(dn) + 2), 4))
+        x = np.arange(len(dn))
+        off = [np.mean(diag[n]["return_offline_context"]) for n in dn]
+        exp = [np.mean(diag[n]["return_exploration_context"]) for n in dn]
+        ax.bar(x - 0.2, off, 0.4, label="z from offline context")
+        ax.bar(x + 0.2, exp, 0.4, label="z from own exploration")
+        ax.set_xticks(x, dn, rotation=35, ha="right")
+        ax.set_ylabel("final-episode return (training tasks)")
+        ax.set_title("z distribution shift (paper's diagnostic)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "diagnostic.png", dpi=110)
+        plt.close(fig)
+        made.append("diagnostic.png")
+    return made
+
+
+def _fmt(s: dict[str, float], digits: int = 2) -> str:
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def write_report(roots: Sequence[str | Path], out: str | Path, command: str = "", title: str = "SMAC results",
+                 notes: str = "") -> dict[str, Any]:
+    """Summarise the evaluated runs under ``roots`` into ``out`` (see the module docstring)."""
+    runs = find_runs(roots)
+    if not runs:
+        raise FileNotFoundError(f"no evaluated runs (eval.json) under {', '.join(map(str, roots))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(runs, command)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    images = _plots(summary, runs, out)
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += ["Held-out test tasks; meta-test protocol of the paper (2 exploration episodes with z ~ prior, "
+              "then the posterior z and the deterministic policy); mean ± std over seeds.", "",
+              "| method | seeds | final return | success rate | updates | description |",
+              "|---|---|---|---|---|---|"]
+    for n in _ordered(list(summary["methods"])):
+        m = summary["methods"][n]
+        ups = sorted({u for u in m["updates"] if u is not None})
+        lines.append(f"| {n} | {len(m['seeds'])} | {_fmt(m['final_return_stats'])} | "
+                     f"{_fmt(m['success_rate_stats'])} | {', '.join(map(str, ups))} | {DESCRIPTION.get(n, 'ablation')} |")
+    lines += ["", f"Random policy: final return {summary['random_policy_final_return']:.2f}.", ""]
+    for suffix in ("", "_paper"):
+        if f"gap_closed{suffix}" not in summary:
+            continue
+        ms = summary["methods"]
+        off, ora = ms[f"offline_only{suffix}"], ms[f"oracle{suffix}"]
+        gap = ora["final_return_stats"]["mean"] - off["final_return_stats"]["mean"]
+        spread = max(off["final_return_stats"]["std"], ora["final_return_stats"]["std"])
+        if gap <= spread:
+            lines.append(f"oracle{suffix} is not above offline_only{suffix} by more than the seed spread "
+                         f"(gap {gap:.2f}, spread {spread:.2f}): no gap for smac{suffix} to close.")
+        else:
+            lines.append(f"Gap offline_only{suffix} -> oracle{suffix}: {gap:.2f} (seed spread {spread:.2f}); "
+                         f"smac{suffix} closes {100 * summary[f'gap_closed{suffix}']:.0f}% of it.")
+    if summary["diagnostic"]:
+        lines += ["", "## z distribution shift", "",
+                  "Training tasks: final-episode return with z inferred from the task's offline context versus from "
+                  "the agent's own prior-z exploration, and the distance between the two posterior means (relative "
+                  "to the spread of offline posteriors across tasks).", "",
+                  "| method | z from offline context | z from own exploration | z distance | z spread |",
+                  "|---|---|---|---|---|"]
+        for n in _ordered(list(summary["diagnostic"])):
+            d = summary["diagnostic"][n]
+            lines.append(f"| {n} | {_fmt(_stats(d['return_offline_context']))} | "
+                         f"{_fmt(_stats(d['return_exploration_context']))} | {_fmt(_stats(d['z_distance']))} | "
+                         f"{_fmt(_stats(d['z_spread_between_tasks']))} |")
+    lines += [""] + [f"![{i}]({i})" for i in images] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return summary

@@ -1,0 +1,459 @@
+"""The training phases, top to bottom: offline meta-training, then self-supervised online.
+
+A :class:`Problem` is all the algorithm needs from the outside world: an env factory for a
+task family following :mod:`smrl_train.tasks`' protocol, the train/test tasks, and the offline
+per-task arrays of the training tasks. The CLI builds it from a config and a dataset; the
+tests build one around a toy family.
+
+Run directory (one per phase and method)::
+
+    config.yaml                resolved config (smac section + problem description), at start
+    metrics.csv                train/... averages every log interval (+ time/updates_per_s)
+    eval_curve.csv             online runs: test-task evaluation every eval_every iterations
+    checkpoint.safetensors     latest state (weights, Adam, RNG, online buffers); atomic
+    checkpoint.json            its metadata, human-readable
+    eval.json                  final meta-test + z diagnostic (written by evaluate_run)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from smrl_train.config import to_dict
+from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
+from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
+from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
+from smrl_train.smac.config import EvalConfig, SmacConfig, smac_from_yaml_dict
+from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_index, z_shift_diagnostic
+from smrl_train.smac.labelling import Labeller
+from smrl_train.smac.logs import CsvLog, RunningMean
+from smrl_train.smac.networks import SmacNetworks
+from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, collection_plan
+from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer, build_networks
+
+ALGOS = ("smac", "meta_bc")
+LABELS = ("decoder", "true")
+_COLLECT_STREAM = 1_000  # seed-stream tags: each kind of randomness gets its own stream
+_LABEL_STREAM = 2_000
+_SAMPLER_STREAM = 3_000
+_CURVE_STREAM = 4_000
+
+
+class RunError(ValueError):
+    """A run directory does not fit the request (names the directory and the reason)."""
+
+
+@dataclass
+class Problem:
+    """A task family plus its offline data.
+
+    env_factory: builds a gymnasium env whose ``unwrapped`` follows the task protocol.
+    train_tasks / test_tasks: task values with an ``index`` (or positions are used).
+    offline: per-task arrays (``TaskArrays``-like) keyed by training task index.
+    max_steps: episode length.
+    description: plain dict recorded in each run's config.yaml (env config, data path).
+    """
+
+    env_factory: Callable[[], Any]
+    train_tasks: Sequence[Any]
+    test_tasks: Sequence[Any]
+    offline: Mapping[int, Any]
+    max_steps: int
+    description: dict[str, Any] = field(default_factory=dict)
+    _env: Any = None
+
+    @property
+    def env(self) -> Any:
+        if self._env is None:
+            self._env = self.env_factory()
+        return self._env
+
+    def train_by_index(self) -> dict[int, Any]:
+        return {task_index(t, i): t for i, t in enumerate(self.train_tasks)}
+
+    def dims(self) -> tuple[int, int]:
+        first = self.offline[sorted(self.offline)[0]]
+        return int(first.obs.shape[1]), int(first.action.shape[1])
+
+
+def method_name(algo: str, phase: str, labels: str, variant: str) -> str:
+    """Report name of a run: offline_only, smac, oracle (+ _paper), meta_bc."""
+    if algo == "meta_bc":
+        return "meta_bc"
+    base = "offline_only" if phase == "offline" else ("smac" if labels == "decoder" else "oracle")
+    return base if variant == "improved" else f"{base}_paper"
+
+
+def data_statistics(arrays: Mapping[int, Any]) -> dict[str, Any]:
+    """Mean/std of observations (O,) and rewards over all offline transitions."""
+    obs = np.concatenate([a.obs for a in arrays.values()])
+    rew = np.concatenate([a.reward for a in arrays.values() if a.reward is not None])
+    return {"obs_mean": torch.tensor(obs.mean(0), dtype=torch.float32),
+            "obs_std": torch.tensor(obs.std(0), dtype=torch.float32),
+            "reward_mean": float(rew.mean()), "reward_std": float(rew.std())}
+
+
+def _apply_statistics(nets: SmacNetworks, cfg: SmacConfig, stats: Mapping[str, Any]) -> None:
+    nets.set_statistics(stats["obs_mean"], stats["obs_std"], nets.act_dim, stats["reward_mean"], stats["reward_std"],
+                        bool(cfg.network.normalize_inputs), bool(cfg.loss.normalize_decoder_targets))
+
+
+def _write_config(run_dir: Path, cfg: SmacConfig, problem: Problem, run: dict[str, Any]) -> None:
+    text = yaml.safe_dump({"run": run, "problem": problem.description, "smac": to_dict(cfg)}, sort_keys=False)
+    (run_dir / "config.yaml").write_text(text)
+
+
+def _check_fresh_or_resume(run_dir: Path, resume: bool) -> bool:
+    """True when resuming from an existing checkpoint; refuses to overwrite a run silently."""
+    exists = (run_dir / CHECKPOINT).exists()
+    if resume and not exists:
+        raise RunError(f"{run_dir}: nothing to resume (no {CHECKPOINT})")
+    if exists and not resume:
+        raise RunError(f"{run_dir}: already holds a run; pass --resume to continue it or choose another --run")
+    return resume
+
+
+def _check_same_config(run_dir: Path, meta: Mapping[str, Any], cfg: SmacConfig) -> None:
+    if meta["smac"] != to_dict(cfg):
+        raise RunError(f"{run_dir}: the config differs from the checkpoint's; resume with the same config")
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit="upd", disable=not enabled, dynamic_ncols=True,
+                mininterval=1.0, smoothing=0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# Offline phase
+
+
+def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, algo: str = "smac",
+                  method: str | None = None, resume: bool = False, progress: bool = True,
+                  stop_after: int | None = None) -> Path:
+    """Meta-train on the offline data for ``cfg.offline.steps`` updates (or resume a run).
+
+    ``method`` names the run's report row (default: offline_only[_paper] or meta_bc).
+    ``stop_after`` ends the loop after that many total updates with a checkpoint, as an
+    interruption would (used by tests). Returns the run directory.
+    """
+    if algo not in ALGOS:
+        raise RunError(f"unknown algorithm {algo!r} (expected one of {', '.join(ALGOS)})")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = _check_fresh_or_resume(run_dir, resume)
+    obs_dim, act_dim = problem.dims()
+
+    # Setup: buffers, trainer, normalisation statistics baked into the networks.
+    buffers = TaskBuffers.from_task_arrays(problem.offline)
+    trainer: SmacTrainer | MetaBCTrainer = (SmacTrainer if algo == "smac" else MetaBCTrainer)(
+        cfg, obs_dim, act_dim, seed=cfg.seed)
+    _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
+    sampler = MetaBatchSampler(buffers, seeded_generator(cfg.seed, _SAMPLER_STREAM))
+    method = method or method_name(algo, "offline", "true", cfg.variant)
+    meta = {"kind": "smrl-smac-run", "algo": algo, "phase": "offline", "method": method, "labels": "true",
+            "variant": cfg.variant, "seed": cfg.seed, "smac": to_dict(cfg), "obs_dim": obs_dim, "act_dim": act_dim,
+            "task_ids": buffers.task_ids, "step": 0, "finished": False, "problem": problem.description}
+    log = CsvLog(run_dir / "metrics.csv")
+    if resuming:
+        state, old = read_checkpoint(run_dir)
+        _check_same_config(run_dir, old, cfg)
+        meta["method"] = method or old.get("method", meta["method"])
+        trainer.load_state_dict(state["trainer"])
+        sampler.generator.set_state(state["sampler_generator"])
+        meta.update(step=old["step"], finished=old["finished"])
+        log.truncate_after(int(old["step"]))
+    else:
+        _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "variant", "seed")})
+
+    def checkpoint(finished: bool = False) -> None:
+        meta.update(step=trainer.steps, finished=finished)
+        save_checkpoint(run_dir, {"trainer": trainer.state_dict(), "sampler_generator": sampler.generator.get_state()},
+                        meta)
+
+    # Loop: sample a meta-batch, update, log averages, checkpoint.
+    o = cfg.offline
+    total = o.steps if stop_after is None else min(o.steps, stop_after)
+    running = RunningMean()
+    bar = _progress(o.steps, trainer.steps, f"offline {method}", progress)
+    tick = time.perf_counter()
+    try:
+        while trainer.steps < total:
+            batch = sampler.sample(o.meta_batch, o.batch_size, o.context_size)
+            running.add(trainer.update(batch))
+            bar.update(1)
+            if trainer.steps % o.log_every == 0:
+                now = time.perf_counter()
+                row = {"step": trainer.steps, **running.pop(), "time/updates_per_s": o.log_every / (now - tick)}
+                tick = now
+                log.write(row)
+                bar.set_postfix(q=f"{row.get('train/q_loss', 0):.3g}", pi=f"{row.get('train/policy_loss', 0):.3g}")
+            if trainer.steps % o.checkpoint_every == 0 and trainer.steps < total:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    finally:
+        bar.close()
+    checkpoint(finished=trainer.steps >= o.steps)
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------
+# Self-supervised online phase
+
+
+@dataclass
+class OnlineState:
+    """Everything the online loop carries between iterations."""
+
+    trainer: SmacTrainer
+    labeller: Labeller
+    rl: TaskBuffers
+    explore: TaskBuffers
+    sampler: MetaBatchSampler
+    iteration: int = 0
+
+
+def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, Any]) -> OnlineState:
+    obs_dim, act_dim = problem.dims()
+    trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed)
+    trainer.load_state_dict(offline_state["trainer"])
+    trainer.set_phase("online")
+    # Labels always come from the encoder/decoder as they were when the offline phase ended.
+    labeller = Labeller(trainer.nets.encoder, trainer.nets.decoder)
+    rl = TaskBuffers.from_task_arrays(problem.offline)
+    explore = TaskBuffers(rl.task_ids, obs_dim, act_dim, capacity=256)
+    sampler = MetaBatchSampler(rl, seeded_generator(cfg.seed, _SAMPLER_STREAM, 1), explore,
+                               float(cfg.online.explore_context_fraction))
+    return OnlineState(trainer, labeller, rl, explore, sampler)
+
+
+@torch.no_grad()
+def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: SmacConfig,
+                      train_ids: Sequence[int]) -> dict[str, float]:
+    """Collect on this iteration's training tasks, label, and add to the task buffers.
+
+    Per task: ``prior_episodes`` with z ~ N(0, I) (stochastic policy), ``posterior_episodes``
+    with z ~ q(z | context from the task's buffer), and ``explore_episodes`` deterministic
+    prior-z episodes (improved recipe). Rewards: the frozen decoder with z_r from the task's
+    offline context, once per trajectory (``decoder``), or the env's (``true``, the oracle).
+    """
+    on, it = cfg.online, st.iteration
+    rng = np.random.default_rng(derived_seed(cfg.seed, _COLLECT_STREAM, it))
+    tasks = rng.choice(np.asarray(train_ids), size=min(on.tasks_per_iteration, len(train_ids)), replace=False)
+    nets = st.trainer.nets
+    prior = (torch.zeros(1, nets.latent_dim), torch.ones(1, nets.latent_dim))
+    agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), deterministic=False)
+    label_gen = seeded_generator(cfg.seed, _LABEL_STREAM, it)
+    counts = {"transitions": 0.0, "episodes": 0.0}
+    for tid in tasks.tolist():
+        row = torch.tensor([st.rl.row_of[tid]])
+
+        def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
+            if kind != "posterior":
+                return prior
+            return nets.encoder(st.rl.context(row, on.context_size, label_gen))
+
+        plan = collection_plan([("prior", on.prior_episodes), ("posterior", on.posterior_episodes),
+                                ("explore", int(on.explore_episodes or 0))], latent_for,
+                               (cfg.seed, _COLLECT_STREAM + 1, it, tid),
+                               {"prior": str(on.resample_latent), "posterior": str(on.resample_latent),
+                                "explore": str(cfg.eval.resample_latent)})
+        for traj in source.collect(tid, plan, agent, with_rewards=(labels == "true")):
+            if labels == "decoder":
+                ctx = st.rl.context(row, on.label_context_size, label_gen, offline_only=True)[0]
+                reward = st.labeller.label(traj.obs, traj.action, ctx, label_gen)
+            else:
+                assert traj.reward is not None
+                reward = traj.reward
+            st.rl.add(tid, traj.obs, traj.action, reward, traj.next_obs, traj.terminated)
+            if traj.kind == "explore":
+                st.explore.add(tid, traj.obs, traj.action, reward, traj.next_obs, traj.terminated)
+            counts["transitions"] += len(traj)
+            counts["episodes"] += 1
+    return counts
+
+
+def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Path | None = None,
+                 labels: str = "decoder", cfg: SmacConfig | None = None, source: EpisodeSource | None = None,
+                 method: str | None = None, resume: bool = False, progress: bool = True,
+                 stop_after_iterations: int | None = None) -> Path:
+    """The self-supervised phase from a finished offline run (or resume an online run).
+
+    ``method`` names the run's report row (default from labels and variant).
+    ``labels="decoder"`` is SMAC (the source is asked for reward-free episodes); ``"true"`` is
+    the online oracle. ``cfg`` defaults to the offline run's config; its network section must
+    match. ``source`` defaults to the problem's env.
+    """
+    if labels not in LABELS:
+        raise RunError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = _check_fresh_or_resume(run_dir, resume)
+    if resuming:
+        state, old = read_checkpoint(run_dir)
+        cfg = smac_from_yaml_dict(old["smac"]) if cfg is None else cfg
+        _check_same_config(run_dir, old, cfg)
+        if old["labels"] != labels:
+            raise RunError(f"{run_dir}: the run uses --labels {old['labels']}, not {labels}")
+        offline_run = old["parent"]
+        method = method or old.get("method")
+    else:
+        if offline_run is None:
+            raise RunError("the online phase needs --from OFFLINE_RUN")
+        state, parent = read_checkpoint(offline_run)
+        if parent.get("algo") != "smac" or parent.get("phase") != "offline":
+            raise RunError(f"{offline_run}: not an offline SMAC run")
+        if not parent.get("finished"):
+            raise RunError(f"{offline_run}: the offline run has not finished (resume it first)")
+        parent_cfg = smac_from_yaml_dict(parent["smac"])
+        cfg = parent_cfg if cfg is None else cfg
+        if cfg.network != parent_cfg.network:
+            raise RunError(f"{offline_run}: its network config differs from the one given")
+    assert cfg is not None
+    st = _init_online(problem, cfg, state)
+    method = method or method_name("smac", "online", labels, cfg.variant)
+    meta: dict[str, Any] = {
+        "kind": "smrl-smac-run", "algo": "smac", "phase": "online", "method": method, "labels": labels,
+        "variant": cfg.variant, "seed": cfg.seed, "smac": to_dict(cfg), "obs_dim": problem.dims()[0],
+        "act_dim": problem.dims()[1], "task_ids": st.rl.task_ids, "parent": str(offline_run), "iteration": 0,
+        "step": st.trainer.steps, "finished": False, "problem": problem.description, "source": "env"}
+    log = CsvLog(run_dir / "metrics.csv", key="iteration")
+    curve = CsvLog(run_dir / "eval_curve.csv", key="iteration")
+    if source is None:
+        source = EnvEpisodeSource(problem.env, problem.train_by_index(), problem.max_steps)
+    else:
+        meta["source"] = type(source).__name__
+    if resuming:
+        st.trainer.load_state_dict(state["trainer"])
+        st.labeller.load_state_dict(state["labeller"])
+        st.rl.load_online_part(state["rl"])
+        st.explore.load_online_part(state["explore"])
+        st.sampler.generator.set_state(state["sampler_generator"])
+        st.iteration = int(old["iteration"])
+        source.load_state(old.get("source_state", {}))
+        meta.update(iteration=st.iteration, step=st.trainer.steps, finished=old["finished"])
+        log.truncate_after(st.iteration)
+        curve.truncate_after(st.iteration)
+    else:
+        _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "labels", "variant",
+                                                                   "seed", "parent")})
+
+    def checkpoint() -> None:
+        meta.update(iteration=st.iteration, step=st.trainer.steps, finished=st.iteration >= on.iterations,
+                    source_state=source.state())
+        save_checkpoint(run_dir, {"trainer": st.trainer.state_dict(), "labeller": st.labeller.state_dict(),
+                                  "rl": st.rl.online_part(), "explore": st.explore.online_part(),
+                                  "sampler_generator": st.sampler.generator.get_state()}, meta)
+
+    def curve_point() -> None:
+        tasks = list(problem.test_tasks)
+        if cfg.eval.curve_tasks:
+            tasks = tasks[: cfg.eval.curve_tasks]
+        res = meta_test(problem.env, st.trainer.nets.encoder, st.trainer.nets.policy, tasks,
+                        dataclasses.replace(cfg.eval, runs_per_task=cfg.eval.curve_runs_per_task),
+                        derived_seed(cfg.seed, _CURVE_STREAM),
+                        problem.max_steps)
+        curve.write({"iteration": st.iteration, "step": st.trainer.steps, "eval/final_return": res["final_return"],
+                     "eval/success_rate": res["success_rate"]})
+
+    # Loop: collect and label, then update actor and critic; evaluate and checkpoint.
+    on = cfg.online
+    last = on.iterations if stop_after_iterations is None else min(on.iterations, stop_after_iterations)
+    train_ids = st.rl.task_ids
+    bar = _progress(on.iterations * on.updates_per_iteration, st.iteration * on.updates_per_iteration,
+                    f"online {method}", progress)
+    try:
+        if st.iteration == 0 and on.eval_every and not resuming:
+            curve_point()  # the starting point: the offline agent
+        while st.iteration < last:
+            t0 = time.perf_counter()
+            counts = collect_iteration(st, source, labels, cfg, train_ids)
+            t1 = time.perf_counter()
+            running = RunningMean()
+            for _ in range(on.updates_per_iteration):
+                running.add(st.trainer.update(st.sampler.sample(on.meta_batch, on.batch_size, on.context_size)))
+                bar.update(1)
+            t2 = time.perf_counter()
+            st.iteration += 1
+            row = {"iteration": st.iteration, "step": st.trainer.steps, **running.pop(),
+                   "data/online_transitions": float((st.rl.size - st.rl.offline_size).sum()),
+                   "data/collected": counts["transitions"], "time/collect_s": t1 - t0,
+                   "time/updates_per_s": on.updates_per_iteration / max(t2 - t1, 1e-9)}
+            log.write(row)
+            bar.set_postfix(it=st.iteration, q=f"{row.get('train/q_loss', 0):.3g}")
+            if on.eval_every and (st.iteration % on.eval_every == 0 or st.iteration == on.iterations):
+                curve_point()
+            if st.iteration % on.checkpoint_every == 0 or st.iteration == last:
+                checkpoint()
+    finally:
+        bar.close()
+    checkpoint()
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation of a finished run
+
+
+def load_networks(run_dir: str | Path) -> tuple[SmacNetworks, dict[str, Any]]:
+    """The trained networks of a run (encoder, policy, critics, decoder) and its metadata.
+
+    This is what ``smrl_train.export`` builds its ONNX graphs from: ``nets.encoder`` maps a
+    context (T, C, O + A + 1) to the posterior (T, L) x 2 and ``nets.policy.act_mean(obs, z)``
+    gives the deterministic action; both carry their normalisation buffers.
+    """
+    state, meta = read_checkpoint(run_dir)
+    cfg = smac_from_yaml_dict(meta["smac"])
+    nets = build_networks(cfg, int(meta["obs_dim"]), int(meta["act_dim"]), detach_policy_z=meta["algo"] == "smac")
+    nets.load_state_dict(state["trainer"]["nets"])
+    nets.requires_grad_(False).eval()
+    return nets, meta
+
+
+def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True, diagnostic: bool = True,
+                 out_name: str = "eval.json", eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Meta-test on the problem's test tasks (+ the z diagnostic on training tasks); writes
+    ``out_name`` in the run dir. ``eval_cfg`` replaces the run's evaluation settings."""
+    run_dir = Path(run_dir)
+    nets, meta = load_networks(run_dir)
+    cfg = smac_from_yaml_dict(meta["smac"])
+    if eval_cfg is not None:
+        cfg = dataclasses.replace(cfg, eval=eval_cfg)
+    env = problem.env
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "method": meta["method"], "algo": meta["algo"], "phase": meta["phase"], "labels": meta["labels"],
+        "variant": meta["variant"], "seed": meta["seed"], "updates": meta.get("step"),
+        "iterations": meta.get("iteration"), "finished": meta.get("finished"), "eval": to_dict(cfg.eval),
+        "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval, derived_seed(cfg.seed, 5),
+                          problem.max_steps, progress),
+        "random_policy": random_policy_baseline(env, problem.test_tasks, derived_seed(cfg.seed, 6), problem.max_steps),
+    }
+    if diagnostic and cfg.eval.diagnostic_tasks:
+        buffers = TaskBuffers.from_task_arrays(problem.offline)
+        tasks = list(problem.train_tasks)[: cfg.eval.diagnostic_tasks]
+        result["diagnostic"] = z_shift_diagnostic(env, nets.encoder, nets.policy, tasks, buffers, cfg.eval,
+                                                  derived_seed(cfg.seed, 8), problem.max_steps, progress)
+    result["eval_seconds"] = time.perf_counter() - t0
+    (run_dir / out_name).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def run_meta(run_dir: str | Path) -> dict[str, Any]:
+    """A run's checkpoint metadata (raises RunError when there is none)."""
+    try:
+        return read_meta(run_dir)
+    except CheckpointError as exc:
+        raise RunError(str(exc)) from None

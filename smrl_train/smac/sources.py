@@ -1,0 +1,163 @@
+"""Where the self-supervised phase gets its episodes: a pluggable source.
+
+* :class:`EnvEpisodeSource` rolls the current policy out in an in-process gymnasium env that
+  follows the task protocol of :mod:`smrl_train.tasks` (``set_task`` then reset/step).
+* :class:`StoredEpisodeSource` replays reward-free episodes recorded elsewhere (the ROS
+  exploration node, rosbag conversions) from per-task arrays (``load_task_arrays``).
+
+A source returns :class:`~smrl_train.smac.agent.Trajectory` objects. Asked for episodes
+without rewards (``with_rewards=False``, the decoder-labelled phase), a source returns
+trajectories whose ``reward`` is None: the env source drops rewards as they arrive, the stored
+source never touches the reward field of its arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """One episode the online phase wants: its latent distribution and how to act.
+
+    kind: "prior" (z ~ N(0, I), stochastic), "posterior" (z ~ q(z | task context),
+    stochastic) or "explore" (z ~ N(0, I), deterministic: like test-time exploration).
+    mu, var (1, L) of the latent distribution; seed fixes the episode's randomness;
+    resample: draw z every "step" or once per "episode".
+    """
+
+    kind: str
+    mu: torch.Tensor
+    var: torch.Tensor
+    deterministic: bool
+    seed: int
+    resample: str = "step"
+
+
+class EpisodeSource(Protocol):
+    """Anything that turns requests for a training task into trajectories."""
+
+    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
+                with_rewards: bool) -> list[Trajectory]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: Mapping[str, Any]) -> None: ...
+
+
+class EnvEpisodeSource:
+    """Collect by acting in a gymnasium task-family env (in-process).
+
+    Args:
+        env: a gymnasium env; ``env.unwrapped`` has ``set_task``.
+        tasks: training tasks by index (the dataset's task indices).
+        max_steps: episode length cap.
+    """
+
+    def __init__(self, env: Any, tasks: Mapping[int, Any], max_steps: int) -> None:
+        self.env, self.tasks, self.max_steps = env, dict(tasks), max_steps
+
+    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
+                with_rewards: bool) -> list[Trajectory]:
+        self.env.unwrapped.set_task(self.tasks[task_id])
+        out = []
+        for req in requests:
+            agent.mu, agent.var = req.mu, req.var
+            agent.deterministic = req.deterministic
+            agent.resample = req.resample
+            agent.generator.manual_seed(req.seed)
+            out.append(run_episode(self.env, agent, req.seed, self.max_steps, with_rewards, req.kind))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+def split_episodes(terminated: np.ndarray, truncated: np.ndarray) -> list[slice]:
+    """Episode boundaries of concatenated transitions: a new episode starts after each
+    terminated or truncated step. (N,) bools -> slices."""
+    ends = np.flatnonzero(np.asarray(terminated, bool) | np.asarray(truncated, bool))
+    out, start = [], 0
+    for e in ends:
+        out.append(slice(start, int(e) + 1))
+        start = int(e) + 1
+    if start < len(terminated):
+        out.append(slice(start, len(terminated)))
+    return out
+
+
+class StoredEpisodeSource:
+    """Serve recorded reward-free episodes, each once, in order, per task.
+
+    Every episode counts as one answer to a request (of any kind; they are labelled
+    ``recorded``); when a task's episodes run out it returns fewer or none. The rewards of
+    reward-labelled stores are ignored when ``with_rewards`` is False, and reward-free stores
+    cannot serve the true-reward oracle.
+
+    Args:
+        arrays: per-task arrays (``TaskArrays``-like) keyed by training task index.
+    """
+
+    def __init__(self, arrays: Mapping[int, Any]) -> None:
+        self.arrays = dict(arrays)
+        self.episodes = {t: split_episodes(a.terminated, a.truncated) for t, a in self.arrays.items()}
+        self.cursor = {t: 0 for t in self.arrays}
+
+    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
+                with_rewards: bool) -> list[Trajectory]:
+        if task_id not in self.arrays:
+            return []
+        a = self.arrays[task_id]
+        out = []
+        for _ in requests:
+            k = self.cursor[task_id]
+            if k >= len(self.episodes[task_id]):
+                break
+            self.cursor[task_id] = k + 1
+            s = self.episodes[task_id][k]
+            reward = None
+            if with_rewards:
+                if a.reward is None:
+                    raise ValueError(f"task {task_id}: the stored episodes are reward-free; "
+                                     "true-reward labels need a reward-labelled store")
+                reward = np.asarray(a.reward[s], np.float32)
+            out.append(Trajectory(obs=np.asarray(a.obs[s], np.float32), action=np.asarray(a.action[s], np.float32),
+                                  next_obs=np.asarray(a.next_obs[s], np.float32),
+                                  terminated=np.asarray(a.terminated[s], bool),
+                                  truncated=np.asarray(a.truncated[s], bool), reward=reward, kind="recorded"))
+        return out
+
+    @property
+    def task_ids(self) -> list[int]:
+        return sorted(self.arrays)
+
+    def state(self) -> dict[str, Any]:
+        return {"cursor": {str(k): v for k, v in self.cursor.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for k, v in state.get("cursor", {}).items():
+            self.cursor[int(k)] = int(v)
+
+
+def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
+                    seed_parts: Sequence[int], resample: Mapping[str, str] | None = None) -> list[EpisodeRequest]:
+    """Requests for (kind, count) pairs; latents from ``latent_for(kind)``; seeds derived
+    from ``seed_parts`` plus the episode's position; ``resample[kind]`` ("step" default)."""
+    out, k = [], 0
+    for kind, count in kinds:
+        for _ in range(count):
+            mu, var = latent_for(kind)
+            out.append(EpisodeRequest(kind, mu, var, deterministic=(kind == "explore"),
+                                      seed=derived_seed(*seed_parts, k), resample=(resample or {}).get(kind, "step")))
+            k += 1
+    return out

@@ -1,0 +1,79 @@
+"""Per-task buffers and the meta-batch sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
+
+
+def _fill(buf: TaskBuffers, task: int, n: int, value: float) -> None:
+    o, a = buf.obs_dim, buf.act_dim
+    buf.add(task, np.full((n, o), value), np.full((n, a), value / 10), np.full(n, -value), np.full((n, o), value + 1),
+            np.zeros(n))
+
+
+def test_sample_shapes_and_fields_line_up() -> None:
+    buf = TaskBuffers([3, 7, 9], obs_dim=4, act_dim=2, capacity=4)
+    for t in (3, 7, 9):
+        _fill(buf, t, 10, float(t))  # grows past the initial capacity
+    buf.freeze_offline()
+    s = MetaBatchSampler(buf, torch.Generator().manual_seed(0))
+    b = s.sample(meta_batch=5, batch_size=6, context_size=4)
+    assert b.obs.shape == (30, 4) and b.action.shape == (30, 2) and b.reward.shape == (30,)
+    assert b.context.shape == (5, 4, 7) and b.meta_batch == 5 and b.batch_size == 6
+    value = b.obs[:, 0]
+    assert torch.equal(b.reward, -value) and torch.equal(b.next_obs[:, 0], value + 1)
+    # Every RL transition of task slot k comes from that task; the context from the same task.
+    task_value = torch.tensor([3.0, 7.0, 9.0])[b.tasks]
+    assert torch.equal(value.reshape(5, 6), task_value[:, None].expand(5, 6))
+    assert torch.equal(b.context[:, :, 0], task_value[:, None].expand(5, 4))
+    assert torch.equal(b.context[..., -1], -b.context[..., 0])  # context reward column is r
+
+
+def test_offline_only_sampling_never_sees_online_rows() -> None:
+    buf = TaskBuffers([0], 2, 1, capacity=8)
+    _fill(buf, 0, 5, 1.0)
+    buf.freeze_offline()
+    _fill(buf, 0, 50, 2.0)
+    g = torch.Generator().manual_seed(0)
+    ctx = buf.context(torch.tensor([0, 0]), 200, g, offline_only=True)
+    assert torch.all(ctx[..., 0] == 1.0)
+    assert (buf.context(torch.tensor([0]), 200, g)[..., 0] == 2.0).any()
+
+
+def test_explore_fraction_takes_contexts_from_the_explore_buffer() -> None:
+    rl = TaskBuffers([0, 1], 2, 1)
+    ex = TaskBuffers([0, 1], 2, 1)
+    for t in (0, 1):
+        _fill(rl, t, 20, 1.0)
+        _fill(ex, t, 20, 5.0)
+    s = MetaBatchSampler(rl, torch.Generator().manual_seed(0), ex, explore_fraction=0.5)
+    b = s.sample(4, 3, 6)
+    assert torch.all(b.context[:2, :, 0] == 5.0) and torch.all(b.context[2:, :, 0] == 1.0)
+    assert torch.all(b.obs[:, 0] == 1.0)  # RL batches always come from the RL buffer
+    paper = MetaBatchSampler(rl, torch.Generator().manual_seed(0), ex, explore_fraction=0.0)
+    assert torch.all(paper.sample(4, 3, 6).context[..., 0] == 1.0)
+
+
+def test_non_finite_rewards_are_refused() -> None:
+    buf = TaskBuffers([0], 2, 1)
+    with pytest.raises(ValueError, match="non-finite"):
+        buf.add(0, np.zeros((2, 2)), np.zeros((2, 1)), np.array([0.0, np.nan]), np.zeros((2, 2)), np.zeros(2))
+
+
+def test_online_part_round_trip() -> None:
+    a = TaskBuffers([0, 1], 2, 1)
+    for t in (0, 1):
+        _fill(a, t, 4, float(t))
+    a.freeze_offline()
+    _fill(a, 1, 7, 3.0)
+    b = TaskBuffers([0, 1], 2, 1)
+    for t in (0, 1):
+        _fill(b, t, 4, float(t))
+    b.freeze_offline()
+    b.load_online_part(a.online_part())
+    assert torch.equal(a.size, b.size)
+    assert torch.equal(a.data[:, :11], b.data[:, :11])

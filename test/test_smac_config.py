@@ -1,0 +1,80 @@
+"""The smac: config section: variants, presets, strict loading, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smrl_train.config import ConfigError, to_dict
+from smrl_train.smac.config import (VARIANT_DEFAULTS, SmacConfig, load_smac_config, paper_preset,
+                                    smac_from_yaml_dict)
+from smrl_train.smac.problem import apply_overrides, resolve_smac
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _get(cfg: SmacConfig, key: str) -> object:
+    sec, name = key.split(".")
+    return getattr(getattr(cfg, sec), name)
+
+
+@pytest.mark.parametrize("variant", ["paper", "improved"])
+def test_variant_fills_every_deviation_field(variant: str) -> None:
+    cfg = SmacConfig(variant=variant)
+    for key, value in VARIANT_DEFAULTS[variant].items():
+        assert _get(cfg, key) == value, key
+
+
+def test_paper_variant_is_the_brief() -> None:
+    p = paper_preset()
+    assert (p.network.encoder_hidden, p.network.policy_hidden, p.network.q_hidden, p.network.decoder_hidden) == (
+        (200, 200, 200), (300, 300, 300), (300, 300, 300), (64, 64))
+    assert p.network.latent_dim == 5 and not p.network.normalize_inputs
+    assert (p.offline.meta_batch, p.offline.batch_size, p.offline.context_size, p.offline.steps) == (4, 128, 64, 50_000)
+    assert (p.loss.gamma, p.loss.tau, p.loss.reward_scale, p.loss.kl_weight, p.loss.awac_beta) == (
+        0.99, 0.005, 5.0, 0.1, 100.0)
+    assert p.loss.policy_lr == p.loss.q_lr == p.loss.context_lr == 3e-4
+    assert not p.online.train_encoder and p.online.explore_context_fraction == 0.0 and not p.online.normalize_q_term
+    assert (p.online.batch_size, p.online.label_context_size, p.online.updates_per_iteration) == (256, 256, 16_000)
+    assert p.eval.exploration_episodes == 2 and p.eval.deterministic
+
+
+def test_paper_yaml_equals_the_preset() -> None:
+    assert load_smac_config(REPO / "config" / "smac_paper.yaml") == paper_preset()
+
+
+def test_explicit_value_beats_the_variant_default_and_round_trips() -> None:
+    cfg = smac_from_yaml_dict({"variant": "improved", "loss": {"awac_beta": 100}})
+    assert cfg.loss.awac_beta == 100.0 and cfg.online.train_encoder is True
+    assert smac_from_yaml_dict(to_dict(cfg)) == cfg
+
+
+def test_with_variant_keeps_sizes_and_swaps_the_recipe() -> None:
+    cfg = paper_preset().with_variant("improved")
+    assert cfg.network.q_hidden == (300, 300, 300) and cfg.loss.awac_beta == 0.3 and cfg.online.train_encoder
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"variant": "fancy"}, "smac.variant"),
+    ({"network": {"latent": 5}}, "smac.network.latent"),
+    ({"offline": {"steps": "many"}}, "smac.offline.steps"),
+    ({"online": {"explore_context_fraction": 2.0}}, "explore_context_fraction"),
+    ({"loss": {"awac_beta": 0}}, "awac_beta"),
+])
+def test_bad_values_name_the_key(data: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        smac_from_yaml_dict(data)
+
+
+def test_overrides() -> None:
+    cfg = resolve_smac(None, variant="paper", seed=3, overrides=["online.iterations=7", "network.q_hidden=[8, 8]"])
+    assert cfg.variant == "paper" and cfg.seed == 3 and cfg.online.iterations == 7 and cfg.network.q_hidden == (8, 8)
+    with pytest.raises(ConfigError, match="smac.online.nope"):
+        apply_overrides(cfg, ["online.nope=1"])
+    with pytest.raises(ConfigError, match="expected"):
+        apply_overrides(cfg, ["online.iterations"])
+
+
+def test_family_configs_without_smac_section_use_defaults() -> None:
+    assert load_smac_config(REPO / "config" / "reach.yaml").variant in ("paper", "improved")

@@ -1,0 +1,140 @@
+"""The self-supervised phase: true rewards are never read under decoder labels; labels come
+from the frozen offline snapshot; episode sources are pluggable."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from smac_helpers import tiny_config
+from smrl_train.smac.checkpoint import read_checkpoint
+from smrl_train.smac.logs import read_csv
+from smrl_train.smac.runner import train_offline, train_online
+from smrl_train.smac.sources import StoredEpisodeSource, split_episodes
+from toy_family import PointDirectionEnv, toy_problem
+
+torch.set_num_threads(1)
+
+
+class PoisonedRewardEnv(PointDirectionEnv):
+    """The toy env with every reward NaN and success always True: reading either shows."""
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, _, term, trunc, info = super().step(action)
+        return obs, float("nan"), term, trunc, {**info, "success": True}
+
+
+def _cfg(variant: str = "improved"):
+    cfg = tiny_config(variant)
+    return dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, eval_every=0))
+
+
+@pytest.fixture(scope="module")
+def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    problem = toy_problem(n_train=4, n_test=2, max_steps=10, episodes=3)
+    root = tmp_path_factory.mktemp("offline")
+    runs = {}
+    for variant in ("improved", "paper"):
+        runs[variant] = train_offline(problem, _cfg(variant), root / variant, progress=False)
+    return {"problem": problem, "runs": runs}
+
+
+def _poisoned(problem):
+    return dataclasses.replace(problem, env_factory=lambda: PoisonedRewardEnv(problem.max_steps), _env=None)
+
+
+def test_decoder_labelled_phase_never_reads_true_rewards(offline_runs: dict, tmp_path) -> None:
+    problem = _poisoned(offline_runs["problem"])
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+                       progress=False)
+    state, meta = read_checkpoint(run)
+    assert meta["finished"] and meta["iteration"] == 2
+    rows = state["rl"]
+    online = torch.cat([rows[f"rows/{i}"] for i in range(4)])
+    assert online.shape[0] > 0 and torch.isfinite(online).all()
+    for row in read_csv(run / "metrics.csv"):
+        assert all(math.isfinite(v) for v in row.values())
+
+
+def test_oracle_reads_true_rewards_so_the_poison_shows(offline_runs: dict, tmp_path) -> None:
+    # The same setup with true rewards must fail: proves the test above can catch a leak.
+    problem = _poisoned(offline_runs["problem"])
+    with pytest.raises(ValueError, match="non-finite"):
+        train_online(problem, tmp_path / "oracle", offline_run=offline_runs["runs"]["improved"], labels="true",
+                     progress=False)
+
+
+def _recorded(problem, reward: str):
+    arrays = {}
+    for t, a in problem.offline.items():
+        r = None if reward == "absent" else np.full_like(a.reward, np.nan)
+        arrays[t] = dataclasses.replace(a, reward=r)
+    return arrays
+
+
+@pytest.mark.parametrize("reward", ["nan", "absent"])
+def test_stored_reward_free_source(offline_runs: dict, tmp_path, reward: str) -> None:
+    problem = offline_runs["problem"]
+    source = StoredEpisodeSource(_recorded(problem, reward))
+    run = train_online(problem, tmp_path / reward, offline_run=offline_runs["runs"]["paper"], labels="decoder",
+                       source=source, progress=False)
+    state, meta = read_checkpoint(run)
+    online = torch.cat([state["rl"][f"rows/{i}"] for i in range(4)])
+    assert online.shape[0] > 0 and torch.isfinite(online).all()
+    assert meta["source"] == "StoredEpisodeSource" and sum(meta["source_state"]["cursor"].values()) > 0
+
+
+def test_stored_source_cannot_serve_the_oracle_without_rewards(offline_runs: dict, tmp_path) -> None:
+    problem = offline_runs["problem"]
+    source = StoredEpisodeSource(_recorded(problem, "absent"))
+    with pytest.raises(ValueError, match="reward-free"):
+        train_online(problem, tmp_path / "o", offline_run=offline_runs["runs"]["paper"], labels="true", source=source,
+                     progress=False)
+
+
+def test_labels_come_from_the_frozen_offline_snapshot(offline_runs: dict, tmp_path) -> None:
+    problem = offline_runs["problem"]
+    parent = offline_runs["runs"]["improved"]
+    run = train_online(problem, tmp_path / "smac", offline_run=parent, labels="decoder", progress=False)
+    off_state, _ = read_checkpoint(parent)
+    on_state, _ = read_checkpoint(run)
+    off_enc = {k[len("encoder."):]: v for k, v in off_state["trainer"]["nets"].items() if k.startswith("encoder.")}
+    live_enc = {k[len("encoder."):]: v for k, v in on_state["trainer"]["nets"].items() if k.startswith("encoder.")}
+    label_enc = on_state["labeller"]["encoder"]
+    assert all(torch.equal(label_enc[k], off_enc[k]) for k in off_enc)
+    # The improved recipe keeps training the live encoder; the labeller must not follow it.
+    assert any(not torch.equal(live_enc[k], off_enc[k]) for k in off_enc)
+
+
+def test_paper_online_run_keeps_encoder_and_decoder_frozen(offline_runs: dict, tmp_path) -> None:
+    problem = offline_runs["problem"]
+    parent = offline_runs["runs"]["paper"]
+    run = train_online(problem, tmp_path / "smac_paper", offline_run=parent, labels="decoder", progress=False)
+    off, _ = read_checkpoint(parent)
+    on, meta = read_checkpoint(run)
+    assert meta["method"] == "smac_paper"
+    for k, v in off["trainer"]["nets"].items():
+        if k.startswith(("encoder.", "decoder.")):
+            assert torch.equal(v, on["trainer"]["nets"][k]), k
+    assert any(not torch.equal(v, on["trainer"]["nets"][k]) for k, v in off["trainer"]["nets"].items()
+               if k.startswith("policy."))
+
+
+def test_explore_episodes_fill_the_explore_buffer(offline_runs: dict, tmp_path) -> None:
+    problem = offline_runs["problem"]
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+                       progress=False)
+    state, _ = read_checkpoint(run)
+    n_explore = sum(state["explore"][f"rows/{i}"].shape[0] for i in range(4))
+    # 2 iterations x 2 tasks x explore_episodes (2) x 10 steps
+    assert n_explore == 2 * 2 * 2 * 10
+
+
+def test_split_episodes() -> None:
+    term = np.array([0, 0, 1, 0, 0, 0], bool)
+    trunc = np.array([0, 0, 0, 0, 1, 0], bool)
+    assert split_episodes(term, trunc) == [slice(0, 3), slice(3, 5), slice(5, 6)]

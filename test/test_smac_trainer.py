@@ -1,0 +1,142 @@
+"""The SMAC update: gradient flow, what is frozen when, Polyak targets, state round trip."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from smac_helpers import ACT, OBS, random_batch, tiny_config
+from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer
+
+torch.set_num_threads(1)
+
+
+def _grads(loss: torch.Tensor, module: torch.nn.Module) -> list[torch.Tensor | None]:
+    return list(torch.autograd.grad(loss, list(module.parameters()), retain_graph=True, allow_unused=True))
+
+
+def _nonzero(grads: list[torch.Tensor | None]) -> bool:
+    return any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_critic_and_actor_losses_never_reach_the_encoder() -> None:
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    t = tr.compute_losses(random_batch())
+    assert not _nonzero(_grads(t.critic, tr.nets.encoder))
+    assert not _nonzero(_grads(t.awr, tr.nets.encoder))
+    assert not _nonzero(_grads(t.critic, tr.nets.decoder))
+    assert _nonzero(_grads(t.critic, tr.nets.qf))
+    assert _nonzero(_grads(t.awr, tr.nets.policy))
+
+
+def test_decoder_mse_and_kl_train_the_encoder() -> None:
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    t = tr.compute_losses(random_batch())
+    assert _nonzero(_grads(t.decoder_mse, tr.nets.encoder))
+    assert _nonzero(_grads(t.decoder_mse, tr.nets.decoder))
+    assert _nonzero(_grads(t.kl, tr.nets.encoder))
+    assert not _nonzero(_grads(t.context, tr.nets.qf)) and not _nonzero(_grads(t.context, tr.nets.policy))
+
+
+def test_single_backward_equals_separate_backwards() -> None:
+    torch.manual_seed(0)
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    t = tr.compute_losses(random_batch())
+    params = [p for p in tr.nets.parameters() if p.requires_grad]
+    fused = torch.autograd.grad(t.context + t.critic + t.awr, params, retain_graph=True, allow_unused=True)
+    parts = [torch.autograd.grad(x, params, retain_graph=True, allow_unused=True) for x in (t.context, t.critic, t.awr)]
+    for i, g in enumerate(fused):
+        ref = sum((p[i] for p in parts if p[i] is not None), torch.zeros_like(params[i]))
+        assert torch.allclose(g if g is not None else torch.zeros_like(params[i]), ref, atol=1e-6)
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_paper_online_update_leaves_encoder_and_decoder_unchanged() -> None:
+    tr = SmacTrainer(tiny_config("paper"), OBS, ACT)
+    tr.update(random_batch(seed=1))  # an offline step first, so Adam has state for everything
+    tr.set_phase("online")
+    enc, dec = _snapshot(tr.nets.encoder), _snapshot(tr.nets.decoder)
+    q, pi = _snapshot(tr.nets.qf), _snapshot(tr.nets.policy)
+    for s in range(3):
+        m = tr.update(random_batch(seed=2 + s))
+    assert _same(enc, _snapshot(tr.nets.encoder)) and _same(dec, _snapshot(tr.nets.decoder))
+    assert not _same(q, _snapshot(tr.nets.qf)) and not _same(pi, _snapshot(tr.nets.policy))
+    assert m["q_term"] != 0.0 and m["decoder_mse"] == 0.0
+
+
+def test_improved_online_update_keeps_training_the_encoder() -> None:
+    tr = SmacTrainer(tiny_config("improved"), OBS, ACT)
+    tr.set_phase("online")
+    enc = _snapshot(tr.nets.encoder)
+    tr.update(random_batch())
+    assert not _same(enc, _snapshot(tr.nets.encoder))
+
+
+def test_offline_update_has_no_q_term_and_trains_everything() -> None:
+    tr = SmacTrainer(tiny_config("paper"), OBS, ACT)
+    before = _snapshot(tr.nets)
+    m = tr.update(random_batch())
+    after = _snapshot(tr.nets)
+    assert m["q_term"] == 0.0
+    for prefix in ("encoder.net", "decoder.net", "qf.layers", "policy.trunk"):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
+
+
+def test_polyak_target_update() -> None:
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    old_target = copy.deepcopy(tr.nets.qf_target.state_dict())
+    tr.update(random_batch())
+    tau = tr.cfg.loss.tau
+    new_q, new_t = tr.nets.qf.state_dict(), tr.nets.qf_target.state_dict()
+    for k in old_target:
+        if k.startswith("normalizer"):
+            continue
+        assert torch.allclose(new_t[k], (1 - tau) * old_target[k] + tau * new_q[k], atol=1e-7)
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    a = SmacTrainer(tiny_config(), OBS, ACT, seed=3)
+    for s in range(3):
+        a.update(random_batch(seed=s))
+    b = SmacTrainer(tiny_config(), OBS, ACT, seed=99)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    ma, mb = a.update(random_batch(seed=7)), b.update(random_batch(seed=7))
+    assert ma == mb
+    for (k, v), (_, w) in zip(a.nets.state_dict().items(), b.nets.state_dict().items()):
+        assert torch.equal(v, w), k
+
+
+def test_phase_validation_and_meta_bc_trains_encoder_through_policy() -> None:
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    with pytest.raises(ValueError):
+        tr.set_phase("testing")
+    bc = MetaBCTrainer(tiny_config(), OBS, ACT)
+    enc = _snapshot(bc.nets.encoder)
+    m = bc.update(random_batch())
+    assert set(m) == {"policy_loss", "log_prob_data", "kl"}
+    assert not _same(enc, _snapshot(bc.nets.encoder))
+
+
+def test_online_q_term_trains_the_policy_but_never_the_critic() -> None:
+    import dataclasses
+
+    def after_one_online_update(weight: float) -> SmacTrainer:
+        cfg = tiny_config("paper")
+        cfg = dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, q_term_weight=weight))
+        tr = SmacTrainer(cfg, OBS, ACT, seed=0)
+        tr.set_phase("online")
+        tr.update(random_batch(seed=4))
+        return tr
+
+    small, huge = after_one_online_update(0.0), after_one_online_update(1e3)
+    assert _same(_snapshot(small.nets.qf), _snapshot(huge.nets.qf))
+    assert not _same(_snapshot(small.nets.policy), _snapshot(huge.nets.policy))

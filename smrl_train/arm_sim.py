@@ -123,6 +123,10 @@ class ArmSim:
     def step_period(self) -> None:
         """Advance one control period (``substeps`` MuJoCo steps)."""
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+        # mj_step leaves positions-derived quantities (site_xpos) from before its last
+        # integration; refresh them so the observed ee_pos is FK of the current joints,
+        # exactly what the robot side computes.
+        mujoco.mj_kinematics(self.model, self.data)
 
     @property
     def time(self) -> float:

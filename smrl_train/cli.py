@@ -25,6 +25,17 @@ _PLUGINS = ("smrl_train.smac.cli", "smrl_train.export")
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfError, FileNotFoundError)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """USER_ERRORS plus the error types of the optional command groups that are installed."""
+    errors = list(USER_ERRORS)
+    for module, name in (("smrl_train.runtime", "ModelError"), ("smrl_train.smac.checkpoint", "CheckpointError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     from smrl_train.data.generate import dataset_summary, generate_dataset
 
@@ -96,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
+    except _user_errors() as exc:
         print(f"smrl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,38 @@
+"""An exported adapted policy driving an arm through smrl_controller.
+
+    ros2 launch smrl_ros control.launch.py model_path:=/path/adapted.onnx
+        [use_sim:=true] [config:=config/reach.yaml] [task_split:=test] [task_index:=0]
+        [rate_hz:=0.0] [command_topic:=/forward_position_controller/commands]
+
+With ``use_sim:=false`` only the controller starts: the real arm's driver already provides
+``/joint_states`` and a forward position controller (its URDF goes in ``urdf_path``).
+A thin wrapper over :func:`smrl_ros.graph.control_graph`.
+"""
+
+from smrl_ros.graph import LaunchArgument, as_bool, control_graph, launch_description
+
+ARGUMENTS = [
+    LaunchArgument("model_path", "", "the adapted policy (.onnx) to run"),
+    LaunchArgument("use_sim", "true", "start the MuJoCo sim bridge; false for a real arm", ("true", "false")),
+    LaunchArgument("config", "config/reach.yaml", "sim: smrl config YAML"),
+    LaunchArgument("task_split", "test", "sim: task list", ("train", "test")),
+    LaunchArgument("task_index", "0", "sim: task index"),
+    LaunchArgument("urdf_path", "urdf/smrl_arm.urdf", "the robot's URDF (limits and FK)"),
+    LaunchArgument("rate_hz", "0.0", "control rate in Hz (0: the model's)"),
+    LaunchArgument("command_topic", "/forward_position_controller/commands", "position command topic"),
+    LaunchArgument("joint_states_topic", "/joint_states", "joint state topic"),
+]
+
+
+def build(args):
+    return control_graph(
+        args["model_path"], use_sim=as_bool(args["use_sim"]), config=args["config"],
+        sim_parameters={"task_split": args["task_split"], "task_index": int(args["task_index"]),
+                        "publish_reward": True},
+        controller_parameters={"urdf_path": args["urdf_path"], "rate_hz": float(args["rate_hz"]),
+                               "command_topic": args["command_topic"],
+                               "joint_states_topic": args["joint_states_topic"]})
+
+
+def generate_launch_description():
+    return launch_description(ARGUMENTS, build)

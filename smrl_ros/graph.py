@@ -1,0 +1,261 @@
+"""Node graphs as plain Python data, run as subprocesses or translated into launch files.
+
+A :class:`GraphSpec` lists :class:`NodeSpec` s (module, console script, parameters, parameter
+files, remaps). Two consumers share each description:
+
+* :class:`GraphRunner` starts every node as ``python -m <module> --ros-args ...`` (no
+  ``launch``, no ``ros2`` CLI: the pip-only path, the tests and ``make demo``);
+* :func:`launch_description` turns a graph builder into a ``launch.LaunchDescription`` for
+  ``ros2 launch`` on a ROS 2 install (``launch/*.launch.py`` are thin wrappers over it).
+
+Inline parameters are written to a YAML parameter file (``/**: ros__parameters: ...``) rather
+than ``-p name:=value`` so types survive exactly (``500.0`` stays a float, a path stays a
+string); parameter files listed in ``params_files`` come first and inline values override them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+PACKAGE = "smrl_ros"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: ``module`` has a ``main(args)``; ``executable`` is its console script."""
+
+    name: str
+    module: str
+    executable: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    params_files: tuple[str, ...] = ()
+    remaps: Mapping[str, str] = field(default_factory=dict)
+    namespace: str = ""
+
+    def ros_args(self, inline_params_file: str | None = None) -> list[str]:
+        """The ``--ros-args ...`` part of the command line."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
+        for src, dst in self.remaps.items():
+            args += ["-r", f"{src}:={dst}"]
+        for path in self.params_files:
+            args += ["--params-file", str(path)]
+        if inline_params_file is not None:
+            args += ["--params-file", inline_params_file]
+        return args
+
+    def command(self, inline_params_file: str | None = None, python: str = sys.executable) -> list[str]:
+        """The full command line (``python -u -m module --ros-args ...``)."""
+        return [python, "-u", "-m", self.module, *self.ros_args(inline_params_file)]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A named set of nodes started together."""
+
+    name: str
+    nodes: tuple[NodeSpec, ...]
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def params_yaml(parameters: Mapping[str, Any]) -> str:
+    """A parameter file applying ``parameters`` to any node (``/**``)."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
+    return yaml.safe_dump({"/**": {"ros__parameters": plain}}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The graphs of the deployment path (issue 5 adds explorer/adapter/trainer graphs here)
+
+
+def sim_node(config: str = "config/reach.yaml", mode: str = "realtime", **parameters: Any) -> NodeSpec:
+    """The MuJoCo sim bridge (``smrl_sim``)."""
+    return NodeSpec("smrl_sim", "smrl_ros.sim_node", "smrl_sim",
+                    parameters={"config": config, "mode": mode, **parameters})
+
+
+def controller_node(model_path: str, **parameters: Any) -> NodeSpec:
+    """The ONNX control node (``smrl_controller``)."""
+    return NodeSpec("smrl_controller", "smrl_ros.controller_node", "smrl_controller",
+                    parameters={"model_path": model_path, **parameters})
+
+
+def sim_graph(config: str = "config/reach.yaml", mode: str = "realtime", **sim_parameters: Any) -> GraphSpec:
+    """The sim bridge alone (``launch/sim.launch.py``)."""
+    return GraphSpec("sim", (sim_node(config, mode, **sim_parameters),))
+
+
+def control_graph(model_path: str, use_sim: bool = True, config: str = "config/reach.yaml",
+                  sim_parameters: Mapping[str, Any] | None = None,
+                  controller_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
+    """The adapted policy driving an arm: the controller, plus the sim bridge when ``use_sim``
+    (on a real arm its driver already provides the topics). ``launch/control.launch.py``."""
+    nodes = [controller_node(model_path, **dict(controller_parameters or {}))]
+    if use_sim:
+        nodes.insert(0, sim_node(config, "realtime", **dict(sim_parameters or {})))
+    return GraphSpec("control", tuple(nodes))
+
+
+# ---------------------------------------------------------------------------------------
+# Running a graph as subprocesses
+
+
+def ros_environment(domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a node process gets: Fast DDS, discovery on this machine, unbuffered
+    output, and ``domain_id`` when given (tests give every graph its own)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["PYTHONUNBUFFERED"] = "1"
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    return env
+
+
+class GraphRunner:
+    """Start every node of a graph as a subprocess; stop them all on exit (context manager).
+
+    Each node's stdout and stderr go to ``log_dir/<name>.log``. :meth:`stop` sends SIGINT
+    (the nodes shut down cleanly), then SIGTERM, then SIGKILL, each after a timeout.
+    """
+
+    def __init__(self, graph: GraphSpec, domain_id: int | None = None, log_dir: str | Path | None = None,
+                 env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> None:
+        self.graph = graph
+        self.env = ros_environment(domain_id, env)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"smrl_{graph.name}_")
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(self._tmp.name)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cwd = cwd
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def start(self, only: Sequence[str] | None = None) -> GraphRunner:
+        for spec in self.graph.nodes:
+            if only is not None and spec.name not in only:
+                continue
+            self.start_node(spec)
+        return self
+
+    def start_node(self, spec: NodeSpec) -> subprocess.Popen[bytes]:
+        params_file = None
+        if spec.parameters:
+            params_file = str(Path(self._tmp.name) / f"{spec.name}.params.yaml")
+            Path(params_file).write_text(params_yaml(spec.parameters))
+        log = open(self.log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._logs[spec.name] = log
+        proc = subprocess.Popen(spec.command(params_file), stdout=log, stderr=subprocess.STDOUT,
+                                env=self.env, cwd=self.cwd, start_new_session=True)
+        self.processes[spec.name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def exited(self) -> dict[str, int]:
+        """Return codes of the nodes that have exited."""
+        return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+
+    def wait_exit(self, name: str, timeout: float) -> int | None:
+        """The node's return code once it exits, or None after ``timeout`` s."""
+        try:
+            return self.processes[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> dict[str, int]:
+        """Stop every node (SIGINT, then SIGTERM, then SIGKILL); return their exit codes."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            alive = [p for p in self.processes.values() if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                try:
+                    os.killpg(p.pid, sig)  # the node's own session: its children too
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for p in alive:
+                try:
+                    p.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        for log in self._logs.values():
+            log.close()
+        return {n: p.returncode for n, p in self.processes.items()}
+
+    def __enter__(self) -> GraphRunner:
+        return self
+
+    def close(self) -> None:
+        """Stop every node and remove the generated parameter files."""
+        self.stop()
+        self._tmp.cleanup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Launch files (imported lazily: launch/launch_ros exist only on a ROS 2 install)
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+def launch_description(arguments: Sequence[LaunchArgument],
+                       build: Callable[[Mapping[str, str]], GraphSpec]) -> Any:
+    """A ``launch.LaunchDescription`` that declares ``arguments`` and starts the nodes of
+    ``build({argument: value})`` through launch_ros (console scripts in ``lib/smrl_ros``)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def setup(context: Any) -> list[Any]:
+        values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
+        graph = build(values)
+        return [
+            Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
+                 parameters=[*spec.params_files, {k: list(v) if isinstance(v, tuple) else v
+                                                  for k, v in spec.parameters.items()}],
+                 remappings=list(spec.remaps.items()), output="screen")
+            for spec in graph.nodes
+        ]
+
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                                      **({"choices": list(a.choices)} if a.choices else {}))
+                for a in arguments]
+    return LaunchDescription([*declared, OpaqueFunction(function=setup)])
+
+
+def as_bool(text: str) -> bool:
+    """A launch-argument boolean (``true``/``false``, any case)."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")

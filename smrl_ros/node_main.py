@@ -1,0 +1,62 @@
+"""The ``main()`` every smrl node shares: init, construct, spin, clean shutdown.
+
+rclpy's own signal handlers shut the context down at once, before the node could publish a
+last hold command; here SIGINT and SIGTERM raise KeyboardInterrupt instead, so the node's
+``stop()`` still runs with a live context. A :class:`StartupError` (bad parameter, model
+refused) is logged as fatal and the process exits with status 2.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+EXIT_STARTUP_REFUSED = 2
+
+
+class StartupError(RuntimeError):
+    """The node refuses to start (the message names the problem)."""
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = None) -> int:
+    """Construct the node, call its ``start()`` if any, spin until SIGINT/SIGTERM, then its
+    ``stop()`` if any. Returns the process exit status."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        node = make_node()
+    except StartupError as exc:
+        rclpy.logging.get_logger(name).fatal(f"refusing to start: {exc}")
+        rclpy.try_shutdown()
+        return EXIT_STARTUP_REFUSED
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if hasattr(node, "start"):
+            node.start()
+        # spin_once with a timeout, not spin(): a blocking wait inside rcl would keep Python's
+        # signal handler (and so the clean shutdown) from running until the next message.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        # Ignore further signals during the clean-up; a second Ctrl-C must not skip it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(node, "stop"):
+            node.stop()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,421 @@
+"""ONNX export of the deployable policy and of the torch-free adaptation bundle.
+
+Two artifacts, both self-describing (joint order, observation layout, action scale, control
+rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIRED_METADATA`):
+
+* the **adapted policy** (``kind = adapted_policy``): one task's posterior mean z baked in,
+  deterministic action ``tanh(mean)``, observation normalisation inside the graph (the
+  networks' own normaliser buffers), and the delta-to-target conversion of
+  :meth:`smrl_train.envs.ArmTaskEnv.action_to_targets` too:
+
+  ====================  =============  ===================================================
+  name                  shape          meaning
+  ====================  =============  ===================================================
+  in  ``obs``           (B, obs_dim)   float32, layout in ``smrl.observation_layout``
+  out ``joint_targets`` (B, n)         absolute joint-position targets (rad), joint order
+                                       ``smrl.joint_names``: ``clip(q + action * max_step,
+                                       lower, upper)``, what a forward_position_controller
+                                       takes (``smrl.action_type = joint_position_absolute``)
+  out ``action``        (B, n)         the normalised delta in [-1, 1] it came from (what
+                                       the episode store records)
+  ====================  =============  ===================================================
+
+* the **adaptation bundle** (a folder): ``encoder.onnx`` (``kind = encoder``: context
+  (B, C, obs_dim + act_dim + 1) of (s, a, r) rows -> posterior ``mean``, ``var`` (B, L),
+  C dynamic) and ``policy.onnx`` (``kind = latent_policy``: the adapted policy with ``z``
+  (B, L) as a second input). With these the robot infers z from its own context and
+  writes its own adapted policy without torch (:func:`smrl_train.runtime.bake_latent`).
+
+Every export is checked against torch on random inputs (max abs diff <= 1e-5) before it is
+written, and ``smrl.model_hash`` (SHA-256 of the serialised graph) lets the loader detect a
+corrupted or edited file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor, nn
+
+import smrl_train
+from smrl_train.config import SmrlConfig
+from smrl_train.runtime import (ACTION_ABSOLUTE, FORMAT, FORMAT_VERSION, KIND_ADAPTED, KIND_ENCODER, KIND_LATENT,
+                                REQUIRED_METADATA, graph_hash)
+
+OPSET = 17
+PARITY_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What the robot side must agree on with the model: taken from the training env.
+
+    ``max_step``, ``lower``, ``upper``, ``velocity`` are (n_joints,) in ``joint_names`` order.
+    """
+
+    joint_names: tuple[str, ...]
+    observation_layout: tuple[tuple[str, int], ...]
+    max_step: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    control_hz: float
+    arm: str
+    urdf_sha256: str
+    task_family: str
+
+    @property
+    def obs_dim(self) -> int:
+        return sum(size for _, size in self.observation_layout)
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    @staticmethod
+    def from_env(env: Any) -> DeploymentSpec:
+        """From an :class:`smrl_train.envs.ArmTaskEnv` (or a wrapper of one)."""
+        u = getattr(env, "unwrapped", env)
+        arm = u.arm
+        return DeploymentSpec(
+            joint_names=tuple(arm.joint_names),
+            observation_layout=tuple((str(n), int(k)) for n, k in u.observation_layout),
+            max_step=np.asarray(u.max_step, dtype=np.float64),
+            lower=np.asarray(arm.lower, dtype=np.float64),
+            upper=np.asarray(arm.upper, dtype=np.float64),
+            velocity=np.asarray(arm.velocity, dtype=np.float64),
+            control_hz=float(u.cfg.env.control_hz),
+            arm=str(arm.name),
+            urdf_sha256=str(arm.urdf_sha256),
+            task_family=str(u.family),
+        )
+
+    @staticmethod
+    def from_config(cfg: SmrlConfig) -> DeploymentSpec:
+        """Builds the env of ``cfg`` once to read its layout and scales."""
+        from smrl_train.envs import ArmTaskEnv
+
+        return DeploymentSpec.from_env(ArmTaskEnv(cfg))
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "smrl.format": FORMAT,
+            "smrl.format_version": FORMAT_VERSION,
+            "smrl.version": smrl_train.__version__,
+            "smrl.joint_names": json.dumps(list(self.joint_names)),
+            "smrl.observation_layout": json.dumps([[n, k] for n, k in self.observation_layout]),
+            "smrl.action_type": ACTION_ABSOLUTE,
+            "smrl.action_output": "joint_targets",
+            "smrl.action_scale": json.dumps([float(x) for x in self.max_step]),
+            "smrl.joint_lower": json.dumps([float(x) for x in self.lower]),
+            "smrl.joint_upper": json.dumps([float(x) for x in self.upper]),
+            "smrl.joint_velocity": json.dumps([float(x) for x in self.velocity]),
+            "smrl.control_hz": repr(float(self.control_hz)),
+            "smrl.arm": self.arm,
+            "smrl.urdf_sha256": self.urdf_sha256,
+            "smrl.task_family": self.task_family,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Graphs
+
+
+class _TargetHead(nn.Module):
+    """Normalised delta (B, n) + observation (B, obs_dim) -> absolute targets (B, n)."""
+
+    def __init__(self, spec: DeploymentSpec) -> None:
+        super().__init__()
+        self.n = spec.n_joints
+        # joint_pos is the first block of the layout (checked in _check_spec).
+        self.register_buffer("max_step", torch.as_tensor(spec.max_step, dtype=torch.float32))
+        self.register_buffer("lower", torch.as_tensor(spec.lower, dtype=torch.float32))
+        self.register_buffer("upper", torch.as_tensor(spec.upper, dtype=torch.float32))
+
+    def forward(self, action: Tensor, obs: Tensor) -> Tensor:
+        q = obs[:, : self.n]
+        return torch.minimum(torch.maximum(q + action * self.max_step, self.lower), self.upper)
+
+
+class AdaptedPolicyGraph(nn.Module):
+    """obs (B, obs_dim) -> action (B, n) in [-1, 1], joint_targets (B, n); z fixed (1, L)."""
+
+    def __init__(self, policy: nn.Module, z: Tensor, spec: DeploymentSpec) -> None:
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32).reshape(1, -1))
+        self.head = _TargetHead(spec)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        action = self.policy.act_mean(obs, self.z.expand(obs.shape[0], -1))
+        return action, self.head(action, obs)
+
+
+class LatentPolicyGraph(nn.Module):
+    """obs (B, obs_dim), z (B, L) -> action (B, n) in [-1, 1], joint_targets (B, n)."""
+
+    def __init__(self, policy: nn.Module, spec: DeploymentSpec) -> None:
+        super().__init__()
+        self.policy = policy
+        self.head = _TargetHead(spec)
+
+    def forward(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        action = self.policy.act_mean(obs, z)
+        return action, self.head(action, obs)
+
+
+class EncoderGraph(nn.Module):
+    """context (B, C, D) -> posterior mean (B, L), var (B, L)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(context)
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+
+
+def _check_spec(spec: DeploymentSpec, obs_dim: int, act_dim: int) -> None:
+    if spec.obs_dim != obs_dim:
+        raise ValueError(f"observation layout {spec.observation_layout} sums to {spec.obs_dim}, "
+                         f"the policy takes {obs_dim}")
+    if act_dim != spec.n_joints:
+        raise ValueError(f"the policy outputs {act_dim} actions for {spec.n_joints} joints")
+    if spec.observation_layout[0] != ("joint_pos", spec.n_joints):
+        raise ValueError("the observation must start with joint_pos (targets are q + delta)")
+
+
+def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], input_names: list[str],
+             output_names: list[str], dynamic_axes: dict[str, dict[int, str]],
+             output_sizes: list[list[int | str]]) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    module.eval()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript (not a dependency); for these static MLPs both give the same graph.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+    model = onnx.load_from_string(buf.getvalue())
+    # The exporter leaves some output axes symbolic (e.g. after slicing obs); the contract the
+    # loader checks is concrete, so state it: dynamic axes keep their names, others get sizes.
+    for value, sizes in zip(model.graph.output, output_sizes, strict=True):
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, sizes, strict=True):
+            if isinstance(size, int):
+                dim.Clear()
+                dim.dim_value = size
+    return model
+
+
+def _finish(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> onnx.ModelProto:
+    metadata = {**metadata, "smrl.model_hash": graph_hash(model)}
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    assert not missing, f"export bug: metadata lacks {missing}"
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "smrl"
+    model.producer_version = smrl_train.__version__
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(path)  # atomic: a controller hot-reloading this path never reads half a file
+    return model
+
+
+def _parity(path: Path, module: nn.Module, feeds: dict[str, np.ndarray]) -> float:
+    """Max abs difference between onnxruntime and torch over every output."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)
+    with torch.no_grad():
+        want = module(*(torch.from_numpy(v) for v in feeds.values()))
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
+        w = w.numpy()
+        if not np.array_equal(np.isnan(g), np.isnan(w)):
+            return float("inf")  # NaN on one side only is a mismatch (np.max would hide it)
+        diff = np.abs(g - w)
+        worst = max(worst, float(np.max(np.where(np.isnan(diff), 0.0, diff))))
+    return worst
+
+
+def _random_obs(spec: DeploymentSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Observations spread over the joint range (so the target clip is exercised too)."""
+    obs = rng.normal(0.0, 1.0, size=(batch, spec.obs_dim)).astype(np.float32)
+    n = spec.n_joints
+    obs[:, :n] = rng.uniform(spec.lower - 0.1, spec.upper + 0.1, size=(batch, n))
+    return obs
+
+
+def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: DeploymentSpec,
+                          path: str | Path, extra_metadata: dict[str, str] | None = None,
+                          check_batch: int = 64, seed: int = 0, check_obs: np.ndarray | None = None) -> float:
+    """Write the adapted policy (z baked in) to ``path``; returns the parity error.
+
+    Args:
+        policy: a module with ``act_mean(obs (N, O), z (N, L)) -> (N, A)`` in [-1, 1] and
+            ``obs_dim``, ``act_dim``, ``latent_dim`` attributes (:class:`TanhGaussianPolicy`).
+        z: the task latent (L,), e.g. the posterior mean after adaptation.
+        check_obs: observations (B, obs_dim) for the parity check (default: random ones over
+            the joint range).
+    Raises:
+        ValueError: the spec does not fit the policy, or ONNX and torch differ by > 1e-5.
+    """
+    path = Path(path)
+    _check_spec(spec, policy.obs_dim, policy.act_dim)
+    z_t = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(1, -1)
+    if z_t.shape[1] != policy.latent_dim:
+        raise ValueError(f"z has {z_t.shape[1]} entries, the policy's latent has {policy.latent_dim}")
+    graph = AdaptedPolicyGraph(policy, z_t, spec).eval()
+    obs = torch.zeros(1, spec.obs_dim)
+    model = _to_onnx(graph, (obs,), ["obs"], ["action", "joint_targets"],
+                     {"obs": {0: "batch"}, "action": {0: "batch"}, "joint_targets": {0: "batch"}},
+                     [["batch", spec.n_joints]] * 2)
+    meta = {**spec.metadata(), "smrl.kind": KIND_ADAPTED, "smrl.latent_dim": str(policy.latent_dim),
+            "smrl.z": json.dumps([float(v) for v in z_t[0]]), **(extra_metadata or {})}
+    _finish(model, meta, path)
+    obs_check = check_obs if check_obs is not None else _random_obs(spec, check_batch, np.random.default_rng(seed))
+    err = _parity(path, graph, {"obs": np.asarray(obs_check, dtype=np.float32)})
+    if err > PARITY_ATOL:
+        path.unlink()
+        raise ValueError(f"ONNX and torch differ by {err:.2e} > {PARITY_ATOL} for {path.name}")
+    return err
+
+
+def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, folder: str | Path,
+                  extra_metadata: dict[str, str] | None = None, check_batch: int = 16,
+                  seed: int = 0) -> dict[str, float]:
+    """Write ``folder/encoder.onnx`` and ``folder/policy.onnx``; returns their parity errors.
+
+    Args:
+        encoder: ``forward(context (T, C, D)) -> mean, var (T, L)`` with ``context_dim`` and
+            ``latent_dim`` attributes (:class:`ContextEncoder`); D = obs + act + 1 (s, a, r).
+        policy: as for :func:`export_adapted_policy`.
+    """
+    folder = Path(folder)
+    _check_spec(spec, policy.obs_dim, policy.act_dim)
+    if encoder.latent_dim != policy.latent_dim:
+        raise ValueError("encoder and policy disagree on the latent size")
+    rng = np.random.default_rng(seed)
+    latent = int(policy.latent_dim)
+    base = {**spec.metadata(), "smrl.latent_dim": str(latent), **(extra_metadata or {})}
+    errors: dict[str, float] = {}
+
+    enc_graph = EncoderGraph(encoder).eval()
+    ctx = torch.zeros(1, 4, encoder.context_dim)
+    model = _to_onnx(enc_graph, (ctx,), ["context"], ["mean", "var"],
+                     {"context": {0: "batch", 1: "context"}, "mean": {0: "batch"}, "var": {0: "batch"}},
+                     [["batch", latent]] * 2)
+    enc_path = folder / "encoder.onnx"
+    _finish(model, {**base, "smrl.kind": KIND_ENCODER,
+                    "smrl.context_layout": json.dumps([["obs", spec.obs_dim], ["action", spec.n_joints],
+                                                       ["reward", 1]])}, enc_path)
+    feeds = {"context": rng.normal(size=(3, 11, encoder.context_dim)).astype(np.float32)}
+    errors["encoder"] = _parity(enc_path, enc_graph, feeds)
+
+    pol_graph = LatentPolicyGraph(policy, spec).eval()
+    model = _to_onnx(pol_graph, (torch.zeros(1, spec.obs_dim), torch.zeros(1, latent)), ["obs", "z"],
+                     ["action", "joint_targets"],
+                     {"obs": {0: "batch"}, "z": {0: "batch"}, "action": {0: "batch"},
+                      "joint_targets": {0: "batch"}},
+                     [["batch", spec.n_joints]] * 2)
+    pol_path = folder / "policy.onnx"
+    _finish(model, {**base, "smrl.kind": KIND_LATENT}, pol_path)
+    feeds = {"obs": _random_obs(spec, check_batch, rng),
+             "z": rng.normal(size=(check_batch, latent)).astype(np.float32)}
+    errors["policy"] = _parity(pol_path, pol_graph, feeds)
+
+    bad = {k: v for k, v in errors.items() if v > PARITY_ATOL}
+    if bad:
+        raise ValueError(f"ONNX and torch differ by more than {PARITY_ATOL}: {bad}")
+    return errors
+
+
+# ---------------------------------------------------------------------------------------
+# CLI: smrl export policy|bundle|check
+
+
+def _load_networks(checkpoint: str) -> Any:
+    """The SmacNetworks of a training run (its folder or its checkpoint file)."""
+    from smrl_train.smac.runner import load_networks
+
+    return load_networks(checkpoint)[0]
+
+
+def _parse_floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: expected numbers, got {text!r}") from None
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from smrl_train.config import load_config
+
+    cfg = load_config(args.config)
+    nets = _load_networks(args.checkpoint)
+    if args.z:
+        z = np.array(_parse_floats(args.z, "--z"), dtype=np.float32)
+    else:
+        z = np.zeros(nets.policy.latent_dim, dtype=np.float32)  # the prior mean
+    err = export_adapted_policy(nets.policy, z, DeploymentSpec.from_config(cfg), args.out)
+    print(f"wrote {args.out} (ONNX vs torch max abs diff {err:.1e})")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from smrl_train.config import load_config
+
+    cfg = load_config(args.config)
+    nets = _load_networks(args.checkpoint)
+    errors = export_bundle(nets.encoder, nets.policy, DeploymentSpec.from_config(cfg), args.out)
+    print(f"wrote {args.out}/encoder.onnx and policy.onnx (max abs diff "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + ")")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from smrl_train.runtime import load_model
+
+    model = load_model(args.model)
+    print(json.dumps({"path": str(args.model), "kind": model.info.kind, **model.info.as_dict()}, indent=1))
+    return 0
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """``smrl export policy|bundle|check``; wired in by :mod:`smrl_train.cli`."""
+    export = subparsers.add_parser("export", help="ONNX export for the robot side")
+    sub = export.add_subparsers(dest="export_command", required=True)
+    pol = sub.add_parser("policy", help="the adapted policy (z baked in) as one ONNX file")
+    pol.add_argument("--checkpoint", required=True, help="a training run folder (or its checkpoint file)")
+    pol.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    pol.add_argument("--z", default="", help="task latent, comma-separated (default: prior mean 0)")
+    pol.add_argument("--out", required=True, help="output .onnx path")
+    pol.set_defaults(func=_cmd_policy)
+    bun = sub.add_parser("bundle", help="encoder.onnx + policy.onnx (z as input) for torch-free adaptation")
+    bun.add_argument("--checkpoint", required=True, help="a training run folder (or its checkpoint file)")
+    bun.add_argument("--config", required=True)
+    bun.add_argument("--out", required=True, help="output folder")
+    bun.set_defaults(func=_cmd_bundle)
+    chk = sub.add_parser("check", help="load and check an exported model, print its metadata")
+    chk.add_argument("model")
+    chk.set_defaults(func=_cmd_check)
+

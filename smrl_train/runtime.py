@@ -1,0 +1,419 @@
+"""Robot-side inference on exported ONNX models: numpy + onnx + onnxruntime, never torch.
+
+Loading checks a model before anything runs it and refuses a bad one with a
+:class:`ModelError` that names what is wrong:
+
+1. the file is a single-file ONNX model (no external data: a model must not make the loader
+   read other paths) that passes ``onnx.checker.check_model(full_check=True)``;
+2. every metadata key of :data:`REQUIRED_METADATA` is present and parses; the kind is the
+   expected one; ``smrl.model_hash`` matches the graph (a corrupted or edited file fails);
+3. input and output names, dtypes (float32) and shapes match the kind's contract and the
+   metadata (observation size, number of joints, latent size), both in the ONNX graph and in
+   the session onnxruntime builds from it.
+
+:class:`PolicyRuntime` runs the adapted policy with one intra-op and one inter-op thread
+(a control loop must not fan out over cores it shares with the executor), warmed up at load.
+:class:`EncoderRuntime` and :class:`LatentPolicyRuntime` run the adaptation bundle, and
+:func:`bake_latent` turns ``policy.onnx`` plus an inferred z into an adapted policy, so a robot
+adapts without torch. Shapes: see :mod:`smrl_train.export`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+FORMAT = "smrl-onnx"
+FORMAT_VERSION = "1"
+KIND_ADAPTED = "adapted_policy"
+KIND_LATENT = "latent_policy"
+KIND_ENCODER = "encoder"
+KINDS = (KIND_ADAPTED, KIND_LATENT, KIND_ENCODER)
+ACTION_ABSOLUTE = "joint_position_absolute"
+REQUIRED_METADATA = (
+    "smrl.format", "smrl.format_version", "smrl.kind", "smrl.version", "smrl.model_hash",
+    "smrl.joint_names", "smrl.observation_layout", "smrl.action_type", "smrl.action_output",
+    "smrl.action_scale", "smrl.joint_lower", "smrl.joint_upper", "smrl.joint_velocity",
+    "smrl.control_hz", "smrl.arm", "smrl.urdf_sha256", "smrl.task_family", "smrl.latent_dim",
+)
+
+
+class ModelError(ValueError):
+    """An ONNX model is unreadable, malformed or does not fit (the message names the problem)."""
+
+
+def graph_hash(model: onnx.ModelProto) -> str:
+    """SHA-256 of the serialised graph (weights and ops; metadata excluded)."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The parsed ``smrl.*`` metadata of a model. Arrays are (n_joints,) in joint order."""
+
+    kind: str
+    version: str
+    model_hash: str
+    joint_names: tuple[str, ...]
+    observation_layout: tuple[tuple[str, int], ...]
+    action_type: str
+    action_output: str
+    action_scale: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    control_hz: float
+    arm: str
+    urdf_sha256: str
+    task_family: str
+    latent_dim: int
+    z: tuple[float, ...] | None = None
+    metadata: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def obs_dim(self) -> int:
+        return sum(size for _, size in self.observation_layout)
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary (for logs and ``smrl export check``)."""
+        return {
+            "kind": self.kind, "smrl_version": self.version, "model_hash": self.model_hash,
+            "arm": self.arm, "urdf_sha256": self.urdf_sha256, "task_family": self.task_family,
+            "joint_names": list(self.joint_names),
+            "observation_layout": [list(b) for b in self.observation_layout],
+            "action_type": self.action_type, "action_output": self.action_output,
+            "action_scale": self.action_scale.tolist(), "control_hz": self.control_hz,
+            "latent_dim": self.latent_dim, "z": list(self.z) if self.z is not None else None,
+        }
+
+
+def _json(meta: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise ModelError(f"metadata {key} is not valid JSON: {meta[key]!r}") from None
+
+
+def _floats(meta: dict[str, str], key: str, n: int) -> np.ndarray:
+    value = _json(meta, key)
+    if not isinstance(value, list) or len(value) != n or not all(isinstance(v, (int, float)) for v in value):
+        raise ModelError(f"metadata {key}: expected {n} numbers (one per joint), got {meta[key]}")
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ModelError(f"metadata {key}: non-finite value in {meta[key]}")
+    return arr
+
+
+def parse_metadata(meta: dict[str, str]) -> ModelInfo:
+    """``smrl.*`` metadata -> :class:`ModelInfo`; raises :class:`ModelError` naming the key."""
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise ModelError(f"metadata is missing {', '.join(missing)} (not an smrl export?)")
+    if meta["smrl.format"] != FORMAT or meta["smrl.format_version"] != FORMAT_VERSION:
+        raise ModelError(f"metadata format {meta['smrl.format']} v{meta['smrl.format_version']}, "
+                         f"expected {FORMAT} v{FORMAT_VERSION}")
+    if meta["smrl.kind"] not in KINDS:
+        raise ModelError(f"metadata smrl.kind {meta['smrl.kind']!r} is not one of {', '.join(KINDS)}")
+    names = _json(meta, "smrl.joint_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names) \
+            or len(set(names)) != len(names):
+        raise ModelError(f"metadata smrl.joint_names: expected unique joint names, got {meta['smrl.joint_names']}")
+    layout = _json(meta, "smrl.observation_layout")
+    if not isinstance(layout, list) or not all(
+            isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and isinstance(b[1], int) and b[1] > 0
+            for b in layout):
+        raise ModelError(f"metadata smrl.observation_layout: expected [[name, size], ...], got "
+                         f"{meta['smrl.observation_layout']}")
+    if meta["smrl.action_type"] != ACTION_ABSOLUTE or meta["smrl.action_output"] != "joint_targets":
+        raise ModelError(f"metadata smrl.action_type {meta['smrl.action_type']!r} via "
+                         f"{meta['smrl.action_output']!r}: this runtime needs {ACTION_ABSOLUTE} via joint_targets")
+    n = len(names)
+    try:
+        control_hz = float(meta["smrl.control_hz"])
+        latent_dim = int(meta["smrl.latent_dim"])
+    except ValueError:
+        raise ModelError("metadata smrl.control_hz / smrl.latent_dim are not numbers") from None
+    if not (np.isfinite(control_hz) and control_hz > 0) or latent_dim <= 0:
+        raise ModelError(f"metadata: control_hz {control_hz} and latent_dim {latent_dim} must be > 0")
+    z = None
+    if "smrl.z" in meta:
+        z = tuple(float(v) for v in _floats(meta, "smrl.z", latent_dim))
+    return ModelInfo(
+        kind=meta["smrl.kind"], version=meta["smrl.version"], model_hash=meta["smrl.model_hash"],
+        joint_names=tuple(names), observation_layout=tuple((str(a), int(b)) for a, b in layout),
+        action_type=meta["smrl.action_type"], action_output=meta["smrl.action_output"],
+        action_scale=_floats(meta, "smrl.action_scale", n), lower=_floats(meta, "smrl.joint_lower", n),
+        upper=_floats(meta, "smrl.joint_upper", n), velocity=_floats(meta, "smrl.joint_velocity", n),
+        control_hz=control_hz, arm=meta["smrl.arm"], urdf_sha256=meta["smrl.urdf_sha256"],
+        task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z, metadata=dict(meta),
+    )
+
+
+def _io_contract(info: ModelInfo) -> tuple[list[tuple[str, list[int | None]]], list[tuple[str, list[int | None]]]]:
+    """Expected (name, shape) of inputs and outputs; None marks a dynamic axis."""
+    n, obs, lat = info.n_joints, info.obs_dim, info.latent_dim
+    policy_out: list[tuple[str, list[int | None]]] = [("action", [None, n]), ("joint_targets", [None, n])]
+    if info.kind == KIND_ADAPTED:
+        return [("obs", [None, obs])], policy_out
+    if info.kind == KIND_LATENT:
+        return [("obs", [None, obs]), ("z", [None, lat])], policy_out
+    return [("context", [None, None, obs + n + 1])], [("mean", [None, lat]), ("var", [None, lat])]
+
+
+def _graph_shape(value: onnx.ValueInfoProto) -> tuple[int, list[int | None]]:
+    t = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return t.elem_type, dims
+
+
+def _check_io(kind_io: list[tuple[str, list[int | None]]], actual: list[tuple[str, int, list[Any]]],
+              what: str) -> None:
+    names = [a[0] for a in actual]
+    want = [k[0] for k in kind_io]
+    if names != want:
+        raise ModelError(f"{what} are {names}, expected {want}")
+    for (name, shape), (_, dtype, dims) in zip(kind_io, actual, strict=True):
+        if dtype != TensorProto.FLOAT:
+            raise ModelError(f"{what[:-1]} '{name}' has dtype {TensorProto.DataType.Name(dtype)}, expected FLOAT")
+        if len(dims) != len(shape):
+            raise ModelError(f"{what[:-1]} '{name}' has rank {len(dims)}, expected shape {shape}")
+        for i, (d, w) in enumerate(zip(dims, shape, strict=True)):
+            # A dynamic axis in the contract accepts anything; a fixed one must match exactly.
+            if w is not None and d != w:
+                raise ModelError(f"{what[:-1]} '{name}' axis {i} is {d}, expected {w} (shape {shape})")
+
+
+def read_model(path: str | Path, kind: str | None = None) -> tuple[onnx.ModelProto, ModelInfo]:
+    """Load, check and describe the model at ``path`` (see the module docstring).
+
+    Args:
+        kind: the expected ``smrl.kind`` (None: any).
+    Raises:
+        ModelError: naming the first problem found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for junk input
+        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    for init in model.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            raise ModelError(f"{path}: tensor '{init.name}' uses external data; only single-file models load")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # noqa: BLE001 - checker and shape-inference errors
+        raise ModelError(f"{path}: fails the ONNX checker: {exc}") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        info = parse_metadata(meta)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    if kind is not None and info.kind != kind:
+        raise ModelError(f"{path}: is a {info.kind} model, expected {kind}")
+    if graph_hash(model) != info.model_hash:
+        raise ModelError(f"{path}: smrl.model_hash does not match the graph (corrupted or edited file)")
+    if info.observation_layout[0] != ("joint_pos", info.n_joints):
+        raise ModelError(f"{path}: observation layout must start with joint_pos[{info.n_joints}]")
+    inputs, outputs = _io_contract(info)
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [v for v in model.graph.input if v.name not in initializers]
+    try:
+        _check_io(inputs, [(v.name, *_graph_shape(v)) for v in graph_inputs], "inputs")
+        _check_io(outputs, [(v.name, *_graph_shape(v)) for v in model.graph.output], "outputs")
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    return model, info
+
+
+_ORT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(double)": TensorProto.DOUBLE,
+              "tensor(int64)": TensorProto.INT64}
+
+
+def make_session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
+    """An onnxruntime CPU session with ``threads`` intra-op and 1 inter-op thread."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Fatal only: a failing model would print an error on every tick; the node reports the
+    # failure itself, once per hold.
+    opts.log_severity_level = 4
+    return ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class LoadedModel:
+    """A checked model: its metadata and an onnxruntime session for it."""
+
+    path: Path
+    info: ModelInfo
+    session: ort.InferenceSession
+
+
+def load_model(path: str | Path, kind: str | None = None, threads: int = 1) -> LoadedModel:
+    """:func:`read_model`, then a session whose inputs/outputs are checked again (as ORT sees them)."""
+    model, info = read_model(path, kind)
+    try:
+        session = make_session(model, threads)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ModelError(f"{path}: onnxruntime cannot load it: {exc}") from None
+    inputs, outputs = _io_contract(info)
+
+    def seen(args: Sequence[Any]) -> list[tuple[str, int, list[Any]]]:
+        return [(a.name, _ORT_TYPES.get(a.type, -1),
+                 [d if isinstance(d, int) else None for d in a.shape]) for a in args]
+
+    try:
+        _check_io(inputs, seen(session.get_inputs()), "inputs")
+        _check_io(outputs, seen(session.get_outputs()), "outputs")
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc} (onnxruntime session)") from None
+    return LoadedModel(Path(path), info, session)
+
+
+def compatibility_errors(info: ModelInfo, joint_names: Sequence[str],
+                         observation_layout: Sequence[tuple[str, int]], task_family: str | None = None,
+                         urdf_sha256: str | None = None) -> list[str]:
+    """Why a model does not fit a robot (empty when it fits); each entry names the mismatch."""
+    errors = []
+    if tuple(joint_names) != info.joint_names:
+        errors.append(f"joint names: model {list(info.joint_names)} != robot {list(joint_names)}")
+    layout = tuple((str(n), int(k)) for n, k in observation_layout)
+    if layout != info.observation_layout:
+        errors.append(f"observation layout: model {[list(b) for b in info.observation_layout]} "
+                      f"!= robot {[list(b) for b in layout]}")
+    if task_family is not None and task_family != info.task_family:
+        errors.append(f"task family: model {info.task_family} != robot {task_family}")
+    if urdf_sha256 is not None and urdf_sha256 != info.urdf_sha256:
+        errors.append(f"URDF: model trained on {info.arm} sha256 {info.urdf_sha256[:12]}..., "
+                      f"robot URDF sha256 {urdf_sha256[:12]}...")
+    return errors
+
+
+# ---------------------------------------------------------------------------------------
+# Runtimes
+
+
+class PolicyRuntime:
+    """The adapted policy: ``act(obs (obs_dim,)) -> joint targets (n,)``.
+
+    Args:
+        path: an ``adapted_policy`` ONNX file.
+        warmup: inference runs at load so the first control tick is not the slow one.
+    """
+
+    def __init__(self, path: str | Path, warmup: int = 50) -> None:
+        self.model = load_model(path, KIND_ADAPTED)
+        self.info = self.model.info
+        self._session = self.model.session
+        self._obs = np.zeros((1, self.info.obs_dim), dtype=np.float32)
+        self._outputs = ["action", "joint_targets"]
+        for _ in range(warmup):
+            self.act_full(self._obs[0])
+
+    def act_full(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """obs (obs_dim,) -> normalised action (n,) float32, joint targets (n,) float64."""
+        self._obs[0] = obs  # raises on a wrong shape; casts to float32
+        action, targets = self._session.run(self._outputs, {"obs": self._obs})
+        return action[0], targets[0].astype(np.float64)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """obs (obs_dim,) -> absolute joint targets (n,) float64, in ``info.joint_names`` order."""
+        return self.act_full(obs)[1]
+
+
+class LatentPolicyRuntime:
+    """The bundle's policy: ``act(obs (obs_dim,), z (L,)) -> (action (n,), targets (n,))``."""
+
+    def __init__(self, path: str | Path, warmup: int = 20) -> None:
+        self.model = load_model(path, KIND_LATENT)
+        self.info = self.model.info
+        self._session = self.model.session
+        self._obs = np.zeros((1, self.info.obs_dim), dtype=np.float32)
+        self._z = np.zeros((1, self.info.latent_dim), dtype=np.float32)
+        for _ in range(warmup):
+            self.act(self._obs[0], self._z[0])
+
+    def act(self, obs: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self._obs[0] = obs
+        self._z[0] = z
+        action, targets = self._session.run(["action", "joint_targets"], {"obs": self._obs, "z": self._z})
+        return action[0], targets[0].astype(np.float64)
+
+
+class EncoderRuntime:
+    """The bundle's encoder: ``posterior(context (C, obs_dim + n + 1)) -> mean (L,), var (L,)``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.model = load_model(path, KIND_ENCODER)
+        self.info = self.model.info
+        self.context_dim = self.info.obs_dim + self.info.n_joints + 1
+
+    def posterior(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        context = np.asarray(context, dtype=np.float32)
+        if context.ndim != 2 or context.shape[1] != self.context_dim or len(context) == 0:
+            raise ValueError(f"context must be (C > 0, {self.context_dim}) rows of (s, a, r), got {context.shape}")
+        if not np.all(np.isfinite(context)):
+            raise ValueError("context has non-finite values")
+        mean, var = self.model.session.run(["mean", "var"], {"context": context[None]})
+        return mean[0].astype(np.float64), var[0].astype(np.float64)
+
+
+def bake_latent(latent_policy: str | Path, z: np.ndarray, out: str | Path) -> Path:
+    """Write an ``adapted_policy`` from a bundle's ``policy.onnx`` with ``z`` (L,) fixed.
+
+    The ``z`` input becomes a constant broadcast to the batch, the kind and hash are updated,
+    and the result is re-read through :func:`read_model`. Torch-free (the adapter node's path).
+    """
+    model, info = read_model(latent_policy, KIND_LATENT)
+    z = np.asarray(z, dtype=np.float32).reshape(-1)
+    if z.shape != (info.latent_dim,) or not np.all(np.isfinite(z)):
+        raise ValueError(f"z must be {info.latent_dim} finite values, got {z}")
+    graph = model.graph
+    z_input = next(v for v in graph.input if v.name == "z")
+    graph.input.remove(z_input)
+    graph.initializer.extend([
+        onnx.numpy_helper.from_array(z[None], "smrl_z_value"),
+        onnx.numpy_helper.from_array(np.array([0], dtype=np.int64), "smrl_z_axis0"),
+        onnx.numpy_helper.from_array(np.array([info.latent_dim], dtype=np.int64), "smrl_z_width"),
+    ])
+    # z = Expand(z_value, [batch(obs), L]): the graph keeps its dynamic batch axis.
+    nodes = [
+        helper.make_node("Shape", ["obs"], ["smrl_obs_shape"]),
+        helper.make_node("Gather", ["smrl_obs_shape", "smrl_z_axis0"], ["smrl_batch"], axis=0),
+        helper.make_node("Concat", ["smrl_batch", "smrl_z_width"], ["smrl_z_shape"], axis=0),
+        helper.make_node("Expand", ["smrl_z_value", "smrl_z_shape"], ["z"]),
+    ]
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.update({"smrl.kind": KIND_ADAPTED, "smrl.z": json.dumps([float(v) for v in z]),
+                 "smrl.model_hash": graph_hash(model)})
+    del model.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        model.metadata_props.add(key=key, value=value)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(out)  # atomic: the controller may be watching this path
+    read_model(out, KIND_ADAPTED)
+    return out

@@ -1,0 +1,137 @@
+"""Message <-> numpy conversions (no rclpy.init), and typed parameters from dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from smrl_ros import conversions as conv
+from smrl_ros import params
+
+
+def test_stamps_round_trip() -> None:
+    for t in (0.0, 1.5, 1_795_467_824.868233, 12.999999999):
+        stamp = conv.seconds_to_stamp(t)
+        assert 0 <= stamp.nanosec < 1_000_000_000
+        assert conv.stamp_to_seconds(stamp) == pytest.approx(t, abs=1e-6)
+
+
+def test_joint_state_round_trip_keeps_names_and_values_together() -> None:
+    names = ["b", "a", "c"]
+    msg = conv.make_joint_state(names, np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.3]),
+                                conv.seconds_to_stamp(5.0), frame_id="base")
+    got_names, pos, vel = conv.joint_state_arrays(msg)
+    assert got_names == names and msg.header.frame_id == "base"
+    np.testing.assert_array_equal(pos, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(vel, [0.1, 0.2, 0.3])
+    no_vel = conv.make_joint_state(names, np.zeros(3), None, conv.seconds_to_stamp(0))
+    assert len(conv.joint_state_arrays(no_vel)[2]) == 0
+
+
+def test_command_carries_targets_and_documents_joint_order() -> None:
+    msg = conv.make_command(np.array([0.1, -0.2]), ["j1", "j2"])
+    np.testing.assert_array_equal(conv.command_array(msg), [0.1, -0.2])
+    assert msg.layout.dim[0].label == "joints:j1,j2" and msg.layout.dim[0].size == 2
+    assert conv.make_command(np.zeros(3)).layout.dim == []
+
+
+def test_pose_round_trip() -> None:
+    msg = conv.make_pose(np.array([0.4, -0.1, 0.015]), conv.seconds_to_stamp(1.0), "base_link")
+    np.testing.assert_allclose(conv.pose_position(msg), [0.4, -0.1, 0.015])
+    assert msg.header.frame_id == "base_link" and msg.pose.orientation.w == 1.0
+
+
+def test_diagnostic_status_values() -> None:
+    status = conv.make_status("x", conv.WARN, "holding", {"ticks": 3, "p99_ms": 1.23456789, "hold": "stale"})
+    assert conv.status_values(status) == {"ticks": "3", "p99_ms": "1.23457", "hold": "stale"}
+    assert status.level == conv.WARN
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    rate_hz: float = params.param(20.0, "rate")
+    name: str = params.param("x", "a name")
+    count: int = params.param(3, "a count")
+    enabled: bool = params.param(False, "a flag")
+    joints: tuple[str, ...] = params.param((), "joint names")
+    goal: tuple[float, ...] = params.param((0.1, 0.2), "a goal")
+
+    def __post_init__(self) -> None:
+        if self.rate_hz <= 0:
+            raise params.ParameterError("parameter 'rate_hz': must be > 0")
+
+
+def _node(overrides: list[str]):
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=["--ros-args", *overrides], domain_id=0)
+    node = Node("params_test", context=ctx, start_parameter_services=False, enable_rosout=False)
+    return ctx, node
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ([], DemoParams()),
+    (["-p", "rate_hz:=500", "-p", "joints:=[a, b]", "-p", "goal:=[1.0, 2.5]", "-p", "enabled:=true"],
+     DemoParams(rate_hz=500.0, joints=("a", "b"), goal=(1.0, 2.5), enabled=True)),
+])
+def test_parameters_are_declared_from_the_dataclass_and_read_back_typed(overrides, expected) -> None:
+    ctx, node = _node(overrides)
+    try:
+        params.declare(node, DemoParams)
+        assert all(node.has_parameter(name) for name in DemoParams.__dataclass_fields__)
+        got = params.read(node, DemoParams)
+        assert got == expected and isinstance(got.rate_hz, float) and isinstance(got.goal, tuple)
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["-p", "rate_hz:=fast"], "parameter 'rate_hz': expected float, got str 'fast'"),
+    (["-p", "count:=2.5"], "parameter 'count': expected int, got float 2.5"),
+    (["-p", "enabled:=1"], "parameter 'enabled': expected bool, got int 1"),
+    (["-p", "joints:=[1, 2]"], "parameter 'joints': expected list of str"),
+    (["-p", "rate_hz:=-1.0"], "parameter 'rate_hz': must be > 0"),
+])
+def test_bad_parameters_name_the_parameter_and_the_expected_type(overrides, message) -> None:
+    ctx, node = _node(overrides)
+    try:
+        params.declare(node, DemoParams)
+        with pytest.raises(params.ParameterError) as err:
+            params.read(node, DemoParams)
+        assert message in str(err.value)
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
+def test_help_table_lists_every_parameter() -> None:
+    table = params.help_table(DemoParams)
+    assert [row[0] for row in table] == list(DemoParams.__dataclass_fields__)
+    assert table[0] == ("rate_hz", "float", "20.0", "rate")
+
+
+def test_node_parameter_dataclasses_match_the_config_files() -> None:
+    # Every key a shipped YAML gives smrl_sim/smrl_controller must be a declared parameter.
+    from smrl_ros.controller_node import ControllerParams
+    from smrl_ros.sim_node import SimParams
+
+    from conftest import REPO
+    import yaml
+
+    fields = {"smrl_sim": set(SimParams.__dataclass_fields__),
+              "smrl_controller": set(ControllerParams.__dataclass_fields__)}
+    for path in (REPO / "config").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text()) or {}
+        for node, section in data.items():
+            if node in fields and isinstance(section, dict) and "ros__parameters" in section:
+                unknown = set(section["ros__parameters"]) - fields[node]
+                assert not unknown, f"{path.name}: {node} has no parameter(s) {unknown}"

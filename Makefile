@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow test
 
 demo: $(STAMP)
-	$(BIN)/python -m smrl_train.demo --out demo_out
+	$(BIN)/python -m smrl_ros.demo --out demo_out
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -48,6 +48,15 @@ setup(
     entry_points={
         "console_scripts": [
             "smrl = smrl_train.cli:main",
+            # The deployment path (issue 4): the MuJoCo sim bridge and the ONNX control node.
+            "smrl_sim = smrl_ros.sim_node:main",
+            "smrl_controller = smrl_ros.controller_node:main",
+            # The data path (issue 5): explorer, adapter, trainer, and the controller with an
+            # `enabled` switch the adapt graph uses.
+            "smrl_explorer = smrl_ros.explorer_node:main",
+            "smrl_adapter = smrl_ros.adapter_node:main",
+            "smrl_trainer = smrl_ros.trainer_node:main",
+            "smrl_gated_controller = smrl_ros.gated_controller:main",
         ],
     },
 )

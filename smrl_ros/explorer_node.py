@@ -1,0 +1,343 @@
+"""``smrl_explorer``: records reward-free exploration episodes on a simulated or real arm.
+
+It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
+the prior N(0, I) in numpy, redrawn every ``resample_period`` steps (SMAC's default: every
+step; :mod:`smrl_train.exploration`), over the standard topics (``/joint_states`` in, by joint
+name; ``/forward_position_controller/commands`` out, reliable) with the controller's safety
+layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
+
+Each episode of a task becomes one file of an episode store (:mod:`smrl_train.data.store`)
+whose manifest has the training dataset's schema with ``reward_labelled: false``: obs,
+action, next_obs, terminated/truncated flags and the joint-state stamps.
+
+Between episodes the arm is reset by the sim bridge's ``~/reset`` service, or, on a real arm
+(``reset_mode: home``), driven to the ``home`` pose under the same limits. With a sim bridge
+(``sim_node``), the explorer switches its task before each task's episodes.
+
+Crash safety:
+
+* **SIGKILL / power loss**: episodes are kept in memory and written whole (temporary file,
+  fsync, rename, fsync of the folder), and the next episode starts only once the previous
+  one is on disk. A kill at any moment loses at most the episode in progress; the store
+  holds exactly the finished episodes and never a partial file (leftover ``*.tmp`` files are
+  ignored by readers). Restarting with the same parameters appends, numbering on from the
+  last episode, and records only what is missing (``episodes_per_task`` is a target).
+* **SIGINT / SIGTERM**: the episode in progress is written as a shorter episode whose last
+  step is marked ``truncated`` (``on_stop: save``, the default: truncation is not a terminal
+  state, so the data stay valid for bootstrapping) or dropped (``on_stop: drop``); the writer
+  finishes, and the process exits 0.
+
+Progress: every episode is logged (count, steps, rate), and ``~/status`` (std_msgs/String,
+JSON, latched) and ``/diagnostics`` carry the counters every ``status_period_s``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from std_msgs.msg import String
+
+import smrl_train
+from smrl_ros import params, topics
+from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, request_exit, resolve_path
+from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
+from smrl_ros.node_main import StartupError, run_node
+from smrl_train.data.recorder import EpisodeRecorder
+from smrl_train.data.recording import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
+from smrl_train.data.store import EpisodeStore, StoreError
+from smrl_train.exploration import LatentExplorer, episode_rng
+from smrl_train.runtime import LatentPolicyRuntime, ModelError
+from smrl_train.urdf import UrdfError, load_urdf
+
+ON_STOP = ("save", "drop")
+
+
+@dataclass(frozen=True)
+class ExplorerParams(DriverParams):
+    bundle: str = params.param("", "adaptation bundle folder (its policy.onnx) or a latent-policy .onnx file")
+    store: str = params.param("", "episode store to record into (created, or appended to when its schema matches)")
+    dataset: str = params.param("", "the offline dataset the bundle was trained on: the recording copies its "
+                                "manifest (tasks, arm, config) after checking the schema; empty: the schema "
+                                "comes from the model's metadata")
+    tasks: tuple[int, ...] = params.param((), "training task indices to record, in order; empty: every training "
+                                          "task of the dataset (task 0 without one)")
+    episodes_per_task: int = params.param(1, "episodes each task should have in the store (those already there "
+                                          "count, so a re-run finishes the job); 0: record the first task until "
+                                          "stopped")
+    resample_period: int = params.param(1, "steps between draws of z from the prior (1: every step, SMAC's default)")
+    seed: int = params.param(0, "seed of the latent draws (episode k of task t draws from (seed, t, k))")
+    on_stop: str = params.param("save", "SIGINT/SIGTERM mid-episode: save (write it, last step truncated) or drop")
+    exit_when_done: bool = params.param(True, "exit with status 0 once every task has its episodes")
+    status_period_s: float = params.param(1.0, "period of ~/status and /diagnostics (s)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.bundle:
+            raise params.ParameterError("parameter 'bundle': required (an adaptation bundle folder)")
+        if not self.store:
+            raise params.ParameterError("parameter 'store': required (the episode store to record into)")
+        if self.on_stop not in ON_STOP:
+            raise params.ParameterError(f"parameter 'on_stop': expected save or drop, got {self.on_stop!r}")
+        if self.episodes_per_task < 0 or self.resample_period < 1 or self.status_period_s <= 0:
+            raise params.ParameterError("parameters: episodes_per_task >= 0, resample_period >= 1, "
+                                        "status_period_s > 0 required")
+
+
+def latent_policy_path(bundle: str) -> Path:
+    """``bundle/policy.onnx`` for a bundle folder, else the file itself."""
+    path = resolve_path(bundle)
+    return path / "policy.onnx" if path.is_dir() else path
+
+
+class ExplorerNode(Node):
+    """The exploration recorder; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__("smrl_explorer")
+        params.declare(self, ExplorerParams, read_only=tuple(ExplorerParams.__dataclass_fields__))
+        try:
+            p = params.read(self, ExplorerParams)
+            arm = load_urdf(resolve_path(p.urdf_path), p.ee_link)
+            runtime = LatentPolicyRuntime(latent_policy_path(p.bundle))
+            info = runtime.info
+            self.driver = ArmDriver(self, p, arm, info)
+            dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
+            generator = {"name": "smrl_explorer", "smrl_version": smrl_train.__version__,
+                         "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND, "latent": "prior",
+                         "resample_period": p.resample_period, "deterministic": True, "seed": p.seed}
+            manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
+                                          dataset_manifest=dataset)
+            self.store = EpisodeStore.create(resolve_path(p.store), manifest)
+        except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:
+            raise StartupError(str(exc)) from None
+        self.p = p
+        self.explorer = LatentExplorer(runtime, p.resample_period)
+        self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
+        self.tasks = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
+        self.count = {t: self.store.next_episode_index(t) for t in self.tasks}
+        self.task_pos = 0
+        self.task: int | None = None
+        self.recorder: EpisodeRecorder | None = None
+        self.state = "starting"
+        self.episodes_written = 0
+        self.steps_written = 0
+        self.episodes_dropped = 0
+        self.write_errors: list[str] = []
+        self.t_start: float | None = None
+        self._episode_t0 = 0.0
+        self._exiting = False
+        self._submitted: collections.deque[str] = collections.deque()
+        self._written: collections.deque[WrittenEpisode] = collections.deque()
+        self._written_guard = self.create_guard_condition(self._on_written)
+        self.writer = EpisodeWriter(self._written_from_thread)
+
+        self.driver.policy = self.explorer.act
+        self.driver.on_transition = self._on_transition
+        self.driver.on_episode_end = self._on_episode_end
+        self.driver.on_ready = self._maybe_run
+        self.pub_status = self.create_publisher(String, "~/status", topics.LATCHED_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
+        self.create_timer(p.status_period_s, self._publish_status)
+        todo = sum(max(0, p.episodes_per_task - self.count[t]) for t in self.tasks)
+        self.get_logger().info(
+            f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, redrawn every "
+            f"{p.resample_period} step(s)) into {self.store.path}: tasks {list(self.tasks)}, "
+            + (f"{p.episodes_per_task} episode(s) each ({todo} to go)" if p.episodes_per_task else "until stopped")
+            + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
+
+    # -- the job ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._next_task()
+
+    def _target_reached(self, task: int) -> bool:
+        return bool(self.p.episodes_per_task) and self.count[task] >= self.p.episodes_per_task
+
+    def _next_task(self) -> None:
+        """Move on to the next task that still needs episodes (cycling when recording forever)."""
+        for _ in range(len(self.tasks)):
+            task = self.tasks[self.task_pos % len(self.tasks)]
+            self.task_pos += 1
+            if not self._target_reached(task):
+                self._switch_to(task)
+                return
+        self._done()
+
+    def _switch_to(self, task: int) -> None:
+        self.task = task
+        self.state = "switching task"
+        if not self.p.sim_node:
+            self._reset()
+            return
+        goal = self.goals.get(task)
+        values: dict[str, Any] = ({"task_goal": [float(g) for g in goal]} if goal
+                                  else {"task_split": "train", "task_index": int(task)})
+
+        def done(ok: bool, reason: str) -> None:
+            if not ok:
+                self._fail(f"could not set task {task} on /{self.p.sim_node}: {reason}")
+                return
+            self.get_logger().info(f"task {task}: {self.p.sim_node} set to {values}")
+            self._reset()
+
+        self.driver.set_node_parameters(self.p.sim_node, values, done)
+
+    def _reset(self) -> None:
+        self.state = "resetting"
+        self.driver.reset()
+
+    def _maybe_run(self) -> None:
+        """Start the next episode once the arm is ready and the previous episode is on disk."""
+        if self.driver.phase != ArmDriver.READY or self.writer.pending or self.state in ("done", "failed"):
+            return
+        assert self.task is not None
+        self.recorder = EpisodeRecorder(self.store, self.task)
+        self.explorer.begin_episode(episode_rng(self.p.seed, self.task, self.count[self.task]))
+        self.state = "recording"
+        self._episode_t0 = time.monotonic()
+        if self.t_start is None:
+            self.t_start = self._episode_t0
+        self.driver.run(self.p.episode_length)
+
+    def _on_transition(self, tr: Transition) -> None:
+        assert self.recorder is not None
+        self.recorder.add(tr.obs, tr.action, tr.next_obs, timestamp=tr.stamp)
+
+    def _episode_meta(self, interrupted: bool = False) -> dict[str, Any]:
+        assert self.task is not None
+        return {"kind": EPISODE_KIND, "source": "smrl_explorer", "episode_seed": [self.p.seed, self.task,
+                                                                               self.count[self.task]],
+                "resample_period": self.p.resample_period, "mode": self.p.mode, "interrupted": interrupted}
+
+    def _on_episode_end(self, end: EpisodeEnd) -> None:
+        assert self.task is not None and self.recorder is not None
+        if end.completed:
+            rate = end.steps / max(time.monotonic() - self._episode_t0, 1e-9)
+            self._submitted.append(f"task {self.task} #{self.count[self.task]}, {end.steps} steps at "
+                                   f"{rate:.0f} steps/s")
+            self.writer.submit(self.recorder, truncated=True, meta=self._episode_meta())
+            self.count[self.task] += 1
+        else:
+            self.episodes_dropped += 1
+            self.get_logger().warning(f"episode of task {self.task} dropped after {end.steps} steps: {end.reason}")
+        self.recorder = None
+        if self._target_reached(self.task):
+            self._next_task()
+        else:
+            self._reset()
+
+    # -- writer thread -> executor ---------------------------------------------------------------
+    def _written_from_thread(self, result: WrittenEpisode) -> None:
+        self._written.append(result)
+        self._written_guard.trigger()
+
+    def _collect_written(self) -> bool:
+        """Count the episodes the writer finished; False when one failed."""
+        ok = True
+        while self._written:
+            result = self._written.popleft()
+            if result.path is None:
+                self.write_errors.append(result.error)
+                ok = False
+                continue
+            self.episodes_written += 1
+            self.steps_written += result.steps
+            what = self._submitted.popleft() if self._submitted else f"{result.steps} steps"
+            self.get_logger().info(f"episode {self.episodes_written} written ({what}): {result.path.name}")
+        return ok
+
+    def _on_written(self) -> None:
+        if not self._collect_written():
+            self._fail(f"could not write an episode: {self.write_errors[-1]}")
+            return
+        if self.state == "done" and not self.writer.pending:
+            self._exit_if_wanted()
+        self._maybe_run()
+
+    # -- ending -------------------------------------------------------------------------------------
+    def _done(self) -> None:
+        self.state = "done"
+        self.driver.stop()
+        self._publish_status()
+        if not self.writer.pending:
+            self._exit_if_wanted()
+
+    def _exit_if_wanted(self) -> None:
+        if self._exiting:
+            return
+        self._exiting = True
+        self._publish_status()
+        self.get_logger().info(f"done: {self.summary()}")
+        if self.p.exit_when_done:
+            request_exit(self)
+
+    def _fail(self, message: str) -> None:
+        self.state = "failed"
+        self.driver.stop()
+        self.get_logger().error(message)
+        self._publish_status()
+
+    def stop(self) -> None:
+        """Shutdown (SIGINT/SIGTERM or done): write or drop the episode in progress, flush."""
+        self.driver.stop()
+        rec = self.recorder
+        if rec is not None and rec.steps_in_progress:
+            if self.p.on_stop == "save":
+                self.writer.submit(rec, truncated=True, meta=self._episode_meta(interrupted=True))
+                self.get_logger().info(f"stopping: writing the episode in progress ({rec.steps_in_progress} steps, "
+                                       "last step marked truncated)")
+            else:
+                self.get_logger().info(f"stopping: dropping the episode in progress ({rec.steps_in_progress} steps)")
+        self.recorder = None
+        if not self.writer.close(timeout=30.0):
+            self.get_logger().error("the episode writer did not finish within 30 s")
+        self._exiting = True
+        self._collect_written()
+        if self.state not in ("done", "failed"):
+            self.state = "stopped"
+        self._publish_status()
+        self.get_logger().info(f"stopped: {self.summary()}")
+
+    # -- status -------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.t_start if self.t_start is not None else 0.0
+        return {
+            "state": self.state, "task": self.task, "store": str(self.store.path),
+            "episodes": self.episodes_written, "steps": self.steps_written,
+            "episodes_dropped": self.episodes_dropped, "episodes_in_store": len(self.store.episode_paths()),
+            "steps_per_s": self.driver.counters["steps"] / elapsed if elapsed > 0 else 0.0,
+            "elapsed_s": elapsed, "per_task": {str(t): c for t, c in self.count.items()},
+            **{f"driver_{k}": v for k, v in self.driver.counters.items()},
+            "rejected_states": sum(self.driver.mapper.rejected.values()),
+        }
+
+    def summary(self) -> str:
+        s = self.status()
+        return (f"{s['episodes']} episodes ({s['steps']} steps) written this run, {s['episodes_in_store']} in "
+                f"{s['store']}, {s['episodes_dropped']} dropped, {s['steps_per_s']:.0f} steps/s")
+
+    def _publish_status(self) -> None:
+        s = self.status()
+        self.pub_status.publish(String(data=json.dumps(s, sort_keys=True)))
+        level = ERROR if self.state == "failed" else (WARN if s["episodes_dropped"] or s["rejected_states"] else OK)
+        msg = DiagnosticArray()
+        msg.header.stamp = seconds_to_stamp(time.time())
+        flat = {k: v for k, v in s.items() if not isinstance(v, dict)}
+        arm = self.store.manifest["arm"]["name"]
+        msg.status = [make_status("smrl_explorer: recorder", level, self.state, flat, arm)]
+        self.pub_diag.publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ExplorerNode, "smrl_explorer", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

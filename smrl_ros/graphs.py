@@ -1,0 +1,234 @@
+"""The node graphs of the data path (explore, adapt, train) as plain Python data.
+
+Each graph has a builder taking typed arguments (used by the tests and ``make demo``, run
+through :class:`smrl_ros.graph.GraphRunner`) and a ``*_from_arguments`` twin taking the
+string launch arguments of its launch file (``launch/*.launch.py`` are two lines over it, via
+:func:`smrl_ros.graph.launch_description`). Node parameters come from the ROS parameter files
+``config/*_nodes.yaml`` (``/**/<node>: ros__parameters:``), then from the builder's arguments,
+which override them.
+
+===========  ===============================================  ====================================
+graph        nodes                                            launch file
+===========  ===============================================  ====================================
+sim          smrl_sim (:func:`smrl_ros.graph.sim_graph`)       ``sim.launch.py``
+explore      smrl_sim (lockstep) + smrl_explorer              ``explore.launch.py``
+adapt        smrl_sim (realtime, rewards) + smrl_controller   ``adapt.launch.py``
+             (gated) + smrl_adapter
+train        smrl_trainer                                     ``train.launch.py``
+===========  ===============================================  ====================================
+
+With ``use_sim: false`` the explore and adapt graphs leave the sim bridge out: the arm's driver
+already provides ``/joint_states`` and the forward position controller, and the explorer /
+adapter switch to real-arm defaults (realtime stepping, homing between episodes, no sim task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smrl_ros.graph import GraphSpec, LaunchArgument, NodeSpec, as_bool, sim_node
+from smrl_train.config import package_root
+
+DEFAULT_CONFIG = "config/reach.yaml"
+
+
+def params_file(name: str) -> str:
+    """Absolute path of ``config/<name>`` (source tree or installed share folder)."""
+    return str(package_root() / "config" / name)
+
+
+def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters without the launch arguments left empty (the YAML or node default applies)."""
+    return {k: v for k, v in values.items() if v not in ("", None)}
+
+
+def parse_value(text: str) -> Any:
+    """A launch-argument string as a parameter value: YAML scalars and lists (``[0.0, 0.3]``)."""
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+# ---------------------------------------------------------------------------------------
+# Real-arm defaults: what changes when there is no sim bridge.
+
+REAL_ARM_DRIVER = {"mode": "realtime", "reset_mode": "home", "sim_node": ""}
+
+
+# ---------------------------------------------------------------------------------------
+# Explore
+
+
+def explorer_node(bundle: str, store: str, **parameters: Any) -> NodeSpec:
+    """The exploration recorder (``smrl_explorer``) with ``config/explore_nodes.yaml``."""
+    return NodeSpec("smrl_explorer", "smrl_ros.explorer_node", "smrl_explorer",
+                    parameters={"bundle": bundle, "store": store, **parameters},
+                    params_files=(params_file("explore_nodes.yaml"),))
+
+
+def explore_graph(bundle: str, store: str, *, use_sim: bool = True, config: str = DEFAULT_CONFIG,
+                  sim_parameters: Mapping[str, Any] | None = None,
+                  explorer_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
+    """Reward-free collection: the explorer, plus the sim bridge in lockstep mode when
+    ``use_sim`` (on a real arm the explorer steps in realtime and homes between episodes)."""
+    extra = dict(explorer_parameters or {})
+    if use_sim:
+        return GraphSpec("explore", (sim_node(config, "lockstep", **dict(sim_parameters or {})),
+                                     explorer_node(bundle, store, **extra)))
+    return GraphSpec("explore", (explorer_node(bundle, store, **{**REAL_ARM_DRIVER, **extra}),))
+
+
+EXPLORE_ARGUMENTS = (
+    LaunchArgument("bundle", "", "adaptation bundle folder (policy.onnx) the explorer acts with"),
+    LaunchArgument("store", "", "episode store to record into"),
+    LaunchArgument("dataset", "", "offline dataset the bundle was trained on (its manifest is copied)"),
+    LaunchArgument("use_sim", "true", "start the MuJoCo sim bridge (false: a real arm's driver is running)",
+                   ("true", "false")),
+    LaunchArgument("config", DEFAULT_CONFIG, "smrl config of the sim bridge (arm, task family)"),
+    LaunchArgument("tasks", "", "training task indices to record, e.g. [0, 1, 2] (empty: all of the dataset)"),
+    LaunchArgument("episodes_per_task", "", "episodes each task should have in the store"),
+    LaunchArgument("episode_length", "", "control steps per episode"),
+    LaunchArgument("home", "", "real arm: home pose (rad, URDF order), e.g. [0.0, 0.3, 1.3, 1.2, 0.0]"),
+    LaunchArgument("joint_states_topic", "", "joint state input (default /joint_states)"),
+    LaunchArgument("command_topic", "", "position command output (default /forward_position_controller/commands)"),
+    LaunchArgument("urdf_path", "", "the robot's URDF"),
+)
+
+
+def explore_from_arguments(values: Mapping[str, str]) -> GraphSpec:
+    """``launch/explore.launch.py``'s graph from its (string) launch arguments."""
+    keys = ("dataset", "tasks", "episodes_per_task", "episode_length", "home", "joint_states_topic",
+            "command_topic", "urdf_path")
+    extra = _drop_empty({k: parse_value(values.get(k, "")) for k in keys})
+    return explore_graph(values["bundle"], values["store"], use_sim=as_bool(values.get("use_sim", "true")),
+                         config=values.get("config") or DEFAULT_CONFIG, explorer_parameters=extra)
+
+
+def node_yaml_files() -> list[Path]:
+    """The ROS parameter files the graphs use (``config/*_nodes.yaml``)."""
+    return sorted((package_root() / "config").glob("*_nodes.yaml"))
+
+
+# ---------------------------------------------------------------------------------------
+# Adapt
+
+
+def gated_controller_node(model_path: str, **parameters: Any) -> NodeSpec:
+    """The controller with an ``enabled`` parameter (``smrl_ros.gated_controller``), named
+    ``smrl_controller``; starts disabled unless ``enabled=True`` is passed."""
+    return NodeSpec("smrl_controller", "smrl_ros.gated_controller", "smrl_gated_controller",
+                    parameters={"model_path": model_path, "enabled": False, **parameters})
+
+
+def adapter_node(bundle: str, **parameters: Any) -> NodeSpec:
+    """The adapter (``smrl_adapter``) with ``config/adapt_nodes.yaml``."""
+    return NodeSpec("smrl_adapter", "smrl_ros.adapter_node", "smrl_adapter",
+                    parameters={"bundle": bundle, **parameters}, params_files=(params_file("adapt_nodes.yaml"),))
+
+
+def adapt_graph(bundle: str, *, use_sim: bool = True, config: str = DEFAULT_CONFIG, model_path: str = "",
+                sim_parameters: Mapping[str, Any] | None = None,
+                controller_parameters: Mapping[str, Any] | None = None,
+                adapter_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
+    """Adapt and deploy: the adapter explores the task with rewards, writes the adapted policy and
+    hot-loads it into the controller, which starts disabled on ``model_path`` (default: the
+    bundle's ``prior_policy.onnx``). With ``use_sim`` the sim bridge runs in realtime mode and
+    publishes rewards; on a real arm the lab's reward topic feeds the adapter."""
+    initial = model_path or str(Path(bundle) / "prior_policy.onnx")
+    adapter = dict(adapter_parameters or {})
+    ctrl = dict(controller_parameters or {})
+    for shared in ("command_topic", "joint_states_topic", "urdf_path", "ee_link", "joints"):
+        if shared in adapter and shared not in ctrl:
+            ctrl[shared] = adapter[shared]  # both command the same arm
+    if use_sim:
+        sim = sim_node(config, "realtime", **{"publish_reward": True, **dict(sim_parameters or {})})
+        return GraphSpec("adapt", (sim, gated_controller_node(initial, **ctrl),
+                                   adapter_node(bundle, **{"mode": "realtime", **adapter})))
+    real = {**REAL_ARM_DRIVER, "success_topic": "", "evaluate_steps": 0}
+    return GraphSpec("adapt", (gated_controller_node(initial, **ctrl), adapter_node(bundle, **{**real, **adapter})))
+
+
+ADAPT_ARGUMENTS = (
+    LaunchArgument("bundle", "", "adaptation bundle folder (encoder.onnx, policy.onnx, prior_policy.onnx)"),
+    LaunchArgument("use_sim", "true", "start the MuJoCo sim bridge (false: a real arm's driver is running)",
+                   ("true", "false")),
+    LaunchArgument("config", DEFAULT_CONFIG, "smrl config of the sim bridge (arm, task family)"),
+    LaunchArgument("task_split", "test", "train or test: the task list task_index indexes (sim)", ("train", "test")),
+    LaunchArgument("task_index", "0", "the task to adapt to (-1: as set up)"),
+    LaunchArgument("task_goal", "", "explicit hidden goal for the sim, e.g. [0.45, 0.1, 0.3]"),
+    LaunchArgument("model_path", "", "the controller's model before adaptation (default <bundle>/prior_policy.onnx)"),
+    LaunchArgument("output_dir", "", "where adapted policies are written (default <bundle>/adapted)"),
+    LaunchArgument("controller_topic", "", "position command topic (default /forward_position_controller/commands)"),
+    LaunchArgument("joint_states_topic", "", "joint state topic (default /joint_states)"),
+    LaunchArgument("reward_topic", "", "reward topic during adaptation (default /reward)"),
+    LaunchArgument("rate_hz", "", "controller rate (Hz; default the model's control rate)"),
+    LaunchArgument("exploration_episodes", "", "episodes with rewards before the posterior is inferred"),
+    LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes"),
+    LaunchArgument("urdf_path", "", "the robot's URDF"),
+)
+
+
+def adapt_from_arguments(values: Mapping[str, str]) -> GraphSpec:
+    """``launch/adapt.launch.py``'s graph from its (string) launch arguments."""
+    get = {a.name: parse_value(values.get(a.name, "")) for a in ADAPT_ARGUMENTS}
+    adapter = _drop_empty({"task_split": values.get("task_split") or "test", "task_index": get["task_index"],
+                           "task_goal": get["task_goal"], "output_dir": get["output_dir"],
+                           "command_topic": get["controller_topic"], "joint_states_topic": get["joint_states_topic"],
+                           "reward_topic": get["reward_topic"], "exploration_episodes": get["exploration_episodes"],
+                           "home": get["home"], "urdf_path": get["urdf_path"]})
+    ctrl = _drop_empty({"rate_hz": float(get["rate_hz"]) if get["rate_hz"] != "" else ""})
+    sim = {"task_split": adapter["task_split"]}
+    if isinstance(get["task_index"], int) and get["task_index"] >= 0:
+        sim["task_index"] = get["task_index"]
+    return adapt_graph(values["bundle"], use_sim=as_bool(values.get("use_sim", "true")),
+                       config=values.get("config") or DEFAULT_CONFIG, model_path=str(get["model_path"] or ""),
+                       sim_parameters=sim, controller_parameters=ctrl, adapter_parameters=adapter)
+
+
+# ---------------------------------------------------------------------------------------
+# Train
+
+
+def trainer_node(data: str, **parameters: Any) -> NodeSpec:
+    """The training node (``smrl_trainer``) with ``config/train_nodes.yaml``."""
+    return NodeSpec("smrl_trainer", "smrl_ros.trainer_node", "smrl_trainer",
+                    parameters={"data": data, **parameters}, params_files=(params_file("train_nodes.yaml"),))
+
+
+def train_graph(data: str, **trainer_parameters: Any) -> GraphSpec:
+    """Meta-training as a node: offline phase, then the self-supervised phase (on recordings
+    when ``recordings`` is given), exporting an adaptation bundle after each."""
+    return GraphSpec("train", (trainer_node(data, **trainer_parameters),))
+
+
+TRAIN_ARGUMENTS = (
+    LaunchArgument("data", "", "reward-labelled offline dataset (episode store)"),
+    LaunchArgument("config", DEFAULT_CONFIG, "task family config (its smac: section is the recipe)"),
+    LaunchArgument("run_dir", "", "folder of the runs (default runs/ros)"),
+    LaunchArgument("phases", "", "phases to run, e.g. [offline] or [offline, online] (default both)"),
+    LaunchArgument("recordings", "", "reward-free stores from smrl_explorer for the online phase, e.g. [rec/a]"),
+    LaunchArgument("smac_file", "", "YAML whose smac: section replaces the config's"),
+    LaunchArgument("variant", "", "recipe: paper or improved (default: the config's)"),
+    LaunchArgument("overrides", "", "smac overrides, e.g. ['offline.steps=2000']"),
+    LaunchArgument("evaluate", "", "meta-test each phase in-process (true/false)"),
+)
+
+
+def train_from_arguments(values: Mapping[str, str]) -> GraphSpec:
+    """``launch/train.launch.py``'s graph from its (string) launch arguments."""
+    extra = _drop_empty({a.name: parse_value(values.get(a.name, "")) for a in TRAIN_ARGUMENTS if a.name != "data"})
+    for key in ("phases", "recordings", "overrides"):
+        if key in extra and isinstance(extra[key], str):
+            extra[key] = [extra[key]]
+    return train_graph(values["data"], **extra)
+
+
+# The launch files of the data path, their argument lists and graph builders (``sim.launch.py``
+# and ``control.launch.py`` are the deployment path's, over :mod:`smrl_ros.graph`).
+LAUNCH_FILES = {
+    "explore.launch.py": (EXPLORE_ARGUMENTS, explore_from_arguments),
+    "adapt.launch.py": (ADAPT_ARGUMENTS, adapt_from_arguments),
+    "train.launch.py": (TRAIN_ARGUMENTS, train_from_arguments),
+}

@@ -1,0 +1,159 @@
+"""Exploration and adaptation on the robot side, without ROS and without torch.
+
+The exploration node (``smrl_explorer``) and the adapter node (``smrl_adapter``) drive the arm
+with the adaptation bundle's latent policy ``pi(a | s, z)`` (``policy.onnx``, deterministic
+``tanh(mean)``) and z from :class:`smrl_train.explore.LatentSchedule`: drawn from the prior
+N(0, I) and redrawn every ``resample_period`` steps (SMAC's code default: every step). That
+is the meta-test's exploration (``reference/smac.md`` section 5) and the improved recipe's
+``explore`` episodes, so what a robot records is the data the trainer expects.
+
+The adapter then infers the posterior q(z | context) with ``encoder.onnx`` from the context
+rows (s, a, r) it collected *with* rewards, and bakes its mean into an adapted policy
+(:func:`smrl_train.runtime.bake_latent`).
+
+:func:`collect_in_process` records the same episodes in the in-process gym env; it is the
+reference the ROS path is compared against (``bench/ros_vs_inprocess.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from smrl_train.explore import LatentSchedule
+
+
+class LatentPolicy(Protocol):
+    """``act(obs (O,), z (L,)) -> (action (A,) in [-1, 1], joint targets (A,))`` and ``info``."""
+
+    info: Any
+
+    def act(self, obs: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def episode_rng(seed: int, task_index: int, episode_index: int) -> np.random.Generator:
+    """The generator of one episode's latents: fixed by (seed, task, episode), so a restarted
+    recorder draws the same z sequence for the same episode."""
+    return np.random.default_rng([int(seed), int(task_index) & 0x7FFFFFFF, int(episode_index)])
+
+
+class LatentExplorer:
+    """The latent policy with z from a :class:`LatentSchedule` (prior by default).
+
+    Args:
+        policy: the bundle's latent policy runtime.
+        resample_period: steps between z draws (1 = every step).
+    """
+
+    def __init__(self, policy: LatentPolicy, resample_period: int = 1) -> None:
+        self.policy = policy
+        self.resample_period = resample_period
+        self.latent_dim = int(policy.info.latent_dim)
+        self.schedule = LatentSchedule(self.latent_dim, resample_period, np.random.default_rng(0))
+
+    def begin_episode(self, rng: np.random.Generator, mean: np.ndarray | None = None,
+                      var: np.ndarray | None = None) -> None:
+        """Start an episode drawing z from ``rng``: the prior, or N(mean, var) when given."""
+        self.schedule = LatentSchedule(self.latent_dim, self.resample_period, rng)
+        if mean is not None and var is not None:
+            self.schedule.set_posterior(mean, var)
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """obs (O,) -> normalised action (A,) and absolute joint targets (A,) for this step."""
+        return self.policy.act(obs, self.schedule.next())
+
+
+def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndarray, q: np.ndarray,
+                    max_step: np.ndarray) -> np.ndarray:
+    """The normalised action (A,) the published ``safe_target`` amounts to.
+
+    When the safety layer left the model's target alone (the normal case: the model's own
+    target head already clips to the joint limits, and its step is half the velocity limit)
+    this is the model's ``action``, as the in-process env records it. When the safety layer
+    changed the target, the recorded action is the delta actually commanded,
+    ``(safe_target - q) / max_step`` clipped to [-1, 1], so the data never claims an action
+    the arm did not get.
+    """
+    if np.array_equal(np.asarray(safe_target, dtype=np.float64), np.asarray(target, dtype=np.float64)):
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+    delta = (np.asarray(safe_target, dtype=np.float64) - np.asarray(q, dtype=np.float64)) / np.asarray(max_step)
+    return np.clip(delta, -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class RewardContext:
+    """Context rows (s, a, r) an adapter collects with rewards, episode by episode."""
+
+    obs_dim: int
+    act_dim: int
+    rows: list[np.ndarray] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    _episode_return: float = 0.0
+    _episode_steps: int = 0
+
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        """One transition: obs (O,), action (A,), a finite reward."""
+        if not np.isfinite(reward):
+            raise ValueError(f"non-finite reward {reward}")
+        self.rows.append(np.concatenate([np.asarray(obs, np.float32).reshape(self.obs_dim),
+                                         np.asarray(action, np.float32).reshape(self.act_dim),
+                                         np.array([reward], np.float32)]))
+        self._episode_return += float(reward)
+        self._episode_steps += 1
+
+    def end_episode(self) -> float:
+        """Close the episode in progress; returns its return."""
+        ret = self._episode_return
+        if self._episode_steps:
+            self.returns.append(ret)
+        self._episode_return, self._episode_steps = 0.0, 0
+        return ret
+
+    def drop_episode(self) -> None:
+        """Forget the rows of the episode in progress (it was aborted)."""
+        if self._episode_steps:
+            del self.rows[-self._episode_steps:]
+        self._episode_return, self._episode_steps = 0.0, 0
+
+    def array(self) -> np.ndarray:
+        """All rows (C, O + A + 1) float32."""
+        if not self.rows:
+            return np.zeros((0, self.obs_dim + self.act_dim + 1), np.float32)
+        return np.stack(self.rows)
+
+
+def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: Any, episodes: int,
+                       seed: int, episode_length: int, first_episode: int = 0,
+                       meta: dict[str, Any] | None = None) -> int:
+    """Record ``episodes`` exploration episodes of ``task`` in the in-process env.
+
+    The reference for the ROS path: same policy, same latent schedule, same recorder, with
+    ``env`` an :class:`smrl_train.envs.ArmTaskEnv` stepping the physics itself. Rewards are
+    never read. Returns the number of transitions written.
+    """
+    env.set_task(task)
+    written = 0
+    for k in range(first_episode, first_episode + episodes):
+        explorer.begin_episode(episode_rng(seed, task.index, k))
+        obs, _ = env.reset(seed=int(episode_rng(seed, task.index, k).integers(2**31)))
+        for t in range(episode_length):
+            action, _ = explorer.act(obs)
+            next_obs, _, terminated, _, _ = env.step(action)
+            recorder.add(obs, action, next_obs, timestamp=float(env.sim.time), terminated=bool(terminated))
+            obs = next_obs
+            if terminated:
+                break
+        written += recorder.steps_in_progress
+        recorder.finish(truncated=True, meta={**(meta or {}), "kind": "explore", "episode_seed": int(k)})
+    return written
+
+
+def summarize_returns(returns: Sequence[float]) -> dict[str, float]:
+    """Mean/min/max of episode returns (NaN when empty), for logs and reports."""
+    arr = np.asarray(returns, dtype=np.float64)
+    if arr.size == 0:
+        return {"mean": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}

@@ -1,0 +1,94 @@
+"""smrl_trainer as a real process: a tiny offline + self-supervised run on recorded episodes with
+progress and checkpoint announcements over DDS, and SIGINT that checkpoints for a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from std_msgs.msg import String
+
+from smrl_ros import topics
+from smrl_ros.graphs import train_graph
+from smrl_train.data.generate import generate_dataset
+from smrl_train.data.recorder import EpisodeRecorder
+from smrl_train.data.recording import recording_manifest
+from smrl_train.data.store import EpisodeStore
+from smrl_train.envs import ArmTaskEnv
+from smrl_train.exploration import LatentExplorer, collect_in_process
+from smrl_train.pipeline import BUNDLE_FILES
+from smrl_train.runtime import LatentPolicyRuntime, load_model
+from smrl_train.smac.checkpoint import read_meta
+
+from bundle_helpers import random_bundle
+from conftest import small_config
+from ros_harness import ros_graph
+
+pytestmark = pytest.mark.ros
+
+TINY = ["network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]", "network.encoder_hidden=[32]",
+        "network.decoder_hidden=[16]", "offline.log_every=50", "offline.checkpoint_every=100",
+        "online.iterations=2", "online.updates_per_iteration=40", "online.tasks_per_iteration=2",
+        "online.eval_every=0", "eval.diagnostic_tasks=0"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny dataset and a reward-free recording of it made in-process (the explorer's format)."""
+    tmp = tmp_path_factory.mktemp("train_assets")
+    cfg = small_config("reach", n_train=3, n_test=2, episode_length=30)
+    data = generate_dataset(cfg, tmp / "data", progress=False)
+    policy = LatentPolicyRuntime(random_bundle(cfg, tmp / "bundle") / "policy.onnx")
+    store = EpisodeStore.create(tmp / "rec", recording_manifest(policy.info, episode_length=30, generator={
+        "name": "test"}, dataset_manifest=data.manifest))
+    env = ArmTaskEnv(cfg)
+    for task in data.tasks("train"):
+        collect_in_process(env, LatentExplorer(policy), EpisodeRecorder(store, task.index), task, 2, 0, 30)
+    return {"data": tmp / "data", "rec": tmp / "rec"}
+
+
+def test_trainer_node_trains_offline_then_on_recordings_and_announces(assets, tmp_path: Path) -> None:
+    graph = train_graph(str(assets["data"]), run_dir=str(tmp_path / "runs"), recordings=[str(assets["rec"])],
+                        overrides=["offline.steps=300", *TINY], progress_period_s=0.3)
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        progress = probe.subscribe("/smrl_trainer/progress", String)
+        announced = probe.subscribe("/smrl_trainer/checkpoints", String, topics.LATCHED_QOS)
+        assert runner.wait_exit("smrl_trainer", 120.0) == 0, runner.log("smrl_trainer")
+        log = runner.log("smrl_trainer")
+    rows = [json.loads(m.data) for m in progress.snapshot()]
+    offline = [r for r in rows if r["phase"] == "offline"]
+    assert offline and offline[-1]["done"] == offline[-1]["total"] == 300 and "q_loss" in offline[-1]["losses"]
+    assert any(r["eta_s"] is not None for r in offline) and "ETA" in log
+    assert [r for r in rows if r["phase"] == "online"][-1]["done"] == 2
+    events = [json.loads(m.data) for m in announced.snapshot()]
+    bundles = [e for e in events if e["kind"] == "bundle"]
+    assert [b["phase"] for b in bundles] == ["offline", "online"]
+    assert any(e["kind"] == "checkpoint" and not e["finished"] for e in events)  # announced while training
+    for b in bundles:
+        for name in BUNDLE_FILES:
+            load_model(Path(b["path"]) / name)  # checked ONNX: the robot side can load it
+    meta = read_meta(tmp_path / "runs" / "smac")
+    assert meta["finished"] and meta["source"] == "RecordedExplorationSource"
+    assert sum(meta["source_state"]["cursor"].values()) > 0  # recorded episodes were used
+
+
+def test_trainer_sigint_checkpoints_and_a_restart_resumes(assets, tmp_path: Path) -> None:
+    graph = train_graph(str(assets["data"]), run_dir=str(tmp_path / "runs"), phases=["offline"], export=False,
+                        overrides=["offline.steps=1500", *TINY], progress_period_s=0.2)
+    run = tmp_path / "runs" / "offline_only"
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        progress = probe.subscribe("/smrl_trainer/progress", String)
+        progress.wait_for(lambda m: any(json.loads(x.data)["done"] >= 100 for x in m), 60.0, "100 updates")
+        os.killpg(runner.processes["smrl_trainer"].pid, signal.SIGINT)
+        assert runner.wait_exit("smrl_trainer", 20.0) == 0
+        stopped = read_meta(run)
+        assert not stopped["finished"] and 100 <= stopped["step"] < 1500
+        assert "interrupted" in runner.log("smrl_trainer")
+        proc = runner.start_node(graph.node("smrl_trainer"))
+        assert proc.wait(120.0) == 0
+        assert "resuming" in runner.log("smrl_trainer")
+    done = read_meta(run)
+    assert done["finished"] and done["step"] == 1500

@@ -8,12 +8,12 @@ random exploration reveals it. All an env needs to plug into the trainer and eva
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from smrl_train.data.store import TaskArrays as Arrays
 from smrl_train.tasks import Task
 
 
@@ -53,21 +53,6 @@ class PointDirectionEnv(gym.Env[np.ndarray, np.ndarray]):
         progress = float(self.pos @ self.goal)
         return (self.pos.astype(np.float32), float(a @ self.goal), False, self.t >= self.max_steps,
                 {"success": progress > 0.5 * 0.1 * self.t})
-
-
-@dataclass
-class Arrays:
-    """Per-task arrays shaped like ``smrl_train.data.store.TaskArrays``."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray | None
-    next_obs: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.obs)
 
 
 def toy_dataset(env: PointDirectionEnv, tasks: list[Task], episodes: int = 6, seed: int = 0) -> dict[int, Arrays]:

@@ -34,7 +34,7 @@ def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     """The in-process twin of the explorer's recording (same tasks and episode counts)."""
     from smrl_train.config import load_config
     from smrl_train.data.recorder import EpisodeRecorder
-    from smrl_train.data.recording import recording_manifest
+    from smrl_train.data.reward_free import recording_manifest
     from smrl_train.data.store import EpisodeStore
     from smrl_train.envs import ArmTaskEnv
     from smrl_train.exploration import LatentExplorer, collect_in_process

@@ -51,7 +51,7 @@ from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition,
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, run_node
 from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.recording import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
+from smrl_train.data.reward_free import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.exploration import LatentExplorer, episode_rng
 from smrl_train.runtime import LatentPolicyRuntime, ModelError

@@ -149,8 +149,20 @@ class SmrlConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    # The algorithm section (``smrl_train.smac.config.SmacConfig``), validated on load so one
+    # file holds the family and the recipe; None = the SMAC defaults.
+    smac: Any = None
     # Folder against which relative paths are resolved (set by the loader, not from YAML).
     root: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.smac, dict):
+            # Imported here: smrl_train.smac.config builds on this module (and needs no torch).
+            from smrl_train.smac.config import smac_from_yaml_dict
+
+            object.__setattr__(self, "smac", smac_from_yaml_dict(self.smac))
+        elif self.smac is not None and not dataclasses.is_dataclass(self.smac):
+            raise ConfigError(f"smac: expected mapping (SmacConfig), got {type(self.smac).__name__}")
 
     def urdf_path(self) -> Path:
         """Absolute path of the arm's URDF."""

@@ -2,7 +2,7 @@
 
 The exploration node (``smrl_explorer``) and the adapter node (``smrl_adapter``) drive the arm
 with the adaptation bundle's latent policy ``pi(a | s, z)`` (``policy.onnx``, deterministic
-``tanh(mean)``) and z from :class:`smrl_train.explore.LatentSchedule`: drawn from the prior
+``tanh(mean)``) and z from :class:`smrl_train.latent_schedule.LatentSchedule`: drawn from the prior
 N(0, I) and redrawn every ``resample_period`` steps (SMAC's code default: every step). That
 is the meta-test's exploration (``reference/smac.md`` section 5) and the improved recipe's
 ``explore`` episodes, so what a robot records is the data the trainer expects.
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from smrl_train.explore import LatentSchedule
+from smrl_train.latent_schedule import LatentSchedule
 
 
 class LatentPolicy(Protocol):

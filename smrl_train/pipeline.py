@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from smrl_train.data.recording import EPISODE_KIND, schema_mismatches
+from smrl_train.data.reward_free import EPISODE_KIND, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError, TaskArrays
 from smrl_train.smac.sources import EpisodeRequest, StoredEpisodeSource
 

@@ -11,7 +11,7 @@ import pytest
 
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.recording import EpisodeWriter, recording_manifest, schema_from_model, schema_mismatches
+from smrl_train.data.reward_free import EpisodeWriter, recording_manifest, schema_from_model, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.exploration import LatentExplorer, RewardContext, episode_rng, executed_action
 from smrl_train.pipeline import last_csv_row, load_recordings, run_progress

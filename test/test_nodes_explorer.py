@@ -20,7 +20,7 @@ from smrl_ros import topics
 from smrl_ros.graph import GraphSpec, sim_node
 from smrl_ros.graphs import explore_graph, explorer_node
 from smrl_train.data.generate import generate_dataset
-from smrl_train.data.recording import schema_mismatches
+from smrl_train.data.reward_free import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.pipeline import RecordedExplorationSource, load_recordings
@@ -201,7 +201,7 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
 
     from smrl_train.config import load_config, to_dict
     from smrl_train.data.recorder import EpisodeRecorder
-    from smrl_train.data.recording import recording_manifest
+    from smrl_train.data.reward_free import recording_manifest
     from smrl_train.exploration import LatentExplorer, collect_in_process
     from smrl_train.runtime import LatentPolicyRuntime
 

@@ -15,7 +15,7 @@ from smrl_ros import topics
 from smrl_ros.graphs import train_graph
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.recording import recording_manifest
+from smrl_train.data.reward_free import recording_manifest
 from smrl_train.data.store import EpisodeStore
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.exploration import LatentExplorer, collect_in_process

@@ -38,6 +38,7 @@ def test_paper_variant_is_the_brief() -> None:
     assert not p.online.train_encoder and p.online.explore_context_fraction == 0.0 and not p.online.normalize_q_term
     assert (p.online.batch_size, p.online.label_context_size, p.online.updates_per_iteration) == (256, 256, 16_000)
     assert p.eval.exploration_episodes == 2 and p.eval.deterministic
+    assert p.network.decoder_ensemble == 1 and p.online.label_pessimism == 0.0  # one decoder, plain labels
 
 
 def test_paper_yaml_equals_the_preset() -> None:
@@ -61,6 +62,8 @@ def test_with_variant_keeps_sizes_and_swaps_the_recipe() -> None:
     ({"offline": {"steps": "many"}}, "smac.offline.steps"),
     ({"online": {"explore_context_fraction": 2.0}}, "explore_context_fraction"),
     ({"loss": {"awac_beta": 0}}, "awac_beta"),
+    ({"network": {"decoder_ensemble": 0}}, "smac.network.decoder_ensemble"),
+    ({"online": {"label_pessimism": -1.0}}, "smac.online.label_pessimism"),
 ])
 def test_bad_values_name_the_key(data: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -78,3 +81,19 @@ def test_overrides() -> None:
 
 def test_family_configs_without_smac_section_use_defaults() -> None:
     assert load_smac_config(REPO / "config" / "reach.yaml").variant in ("paper", "improved")
+
+
+def test_one_file_holds_the_family_and_the_recipe(tmp_path: Path) -> None:
+    from smrl_train.config import load_config
+
+    text = (REPO / "config" / "reach.yaml").read_text().replace("urdf/smrl_arm.urdf", str(REPO / "urdf/smrl_arm.urdf"))
+    good = tmp_path / "reach_smac.yaml"
+    good.write_text(text + "smac:\n  variant: paper\n  online: {iterations: 3}\n")
+    cfg = load_config(good)
+    assert cfg.smac == load_smac_config(good) == resolve_smac(good)
+    assert cfg.smac.variant == "paper" and cfg.smac.online.iterations == 3 and cfg.smac.loss.awac_beta == 100.0
+    assert load_config(REPO / "config" / "reach.yaml").smac is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "smac:\n  online: {iterations: many}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: smac.online.iterations: expected int"):
+        load_config(bad)

@@ -87,10 +87,33 @@ def test_encoder_shapes_and_positive_variance() -> None:
 def test_decoder_maps_standardised_output_back_to_reward_units() -> None:
     dec = RewardDecoder(3, 1, 2, (8,))
     o, a, z = torch.randn(4, 3), torch.randn(4, 1), torch.randn(4, 2)
-    s = dec.standardized(o, a, z)
+    s = dec.members(o, a, z)
+    assert s.shape == (1, 4)
     dec.reward_mean.fill_(-1.0)
     dec.reward_std.fill_(3.0)
-    assert torch.allclose(dec(o, a, z), s * 3.0 - 1.0)
+    assert torch.allclose(dec(o, a, z), s[0] * 3.0 - 1.0)
+    mean, std = dec.mean_std(o, a, z)
+    assert torch.allclose(mean, s[0] * 3.0 - 1.0) and torch.equal(std, torch.zeros(4))
+
+
+def test_decoder_ensemble_members_are_independent_and_mean_std_hand_checked() -> None:
+    torch.manual_seed(0)
+    dec = RewardDecoder(3, 1, 2, (8, 8), ensemble=4)
+    o, a, z = torch.randn(6, 3), torch.randn(6, 1), torch.randn(6, 2)
+    m = dec.members(o, a, z)
+    assert m.shape == (4, 6)
+    # Each member is its own MLP: member k equals a plain forward pass through layer k's weights.
+    h = torch.cat([o, a, z], -1)
+    for layer in dec.layers:
+        h = torch.relu(h @ layer.weight[2] + layer.bias[2])
+    assert torch.allclose(m[2], (h @ dec.out.weight[2] + dec.out.bias[2]).squeeze(-1), atol=1e-6)
+    dec.reward_mean.fill_(0.5)
+    dec.reward_std.fill_(2.0)
+    mean, std = dec.mean_std(o, a, z)
+    assert torch.allclose(mean, m.mean(0) * 2.0 + 0.5, atol=1e-6)
+    assert torch.allclose(std, (m * 2.0).std(0, correction=0), atol=1e-6)
+    assert torch.allclose(dec(o, a, z), mean, atol=1e-6)
+    assert (std > 0).all()  # independently initialised members disagree
 
 
 def test_target_critic_starts_as_a_copy_without_gradients() -> None:

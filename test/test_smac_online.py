@@ -138,3 +138,28 @@ def test_split_episodes() -> None:
     term = np.array([0, 0, 1, 0, 0, 0], bool)
     trunc = np.array([0, 0, 0, 0, 1, 0], bool)
     assert split_episodes(term, trunc) == [slice(0, 3), slice(3, 5), slice(5, 6)]
+
+
+def test_pessimistic_labels_are_ensemble_mean_minus_k_std() -> None:
+    from smrl_train.smac.labelling import Labeller
+    from smrl_train.smac.networks import ContextEncoder, RewardDecoder, sample_gaussian
+
+    torch.manual_seed(3)
+    enc = ContextEncoder(3, 1, 2, (8,))
+    dec = RewardDecoder(3, 1, 2, (8,), ensemble=3)
+    dec.reward_mean.fill_(-0.2)
+    dec.reward_std.fill_(0.5)
+    obs, act = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32), np.zeros((5, 1), np.float32)
+    ctx = torch.randn(7, 5)
+    labels = Labeller(enc, dec, pessimism=1.5).label(obs, act, ctx, torch.Generator().manual_seed(9))
+    # By hand: the same z draw, every member, mean - 1.5 std (population std) in reward units.
+    mu, var = enc(ctx.unsqueeze(0))
+    z = sample_gaussian(mu, var, torch.Generator().manual_seed(9)).expand(5, -1)
+    with torch.no_grad():
+        m = dec.members(torch.from_numpy(obs), torch.from_numpy(act), z) * 0.5 - 0.2
+    expected = (m.mean(0) - 1.5 * m.std(0, correction=0)).numpy()
+    np.testing.assert_allclose(labels, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(labels < m.mean(0).numpy())  # members disagree, so every label is lowered
+    # Without pessimism the label is the ensemble mean.
+    plain = Labeller(enc, dec).label(obs, act, ctx, torch.Generator().manual_seed(9))
+    np.testing.assert_allclose(plain, m.mean(0).numpy(), rtol=1e-5, atol=1e-6)

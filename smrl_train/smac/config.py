@@ -49,6 +49,8 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
         "online.normalize_q_term": False,
         "online.resample_latent": "step",
         "eval.resample_latent": "step",
+        "network.decoder_ensemble": 1,
+        "online.label_pessimism": 0.0,
     },
     "improved": {
         "network.normalize_inputs": True,
@@ -63,6 +65,8 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
         "online.normalize_q_term": True,
         "online.resample_latent": "episode",
         "eval.resample_latent": "episode",
+        "network.decoder_ensemble": 5,
+        "online.label_pessimism": 2.0,
     },
 }
 
@@ -83,6 +87,15 @@ class NetworkConfig:
     # Standardise observations (and context rewards) inside the networks with statistics of
     # the offline data. Deviation; None = variant default (paper: off).
     normalize_inputs: bool | None = None
+    # Independently initialised reward decoders trained side by side (one batched module);
+    # their spread makes labels uncertainty-aware (online.label_pessimism). Deviation; None =
+    # variant default (paper: 1).
+    decoder_ensemble: int | None = None
+    # Arithmetic of the policy, critic and decoder passes during training: "float32", or
+    # "bfloat16" matmuls under CPU autocast (about 2x faster on CPUs with AVX512-BF16/AMX;
+    # parameters, optimiser state, the encoder and the losses stay float32). Not a recipe
+    # choice: both variants default to float32. docs/algorithm.md section 8 has its check.
+    compute_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,11 @@ class OnlineConfig:
     context_size: int = 64
     # Offline transitions per labelling context; z_r is drawn once per trajectory.
     label_context_size: int = 256
+    # Pessimistic labels: r = mean - label_pessimism x std over the decoder ensemble. Off the
+    # offline data the decoder is optimistic (on reach it over-predicts exploration-state
+    # rewards by ~4 cm), and the spread grows where it errs. Deviation; None = variant default
+    # (paper: 0, one decoder).
+    label_pessimism: float | None = None
     # Weight of the reparameterised -Q(s, a~pi) actor term, and whether to divide it by the
     # batch mean |Q| (TD3+BC). Deviation; None = variant default (paper: not normalised).
     q_term_weight: float = 1.0
@@ -231,6 +249,7 @@ def _validate(cfg: SmacConfig) -> None:
         "online.tasks_per_iteration": cfg.online.tasks_per_iteration,
         "eval.offline_context_size": cfg.eval.offline_context_size,
         "loss.awac_beta": cfg.loss.awac_beta,
+        "network.decoder_ensemble": cfg.network.decoder_ensemble,
     }
     for key, value in positive.items():
         if value is None or value <= 0:
@@ -242,7 +261,8 @@ def _validate(cfg: SmacConfig) -> None:
                        "online.explore_episodes": cfg.online.explore_episodes,
                        "eval.exploration_episodes": cfg.eval.exploration_episodes,
                        "eval.diagnostic_tasks": cfg.eval.diagnostic_tasks,
-                       "eval.curve_tasks": cfg.eval.curve_tasks}.items():
+                       "eval.curve_tasks": cfg.eval.curve_tasks,
+                       "online.label_pessimism": cfg.online.label_pessimism}.items():
         if value is None or value < 0:
             raise ConfigError(f"smac.{key}: must be >= 0, got {value!r}")
     if cfg.eval.runs_per_task < 1 or cfg.eval.curve_runs_per_task < 1:
@@ -250,6 +270,9 @@ def _validate(cfg: SmacConfig) -> None:
     fraction = cfg.online.explore_context_fraction
     if fraction is None or not 0.0 <= fraction <= 1.0:
         raise ConfigError(f"smac.online.explore_context_fraction: must be in [0, 1], got {fraction!r}")
+    if cfg.network.compute_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"smac.network.compute_dtype: expected 'float32' or 'bfloat16', "
+                          f"got {cfg.network.compute_dtype!r}")
     if cfg.network.encoder_aggregation not in ("product", "mean"):
         raise ConfigError(f"smac.network.encoder_aggregation: expected 'product' or 'mean', "
                           f"got {cfg.network.encoder_aggregation!r}")

@@ -4,6 +4,10 @@ Brief section 4 and 9.3: for each trajectory of training task i, draw one z_r fr
 q(z | h_i) where h_i is a context from the task's *offline* data (the frozen snapshot), then
 label every transition with r(s, a, z_r). The snapshot is taken when the offline phase ends,
 so labels stay fixed even when our improved recipe keeps training the live encoder/decoder.
+
+With a decoder ensemble the label is pessimistic, ``mean - pessimism x std`` over the members
+(our improved recipe): off the offline data the decoder over-predicts, and the members
+disagree most where it does.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from smrl_train.smac.networks import Encoder, RewardDecoder, sample_gaussian
 class Labeller:
     """Frozen copies of an encoder and a reward decoder that label reward-free transitions."""
 
-    def __init__(self, encoder: Encoder, decoder: RewardDecoder) -> None:
+    def __init__(self, encoder: Encoder, decoder: RewardDecoder, pessimism: float = 0.0) -> None:
+        self.pessimism = float(pessimism)
         self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
         self.decoder = copy.deepcopy(decoder).requires_grad_(False).eval()
 
@@ -32,7 +37,8 @@ class Labeller:
         z = sample_gaussian(mu, var, generator)
         o = torch.as_tensor(obs, dtype=torch.float32)
         a = torch.as_tensor(action, dtype=torch.float32)
-        return self.decoder(o, a, z.expand(o.shape[0], -1)).numpy().astype(np.float32)
+        mean, std = self.decoder.mean_std(o, a, z.expand(o.shape[0], -1))
+        return (mean - self.pessimism * std).numpy().astype(np.float32)
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"encoder": self.encoder.state_dict(), "decoder": self.decoder.state_dict()}

@@ -19,7 +19,8 @@ def context_loss(pred_std: Tensor, reward: Tensor, mu: Tensor, var: Tensor, kl_w
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Encoder + decoder loss: MSE of the decoder on the RL batch + kl_weight x mean_T KL.
 
-    ``pred_std`` (N,) is the decoder's standardised output and ``reward`` (N,) the raw
+    ``pred_std`` (N,) or (E, N) is the decoder's standardised output (per ensemble member,
+    each regressing the same targets) and ``reward`` (N,) the raw
     (unscaled) reward; the MSE is taken in standardised units (identity when mean 0, std 1,
     the paper). mu, var (T, L). Returns (total, mse, kl) scalars.
     """

@@ -252,21 +252,43 @@ class RewardDecoder(nn.Module):
     The network outputs a standardised reward, mapped back with the ``reward_mean`` /
     ``reward_std`` buffers (0 / 1 unless decoder targets are normalised), so the regression
     loss is scale-free while labels come out in the env's units.
+
+    With ``ensemble`` E > 1 it holds E independently initialised decoders (one batched module,
+    like the twin critic); the prediction is their mean and their spread measures how far a
+    transition lies from the data they were fitted on (our uncertainty-aware labels).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 ensemble: int = 1) -> None:
         super().__init__()
+        self.ensemble = ensemble
         self.normalizer = Normalizer(obs_dim)
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
-        self.net = mlp(obs_dim + act_dim + latent_dim, hidden, 1, last_init=3e-3)
+        if ensemble == 1:  # the paper's single MLP
+            self.net = mlp(obs_dim + act_dim + latent_dim, hidden, 1, last_init=3e-3)
+        else:
+            dims = (obs_dim + act_dim + latent_dim, *hidden)
+            self.layers = nn.ModuleList(EnsembleLinear(ensemble, i, o) for i, o in zip(dims[:-1], dims[1:]))
+            self.out = EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)
 
-    def standardized(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
-        """Raw output (N,): the prediction of (r - reward_mean) / reward_std."""
-        return self.net(torch.cat([self.normalizer(obs), action, z], dim=-1)).squeeze(-1)
+    def members(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
+        """Standardised predictions of every member (E, N): (r - reward_mean) / reward_std."""
+        h = torch.cat([self.normalizer(obs), action, z], dim=-1)
+        if self.ensemble == 1:
+            return self.net(h).squeeze(-1).unsqueeze(0)
+        for layer in self.layers:
+            h = torch.relu(layer(h))
+        return self.out(h).squeeze(-1)
 
     def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
-        return self.standardized(obs, action, z) * self.reward_std + self.reward_mean
+        return self.members(obs, action, z).mean(dim=0) * self.reward_std + self.reward_mean
+
+    def mean_std(self, obs: Tensor, action: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Ensemble mean and standard deviation (N,) each, in reward units (std 0 when E = 1)."""
+        m = self.members(obs, action, z) * self.reward_std
+        std = m.std(dim=0, correction=0) if self.ensemble > 1 else torch.zeros_like(m[0])
+        return m.mean(dim=0) + self.reward_mean, std
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,7 +303,8 @@ class SmacNetworks(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: tuple[int, ...],
                  policy_hidden: tuple[int, ...], q_hidden: tuple[int, ...], decoder_hidden: tuple[int, ...],
-                 detach_policy_z: bool = True, encoder_aggregation: str = "product") -> None:
+                 detach_policy_z: bool = True, encoder_aggregation: str = "product",
+                 decoder_ensemble: int = 1) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
         encoder_cls = {"product": ContextEncoder, "mean": MeanPoolEncoder}[encoder_aggregation]
@@ -292,7 +315,7 @@ class SmacNetworks(nn.Module):
         # The brief allows copying at init (rlkit draws fresh targets; Polyak pulls them in).
         self.qf_target.load_state_dict(self.qf.state_dict())
         self.qf_target.requires_grad_(False)
-        self.decoder = RewardDecoder(obs_dim, act_dim, latent_dim, decoder_hidden)
+        self.decoder = RewardDecoder(obs_dim, act_dim, latent_dim, decoder_hidden, decoder_ensemble)
 
     def set_statistics(self, obs_mean: Tensor, obs_std: Tensor, act_dim: int, reward_mean: float,
                        reward_std: float, normalize_inputs: bool, normalize_targets: bool) -> None:

@@ -231,7 +231,7 @@ def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, 
     trainer.load_state_dict(offline_state["trainer"])
     trainer.set_phase("online")
     # Labels always come from the encoder/decoder as they were when the offline phase ended.
-    labeller = Labeller(trainer.nets.encoder, trainer.nets.decoder)
+    labeller = Labeller(trainer.nets.encoder, trainer.nets.decoder, float(cfg.online.label_pessimism or 0.0))
     rl = TaskBuffers.from_task_arrays(problem.offline)
     explore = TaskBuffers(rl.task_ids, obs_dim, act_dim, capacity=256)
     sampler = MetaBatchSampler(rl, seeded_generator(cfg.seed, _SAMPLER_STREAM, 1), explore,

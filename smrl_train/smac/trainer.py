@@ -63,7 +63,8 @@ def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z:
         torch.manual_seed(cfg.seed if seed is None else seed)
         return SmacNetworks(obs_dim, act_dim, n.latent_dim, n.encoder_hidden, n.policy_hidden, n.q_hidden,
                             n.decoder_hidden, detach_policy_z=detach_policy_z,
-                            encoder_aggregation=str(n.encoder_aggregation))
+                            encoder_aggregation=str(n.encoder_aggregation),
+                            decoder_ensemble=int(n.decoder_ensemble or 1))
 
 
 def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -98,6 +99,12 @@ class SmacTrainer:
         self.opt_policy = _adam(self.policy_params, loss.policy_lr)
         self.phase = "offline"
         self.steps = 0
+        # bfloat16 matmuls (autocast) for the policy, critics and decoder; parameters, optimiser
+        # state, the encoder and every loss stay float32. See network.compute_dtype.
+        self.bf16 = cfg.network.compute_dtype == "bfloat16"
+
+    def _mixed(self) -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     # -- phase -------------------------------------------------------------------------------
     def set_phase(self, phase: str) -> None:
@@ -130,7 +137,8 @@ class SmacTrainer:
 
         # Encoder + decoder: reward regression on the RL batch with z carrying gradient, + KL.
         if train_ctx:
-            pred = nets.decoder.standardized(batch.obs, batch.action, z)
+            with self._mixed():
+                pred = nets.decoder.members(batch.obs, batch.action, z).float()  # (E, N): each member regresses
             l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(cfg.kl_weight),
                                           nets.decoder.reward_mean, nets.decoder.reward_std)
         else:
@@ -139,23 +147,26 @@ class SmacTrainer:
             l_ctx, mse = torch.zeros(()), torch.zeros(())
 
         # Critic: y = scale r + (1 - d) gamma min Qbar(s', a' ~ pi(s', z_next), z); alpha = 0.
-        with torch.no_grad():
+        with torch.no_grad(), self._mixed():
             mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
-            a_next, _ = nets.policy.sample(mean_n, log_std_n, g)
-            q_next = nets.qf_target(batch.next_obs, a_next, zd).min(dim=0).values
-            y = bellman_target(batch.reward, batch.terminated, q_next, cfg.reward_scale, cfg.gamma)
-        q_pred = nets.qf(batch.obs, batch.action, zd)
+            a_next, _ = nets.policy.sample(mean_n.float(), log_std_n.float(), g)
+            q_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
+        y = bellman_target(batch.reward, batch.terminated, q_next, cfg.reward_scale, cfg.gamma)
+        with self._mixed():
+            q_pred = nets.qf(batch.obs, batch.action, zd).float()
         l_q = critic_loss(q_pred, y)
 
         # Actor (AWAC): A = min Q(s, a) - min Q(s, a~pi), weights softmax(A / beta) x N. The
         # policy's one forward pass on s gives both log pi(a_data) and the sampled action.
-        mean, log_std = nets.policy(batch.obs, zd)
+        with self._mixed():
+            mean, log_std = nets.policy(batch.obs, zd)
+        mean, log_std = mean.float(), log_std.float()
         log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
         a_pi, _ = nets.policy.sample(mean, log_std, g)  # reparameterised (used online)
         # Q(s, a~pi): the V(s) baseline, and online also the -Q term (then with a graph to
         # a~pi), one pass for both, as in rlkit.
-        with torch.set_grad_enabled(self.phase == "online"):
-            q_pi = nets.qf(batch.obs, a_pi if self.phase == "online" else a_pi.detach(), zd).min(dim=0).values
+        with torch.set_grad_enabled(self.phase == "online"), self._mixed():
+            q_pi = nets.qf(batch.obs, a_pi if self.phase == "online" else a_pi.detach(), zd).float().min(dim=0).values
         with torch.no_grad():
             adv = q_pred.detach().min(dim=0).values - q_pi.detach()  # Q(s, a) reused from the critic pass
             w = awac_weights(adv, awac_temperature(adv, float(cfg.awac_beta), bool(cfg.awac_normalize_advantage)))

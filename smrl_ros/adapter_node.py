@@ -6,7 +6,8 @@ start with ``adapt_on_start``) it
 1. sets the task on the sim bridge (``sim_node``; on a real arm the lab sets the task) and
    pauses the controller (``enabled: false`` on ``controller_node``), so it alone commands the arm;
 2. runs ``exploration_episodes`` episodes with the bundle's latent policy and z ~ N(0, I)
-   redrawn every step (the meta-test protocol, ``reference/smac.md`` section 5), recording the
+   drawn as the model was trained (every step or once per episode, from its metadata; the
+   meta-test protocol, ``reference/smac.md`` section 5), recording the
    context (s, a, r) with rewards from ``reward_topic`` (the sim bridge with ``publish_reward``);
 3. infers the posterior q(z | context) with ``encoder.onnx`` (onnxruntime, no torch) and bakes
    its mean into an adapted policy (:func:`smrl_train.runtime.bake_latent`) in ``output_dir``;
@@ -50,7 +51,9 @@ class AdapterParams(DriverParams):
     bundle: str = params.param("", "adaptation bundle folder (encoder.onnx, policy.onnx)")
     output_dir: str = params.param("", "where adapted policies are written (empty: <bundle>/adapted)")
     exploration_episodes: int = params.param(2, "episodes with z ~ prior whose rewards form the context")
-    resample_period: int = params.param(1, "steps between draws of z from the prior (1: every step)")
+    resample_period: int = params.param(
+        0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
+           "step or once per episode; 1: every step)")
     seed: int = params.param(0, "seed of the latent draws")
     reward_topic: str = params.param(topics.REWARD, "reward input (std_msgs/Float64, one per control step)")
     success_topic: str = params.param("/smrl_sim/success", "success input for the deployed episode (std_msgs/Bool; "
@@ -68,8 +71,8 @@ class AdapterParams(DriverParams):
         super().__post_init__()
         if not self.bundle:
             raise params.ParameterError("parameter 'bundle': required (an adaptation bundle folder)")
-        if self.exploration_episodes < 1 or self.resample_period < 1 or self.evaluate_steps < 0:
-            raise params.ParameterError("parameters: exploration_episodes >= 1, resample_period >= 1, "
+        if self.exploration_episodes < 1 or self.resample_period < 0 or self.evaluate_steps < 0:
+            raise params.ParameterError("parameters: exploration_episodes >= 1, resample_period >= 0, "
                                         "evaluate_steps >= 0 required")
         if self.task_split not in ("train", "test"):
             raise params.ParameterError(f"parameter 'task_split': expected train or test, got {self.task_split!r}")

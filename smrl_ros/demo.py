@@ -6,9 +6,11 @@
 2. **offline meta-training** by the training node (``smrl_trainer``), which exports the
    offline-only adaptation bundle;
 3. **reward-free collection** by the exploration node (``smrl_explorer``) on the sim bridge in
-   lockstep mode, over DDS, with that bundle: no reward is published or read;
-4. **self-supervised training** (SMAC) by the training node on the recorded episodes; it
-   exports the SMAC bundle;
+   lockstep mode, over DDS, with the newest bundle: no reward is published or read;
+4. **self-supervised training** (SMAC) by the training node on the recorded episodes so far,
+   continuing the online run up to this round's share of its iterations; it exports the SMAC
+   bundle, which the next round of 3 collects with (``rounds`` rounds of 3-4: SMAC collects
+   with its current policy);
 5. **adaptation and deployment** on the held-out test tasks, for both bundles side by side
    (one ROS domain each): the adapter (``smrl_adapter``) explores each task with rewards from
    the sim bridge (realtime), infers z, writes the adapted policy and hot-loads it into the
@@ -59,8 +61,12 @@ class Budget:
     episode_length: int | None
     episodes_per_behaviour: int | None
     smac: tuple[str, ...]
-    explore_episodes_per_task: int
+    explore_episodes_per_task: int  # per round
     adapt_tasks: int | None  # held-out tasks adapted to over ROS (None: all)
+    # Collect-then-train rounds of the self-supervised phase: each round records with the newest
+    # bundle, then continues the online run for its share of the iterations (SMAC collects with
+    # its current policy; one round on the offline policy's episodes alone does not improve it).
+    rounds: int
     evaluate: bool  # in-process meta-test of each run too
     threads: int = 1  # torch threads of the training node
 
@@ -70,15 +76,15 @@ BUDGETS = {
     # config/reach.yaml; full-budget results live in docs/results/.
     # The learning curve's periodic meta-tests are skipped (eval_every=0): the final meta-test
     # of each run and the adaptation over ROS are the demo's comparison.
-    "demo": Budget("demo", None, None, None, None, ("online.eval_every=0",), explore_episodes_per_task=3,
-                   adapt_tasks=None, evaluate=True),
+    "demo": Budget("demo", None, None, None, None, ("online.eval_every=0",), explore_episodes_per_task=2,
+                   adapt_tasks=None, evaluate=True, rounds=4),
     # A smoke run of every stage in about a minute (tests).
     "tiny": Budget("tiny", 3, 2, 30, 1, (
         "network.encoder_hidden=[32]", "network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]",
         "network.decoder_hidden=[16]", "offline.steps=200", "offline.log_every=50", "offline.checkpoint_every=100",
         "online.iterations=2", "online.updates_per_iteration=40", "online.tasks_per_iteration=2",
         "online.eval_every=0", "eval.diagnostic_tasks=0"), explore_episodes_per_task=1, adapt_tasks=2,
-        evaluate=False),
+        evaluate=False, rounds=2),
 }
 
 
@@ -162,10 +168,11 @@ def stage_data(cfg: SmrlConfig, out: Path) -> dict[str, Any]:
 
 
 def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: list[str], logs: Path,
-                recordings: Sequence[Path] = ()) -> None:
+                recordings: Sequence[Path] = (), online_until: int = 0, evaluate: bool | None = None) -> None:
     graph = train_graph(str(data), config=str(config), run_dir=str(runs), phases=phases,
                         recordings=[str(r) for r in recordings], overrides=list(budget.smac),
-                        evaluate=budget.evaluate, threads=budget.threads)
+                        evaluate=budget.evaluate if evaluate is None else evaluate, threads=budget.threads,
+                        online_until=online_until)
     run_to_exit(graph, "smrl_trainer", logs, timeout=3600.0)
 
 
@@ -185,6 +192,45 @@ def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: B
     steps = sum(len(s.read_episode(p)) for p in s.episode_paths())
     rate = _explorer_rate(status_line[-1]) if status_line else float("nan")
     return {"episodes": len(s.episode_paths()), "steps": steps, "steps_per_s": rate, "wall_s": wall}
+
+
+def round_ends(total: int, rounds: int) -> list[int]:
+    """The online iteration each collect-then-train round trains up to: ``rounds`` near-equal
+    shares of ``total`` (fewer rounds when there are fewer iterations), the last one ``total``."""
+    rounds = max(1, min(rounds, total))
+    return [round(total * (r + 1) / rounds) for r in range(rounds)]
+
+
+def stage_self_supervised(config: Path, data: Path, runs: Path, rec: Path, budget: Budget, cfg: SmrlConfig,
+                          logs: Path) -> dict[str, Any]:
+    """Stages 3-4, round by round: ``smrl_explorer`` records with the newest bundle (the
+    offline one first), then ``smrl_trainer`` continues SMAC's online phase on every recording
+    so far up to the round's iteration. Returns the collection totals."""
+    from smrl_train.smac.problem import resolve_smac
+
+    total = resolve_smac(config, overrides=budget.smac).online.iterations
+    ends = round_ends(total, budget.rounds)
+    bundle = runs / "offline_only" / "bundle"
+    stores: list[Path] = []
+    rounds = []
+    for r, until in enumerate(ends):
+        store = rec / f"round{r}"
+        with Stage(f"explore_{r}", f"3.{r + 1} reward-free collection by smrl_explorer on the sim bridge (lockstep, "
+                                   f"over DDS) with {bundle.parent.name}'s bundle, round {r + 1}/{len(ends)}"):
+            c = stage_explore(config, bundle, data, store, budget, cfg, logs / f"explore_{r}")
+            print(f"   recorded {c['episodes']} episodes ({c['steps']} steps) at {c['steps_per_s']:.0f} steps/s",
+                  flush=True)
+        rounds.append(c)
+        stores.append(store)
+        with Stage(f"self_supervised_{r}", f"4.{r + 1} self-supervised phase (SMAC) by smrl_trainer on the "
+                                           f"recordings so far, up to iteration {until}/{total}"):
+            stage_train(config, data, runs, budget, ["online"], logs / f"train_online_{r}", recordings=stores,
+                        online_until=until, evaluate=budget.evaluate and r == len(ends) - 1)
+        bundle = runs / "smac" / "bundle"
+    rates = [c["steps_per_s"] for c in rounds if np.isfinite(c["steps_per_s"])]
+    return {"episodes": sum(c["episodes"] for c in rounds), "steps": sum(c["steps"] for c in rounds),
+            "steps_per_s": float(np.median(rates)) if rates else float("nan"),
+            "wall_s": sum(c["wall_s"] for c in rounds), "rounds": rounds}
 
 
 def _explorer_rate(line: str) -> float:
@@ -350,7 +396,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
              f"tasks adapted to over ROS. Command: `{summary['command']}`. Wall time {summary['wall_s'] / 60:.1f} min "
              f"on {os.cpu_count()} cores.", "",
              "Both bundles adapt with the paper's protocol on the sim bridge in realtime: 2 exploration episodes "
-             "with z ~ N(0, I) redrawn every step and rewards from `/reward`, the posterior mean baked into an "
+             "with z ~ N(0, I) (drawn as the model was trained: once per episode for the improved recipe) and rewards from `/reward`, the posterior mean baked into an "
              "ONNX policy that the controller node hot-loads, then one deployed episode. One run per task "
              "(single seed): differences of a few tasks are within noise.", "",
              "![demo](demo.png)", "",
@@ -385,8 +431,11 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
               f"* offline dataset: {summary['data']['episodes']} episodes, {summary['data']['transitions']} "
               "transitions (reward-labelled);",
               f"* reward-free collection by `smrl_explorer` over DDS (sim bridge in lockstep): {c['episodes']} "
-              f"episodes, {c['steps']} steps at {c['steps_per_s']:.0f} steps/s ({c['wall_s']:.0f} s with start-up);",
-              "* SMAC's self-supervised phase trained on those recordings only (decoder labels, no reward).", "",
+              f"episodes, {c['steps']} steps at {c['steps_per_s']:.0f} steps/s (median over rounds; {c['wall_s']:.0f} s "
+              "with start-up);",
+              f"* SMAC's self-supervised phase trained on those recordings only (decoder labels, no reward), in "
+              f"{len(c.get('rounds', [c]))} collect-then-train round(s): each round records with the newest SMAC "
+              "bundle (the offline one first) and continues the online run.", "",
               "## Wall time per stage", "", "| stage | seconds | machine load average (5 min) |", "|---|---|---|"]
     lines += [f"| {k} | {v:.0f} | {summary.get('stage_load_average', {}).get(k, float('nan')):.1f} |"
               for k, v in summary["stage_seconds"].items()]
@@ -464,19 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Stage.times, Stage.load = {}, {}
     base = Path(args.config) if Path(args.config).exists() else package_root() / args.config
     config, cfg = demo_config(base, budget, out / "config")
-    data, runs, rec, logs = out / "data" / cfg.env.family, out / "runs", out / "recordings" / "explorer", out / "logs"
+    data, runs, rec, logs = out / "data" / cfg.env.family, out / "runs", out / "recordings", out / "logs"
 
     with Stage("data", f"1. offline dataset ({cfg.env.family}, {cfg.tasks.n_train} train tasks, mixed-competence "
                        "behaviour)"):
         data_summary = stage_data(cfg, data)
     with Stage("offline", "2. offline meta-training by the training node (smrl_trainer)"):
         stage_train(config, data, runs, budget, ["offline"], logs / "train_offline")
-    with Stage("explore", "3. reward-free collection by smrl_explorer on the sim bridge (lockstep, over DDS)"):
-        collection = stage_explore(config, runs / "offline_only" / "bundle", data, rec, budget, cfg, logs / "explore")
-        print(f"   recorded {collection['episodes']} episodes ({collection['steps']} steps) at "
-              f"{collection['steps_per_s']:.0f} steps/s", flush=True)
-    with Stage("self_supervised", "4. self-supervised phase (SMAC) by the training node on the recorded episodes"):
-        stage_train(config, data, runs, budget, ["online"], logs / "train_online", recordings=[rec])
+    collection = stage_self_supervised(config, data, runs, rec, budget, cfg, logs)
     n_test = cfg.tasks.n_test if budget.adapt_tasks is None else min(budget.adapt_tasks, cfg.tasks.n_test)
     tasks = list(range(n_test))
     with Stage("adapt_deploy", f"5. adaptation + deployment on {n_test} held-out tasks: adapter -> controller on "

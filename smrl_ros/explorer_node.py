@@ -1,8 +1,9 @@
 """``smrl_explorer``: records reward-free exploration episodes on a simulated or real arm.
 
 It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
-the prior N(0, I) in numpy, redrawn every ``resample_period`` steps (SMAC's default: every
-step; :mod:`smrl_train.exploration`), over the standard topics (``/joint_states`` in, by joint
+the prior N(0, I) in numpy, redrawn as the model was trained (its ``smrl.latent_resample``
+metadata: every step for the paper recipe, once per episode for our improved one; the
+``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`), over the standard topics (``/joint_states`` in, by joint
 name; ``/forward_position_controller/commands`` out, reliable) with the controller's safety
 layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
 
@@ -53,7 +54,7 @@ from smrl_ros.node_main import StartupError, run_node
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
 from smrl_train.data.store import EpisodeStore, StoreError
-from smrl_train.exploration import LatentExplorer, episode_rng
+from smrl_train.exploration import LatentExplorer, describe_period, episode_rng, resample_period_for
 from smrl_train.runtime import LatentPolicyRuntime, ModelError
 from smrl_train.urdf import UrdfError, load_urdf
 
@@ -72,7 +73,9 @@ class ExplorerParams(DriverParams):
     episodes_per_task: int = params.param(1, "episodes each task should have in the store (those already there "
                                           "count, so a re-run finishes the job); 0: record the first task until "
                                           "stopped")
-    resample_period: int = params.param(1, "steps between draws of z from the prior (1: every step, SMAC's default)")
+    resample_period: int = params.param(
+        0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
+           "step or once per episode; 1: every step)")
     seed: int = params.param(0, "seed of the latent draws (episode k of task t draws from (seed, t, k))")
     on_stop: str = params.param("save", "SIGINT/SIGTERM mid-episode: save (write it, last step truncated) or drop")
     exit_when_done: bool = params.param(True, "exit with status 0 once every task has its episodes")
@@ -86,8 +89,8 @@ class ExplorerParams(DriverParams):
             raise params.ParameterError("parameter 'store': required (the episode store to record into)")
         if self.on_stop not in ON_STOP:
             raise params.ParameterError(f"parameter 'on_stop': expected save or drop, got {self.on_stop!r}")
-        if self.episodes_per_task < 0 or self.resample_period < 1 or self.status_period_s <= 0:
-            raise params.ParameterError("parameters: episodes_per_task >= 0, resample_period >= 1, "
+        if self.episodes_per_task < 0 or self.resample_period < 0 or self.status_period_s <= 0:
+            raise params.ParameterError("parameters: episodes_per_task >= 0, resample_period >= 0, "
                                         "status_period_s > 0 required")
 
 
@@ -110,16 +113,17 @@ class ExplorerNode(Node):
             info = runtime.info
             self.driver = ArmDriver(self, p, arm, info)
             dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
+            self.resample_period = resample_period_for(info, p.resample_period)
             generator = {"name": "smrl_explorer", "smrl_version": smrl_train.__version__,
                          "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND, "latent": "prior",
-                         "resample_period": p.resample_period, "deterministic": True, "seed": p.seed}
+                         "resample_period": self.resample_period, "deterministic": True, "seed": p.seed}
             manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
                                           dataset_manifest=dataset)
             self.store = EpisodeStore.create(resolve_path(p.store), manifest)
         except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:
             raise StartupError(str(exc)) from None
         self.p = p
-        self.explorer = LatentExplorer(runtime, p.resample_period)
+        self.explorer = LatentExplorer(runtime, self.resample_period)
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
         self.tasks = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
         self.count = {t: self.store.next_episode_index(t) for t in self.tasks}
@@ -148,8 +152,8 @@ class ExplorerNode(Node):
         self.create_timer(p.status_period_s, self._publish_status)
         todo = sum(max(0, p.episodes_per_task - self.count[t]) for t in self.tasks)
         self.get_logger().info(
-            f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, redrawn every "
-            f"{p.resample_period} step(s)) into {self.store.path}: tasks {list(self.tasks)}, "
+            f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, drawn "
+            f"{describe_period(self.resample_period)}) into {self.store.path}: tasks {list(self.tasks)}, "
             + (f"{p.episodes_per_task} episode(s) each ({todo} to go)" if p.episodes_per_task else "until stopped")
             + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
@@ -214,7 +218,7 @@ class ExplorerNode(Node):
         assert self.task is not None
         return {"kind": EPISODE_KIND, "source": "smrl_explorer", "episode_seed": [self.p.seed, self.task,
                                                                                self.count[self.task]],
-                "resample_period": self.p.resample_period, "mode": self.p.mode, "interrupted": interrupted}
+                "resample_period": self.resample_period, "mode": self.p.mode, "interrupted": interrupted}
 
     def _on_episode_end(self, end: EpisodeEnd) -> None:
         assert self.task is not None and self.recorder is not None

@@ -213,6 +213,7 @@ TRAIN_ARGUMENTS = (
     LaunchArgument("variant", "", "recipe: paper or improved (default: the config's)"),
     LaunchArgument("overrides", "", "smac overrides, e.g. ['offline.steps=2000']"),
     LaunchArgument("evaluate", "", "meta-test each phase in-process (true/false)"),
+    LaunchArgument("online_until", "", "stop the online phase after this many iterations in all (a round)"),
 )
 
 

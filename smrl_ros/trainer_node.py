@@ -55,6 +55,8 @@ class TrainerParams:
     online_run: str = params.param("smac", "sub-folder of the self-supervised run")
     recordings: tuple[str, ...] = params.param((), "reward-free episode stores recorded by smrl_explorer for the "
                                                "online phase (empty: collect in the in-process sim)")
+    online_until: int = params.param(0, "stop the online phase after this many iterations in all (0: the config's "
+                                         "total); run again with more recordings to continue it, round by round")
     labels: str = params.param("decoder", "online rewards: decoder (SMAC, reward-free) or true (oracle, sim only)")
     smac_file: str = params.param("", "YAML whose smac: section replaces the config's (e.g. config/smac_paper.yaml)")
     variant: str = params.param("", "recipe: paper or improved ('' : the config's)")
@@ -69,6 +71,8 @@ class TrainerParams:
     def __post_init__(self) -> None:
         if not self.data:
             raise params.ParameterError("parameter 'data': required (the offline dataset)")
+        if self.online_until < 0:
+            raise params.ParameterError(f"parameter 'online_until': must be >= 0, got {self.online_until}")
         bad = [p for p in self.phases if p not in PHASES]
         if bad or not self.phases:
             raise params.ParameterError(f"parameter 'phases': expected offline and/or online, got {list(self.phases)}")
@@ -152,7 +156,8 @@ class TrainerNode(Node):
                     train_offline(self.problem, self.smac, run_dir, resume=resume, progress=False)
                 else:
                     train_online(self.problem, run_dir, offline_run=offline_dir, labels=self.p.labels, cfg=None,
-                                 source=self.source, resume=resume, progress=False)
+                                 source=self.source, resume=resume, progress=False,
+                                 stop_after_iterations=self.p.online_until or None)
                 self._report_progress()
                 elapsed = time.monotonic() - self.current["t0"]
                 self.current = None

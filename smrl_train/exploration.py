@@ -40,19 +40,42 @@ def episode_rng(seed: int, task_index: int, episode_index: int) -> np.random.Gen
     return np.random.default_rng([int(seed), int(task_index) & 0x7FFFFFFF, int(episode_index)])
 
 
+# A resample period no episode reaches: z is drawn when the episode starts and kept.
+ONCE_PER_EPISODE = 2**31 - 1
+
+
+def resample_period_for(info: Any, requested: int = 0) -> int:
+    """Steps between z draws for exploring with a model: ``requested`` when > 0, else as the
+    model was trained (its ``smrl.latent_resample`` metadata): every step (1) for "step" (the
+    paper's code, and models exported before the key existed), :data:`ONCE_PER_EPISODE` for
+    "episode" (our improved recipe)."""
+    if requested > 0:
+        return int(requested)
+    mode = getattr(info, "metadata", {}).get("smrl.latent_resample", "step")
+    if mode not in ("step", "episode"):
+        raise ValueError(f"model metadata smrl.latent_resample: expected 'step' or 'episode', got {mode!r}")
+    return ONCE_PER_EPISODE if mode == "episode" else 1
+
+
+def describe_period(period: int) -> str:
+    """``every step`` / ``once per episode`` / ``every N steps``, for logs."""
+    return {1: "every step", ONCE_PER_EPISODE: "once per episode"}.get(period, f"every {period} steps")
+
+
 class LatentExplorer:
     """The latent policy with z from a :class:`LatentSchedule` (prior by default).
 
     Args:
         policy: the bundle's latent policy runtime.
-        resample_period: steps between z draws (1 = every step).
+        resample_period: steps between z draws (1 = every step); 0 = as the model was trained
+            (:func:`resample_period_for`).
     """
 
-    def __init__(self, policy: LatentPolicy, resample_period: int = 1) -> None:
+    def __init__(self, policy: LatentPolicy, resample_period: int = 0) -> None:
         self.policy = policy
-        self.resample_period = resample_period
+        self.resample_period = resample_period_for(policy.info, resample_period)
         self.latent_dim = int(policy.info.latent_dim)
-        self.schedule = LatentSchedule(self.latent_dim, resample_period, np.random.default_rng(0))
+        self.schedule = LatentSchedule(self.latent_dim, self.resample_period, np.random.default_rng(0))
 
     def begin_episode(self, rng: np.random.Generator, mean: np.ndarray | None = None,
                       var: np.ndarray | None = None) -> None:

@@ -360,6 +360,14 @@ def _load_networks(checkpoint: str) -> Any:
     return load_networks(checkpoint)[0]
 
 
+def run_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    """Metadata of a bundle that comes from its training run: ``smrl.latent_resample``, when
+    the recipe draws z at exploration ("step" or "episode", ``smac.eval.resample_latent``), so
+    the robot-side explorer and adapter explore the way the model was trained and evaluated."""
+    resample = ((meta.get("smac") or {}).get("eval") or {}).get("resample_latent") or "step"
+    return {"smrl.latent_resample": str(resample)}
+
+
 def _parse_floats(text: str, what: str) -> list[float]:
     try:
         return [float(v) for v in text.replace(",", " ").split()]
@@ -384,9 +392,12 @@ def _cmd_policy(args: argparse.Namespace) -> int:
 def _cmd_bundle(args: argparse.Namespace) -> int:
     from smrl_train.config import load_config
 
+    from smrl_train.smac.runner import load_networks
+
     cfg = load_config(args.config)
-    nets = _load_networks(args.checkpoint)
-    errors = export_bundle(nets.encoder, nets.policy, DeploymentSpec.from_config(cfg), args.out)
+    nets, meta = load_networks(args.checkpoint)
+    errors = export_bundle(nets.encoder, nets.policy, DeploymentSpec.from_config(cfg), args.out,
+                           extra_metadata=run_metadata(meta))
     print(f"wrote {args.out}/encoder.onnx and policy.onnx (max abs diff "
           + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + ")")
     return 0

@@ -35,7 +35,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path) 
     Returns the bundle description also written to ``out/bundle.json``.
     """
     from smrl_train.config import load_config
-    from smrl_train.export import DeploymentSpec, export_bundle
+    from smrl_train.export import DeploymentSpec, export_bundle, run_metadata
     from smrl_train.runtime import bake_latent, load_model
     from smrl_train.smac.runner import load_networks
 
@@ -44,7 +44,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path) 
     spec = DeploymentSpec.from_config(load_config(config))
     parity = export_bundle(nets.encoder, nets.policy, spec, out,
                            extra_metadata={"smrl.run": str(run_dir), "smrl.method": str(meta.get("method")),
-                                           "smrl.step": str(meta.get("step"))})
+                                           "smrl.step": str(meta.get("step")), **run_metadata(meta)})
     bake_latent(out / "policy.onnx", np.zeros(nets.policy.latent_dim, np.float32), out / "prior_policy.onnx")
     desc = {"run": str(run_dir), "method": meta.get("method"), "phase": meta.get("phase"), "step": meta.get("step"),
             "iteration": meta.get("iteration"), "parity_max_abs_diff": parity,

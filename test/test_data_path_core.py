@@ -132,3 +132,32 @@ def test_progress_reads_only_complete_rows_of_a_growing_csv(tmp_path: Path) -> N
     assert last_csv_row(path)["step"] == 250.0
     prog = run_progress(tmp_path, "offline", 6000)
     assert prog["done"] == 250 and prog["total"] == 6000 and prog["losses"] == {"q_loss": 1.5}
+
+
+def test_exploration_follows_the_models_latent_schedule(setup) -> None:
+    import dataclasses
+
+    from smrl_train.exploration import ONCE_PER_EPISODE, resample_period_for
+
+    policy = setup["policy"]
+    obs = np.zeros(policy.info.obs_dim, np.float32)
+    # A model exported by a run of the improved recipe says "episode": z is drawn once per episode.
+    per_episode = dataclasses.replace(policy.info, metadata={**policy.info.metadata, "smrl.latent_resample": "episode"})
+    assert resample_period_for(per_episode) == ONCE_PER_EPISODE
+    assert resample_period_for(per_episode, requested=1) == 1  # a parameter overrides the model
+    assert resample_period_for(policy.info) == 1  # no key (older models, paper recipe): every step
+    with pytest.raises(ValueError, match="smrl.latent_resample"):
+        resample_period_for(dataclasses.replace(policy.info, metadata={"smrl.latent_resample": "sometimes"}))
+
+    class EpisodeModel:
+        info = per_episode
+
+        def act(self, o: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return policy.act(o, z)
+
+    explorer = LatentExplorer(EpisodeModel())
+    explorer.begin_episode(episode_rng(0, 1, 2))
+    steps = np.stack([explorer.act(obs)[0] for _ in range(300)])
+    assert np.all(steps == steps[0])  # one z for the whole episode
+    explorer.begin_episode(episode_rng(0, 1, 3))
+    assert not np.array_equal(explorer.act(obs)[0], steps[0])  # a new episode draws a new z

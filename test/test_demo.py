@@ -18,9 +18,12 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
 
     assert main(["--budget", "tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for stage in ("1. offline dataset", "2. offline meta-training", "3. reward-free collection",
-                  "4. self-supervised", "5. adaptation + deployment", "6. report"):
+    for stage in ("1. offline dataset", "2. offline meta-training", "3.1 reward-free collection",
+                  "4.1 self-supervised", "3.2 reward-free collection", "4.2 self-supervised",
+                  "5. adaptation + deployment", "6. report"):
         assert stage in out, stage
+    # Round 2 collects with the SMAC bundle round 1 exported, and the online run ends finished.
+    assert "with smac's bundle, round 2/2" in out
     assert "[smrl_trainer]" in out and "[smrl_explorer]" in out  # node progress streamed
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(summary["methods"]) == {"offline_only", "smac"}
@@ -29,8 +32,14 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
         assert [r["task"] for r in rows] == [0, 1] and all(len(r["exploration_returns"]) == 2 for r in rows)
         assert Path(rows[0]["model"]).is_file()
         assert summary["adaptation"][m]["timing"]["windows"] > 0  # the controller ran and reported timing
-    rec = EpisodeStore.open(tmp_path / "recordings" / "explorer")
-    assert rec.manifest["reward_labelled"] is False and len(rec.episode_paths()) == 3
+    for r in range(2):  # 3 training tasks x 1 episode per round
+        rec = EpisodeStore.open(tmp_path / "recordings" / f"round{r}")
+        assert rec.manifest["reward_labelled"] is False and len(rec.episode_paths()) == 3
+    assert summary["collection"]["episodes"] == 6 and len(summary["collection"]["rounds"]) == 2
+    from smrl_train.smac.checkpoint import read_meta
+
+    meta = read_meta(tmp_path / "runs" / "smac")
+    assert meta["finished"] and meta["iteration"] == 2
     assert summary["collection"]["steps_per_s"] > 0 and summary["verdict"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "offline_only" in report and "smac" in report and "Loop timing" in report

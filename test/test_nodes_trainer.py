@@ -69,7 +69,9 @@ def test_trainer_node_trains_offline_then_on_recordings_and_announces(assets, tm
     assert any(e["kind"] == "checkpoint" and not e["finished"] for e in events)  # announced while training
     for b in bundles:
         for name in BUNDLE_FILES:
-            load_model(Path(b["path"]) / name)  # checked ONNX: the robot side can load it
+            info = load_model(Path(b["path"]) / name).info  # checked ONNX: the robot side can load it
+            # The improved recipe explores with z drawn once per episode; the robot must too.
+            assert info.metadata["smrl.latent_resample"] == "episode"
     meta = read_meta(tmp_path / "runs" / "smac")
     assert meta["finished"] and meta["source"] == "RecordedExplorationSource"
     assert sum(meta["source_state"]["cursor"].values()) > 0  # recorded episodes were used
@@ -92,3 +94,20 @@ def test_trainer_sigint_checkpoints_and_a_restart_resumes(assets, tmp_path: Path
         assert "resuming" in runner.log("smrl_trainer")
     done = read_meta(run)
     assert done["finished"] and done["step"] == 1500
+
+
+def test_trainer_continues_the_online_phase_round_by_round(assets, tmp_path: Path) -> None:
+    """online_until stops after a round (bundle exported, run resumable); the next start with
+    the same run continues it to the end: how the demo alternates collection and training."""
+    common = dict(run_dir=str(tmp_path / "runs"), recordings=[str(assets["rec"])],
+                  overrides=["offline.steps=100", *TINY], progress_period_s=0.3)
+    with ros_graph(train_graph(str(assets["data"]), online_until=1, **common), tmp_path / "r1") as (runner, _):
+        assert runner.wait_exit("smrl_trainer", 120.0) == 0, runner.log("smrl_trainer")
+    first = read_meta(tmp_path / "runs" / "smac")
+    assert first["iteration"] == 1 and not first["finished"]
+    assert (tmp_path / "runs" / "smac" / "bundle" / "policy.onnx").exists()
+    with ros_graph(train_graph(str(assets["data"]), phases=["online"], **common), tmp_path / "r2") as (runner, _):
+        assert runner.wait_exit("smrl_trainer", 120.0) == 0, runner.log("smrl_trainer")
+        assert "online: resuming" in runner.log("smrl_trainer")
+    second = read_meta(tmp_path / "runs" / "smac")
+    assert second["iteration"] == 2 and second["finished"] and second["step"] > first["step"]

@@ -42,7 +42,8 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
     for root in roots:
         for path in sorted(Path(root).rglob("eval.json")):
             data = json.loads(path.read_text())
-            data["run_dir"] = str(path.parent)
+            # Relative to the root (seed0/smac): a committed summary must not name a scratch folder.
+            data["run_dir"] = str(path.parent.relative_to(root)) if len(roots) == 1 else str(path.parent)
             runs.append(data)
     return runs
 
@@ -164,6 +165,35 @@ def _plots(summary: dict[str, Any], runs: Sequence[dict[str, Any]], out: Path) -
     return made
 
 
+def _per_seed_table(summary: dict[str, Any]) -> list[str]:
+    """Every seed's final return, and each method minus offline-only of the same recipe on the
+    same seed (same offline run, same test tasks: a paired difference, far less noisy than
+    comparing the two means)."""
+    methods = summary["methods"]
+    seeds = sorted({s for m in methods.values() for s in m["seeds"]})
+    lines = ["Per seed (final return; in brackets: minus the same seed's offline-only of the same recipe):", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " | paired difference, mean ± std |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for n in _ordered(list(methods)):
+        m = methods[n]
+        base = methods.get("offline_only_paper" if m["variant"] == "paper" else "offline_only")
+        by_seed = dict(zip(m["seeds"], m["final_return"]))
+        base_by_seed = dict(zip(base["seeds"], base["final_return"])) if base and base is not m else {}
+        cells, diffs = [], []
+        for s in seeds:
+            if s not in by_seed:
+                cells.append("")
+                continue
+            cell = f"{by_seed[s]:.2f}"
+            if s in base_by_seed:
+                diffs.append(by_seed[s] - base_by_seed[s])
+                cell += f" ({diffs[-1]:+.2f})"
+            cells.append(cell)
+        paired = _fmt(_stats(diffs)) if diffs else ""
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {paired} |")
+    return lines
+
+
 def _fmt(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
@@ -194,6 +224,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
         lines.append(f"| {n} | {len(m['seeds'])} | {_fmt(m['final_return_stats'])} | "
                      f"{_fmt(m['success_rate_stats'])} | {', '.join(map(str, ups))} | {DESCRIPTION.get(n, 'ablation')} |")
     lines += ["", f"Random policy: final return {summary['random_policy_final_return']:.2f}.", ""]
+    lines += _per_seed_table(summary) + [""]
     for suffix in ("", "_paper"):
         if f"gap_closed{suffix}" not in summary:
             continue

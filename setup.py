@@ -56,7 +56,6 @@ setup(
             "smrl_explorer = smrl_ros.explorer_node:main",
             "smrl_adapter = smrl_ros.adapter_node:main",
             "smrl_trainer = smrl_ros.trainer_node:main",
-            "smrl_gated_controller = smrl_ros.gated_controller:main",
         ],
     },
 )

@@ -200,8 +200,9 @@ class AdapterNode(Node):
         if p.controller_node and p.pause_controller:
             self.driver.set_node_parameters(p.controller_node, {"enabled": False}, lambda ok, why: self._explore()
                                             if ok else self._fail(f"could not pause /{p.controller_node}: {why} "
-                                                                  "(run smrl_ros.gated_controller, or "
-                                                                  "pause_controller:=false with no controller)"))
+                                                                  "(a controller with an 'enabled' "
+                                                                  "parameter, or pause_controller:=false "
+                                                                  "with no controller)"))
             return
         self._explore()
 

@@ -63,6 +63,9 @@ TRIGGERS = ("state", "timer")
 class ControllerParams:
     model_path: str = params.param("", "adapted policy (.onnx, kind adapted_policy); set it at run time "
                                    "to hot-reload another model")
+    enabled: bool = params.param(True, "publish commands; false: the loop, safety checks and diagnostics run "
+                                 "but nothing is published (the adapter pauses the controller this way while "
+                                 "it explores); settable at run time")
     urdf_path: str = params.param("urdf/smrl_arm.urdf", "the robot's URDF (limits, FK of the end effector); "
                                   "relative paths are resolved against the package share folder")
     ee_link: str = params.param("ee_link", "end-effector link of the URDF (the policy observes its position)")
@@ -117,13 +120,17 @@ def load_checked_policy(path: str, arm: ArmDescription, command_joints: tuple[st
     return runtime, builder
 
 
+# Parameters that may change while the node runs (the rest are read-only).
+RUNTIME_PARAMETERS = ("model_path", "enabled")
+
+
 class ControllerNode(Node):
     """The control node; see the module docstring."""
 
     def __init__(self) -> None:
         super().__init__("smrl_controller")
         params.declare(self, ControllerParams, read_only=tuple(
-            f for f in ControllerParams.__dataclass_fields__ if f != "model_path"))
+            f for f in ControllerParams.__dataclass_fields__ if f not in RUNTIME_PARAMETERS))
         try:
             p = params.read(self, ControllerParams)
             arm = load_urdf(_resolve(p.urdf_path), p.ee_link)
@@ -155,6 +162,8 @@ class ControllerNode(Node):
         self.reloads = 0
         self.reload_failures = 0
         self.missed_periods = 0
+        self.enabled = p.enabled
+        self.suppressed_commands = 0
         self.stats = LoopStats()
         self._pending: tuple[PolicyRuntime, str] | None = None
         self._lock = threading.Lock()
@@ -197,7 +206,14 @@ class ControllerNode(Node):
             self.get_logger().warning("rejected a non-finite object pose", throttle_duration_sec=1.0)
 
     def _on_parameters(self, changed: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        enabled = self.enabled
         for param in changed:
+            if param.name == "enabled":
+                try:
+                    enabled = params.convert("enabled", param.value, bool)
+                except params.ParameterError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                continue
             if param.name != "model_path":
                 continue
             try:
@@ -216,6 +232,9 @@ class ControllerNode(Node):
                 self.get_logger().error(f"model not reloaded: {exc}")
                 return SetParametersResult(successful=False, reason=str(exc))
             self._pending = (runtime, path)  # swapped in by the loop between two ticks
+        if enabled != self.enabled:
+            self.enabled = enabled
+            self.get_logger().info("commands enabled" if enabled else "commands disabled (enabled: false)")
         return SetParametersResult(successful=True)
 
     # -- the control loop (its own thread) --------------------------------------------------------
@@ -311,6 +330,9 @@ class ControllerNode(Node):
                 self.get_logger().warning(result.event)
 
     def _publish(self, targets_model_order: np.ndarray) -> None:
+        if not self.enabled:
+            self.suppressed_commands += 1
+            return
         self.pub_command.publish(make_command(targets_model_order[self._to_command]))
 
     # -- diagnostics (executor thread) -------------------------------------------------------------
@@ -328,6 +350,8 @@ class ControllerNode(Node):
             "missed_periods": self.missed_periods,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
+            "enabled": self.enabled,
+            "suppressed_commands": self.suppressed_commands,
         }
 
     def _publish_diagnostics(self) -> None:

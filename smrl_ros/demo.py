@@ -396,7 +396,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
              f"tasks adapted to over ROS. Command: `{summary['command']}`. Wall time {summary['wall_s'] / 60:.1f} min "
              f"on {os.cpu_count()} cores.", "",
              "Both bundles adapt with the paper's protocol on the sim bridge in realtime: 2 exploration episodes "
-             "with z ~ N(0, I) (drawn as the model was trained: once per episode for the improved recipe) and rewards from `/reward`, the posterior mean baked into an "
+             "with z ~ N(0, I) (drawn as the model was trained: once per episode for the improved recipe) and "
+             "rewards from `/reward`, the posterior mean baked into an "
              "ONNX policy that the controller node hot-loads, then one deployed episode. One run per task "
              "(single seed): differences of a few tasks are within noise.", "",
              "![demo](demo.png)", "",
@@ -431,7 +432,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
               f"* offline dataset: {summary['data']['episodes']} episodes, {summary['data']['transitions']} "
               "transitions (reward-labelled);",
               f"* reward-free collection by `smrl_explorer` over DDS (sim bridge in lockstep): {c['episodes']} "
-              f"episodes, {c['steps']} steps at {c['steps_per_s']:.0f} steps/s (median over rounds; {c['wall_s']:.0f} s "
+              f"episodes, {c['steps']} steps at {c['steps_per_s']:.0f} steps/s (median over rounds; "
+              f"{c['wall_s']:.0f} s "
               "with start-up);",
               f"* SMAC's self-supervised phase trained on those recordings only (decoder labels, no reward), in "
               f"{len(c.get('rounds', [c]))} collect-then-train round(s): each round records with the newest SMAC "

@@ -3,9 +3,9 @@
 It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
 the prior N(0, I) in numpy, redrawn as the model was trained (its ``smrl.latent_resample``
 metadata: every step for the paper recipe, once per episode for our improved one; the
-``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`), over the standard topics (``/joint_states`` in, by joint
-name; ``/forward_position_controller/commands`` out, reliable) with the controller's safety
-layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
+``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`), over the standard
+topics (``/joint_states`` in, by joint name; ``/forward_position_controller/commands`` out,
+reliable) with the controller's safety layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
 
 Each episode of a task becomes one file of an episode store (:mod:`smrl_train.data.store`)
 whose manifest has the training dataset's schema with ``reward_labelled: false``: obs,
@@ -115,7 +115,8 @@ class ExplorerNode(Node):
             dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
             self.resample_period = resample_period_for(info, p.resample_period)
             generator = {"name": "smrl_explorer", "smrl_version": smrl_train.__version__,
-                         "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND, "latent": "prior",
+                         "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND,
+                         "latent": "prior",
                          "resample_period": self.resample_period, "deterministic": True, "seed": p.seed}
             manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
                                           dataset_manifest=dataset)

@@ -13,7 +13,7 @@ graph        nodes                                            launch file
 sim          smrl_sim (:func:`smrl_ros.graph.sim_graph`)       ``sim.launch.py``
 explore      smrl_sim (lockstep) + smrl_explorer              ``explore.launch.py``
 adapt        smrl_sim (realtime, rewards) + smrl_controller   ``adapt.launch.py``
-             (gated) + smrl_adapter
+             (paused until adapted) + smrl_adapter
 train        smrl_trainer                                     ``train.launch.py``
 ===========  ===============================================  ====================================
 
@@ -115,10 +115,10 @@ def node_yaml_files() -> list[Path]:
 # Adapt
 
 
-def gated_controller_node(model_path: str, **parameters: Any) -> NodeSpec:
-    """The controller with an ``enabled`` parameter (``smrl_ros.gated_controller``), named
-    ``smrl_controller``; starts disabled unless ``enabled=True`` is passed."""
-    return NodeSpec("smrl_controller", "smrl_ros.gated_controller", "smrl_gated_controller",
+def paused_controller_node(model_path: str, **parameters: Any) -> NodeSpec:
+    """The controller (``smrl_controller``) started with ``enabled: false``: the adapter enables
+    it once the adapted policy is loaded (``enabled=True`` starts it publishing)."""
+    return NodeSpec("smrl_controller", "smrl_ros.controller_node", "smrl_controller",
                     parameters={"model_path": model_path, "enabled": False, **parameters})
 
 
@@ -144,10 +144,10 @@ def adapt_graph(bundle: str, *, use_sim: bool = True, config: str = DEFAULT_CONF
             ctrl[shared] = adapter[shared]  # both command the same arm
     if use_sim:
         sim = sim_node(config, "realtime", **{"publish_reward": True, **dict(sim_parameters or {})})
-        return GraphSpec("adapt", (sim, gated_controller_node(initial, **ctrl),
+        return GraphSpec("adapt", (sim, paused_controller_node(initial, **ctrl),
                                    adapter_node(bundle, **{"mode": "realtime", **adapter})))
     real = {**REAL_ARM_DRIVER, "success_topic": "", "evaluate_steps": 0}
-    return GraphSpec("adapt", (gated_controller_node(initial, **ctrl), adapter_node(bundle, **{**real, **adapter})))
+    return GraphSpec("adapt", (paused_controller_node(initial, **ctrl), adapter_node(bundle, **{**real, **adapter})))
 
 
 ADAPT_ARGUMENTS = (

@@ -24,7 +24,7 @@ SCHEMAS = {
     "smrl_adapter": ("smrl_ros.adapter_node", "AdapterParams"),
     "smrl_trainer": ("smrl_ros.trainer_node", "TrainerParams"),
 }
-EXECUTABLES = {"smrl_sim", "smrl_gated_controller", "smrl_explorer", "smrl_adapter", "smrl_trainer"}
+EXECUTABLES = {"smrl_sim", "smrl_controller", "smrl_explorer", "smrl_adapter", "smrl_trainer"}
 
 
 def _launch_module(name: str):

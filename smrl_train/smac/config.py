@@ -299,18 +299,6 @@ def paper_preset() -> SmacConfig:
     )
 
 
-def demo_preset(base: SmacConfig | None = None) -> SmacConfig:
-    """A few-minute budget for ``make demo`` (sizes of ``base``, default the dataclass defaults):
-    3k offline updates, 6 online iterations of 250 updates, evaluation on 5 diagnostic tasks."""
-    base = base or SmacConfig()
-    return dataclasses.replace(
-        base,
-        offline=dataclasses.replace(base.offline, steps=3000, checkpoint_every=1000),
-        online=dataclasses.replace(base.online, iterations=6, updates_per_iteration=250, eval_every=3),
-        eval=dataclasses.replace(base.eval, diagnostic_tasks=5),
-    )
-
-
 def smac_from_yaml_dict(data: dict[str, Any] | None) -> SmacConfig:
     """:class:`SmacConfig` from the ``smac:`` mapping of a parsed YAML file (missing = defaults)."""
     return from_dict(SmacConfig, data or {}, "smac")

@@ -170,23 +170,3 @@ def method_table(summary: dict[str, Any]) -> str:
         lines.append(f"{n:<22}{len(m['seeds']):>6}{fr['mean']:>12.2f} ± {fr['std']:<5.2f}{sr['mean']:>9.2f} ± {sr['std']:<4.2f}")
     lines.append(f"{'random policy':<22}{'':>6}{summary['random_policy_final_return']:>12.2f}")
     return "\n".join(lines)
-
-
-def run_demo(config: str, data: str, out: str, smac: SmacConfig | None = None, seeds: Sequence[int] = (0,),
-             methods: Sequence[str] = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper",
-                                       "oracle_paper"),
-             progress: bool = True) -> dict[str, Any]:
-    """``make demo``'s SMAC stage: the methods at the demo budget, evaluated, with a report.
-
-    ``smac`` defaults to :func:`~smrl_train.smac.config.demo_preset` of the config's smac
-    section. Returns the report summary; the report is written to ``out/report``; print it
-    with :func:`method_table`.
-    """
-    from smrl_train.smac.config import demo_preset
-    from smrl_train.smac.problem import resolve_smac
-    from smrl_train.smac.report import write_report
-
-    cfg = smac or demo_preset(resolve_smac(config))
-    spec = ExperimentSpec(config=config, data=data, out=out, smac=cfg, methods=tuple(methods), progress=progress)
-    run_experiment(spec, list(seeds))
-    return write_report([out], Path(out) / "report", title="SMAC demo (demo budget)")

@@ -53,7 +53,10 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     for name in ("offline_only", "smac", "oracle"):
         m = summary["methods"][name]
         assert len(m["final_return"]) == 2 and len(m["success_rate"]) == 2 and m["seeds"] == [0, 1]
+    assert summary["methods"]["smac"]["runs"] == ["seed0/smac", "seed1/smac"]  # relative: no scratch paths
     assert "gap_closed" in summary and set(summary["diagnostic"]) == {"offline_only", "smac", "oracle"}
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| smac | " in report and "paired difference" in report  # the per-seed table
     for f in ("summary.json", "report.md", "methods.png", "curve.png", "diagnostic.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0, f
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["command"] == "pytest"

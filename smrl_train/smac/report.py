@@ -33,6 +33,12 @@ DESCRIPTION = {
     "smac_paper": "SMAC, paper recipe (authors' code defaults)",
     "oracle_paper": "online oracle, paper recipe",
     "meta_bc": "meta behaviour cloning (encoder + policy by log-likelihood)",
+    # Ablation rows of the committed benchmarks (docs/results/).
+    "smac_no_pessimism": "ablation: smac with ensemble-mean labels (label_pessimism 0)",
+    "smac_single_decoder": "ablation: smac with the paper's single decoder and plain labels",
+    "offline_matched": "ablation: offline phase only, as many updates as offline + online (18k)",
+    "smac_frozen_encoder": "ablation: smac with the encoder frozen online (paper)",
+    "smac_no_explore_ctx": "ablation: smac without exploration episodes as training contexts",
 }
 
 
@@ -44,6 +50,7 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             data = json.loads(path.read_text())
             # Relative to the root (seed0/smac): a committed summary must not name a scratch folder.
             data["run_dir"] = str(path.parent.relative_to(root)) if len(roots) == 1 else str(path.parent)
+            data["path"] = path.parent  # where to read its curve from (not written to the summary)
             runs.append(data)
     return runs
 
@@ -123,7 +130,7 @@ def _plots(summary: dict[str, Any], runs: Sequence[dict[str, Any]], out: Path) -
 
     curves: dict[str, list[list[dict[str, float]]]] = {}
     for r in runs:
-        rows = read_csv(Path(r["run_dir"]) / "eval_curve.csv")
+        rows = read_csv(Path(r.get("path", r["run_dir"])) / "eval_curve.csv")
         if rows:
             curves.setdefault(r["method"], []).append(rows)
     if curves:

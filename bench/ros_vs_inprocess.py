@@ -3,7 +3,8 @@
     .venv/bin/python bench/ros_vs_inprocess.py --from demo_out [--seeds 0 1 2] [--jobs 2]
 
 Uses a finished ``make demo`` folder: its dataset, its offline run and the reward-free episodes
-``smrl_explorer`` recorded over DDS on the sim bridge (``recordings/explorer``). It records the
+``smrl_explorer`` recorded over DDS on the sim bridge with the offline bundle in the demo's
+first round (``recordings/round0``). It records the
 same number of episodes per task in-process (:func:`smrl_train.exploration.collect_in_process`:
 same bundle, same latent schedule and seeds, the gym env instead of the bridge), then runs the
 self-supervised phase from the same offline run on each recording, for each seed, and meta-tests
@@ -40,7 +41,7 @@ def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     from smrl_train.exploration import LatentExplorer, collect_in_process
     from smrl_train.runtime import LatentPolicyRuntime
 
-    ros = EpisodeStore.open(demo / "recordings" / "explorer")
+    ros = EpisodeStore.open(demo / "recordings" / "round0")
     if (out / "manifest.json").exists():
         return out
     cfg = load_config(config)
@@ -104,7 +105,7 @@ def main() -> int:
 
     family = load_config(config).env.family
     data, offline = demo / "data" / family, demo / "runs" / "offline_only"
-    recs = {"ros": demo / "recordings" / "explorer",
+    recs = {"ros": demo / "recordings" / "round0",
             "inprocess": record_in_process(demo, config, demo / "recordings" / "inprocess")}
     jobs = [(s, seed, str(config), str(data), str(offline), str(recs[s])) for seed in args.seeds for s in SOURCES]
     t0 = time.perf_counter()

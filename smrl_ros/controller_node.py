@@ -47,7 +47,7 @@ from std_msgs.msg import Float64MultiArray
 
 from smrl_ros import params, topics
 from smrl_ros.node_main import StartupError, run_node
-from smrl_ros.realtime import freeze_heap, set_realtime_priority
+from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
 from smrl_ros.conversions import OK, WARN, joint_state_arrays, make_command, make_status, pose_position, \
     seconds_to_stamp
 from smrl_train.config import package_root
@@ -81,6 +81,9 @@ class ControllerParams:
     diagnostics_period_s: float = params.param(1.0, "period of /diagnostics messages (s)")
     realtime_priority: int = params.param(0, "SCHED_FIFO priority (1-99) for all the node's threads, as "
                                           "ros2_control's thread_priority; 0: normal scheduling")
+    cpu_dma_latency_us: int = params.param(-1, "hold /dev/cpu_dma_latency at this many us while the node "
+                                           "runs (0: no deep CPU idle states, shorter wake-ups at low rates; "
+                                           "needs root or a udev rule); -1: leave it")
     joint_states_topic: str = params.param(topics.JOINT_STATES, "joint state input")
     command_topic: str = params.param(topics.COMMANDS, "position command output (Float64MultiArray)")
     object_pose_topic: str = params.param(topics.OBJECT_POSE, "object pose input (models observing puck_pos)")
@@ -245,6 +248,13 @@ class ControllerNode(Node):
                 self.get_logger().warning(f"realtime_priority {self.p.realtime_priority} not applied: {why}")
             else:
                 self.get_logger().info(f"all threads on SCHED_FIFO priority {self.p.realtime_priority}")
+        self._latency_fd = None
+        if self.p.cpu_dma_latency_us >= 0:
+            self._latency_fd, why = hold_cpu_dma_latency(self.p.cpu_dma_latency_us)
+            if why:
+                self.get_logger().warning(f"cpu_dma_latency_us {self.p.cpu_dma_latency_us} not applied: {why}")
+            else:
+                self.get_logger().info(f"holding /dev/cpu_dma_latency at {self.p.cpu_dma_latency_us} us")
         freeze_heap()
         self._running.set()
         self._thread.start()
@@ -253,6 +263,9 @@ class ControllerNode(Node):
         self._running.clear()
         self._stop_wait.set()
         self._thread.join(timeout=2.0)
+        if getattr(self, "_latency_fd", None) is not None:
+            os.close(self._latency_fd)  # releases the latency request
+            self._latency_fd = None
         state = self.core.state
         if state is not None and self.core.hold_reason is None and rclpy.ok(context=self.context):
             # Leave the arm holding where it is, not heading for the last policy target.

@@ -155,3 +155,4 @@ def test_loop_stats_percentiles() -> None:
     assert summary["period_p50_ms"] == pytest.approx(10.495, abs=1e-3)
     assert summary["compute_max_ms"] == pytest.approx(1.0)
     assert np.isnan(stats.summary()["period_p50_ms"])  # a new, empty window
+

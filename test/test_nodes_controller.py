@@ -289,7 +289,7 @@ def test_hot_reload_swaps_the_model_between_ticks(spec, tmp_path: Path) -> None:
 def test_enabled_false_pauses_the_commands_and_true_resumes_them(spec, tmp_path: Path) -> None:
     z = HOME + np.array([0.2, 0.1, -0.1, 0.1, 0.1])
     graph = GraphSpec("pause", (controller_node(str(goal_model(spec, z, tmp_path / "g.onnx")), enabled=False,
-                                                diagnostics_period_s=0.2),))
+                                                diagnostics_period_s=0.2, cpu_dma_latency_us=0),))
     with ros_graph(graph, tmp_path) as (runner, probe):
         robot = FakeRobot(probe, spec.joint_names, HOME, rate=20.0, track=True)
         diag = probe.subscribe(topics.DIAGNOSTICS, DiagnosticArray)
@@ -303,6 +303,9 @@ def test_enabled_false_pauses_the_commands_and_true_resumes_them(spec, tmp_path:
         assert probe.set_parameters("smrl_controller", {"enabled": True})[0].successful
         wait_until(lambda: len(robot.commands) > 0 and np.allclose(command_arrays(robot.commands)[-1], z, atol=2e-3),
                    10.0, "the arm at the goal once enabled")
+        # The latency request was made (held, or refused with the reason on a machine without it).
+        log = runner.log("smrl_controller")
+        assert "holding /dev/cpu_dma_latency at 0 us" in log or "cpu_dma_latency_us 0 not applied" in log, log
         robot.close()
 
 

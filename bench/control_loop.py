@@ -184,7 +184,16 @@ def main() -> int:
                         help="realtime_priority values to run (0: normal scheduling)")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="skip the echo-node floor runs")
+    parser.add_argument("--cpu-dma-latency", type=int, default=-1, metavar="US",
+                        help="hold /dev/cpu_dma_latency at US microseconds for the whole run (machine-wide, so "
+                             "controller and echo floor alike; the controller's cpu_dma_latency_us does this for "
+                             "a deployed node); -1: leave it")
     args = parser.parse_args()
+    if args.cpu_dma_latency >= 0:
+        from smrl_ros.realtime import hold_cpu_dma_latency
+
+        _fd, why = hold_cpu_dma_latency(args.cpu_dma_latency)  # held until this process exits
+        print(f"/dev/cpu_dma_latency: {why or f'held at {args.cpu_dma_latency} us'}", flush=True)
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with tempfile.TemporaryDirectory(prefix="smrl_bench_") as tmp:

@@ -147,9 +147,6 @@ def demo_config(base: Path, budget: Budget, out: Path) -> tuple[Path, SmrlConfig
     data["env"]["episode_length"] = budget.episode_length
     for b in data["data"]["behaviours"]:
         b["episodes"] = budget.episodes_per_behaviour
-    raw = yaml.safe_load(base.read_text()) or {}
-    if "smac" in raw:
-        data["smac"] = raw["smac"]
     path = out / f"{base.stem}_{budget.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -54,7 +54,7 @@ from smrl_ros.node_main import StartupError, run_node
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
 from smrl_train.data.store import EpisodeStore, StoreError
-from smrl_train.exploration import LatentExplorer, describe_period, episode_rng, resample_period_for
+from smrl_train.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.runtime import LatentPolicyRuntime, ModelError
 from smrl_train.urdf import UrdfError, load_urdf
 
@@ -113,18 +113,18 @@ class ExplorerNode(Node):
             info = runtime.info
             self.driver = ArmDriver(self, p, arm, info)
             dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
-            self.resample_period = resample_period_for(info, p.resample_period)
+            # ValueError on bad model metadata refuses the start like the other errors here.
+            self.explorer = LatentExplorer(runtime, p.resample_period)
             generator = {"name": "smrl_explorer", "smrl_version": smrl_train.__version__,
                          "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND,
                          "latent": "prior",
-                         "resample_period": self.resample_period, "deterministic": True, "seed": p.seed}
+                         "resample_period": self.explorer.resample_period, "deterministic": True, "seed": p.seed}
             manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
                                           dataset_manifest=dataset)
             self.store = EpisodeStore.create(resolve_path(p.store), manifest)
         except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:
             raise StartupError(str(exc)) from None
         self.p = p
-        self.explorer = LatentExplorer(runtime, self.resample_period)
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
         self.tasks = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
         self.count = {t: self.store.next_episode_index(t) for t in self.tasks}
@@ -154,7 +154,7 @@ class ExplorerNode(Node):
         todo = sum(max(0, p.episodes_per_task - self.count[t]) for t in self.tasks)
         self.get_logger().info(
             f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, drawn "
-            f"{describe_period(self.resample_period)}) into {self.store.path}: tasks {list(self.tasks)}, "
+            f"{describe_period(self.explorer.resample_period)}) into {self.store.path}: tasks {list(self.tasks)}, "
             + (f"{p.episodes_per_task} episode(s) each ({todo} to go)" if p.episodes_per_task else "until stopped")
             + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
@@ -219,7 +219,7 @@ class ExplorerNode(Node):
         assert self.task is not None
         return {"kind": EPISODE_KIND, "source": "smrl_explorer", "episode_seed": [self.p.seed, self.task,
                                                                                self.count[self.task]],
-                "resample_period": self.resample_period, "mode": self.p.mode, "interrupted": interrupted}
+                "resample_period": self.explorer.resample_period, "mode": self.p.mode, "interrupted": interrupted}
 
     def _on_episode_end(self, end: EpisodeEnd) -> None:
         assert self.task is not None and self.recorder is not None

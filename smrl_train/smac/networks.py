@@ -218,6 +218,20 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+def ensemble_mlp(ensemble: int, in_dim: int, hidden: tuple[int, ...]) -> tuple[nn.ModuleList, EnsembleLinear]:
+    """E ReLU MLPs in_dim -> hidden -> 1 as stacked layers, the last initialised ±3e-3 (rlkit)."""
+    dims = (in_dim, *hidden)
+    layers = nn.ModuleList(EnsembleLinear(ensemble, i, o) for i, o in zip(dims[:-1], dims[1:]))
+    return layers, EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)
+
+
+def run_ensemble_mlp(layers: nn.ModuleList, out: EnsembleLinear, h: Tensor) -> Tensor:
+    """Shared input (N, in) -> every member's output (E, N)."""
+    for layer in layers:
+        h = layer(h).relu_()  # in place: baddbmm's backward needs its inputs only
+    return out(h).squeeze(-1)
+
+
 class EnsembleQ(nn.Module):
     """E Q-functions Q_k(s, a, z) in one module (E = 2 for the twin critic).
 
@@ -231,15 +245,10 @@ class EnsembleQ(nn.Module):
         super().__init__()
         self.ensemble = ensemble
         self.normalizer = Normalizer(obs_dim)
-        dims = (obs_dim + act_dim + latent_dim, *hidden)
-        self.layers = nn.ModuleList(EnsembleLinear(ensemble, i, o) for i, o in zip(dims[:-1], dims[1:]))
-        self.out = EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)  # rlkit Mlp init_w
+        self.layers, self.out = ensemble_mlp(ensemble, obs_dim + act_dim + latent_dim, hidden)
 
     def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
-        h = torch.cat([self.normalizer(obs), action, z.detach()], dim=-1)
-        for layer in self.layers:
-            h = layer(h).relu_()  # in place: baddbmm's backward needs its inputs only
-        return self.out(h).squeeze(-1)
+        return run_ensemble_mlp(self.layers, self.out, torch.cat([self.normalizer(obs), action, z.detach()], dim=-1))
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,18 +277,14 @@ class RewardDecoder(nn.Module):
         if ensemble == 1:  # the paper's single MLP
             self.net = mlp(obs_dim + act_dim + latent_dim, hidden, 1, last_init=3e-3)
         else:
-            dims = (obs_dim + act_dim + latent_dim, *hidden)
-            self.layers = nn.ModuleList(EnsembleLinear(ensemble, i, o) for i, o in zip(dims[:-1], dims[1:]))
-            self.out = EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)
+            self.layers, self.out = ensemble_mlp(ensemble, obs_dim + act_dim + latent_dim, hidden)
 
     def members(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
         """Standardised predictions of every member (E, N): (r - reward_mean) / reward_std."""
         h = torch.cat([self.normalizer(obs), action, z], dim=-1)
         if self.ensemble == 1:
             return self.net(h).squeeze(-1).unsqueeze(0)
-        for layer in self.layers:
-            h = torch.relu(layer(h))
-        return self.out(h).squeeze(-1)
+        return run_ensemble_mlp(self.layers, self.out, h)
 
     def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
         return self.members(obs, action, z).mean(dim=0) * self.reward_std + self.reward_mean

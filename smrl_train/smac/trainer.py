@@ -13,6 +13,7 @@ kernel, and the Polyak update is one ``_foreach_lerp_``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,8 +104,9 @@ class SmacTrainer:
         # state, the encoder and every loss stay float32. See network.compute_dtype.
         self.bf16 = cfg.network.compute_dtype == "bfloat16"
 
-    def _mixed(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+    def _mixed(self) -> contextlib.AbstractContextManager[Any]:
+        # float32: a no-op context, so the default update pays nothing for the option.
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     # -- phase -------------------------------------------------------------------------------
     def set_phase(self, phase: str) -> None:

@@ -36,8 +36,8 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot, request_exit, resolve_path
-from smrl_ros.node_main import StartupError, run_node
+from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot, resolve_path
+from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_train.exploration import LatentExplorer, RewardContext, episode_rng
 from smrl_train.runtime import EncoderRuntime, LatentPolicyRuntime, ModelError, bake_latent
 from smrl_train.urdf import UrdfError, load_urdf

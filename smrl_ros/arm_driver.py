@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -109,16 +108,6 @@ def one_shot(node: Node, delay: float, fn: Callable[[], None]) -> None:
         fn()
 
     box.append(node.create_timer(delay, fire))
-
-
-def request_exit(node: Node) -> None:
-    """End the node's process cleanly from inside a callback: :func:`smrl_ros.node_main.run_node`
-    treats ExternalShutdownException as a shutdown, calls the node's ``stop()`` and exits 0.
-    Raised from a fresh one-shot timer so no other callback is cut short."""
-    def fire() -> None:
-        raise ExternalShutdownException()
-
-    one_shot(node, 0.0, fire)
 
 
 def resolve_path(path: str) -> Path:

@@ -48,9 +48,9 @@ from std_msgs.msg import String
 
 import smrl_train
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, request_exit, resolve_path
+from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, resolve_path
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
-from smrl_ros.node_main import StartupError, run_node
+from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
 from smrl_train.data.store import EpisodeStore, StoreError
@@ -59,6 +59,7 @@ from smrl_train.runtime import LatentPolicyRuntime, ModelError
 from smrl_train.urdf import UrdfError, load_urdf
 
 ON_STOP = ("save", "drop")
+WRITTEN_POLL_S = 0.005  # how often the executor looks for episodes the writer thread finished
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,10 @@ class ExplorerNode(Node):
         self._exiting = False
         self._submitted: collections.deque[str] = collections.deque()
         self._written: collections.deque[WrittenEpisode] = collections.deque()
-        self._written_guard = self.create_guard_condition(self._on_written)
-        self.writer = EpisodeWriter(self._written_from_thread)
+        # The writer thread's results are picked up by a short timer, not a guard condition:
+        # rclpy's EventsExecutor (smrl_ros.executors) does not support guard conditions.
+        self.create_timer(WRITTEN_POLL_S, self._poll_written)
+        self.writer = EpisodeWriter(self._written.append)
 
         self.driver.policy = self.explorer.act
         self.driver.on_transition = self._on_transition
@@ -239,9 +242,9 @@ class ExplorerNode(Node):
             self._reset()
 
     # -- writer thread -> executor ---------------------------------------------------------------
-    def _written_from_thread(self, result: WrittenEpisode) -> None:
-        self._written.append(result)
-        self._written_guard.trigger()
+    def _poll_written(self) -> None:
+        if self._written:
+            self._on_written()
 
     def _collect_written(self) -> bool:
         """Count the episodes the writer finished; False when one failed."""

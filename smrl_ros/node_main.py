@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.signals import SignalHandlerOptions
+
+from smrl_ros.executors import make_executor
 
 EXIT_STARTUP_REFUSED = 2
 
@@ -25,6 +27,13 @@ class StartupError(RuntimeError):
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def request_exit(node: Any) -> None:
+    """End the node's process cleanly from inside a callback: :func:`run_node` leaves its spin
+    loop after the current callback, calls the node's ``stop()`` and exits 0. (A flag, not an
+    exception: the EventsExecutor logs and swallows exceptions raised in callbacks.)"""
+    node.smrl_exit_requested = True
 
 
 def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = None) -> int:
@@ -39,14 +48,14 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
         rclpy.logging.get_logger(name).fatal(f"refusing to start: {exc}")
         rclpy.try_shutdown()
         return EXIT_STARTUP_REFUSED
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     try:
         if hasattr(node, "start"):
             node.start()
         # spin_once with a timeout, not spin(): a blocking wait inside rcl would keep Python's
         # signal handler (and so the clean shutdown) from running until the next message.
-        while rclpy.ok():
+        while rclpy.ok() and not getattr(node, "smrl_exit_requested", False):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from smrl_ros import params, topics
+from smrl_ros.executors import make_executor
 from smrl_ros.arm_driver import resolve_path
 from smrl_ros.node_main import EXIT_STARTUP_REFUSED, StartupError
 
@@ -242,7 +242,7 @@ def main(args: list[str] | None = None) -> int:
         rclpy.logging.get_logger("smrl_trainer").fatal(f"refusing to start: {exc}")
         rclpy.try_shutdown()
         return EXIT_STARTUP_REFUSED
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     stop = threading.Event()
 

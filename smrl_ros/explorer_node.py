@@ -3,7 +3,12 @@
 It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
 the prior N(0, I) in numpy, redrawn as the model was trained (its ``smrl.latent_resample``
 metadata: every step for the paper recipe, once per episode for our improved one; the
-``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`), over the standard
+``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`). With
+``posterior_episodes`` > 0 the last episodes of each task draw z from the task's posterior
+instead (the bundle's ``task_latents.json``, :mod:`smrl_train.task_latents`), and
+``prior_episodes`` > 0 records stochastic prior-z episodes: SMAC collects with the stochastic
+policy under prior and posterior z, and the trainer files each kind where SMAC puts it
+(:data:`smrl_train.data.reward_free.EPISODE_KINDS`). Over the standard
 topics (``/joint_states`` in, by joint name; ``/forward_position_controller/commands`` out,
 reliable) with the controller's safety layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
 
@@ -51,8 +56,10 @@ from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, resolve_path
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, request_exit, run_node
+from smrl_train import task_latents
 from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.reward_free import EPISODE_KIND, EpisodeWriter, WrittenEpisode, recording_manifest
+from smrl_train.data.reward_free import (EPISODE_KIND, POSTERIOR_KIND, PRIOR_KIND, EpisodeWriter, WrittenEpisode,
+                                        recording_manifest)
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.runtime import LatentPolicyRuntime, ModelError
@@ -74,6 +81,16 @@ class ExplorerParams(DriverParams):
     episodes_per_task: int = params.param(1, "episodes each task should have in the store (those already there "
                                           "count, so a re-run finishes the job); 0: record the first task until "
                                           "stopped")
+    prior_episodes: int = params.param(
+        0, "of each task's episodes_per_task, how many (after the explore ones) sample actions from the "
+           "stochastic policy with z from the prior: SMAC's prior-z collection")
+    posterior_episodes: int = params.param(
+        0, "of each task's episodes_per_task, how many (the last ones) sample actions from the stochastic "
+           "policy with z from the task's posterior (the bundle's task_latents.json, computed by the trainer "
+           "from the task's offline data): SMAC's posterior-z collection. The other episodes are 'explore' "
+           "ones: deterministic policy, z from the prior, as the meta-test explores")
+    task_latents: str = params.param("", "task posteriors file for posterior_episodes (empty: task_latents.json "
+                                     "beside the bundle's policy.onnx)")
     resample_period: int = params.param(
         0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
            "step or once per episode; 1: every step)")
@@ -93,6 +110,12 @@ class ExplorerParams(DriverParams):
         if self.episodes_per_task < 0 or self.resample_period < 0 or self.status_period_s <= 0:
             raise params.ParameterError("parameters: episodes_per_task >= 0, resample_period >= 0, "
                                         "status_period_s > 0 required")
+        if min(self.prior_episodes, self.posterior_episodes) < 0 or \
+                self.prior_episodes + self.posterior_episodes > self.episodes_per_task:
+            raise params.ParameterError(
+                "parameters 'prior_episodes' and 'posterior_episodes': expected >= 0 and together at most "
+                f"episodes_per_task ({self.episodes_per_task}), got {self.prior_episodes} and "
+                f"{self.posterior_episodes}")
 
 
 def latent_policy_path(bundle: str) -> Path:
@@ -116,18 +139,32 @@ class ExplorerNode(Node):
             dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
             # ValueError on bad model metadata refuses the start like the other errors here.
             self.explorer = LatentExplorer(runtime, p.resample_period)
+            self.latents = None
+            if p.posterior_episodes:
+                path = resolve_path(p.task_latents) if p.task_latents else \
+                    latent_policy_path(p.bundle).parent / task_latents.FILE_NAME
+                self.latents = task_latents.TaskLatents.load(path)
+                if self.latents.latent_dim != info.latent_dim:
+                    raise ValueError(f"{path}: latent_dim {self.latents.latent_dim}, but the policy's z has "
+                                     f"{info.latent_dim} dimensions")
             generator = {"name": "smrl_explorer", "smrl_version": smrl_train.__version__,
-                         "policy": str(runtime.model.path), "model_hash": info.model_hash, "kind": EPISODE_KIND,
-                         "latent": "prior",
-                         "resample_period": self.explorer.resample_period, "deterministic": True, "seed": p.seed}
+                         "policy": str(runtime.model.path), "model_hash": info.model_hash,
+                         "episode_kinds": {"explore": p.episodes_per_task - p.prior_episodes - p.posterior_episodes,
+                                           "prior": p.prior_episodes, "posterior": p.posterior_episodes},
+                         "resample_period": self.explorer.resample_period, "seed": p.seed}
             manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
                                           dataset_manifest=dataset)
             self.store = EpisodeStore.create(resolve_path(p.store), manifest)
-        except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:
+        except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:  # TaskLatentsError too
             raise StartupError(str(exc)) from None
         self.p = p
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
         self.tasks = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
+        if self.latents is not None:
+            missing = [t for t in self.tasks if t not in self.latents.mean]
+            if missing:
+                raise StartupError(f"task_latents: no posterior for task(s) {missing}; export the bundle from a "
+                                   "run trained on these tasks")
         self.count = {t: self.store.next_episode_index(t) for t in self.tasks}
         self.task_pos = 0
         self.task: int | None = None
@@ -157,7 +194,11 @@ class ExplorerNode(Node):
         todo = sum(max(0, p.episodes_per_task - self.count[t]) for t in self.tasks)
         self.get_logger().info(
             f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, drawn "
-            f"{describe_period(self.explorer.resample_period)}) into {self.store.path}: tasks {list(self.tasks)}, "
+            f"{describe_period(self.explorer.resample_period)}"
+            + (f"; then per task {p.prior_episodes} stochastic prior-z episode(s)" if p.prior_episodes else "")
+            + (f"; the last {p.posterior_episodes} of each task's episodes stochastic with z ~ its posterior, "
+               f"{task_latents.describe(self.latents)}" if self.latents is not None else "")
+            + f") into {self.store.path}: tasks {list(self.tasks)}, "
             + (f"{p.episodes_per_task} episode(s) each ({todo} to go)" if p.episodes_per_task else "until stopped")
             + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
@@ -207,12 +248,27 @@ class ExplorerNode(Node):
             return
         assert self.task is not None
         self.recorder = EpisodeRecorder(self.store, self.task)
-        self.explorer.begin_episode(episode_rng(self.p.seed, self.task, self.count[self.task]))
+        k = self.count[self.task]
+        rng = episode_rng(self.p.seed, self.task, k)
+        kind = self._episode_kind(k)
+        if kind == POSTERIOR_KIND:
+            assert self.latents is not None
+            self.explorer.begin_episode(rng, *self.latents.for_episode(self.task, k), stochastic=True)
+        else:
+            self.explorer.begin_episode(rng, stochastic=kind != EPISODE_KIND)
         self.state = "recording"
         self._episode_t0 = time.monotonic()
         if self.t_start is None:
             self.t_start = self._episode_t0
         self.driver.run(self.p.episode_length)
+
+    def _episode_kind(self, episode_index: int) -> str:
+        """A task's episodes in order: explore ones, then ``prior_episodes``, then the last
+        ``posterior_episodes`` (recording forever: all explore)."""
+        first_prior = self.p.episodes_per_task - self.p.prior_episodes - self.p.posterior_episodes
+        if not self.p.episodes_per_task or episode_index < first_prior:
+            return EPISODE_KIND
+        return PRIOR_KIND if episode_index < first_prior + self.p.prior_episodes else POSTERIOR_KIND
 
     def _on_transition(self, tr: Transition) -> None:
         assert self.recorder is not None
@@ -220,8 +276,9 @@ class ExplorerNode(Node):
 
     def _episode_meta(self, interrupted: bool = False) -> dict[str, Any]:
         assert self.task is not None
-        return {"kind": EPISODE_KIND, "source": "smrl_explorer", "episode_seed": [self.p.seed, self.task,
-                                                                               self.count[self.task]],
+        kind = self._episode_kind(self.count[self.task])
+        return {"kind": kind, "stochastic": kind != EPISODE_KIND, "source": "smrl_explorer",
+                "episode_seed": [self.p.seed, self.task, self.count[self.task]],
                 "resample_period": self.explorer.resample_period, "mode": self.p.mode, "interrupted": interrupted}
 
     def _on_episode_end(self, end: EpisodeEnd) -> None:

@@ -119,7 +119,9 @@ class TrainerNode(Node):
         self.pub_progress = self.create_publisher(String, "~/progress", topics.DEFAULT_QOS)
         self.pub_checkpoints = self.create_publisher(String, "~/checkpoints", topics.LATCHED_QOS)
         self.create_timer(p.progress_period_s, self._report_progress)
-        recorded = (f"{self.source.remaining()} recorded episodes from {', '.join(p.recordings)}"
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.source.remaining_by_kind().items())) \
+            if self.source is not None else ""
+        recorded = (f"{self.source.remaining()} recorded episodes ({kinds}) from {', '.join(p.recordings)}"
                     if self.source is not None else "the in-process sim")
         self.get_logger().info(
             f"training {self.smac.variant} SMAC on {p.data} ({len(self.problem.train_tasks)} train / "
@@ -177,7 +179,7 @@ class TrainerNode(Node):
         from smrl_train.pipeline import export_run_bundle
 
         bundle = run_dir / "bundle"
-        desc = export_run_bundle(run_dir, self.config_path, bundle)
+        desc = export_run_bundle(run_dir, self.config_path, bundle, offline=self.problem.offline)
         self.get_logger().info(f"{phase}: exported the adaptation bundle {bundle} (step {desc['step']})")
         self._announce({"kind": "bundle", "phase": phase, "run": str(run_dir), "path": str(bundle),
                         "step": desc["step"], "method": desc["method"]})

@@ -27,11 +27,13 @@ from smrl_train.latent_schedule import LatentSchedule
 
 
 class LatentPolicy(Protocol):
-    """``act(obs (O,), z (L,)) -> (action (A,) in [-1, 1], joint targets (A,))`` and ``info``."""
+    """``act(obs (O,), z (L,), noise (A,) | None) -> (action (A,) in [-1, 1], joint targets (A,))``
+    and ``info``; action = tanh(mean + std * noise), tanh(mean) without noise."""
 
     info: Any
 
-    def act(self, obs: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def act(self, obs: np.ndarray, z: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        ...
 
 
 def episode_rng(seed: int, task_index: int, episode_index: int) -> np.random.Generator:
@@ -76,17 +78,29 @@ class LatentExplorer:
         self.resample_period = resample_period_for(policy.info, resample_period)
         self.latent_dim = int(policy.info.latent_dim)
         self.schedule = LatentSchedule(self.latent_dim, self.resample_period, np.random.default_rng(0))
+        self.noise_rng: np.random.Generator | None = None
 
     def begin_episode(self, rng: np.random.Generator, mean: np.ndarray | None = None,
-                      var: np.ndarray | None = None) -> None:
-        """Start an episode drawing z from ``rng``: the prior, or N(mean, var) when given."""
+                      var: np.ndarray | None = None, stochastic: bool = False) -> None:
+        """Start an episode drawing z from ``rng``: the prior, or N(mean, var) when given.
+
+        ``stochastic``: sample each action from the tanh-Gaussian policy (its own std, noise
+        from a generator derived from ``rng``), as SMAC collects; else the deterministic
+        tanh(mean), as the meta-test explores.
+        """
         self.schedule = LatentSchedule(self.latent_dim, self.resample_period, rng)
         if mean is not None and var is not None:
             self.schedule.set_posterior(mean, var)
+        # A child stream (spawning draws nothing from rng): the z draws of an episode are the
+        # same whether or not its actions are sampled.
+        self.noise_rng = rng.spawn(1)[0] if stochastic else None
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """obs (O,) -> normalised action (A,) and absolute joint targets (A,) for this step."""
-        return self.policy.act(obs, self.schedule.next())
+        z = self.schedule.next()
+        if self.noise_rng is None:
+            return self.policy.act(obs, z)
+        return self.policy.act(obs, z, self.noise_rng.standard_normal(self.policy.info.n_joints).astype(np.float32))
 
 
 def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndarray, q: np.ndarray,

@@ -23,8 +23,10 @@ rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIR
 * the **adaptation bundle** (a folder): ``encoder.onnx`` (``kind = encoder``: context
   (B, C, obs_dim + act_dim + 1) of (s, a, r) rows -> posterior ``mean``, ``var`` (B, L),
   C dynamic) and ``policy.onnx`` (``kind = latent_policy``: the adapted policy with ``z``
-  (B, L) as a second input). With these the robot infers z from its own context and
-  writes its own adapted policy without torch (:func:`smrl_train.runtime.bake_latent`).
+  (B, L) and ``noise`` (B, n) as inputs; action = tanh(mean + std * noise), so noise 0 is the
+  deterministic policy and standard-normal noise samples the stochastic one). With these the
+  robot infers z from its own context and writes its own adapted policy without torch
+  (:func:`smrl_train.runtime.bake_latent`), and explores as SMAC collects.
 
 Every export is checked against torch on random inputs (max abs diff <= 1e-5) before it is
 written, and ``smrl.model_hash`` (SHA-256 of the serialised graph) lets the loader detect a
@@ -161,15 +163,22 @@ class AdaptedPolicyGraph(nn.Module):
 
 
 class LatentPolicyGraph(nn.Module):
-    """obs (B, obs_dim), z (B, L) -> action (B, n) in [-1, 1], joint_targets (B, n)."""
+    """obs (B, obs_dim), z (B, L), noise (B, n) -> action (B, n) in [-1, 1], joint_targets (B, n).
+
+    action = tanh(mean + std * noise): noise = 0 is the deterministic policy tanh(mean) (the
+    meta-test's and the adapter's), a standard-normal noise samples the tanh-Gaussian policy
+    as SMAC's data collection does (the explorer's stochastic episodes). The sampled action's
+    targets come from the same head, so a robot never computes them by hand.
+    """
 
     def __init__(self, policy: nn.Module, spec: DeploymentSpec) -> None:
         super().__init__()
         self.policy = policy
         self.head = _TargetHead(spec)
 
-    def forward(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        action = self.policy.act_mean(obs, z)
+    def forward(self, obs: Tensor, z: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        mean, log_std = self.policy(obs, z)
+        action = torch.tanh(mean + log_std.exp() * noise)
         return action, self.head(action, obs)
 
 
@@ -332,15 +341,17 @@ def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, f
     errors["encoder"] = _parity(enc_path, enc_graph, feeds)
 
     pol_graph = LatentPolicyGraph(policy, spec).eval()
-    model = _to_onnx(pol_graph, (torch.zeros(1, spec.obs_dim), torch.zeros(1, latent)), ["obs", "z"],
-                     ["action", "joint_targets"],
-                     {"obs": {0: "batch"}, "z": {0: "batch"}, "action": {0: "batch"},
+    model = _to_onnx(pol_graph, (torch.zeros(1, spec.obs_dim), torch.zeros(1, latent), torch.zeros(1, spec.n_joints)),
+                     ["obs", "z", "noise"], ["action", "joint_targets"],
+                     {"obs": {0: "batch"}, "z": {0: "batch"}, "noise": {0: "batch"}, "action": {0: "batch"},
                       "joint_targets": {0: "batch"}},
                      [["batch", spec.n_joints]] * 2)
     pol_path = folder / "policy.onnx"
     _finish(model, {**base, "smrl.kind": KIND_LATENT}, pol_path)
+    noise = rng.normal(size=(check_batch, spec.n_joints)).astype(np.float32)
+    noise[: check_batch // 2] = 0.0  # half deterministic rows, half sampled
     feeds = {"obs": _random_obs(spec, check_batch, rng),
-             "z": rng.normal(size=(check_batch, latent)).astype(np.float32)}
+             "z": rng.normal(size=(check_batch, latent)).astype(np.float32), "noise": noise}
     errors["policy"] = _parity(pol_path, pol_graph, feeds)
 
     bad = {k: v for k, v in errors.items() if v > PARITY_ATOL}
@@ -390,16 +401,15 @@ def _cmd_policy(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from smrl_train.config import load_config
+    from smrl_train.data.store import load_task_arrays
+    from smrl_train.pipeline import export_run_bundle
 
-    from smrl_train.smac.runner import load_networks
-
-    cfg = load_config(args.config)
-    nets, meta = load_networks(args.checkpoint)
-    errors = export_bundle(nets.encoder, nets.policy, DeploymentSpec.from_config(cfg), args.out,
-                           extra_metadata=run_metadata(meta))
-    print(f"wrote {args.out}/encoder.onnx and policy.onnx (max abs diff "
-          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + ")")
+    offline = load_task_arrays(args.data) if args.data else None
+    desc = export_run_bundle(args.checkpoint, args.config, args.out, offline=offline)
+    print(f"wrote {args.out}: encoder.onnx, policy.onnx, prior_policy.onnx"
+          + (f", {desc['task_latents']}" if desc["task_latents"] else "")
+          + ", bundle.json (ONNX vs torch max abs diff "
+          + ", ".join(f"{k} {v:.1e}" for k, v in desc["parity_max_abs_diff"].items()) + ")")
     return 0
 
 
@@ -421,10 +431,13 @@ def add_subcommands(subparsers: Any) -> None:
     pol.add_argument("--z", default="", help="task latent, comma-separated (default: prior mean 0)")
     pol.add_argument("--out", required=True, help="output .onnx path")
     pol.set_defaults(func=_cmd_policy)
-    bun = sub.add_parser("bundle", help="encoder.onnx + policy.onnx (z as input) for torch-free adaptation")
+    bun = sub.add_parser("bundle", help="encoder.onnx + policy.onnx (z, noise as inputs) for torch-free "
+                         "adaptation and exploration")
     bun.add_argument("--checkpoint", required=True, help="a training run folder (or its checkpoint file)")
     bun.add_argument("--config", required=True)
     bun.add_argument("--out", required=True, help="output folder")
+    bun.add_argument("--data", default="", help="the run's offline dataset: also write task_latents.json "
+                     "(per-task posteriors for the explorer's posterior_episodes)")
     bun.set_defaults(func=_cmd_bundle)
     chk = sub.add_parser("check", help="load and check an exported model, print its metadata")
     chk.add_argument("model")

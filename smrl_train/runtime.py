@@ -170,7 +170,7 @@ def _io_contract(info: ModelInfo) -> tuple[list[tuple[str, list[int | None]]], l
     if info.kind == KIND_ADAPTED:
         return [("obs", [None, obs])], policy_out
     if info.kind == KIND_LATENT:
-        return [("obs", [None, obs]), ("z", [None, lat])], policy_out
+        return [("obs", [None, obs]), ("z", [None, lat]), ("noise", [None, n])], policy_out
     return [("context", [None, None, obs + n + 1])], [("mean", [None, lat]), ("var", [None, lat])]
 
 
@@ -341,7 +341,8 @@ class PolicyRuntime:
 
 
 class LatentPolicyRuntime:
-    """The bundle's policy: ``act(obs (obs_dim,), z (L,)) -> (action (n,), targets (n,))``."""
+    """The bundle's policy: ``act(obs (obs_dim,), z (L,), noise (n,) | None) -> (action (n,),
+    targets (n,))``; action = tanh(mean + std * noise), deterministic tanh(mean) without noise."""
 
     def __init__(self, path: str | Path, warmup: int = 20) -> None:
         self.model = load_model(path, KIND_LATENT)
@@ -349,13 +350,20 @@ class LatentPolicyRuntime:
         self._session = self.model.session
         self._obs = np.zeros((1, self.info.obs_dim), dtype=np.float32)
         self._z = np.zeros((1, self.info.latent_dim), dtype=np.float32)
+        self._zero_noise = np.zeros((1, self.info.n_joints), dtype=np.float32)
+        self._noise = np.zeros((1, self.info.n_joints), dtype=np.float32)
         for _ in range(warmup):
             self.act(self._obs[0], self._z[0])
 
-    def act(self, obs: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def act(self, obs: np.ndarray, z: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         self._obs[0] = obs
         self._z[0] = z
-        action, targets = self._session.run(["action", "joint_targets"], {"obs": self._obs, "z": self._z})
+        feed_noise = self._zero_noise
+        if noise is not None:
+            self._noise[0] = noise
+            feed_noise = self._noise
+        action, targets = self._session.run(["action", "joint_targets"],
+                                            {"obs": self._obs, "z": self._z, "noise": feed_noise})
         return action[0], targets[0].astype(np.float64)
 
 
@@ -388,19 +396,24 @@ def bake_latent(latent_policy: str | Path, z: np.ndarray, out: str | Path) -> Pa
     if z.shape != (info.latent_dim,) or not np.all(np.isfinite(z)):
         raise ValueError(f"z must be {info.latent_dim} finite values, got {z}")
     graph = model.graph
-    z_input = next(v for v in graph.input if v.name == "z")
-    graph.input.remove(z_input)
+    for name in ("z", "noise"):
+        graph.input.remove(next(v for v in graph.input if v.name == name))
     graph.initializer.extend([
         onnx.numpy_helper.from_array(z[None], "smrl_z_value"),
+        onnx.numpy_helper.from_array(np.zeros((1, info.n_joints), np.float32), "smrl_noise_value"),
         onnx.numpy_helper.from_array(np.array([0], dtype=np.int64), "smrl_z_axis0"),
         onnx.numpy_helper.from_array(np.array([info.latent_dim], dtype=np.int64), "smrl_z_width"),
+        onnx.numpy_helper.from_array(np.array([info.n_joints], dtype=np.int64), "smrl_noise_width"),
     ])
-    # z = Expand(z_value, [batch(obs), L]): the graph keeps its dynamic batch axis.
+    # z = Expand(z_value, [batch(obs), L]) and noise = 0 (the deterministic policy) likewise:
+    # the graph keeps its dynamic batch axis.
     nodes = [
         helper.make_node("Shape", ["obs"], ["smrl_obs_shape"]),
         helper.make_node("Gather", ["smrl_obs_shape", "smrl_z_axis0"], ["smrl_batch"], axis=0),
         helper.make_node("Concat", ["smrl_batch", "smrl_z_width"], ["smrl_z_shape"], axis=0),
         helper.make_node("Expand", ["smrl_z_value", "smrl_z_shape"], ["z"]),
+        helper.make_node("Concat", ["smrl_batch", "smrl_noise_width"], ["smrl_noise_shape"], axis=0),
+        helper.make_node("Expand", ["smrl_noise_value", "smrl_noise_shape"], ["noise"]),
     ]
     for i, node in enumerate(nodes):
         graph.node.insert(i, node)

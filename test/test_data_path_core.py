@@ -3,6 +3,7 @@ writer thread, executed actions, reward context, latent draws, recorded sources,
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -161,3 +162,29 @@ def test_exploration_follows_the_models_latent_schedule(setup) -> None:
     assert np.all(steps == steps[0])  # one z for the whole episode
     explorer.begin_episode(episode_rng(0, 1, 3))
     assert not np.array_equal(explorer.act(obs)[0], steps[0])  # a new episode draws a new z
+
+
+def test_task_latents_round_trip_and_bad_files_name_the_problem(tmp_path: Path) -> None:
+    from smrl_train.task_latents import TaskLatents, TaskLatentsError
+
+    mean = {3: np.arange(10, dtype=np.float32).reshape(2, 5), 7: -np.ones((2, 5), np.float32)}
+    var = {t: np.full((2, 5), 0.25, np.float32) for t in mean}
+    path = tmp_path / "task_latents.json"
+    TaskLatents(5, mean, var, {"per_task": 2}).save(path)
+    back = TaskLatents.load(path)
+    m, v = back.for_episode(3, 5)  # episode 5 of task 3 takes its posterior 5 % 2 = 1
+    assert np.array_equal(m, mean[3][1]) and np.array_equal(v, var[3][1]) and back.info == {"per_task": 2}
+    with pytest.raises(TaskLatentsError, match="no posterior for task 4"):
+        back.for_episode(4, 0)
+    with pytest.raises(TaskLatentsError, match="not found"):
+        TaskLatents.load(tmp_path / "missing.json")
+    good = json.loads(path.read_text())
+    for breakage, message in ((lambda d: d.update(latent_dim="5"), "'latent_dim' must be a positive integer"),
+                              (lambda d: d["tasks"]["3"].update(var=[[0.0] * 5] * 2), r"tasks\.3: .*variances > 0"),
+                              (lambda d: d["tasks"]["7"].update(mean=[[1.0] * 4] * 2), r"tasks\.7: mean and var"),
+                              (lambda d: d.update(kind="other"), "not a task-latents file")):
+        data = json.loads(json.dumps(good))
+        breakage(data)
+        path.write_text(json.dumps(data))
+        with pytest.raises(TaskLatentsError, match=message):
+            TaskLatents.load(path)

@@ -32,10 +32,15 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
         assert [r["task"] for r in rows] == [0, 1] and all(len(r["exploration_returns"]) == 2 for r in rows)
         assert Path(rows[0]["model"]).is_file()
         assert summary["adaptation"][m]["timing"]["windows"] > 0  # the controller ran and reported timing
-    for r in range(2):  # 3 training tasks x 1 episode per round
+    for r in range(2):  # 3 training tasks x (1 explore + 1 prior + 1 posterior episode) per round
         rec = EpisodeStore.open(tmp_path / "recordings" / f"round{r}")
-        assert rec.manifest["reward_labelled"] is False and len(rec.episode_paths()) == 3
-    assert summary["collection"]["episodes"] == 6 and len(summary["collection"]["rounds"]) == 2
+        kinds = [rec.read_episode(p).meta["kind"] for p in rec.episode_paths()]
+        assert rec.manifest["reward_labelled"] is False and kinds == ["explore", "prior", "posterior"] * 3
+    # Every bundle the explorer collected with carried the task posteriors it needs.
+    for run in ("offline_only", "smac"):
+        assert (tmp_path / "runs" / run / "bundle" / "task_latents.json").is_file()
+    assert summary["collection"]["episodes"] == 18 and len(summary["collection"]["rounds"]) == 2
+    assert summary["collection"]["kinds"] == {"explore": 6, "prior": 6, "posterior": 6}
     from smrl_train.smac.checkpoint import read_meta
 
     meta = read_meta(tmp_path / "runs" / "smac")
@@ -44,3 +49,23 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
     report = (tmp_path / "report" / "report.md").read_text()
     assert "offline_only" in report and "smac" in report and "Loop timing" in report
     assert (tmp_path / "report" / "demo.png").stat().st_size > 0
+
+
+def test_verdict_needs_the_in_process_difference_above_two_standard_errors_and_the_deployed_sign() -> None:
+    from smrl_ros.demo import verdict
+
+    def method(deployed: list[float], per_task: list[float]) -> dict:
+        return {"deployed_return": deployed, "deployed_return_mean": sum(deployed) / len(deployed),
+                "success_rate": 0.0, "in_process": {"final_return": sum(per_task) / len(per_task),
+                                                    "success_rate": 0.0, "per_task": per_task}}
+
+    base = [-40.0, -35.0, -50.0, -45.0, -30.0, -42.0]
+    offline = method(base, base)
+    clear = method([v + 3 for v in base], [v + 4 + 0.5 * (i % 2) for i, v in enumerate(base)])
+    assert "+4.25, paired standard error 0.11" in verdict({"offline_only": offline, "smac": clear})
+    assert verdict({"offline_only": offline, "smac": clear}).endswith("above offline-only on the held-out tasks "
+                                                                       "at this budget.")
+    noisy = method([v + 3 for v in base], [v + (8 if i % 2 else -6) for i, v in enumerate(base)])
+    assert "does not show SMAC clearly above" in verdict({"offline_only": offline, "smac": noisy})
+    deployed_worse = method([v - 1 for v in base], [v + 4 for v in base])
+    assert "does not show SMAC clearly above" in verdict({"offline_only": offline, "smac": deployed_worse})

@@ -98,6 +98,18 @@ def test_bundle_matches_torch_and_bakes_into_the_same_adapted_policy(setup, tmp_
         action, targets = latent.act(obs[i], z)
         assert np.max(np.abs(action - want[0][i].numpy())) <= 1e-5
         assert np.max(np.abs(targets - want[1][i].numpy())) <= 1e-5
+    # With noise: a sample of the tanh-Gaussian policy, tanh(mean + std * noise), as SMAC
+    # collects; its targets from the same head (q + action * max_step, within the limits).
+    noise = rng.normal(size=(20, spec.n_joints)).astype(np.float32)
+    with torch.no_grad():
+        m, log_std = nets.policy(torch.from_numpy(obs), torch.from_numpy(np.repeat(z[None], 20, 0)))
+        sampled = torch.tanh(m + log_std.exp() * torch.from_numpy(noise)).numpy()
+    for i in range(20):
+        action, targets = latent.act(obs[i], z, noise[i])
+        assert np.max(np.abs(action - sampled[i])) <= 1e-5
+        want_targets = np.clip(obs[i, :spec.n_joints] + sampled[i] * spec.max_step, spec.lower, spec.upper)
+        assert np.max(np.abs(targets - want_targets)) <= 1e-4
+    assert np.max(np.abs(sampled - want[0].numpy())) > 1e-3  # the noise did change the actions
     # Torch-free adaptation: bake the inferred z into an adapted policy.
     baked = PolicyRuntime(bake_latent(tmp_path / "bundle" / "policy.onnx", z, tmp_path / "baked.onnx"))
     assert baked.info.kind == "adapted_policy" and baked.info.z == pytest.approx(tuple(z.tolist()))
@@ -152,3 +164,18 @@ def test_cli_exports_a_training_run(tmp_path: Path, capsys) -> None:
     info = PolicyRuntime(tmp_path / "p.onnx").info
     assert info.z == pytest.approx((0.1, 0.2, -0.3, 0.0, 0.5))
     assert (tmp_path / "bundle" / "encoder.onnx").is_file() and (tmp_path / "bundle" / "policy.onnx").is_file()
+    assert not (tmp_path / "bundle" / "task_latents.json").exists()  # no --data: no offline contexts
+    # With the offline data: per-task posteriors for posterior-z exploration, reproducibly.
+    from smrl_train.data.generate import generate_dataset
+    from smrl_train.task_latents import TaskLatents
+
+    generate_dataset(small_config("reach", n_train=3, n_test=1, episode_length=20), tmp_path / "data", progress=False)
+    for out in ("b1", "b2"):
+        assert main(["export", "bundle", "--checkpoint", str(run), "--config", str(CONFIGS["reach"]),
+                     "--data", str(tmp_path / "data"), "--out", str(tmp_path / out)]) == 0
+    assert "task_latents.json" in capsys.readouterr().out
+    latents = TaskLatents.load(tmp_path / "b1" / "task_latents.json")
+    assert sorted(latents.mean) == [0, 1, 2] and latents.latent_dim == cfg.network.latent_dim
+    assert all(m.shape == (4, latents.latent_dim) and np.all(latents.var[t] > 0) for t, m in latents.mean.items())
+    assert not np.allclose(latents.mean[0], latents.mean[1])  # each task's own context
+    assert (tmp_path / "b1" / "task_latents.json").read_text() == (tmp_path / "b2" / "task_latents.json").read_text()

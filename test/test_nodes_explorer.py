@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -174,6 +175,61 @@ def test_sigterm_mid_episode_saves_it_truncated_and_exits_0(assets, tmp_path: Pa
     last = s.read_episode(s.episode_paths()[-1])
     assert last.meta["interrupted"] and 0 < len(last) < 400 and lengths[:-1] == [400] * (len(lengths) - 1)
     assert s.stale_temp_files() == []
+
+
+def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(assets, tmp_path: Path) -> None:
+    """episodes_per_task 3 with prior_episodes 1 and posterior_episodes 1: per task one explore
+    episode (deterministic, prior z), one stochastic prior-z and one stochastic episode with z
+    from the task's posterior in task_latents.json. Replaying each episode's seeds through the
+    explorer logic reproduces every recorded action; the trainer's loader files the kinds apart."""
+    from smrl_train.exploration import LatentExplorer, episode_rng
+    from smrl_train.runtime import LatentPolicyRuntime
+    from smrl_train.task_latents import FILE_NAME, TaskLatents
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(assets["bundle"], bundle)
+    runtime = LatentPolicyRuntime(bundle / "policy.onnx")
+    dim = runtime.info.latent_dim
+    means = {0: np.full((2, dim), 1.5, np.float32), 2: np.full((2, dim), -1.5, np.float32)}
+    variances = {t: np.full((2, dim), 0.01, np.float32) for t in means}
+    TaskLatents(dim, means, variances).save(bundle / FILE_NAME)
+    store = tmp_path / "store"
+    graph = explore_graph(str(bundle), str(store), explorer_parameters={
+        "dataset": str(assets["data"]), "tasks": [0, 2], "episodes_per_task": 3, "prior_episodes": 1,
+        "posterior_episodes": 1, "episode_length": 30, "seed": 5})
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
+        log = runner.log("smrl_explorer")
+    assert "then per task 1 stochastic prior-z episode(s); the last 1 of each task's episodes stochastic " \
+           "with z ~ its posterior, 2 tasks x 2 posterior(s)" in log
+    s = EpisodeStore.open(store)
+    episodes = [s.read_episode(p) for p in s.episode_paths()]
+    assert [(e.task_index, e.meta["kind"], e.meta["stochastic"]) for e in episodes] == [
+        (t, kind, kind != "explore") for t in (0, 2) for kind in ("explore", "prior", "posterior")]
+    explorer = LatentExplorer(runtime)
+    for e in episodes:
+        t, k = e.task_index, e.meta["episode_index"]
+        latent = (means[t][k % 2], variances[t][k % 2]) if e.meta["kind"] == "posterior" else (None, None)
+        replays = {}
+        for stochastic in (False, True):
+            explorer.begin_episode(episode_rng(5, t, k), *latent, stochastic=stochastic)
+            replays[stochastic] = np.stack([explorer.act(o)[0] for o in e.arrays["obs"]])
+        gap = {st: float(np.max(np.abs(r - e.arrays["action"]))) for st, r in replays.items()}
+        assert gap[e.meta["stochastic"]] < 1e-5 and gap[not e.meta["stochastic"]] > 1e-3, (e.meta["kind"], gap)
+    source = RecordedExplorationSource(load_recordings([store], EpisodeStore.open(assets["data"]).manifest))
+    assert source.remaining_by_kind() == {"explore": 2, "prior": 2, "posterior": 2}
+    plan = collection_plan([("prior", 3)], lambda kind: (None, None), (0,))
+    assert [t.kind for t in source.collect(2, plan, agent=None, with_rewards=False)] == ["explore", "prior",
+                                                                                          "posterior"]
+
+
+def test_posterior_episodes_without_task_latents_refuse_to_start(assets, tmp_path: Path) -> None:
+    graph = explore_graph(str(assets["bundle"]), str(tmp_path / "store"), explorer_parameters={
+        "dataset": str(assets["data"]), "tasks": [0], "episodes_per_task": 2, "posterior_episodes": 1})
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        assert runner.wait_exit("smrl_explorer", 30.0) == 2
+        log = runner.log("smrl_explorer")
+    assert "refusing to start" in log and "task_latents.json: not found" in log
 
 
 def test_real_arm_mode_homes_between_episodes_under_the_limits(assets, tmp_path: Path) -> None:

@@ -163,3 +163,28 @@ def test_pessimistic_labels_are_ensemble_mean_minus_k_std() -> None:
     # Without pessimism the label is the ensemble mean.
     plain = Labeller(enc, dec).label(obs, act, ctx, torch.Generator().manual_seed(9))
     np.testing.assert_allclose(plain, m.mean(0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buffer(offline_runs: dict,
+                                                                                     tmp_path) -> None:
+    from smrl_train.pipeline import RecordedExplorationSource, RecordedTaskArrays
+
+    problem = offline_runs["problem"]
+    kinds = ("explore", "posterior", "explore")
+    recorded = {}
+    for task, a in problem.offline.items():  # 3 episodes of 10 steps per toy task, rewards dropped
+        n = 10 * len(kinds)
+        recorded[task] = RecordedTaskArrays(a.obs[:n], a.action[:n], None, a.next_obs[:n], a.terminated[:n],
+                                            a.truncated[:n], (10,) * len(kinds), kinds)
+    source = RecordedExplorationSource(recorded)
+    assert source.remaining_by_kind() == {"explore": 2 * 4, "posterior": 1 * 4}
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+                       source=source, progress=False)
+    state, _ = read_checkpoint(run)
+    served = {t: kinds[:source.cursor[t]] for t in source.cursor}
+    assert sum(len(k) for k in served.values()) > 0
+    for row, t in enumerate(sorted(recorded)):
+        explore_rows = state["explore"][f"rows/{row}"].shape[0]
+        assert explore_rows == 10 * served[t].count("explore"), (t, served[t])
+    online = state["rl"]["size"] - state["rl"]["offline_size"]
+    assert online.tolist() == [10 * len(served[t]) for t in sorted(recorded)]

@@ -23,10 +23,18 @@ from smrl_train.data.recorder import EpisodeRecorder
 
 # Manifest keys a recording must share with the dataset it is trained with.
 SCHEMA_KEYS = ("family", "joint_names", "observation_layout", "obs_dim", "act_dim", "action", "control_hz")
-# What the exploration node records: deterministic policy, z ~ N(0, I) redrawn every
-# `resample_period` steps; exactly the meta-test's exploration episodes (and the improved
-# recipe's "explore" episodes), so the trainer files them as such.
+# The kinds of episode the exploration node records (each episode file's meta "kind"):
+# "explore": deterministic policy, z ~ N(0, I) redrawn every `resample_period` steps; exactly
+#   the meta-test's exploration episodes (and the improved recipe's "explore" episodes): they
+#   enter the trainer's RL buffer and its exploration-context buffer.
+# "prior": stochastic policy (tanh-Gaussian sample), z ~ N(0, I): SMAC's prior-z collection;
+#   RL buffer only.
+# "posterior": stochastic policy, z ~ the task's posterior from the trainer's offline context
+#   (task_latents.json): SMAC's posterior-z collection; RL buffer only.
 EPISODE_KIND = "explore"
+PRIOR_KIND = "prior"
+POSTERIOR_KIND = "posterior"
+EPISODE_KINDS = (EPISODE_KIND, PRIOR_KIND, POSTERIOR_KIND)
 
 
 def _max_step(values: Any) -> list[float]:

@@ -5,8 +5,8 @@
 Uses a finished ``make demo`` folder: its dataset, its offline run and the reward-free episodes
 ``smrl_explorer`` recorded over DDS on the sim bridge with the offline bundle in the demo's
 first round (``recordings/round0``). It records the
-same number of episodes per task in-process (:func:`smrl_train.exploration.collect_in_process`:
-same bundle, same latent schedule and seeds, the gym env instead of the bridge), then runs the
+same episodes per task in-process, kind by kind (:func:`smrl_train.exploration.collect_in_process`:
+same bundle, task posteriors, latent schedule and seeds, the gym env instead of the bridge), then runs the
 self-supervised phase from the same offline run on each recording, for each seed, and meta-tests
 every run on the held-out tasks. Prints final return and success per source and seed, and
 whether the two sources differ by more than the seed spread. Results go to ``--out``
@@ -40,29 +40,32 @@ def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     from smrl_train.envs import ArmTaskEnv
     from smrl_train.exploration import LatentExplorer, collect_in_process
     from smrl_train.runtime import LatentPolicyRuntime
+    from smrl_train.task_latents import FILE_NAME, TaskLatents
 
     ros = EpisodeStore.open(demo / "recordings" / "round0")
     if (out / "manifest.json").exists():
         return out
     cfg = load_config(config)
     data = EpisodeStore.open(demo / "data" / cfg.env.family)
-    policy = LatentPolicyRuntime(demo / "runs" / "offline_only" / "bundle" / "policy.onnx")
+    bundle = demo / "runs" / "offline_only" / "bundle"
+    policy = LatentPolicyRuntime(bundle / "policy.onnx")
     store = EpisodeStore.create(out, recording_manifest(policy.info, episode_length=cfg.env.episode_length,
                                                         generator={"name": "in-process twin"},
                                                         dataset_manifest=data.manifest))
-    counts: dict[int, int] = {}
+    kinds: dict[int, list[str]] = {}  # per task, the kind of each recorded episode, in order
     for path in ros.episode_paths():
-        t = ros.read_episode(path).task_index
-        counts[t] = counts.get(t, 0) + 1
+        ep = ros.read_episode(path)
+        kinds.setdefault(ep.task_index, []).append(ep.meta.get("kind", "explore"))
+    latents = TaskLatents.load(bundle / FILE_NAME) if any("posterior" in k for k in kinds.values()) else None
     env = ArmTaskEnv(cfg)
     explorer = LatentExplorer(policy)
     tasks = {t.index: t for t in data.tasks("train")}
     t0 = time.perf_counter()
     steps = 0
-    for task, n in sorted(counts.items()):
-        steps += collect_in_process(env, explorer, EpisodeRecorder(store, task), tasks[task], n, 0,
-                                    cfg.env.episode_length)
-    print(f"in-process recording: {sum(counts.values())} episodes, {steps} steps at "
+    for task, task_kinds in sorted(kinds.items()):
+        steps += collect_in_process(env, explorer, EpisodeRecorder(store, task), tasks[task], len(task_kinds), 0,
+                                    cfg.env.episode_length, kinds=task_kinds, latents=latents)
+    print(f"in-process recording: {sum(len(k) for k in kinds.values())} episodes, {steps} steps at "
           f"{steps / (time.perf_counter() - t0):.0f} steps/s")
     return out
 

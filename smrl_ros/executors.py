@@ -2,12 +2,13 @@
 
 rclpy's ``EventsExecutor`` (``rclpy.experimental``, ROS 2 Kilted and later) dispatches
 callbacks from C++ instead of rebuilding a wait set in Python on every wake-up. Measured here
-(``bench/collect.py``, ``bench/control_loop.py``, docs/results/deployment_bench.md) it cuts
-each DDS hop's executor overhead enough to matter at 500 Hz: lockstep collection 1285 -> ~1550
-steps/s, 100 Hz state-to-command p99 2.1 -> 1.9 ms. It is used wherever the installed rclpy
-has it; on Jazzy (no ``rclpy.experimental``) the nodes fall back to the
-``SingleThreadedExecutor``. ``SMRL_EXECUTOR=single`` forces the fallback, e.g. to rule the
-experimental executor out when chasing a bug.
+(``bench/collect.py``, interleaved A/B runs, docs/results/deployment_bench.md) lockstep
+collection through the sim bridge runs 26-35% faster with it (1206 / 1029 -> 1518 / 1394
+steps/s); the controller's state-to-command latency showed no consistent difference. It is used
+wherever the installed rclpy has it; on Jazzy (no ``rclpy.experimental``) the nodes fall back
+to the ``SingleThreadedExecutor``. ``SMRL_EXECUTOR=single`` forces the fallback, e.g. to rule
+the experimental executor out when chasing a bug. (It does not support guard conditions, and it
+logs exceptions raised in callbacks instead of propagating them: the nodes use neither.)
 """
 
 from __future__ import annotations

@@ -76,8 +76,9 @@ class ExplorerParams(DriverParams):
     dataset: str = params.param("", "the offline dataset the bundle was trained on: the recording copies its "
                                 "manifest (tasks, arm, config) after checking the schema; empty: the schema "
                                 "comes from the model's metadata")
-    tasks: tuple[int, ...] = params.param((), "training task indices to record, in order; empty: every training "
-                                          "task of the dataset (task 0 without one)")
+    tasks: tuple[int, ...] = params.param((), "training task indices to record, in order (a task listed n times "
+                                          "gets n x episodes_per_task); empty: every training task of the dataset "
+                                          "(task 0 without one)")
     episodes_per_task: int = params.param(1, "episodes each task should have in the store (those already there "
                                           "count, so a re-run finishes the job); 0: record the first task until "
                                           "stopped")
@@ -159,7 +160,11 @@ class ExplorerNode(Node):
             raise StartupError(str(exc)) from None
         self.p = p
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
-        self.tasks = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
+        listed = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
+        # A task listed n times gets n blocks of episodes_per_task (a trainer round that visits
+        # it n times wants n fresh blocks); the order is that of first mention.
+        self.tasks = tuple(dict.fromkeys(listed))
+        self.target = {t: p.episodes_per_task * listed.count(t) for t in self.tasks}
         if self.latents is not None:
             missing = [t for t in self.tasks if t not in self.latents.mean]
             if missing:
@@ -191,7 +196,7 @@ class ExplorerNode(Node):
         self.pub_status = self.create_publisher(String, "~/status", topics.LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
         self.create_timer(p.status_period_s, self._publish_status)
-        todo = sum(max(0, p.episodes_per_task - self.count[t]) for t in self.tasks)
+        todo = sum(max(0, self.target[t] - self.count[t]) for t in self.tasks)
         self.get_logger().info(
             f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, drawn "
             f"{describe_period(self.explorer.resample_period)}"
@@ -199,7 +204,8 @@ class ExplorerNode(Node):
             + (f"; the last {p.posterior_episodes} of each task's episodes stochastic with z ~ its posterior, "
                f"{task_latents.describe(self.latents)}" if self.latents is not None else "")
             + f") into {self.store.path}: tasks {list(self.tasks)}, "
-            + (f"{p.episodes_per_task} episode(s) each ({todo} to go)" if p.episodes_per_task else "until stopped")
+            + (f"{p.episodes_per_task} episode(s) each per listing ({todo} to go)" if p.episodes_per_task
+               else "until stopped")
             + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
     # -- the job ----------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ class ExplorerNode(Node):
         self._next_task()
 
     def _target_reached(self, task: int) -> bool:
-        return bool(self.p.episodes_per_task) and self.count[task] >= self.p.episodes_per_task
+        return bool(self.p.episodes_per_task) and self.count[task] >= self.target[task]
 
     def _next_task(self) -> None:
         """Move on to the next task that still needs episodes (cycling when recording forever)."""
@@ -263,12 +269,15 @@ class ExplorerNode(Node):
         self.driver.run(self.p.episode_length)
 
     def _episode_kind(self, episode_index: int) -> str:
-        """A task's episodes in order: explore ones, then ``prior_episodes``, then the last
-        ``posterior_episodes`` (recording forever: all explore)."""
-        first_prior = self.p.episodes_per_task - self.p.prior_episodes - self.p.posterior_episodes
-        if not self.p.episodes_per_task or episode_index < first_prior:
+        """Each block of ``episodes_per_task`` episodes of a task in order: explore ones, then
+        ``prior_episodes``, then the last ``posterior_episodes`` (recording forever: all explore)."""
+        if not self.p.episodes_per_task:
             return EPISODE_KIND
-        return PRIOR_KIND if episode_index < first_prior + self.p.prior_episodes else POSTERIOR_KIND
+        k = episode_index % self.p.episodes_per_task
+        first_prior = self.p.episodes_per_task - self.p.prior_episodes - self.p.posterior_episodes
+        if k < first_prior:
+            return EPISODE_KIND
+        return PRIOR_KIND if k < first_prior + self.p.prior_episodes else POSTERIOR_KIND
 
     def _on_transition(self, tr: Transition) -> None:
         assert self.recorder is not None

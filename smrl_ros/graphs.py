@@ -89,6 +89,9 @@ EXPLORE_ARGUMENTS = (
     LaunchArgument("config", DEFAULT_CONFIG, "smrl config of the sim bridge (arm, task family)"),
     LaunchArgument("tasks", "", "training task indices to record, e.g. [0, 1, 2] (empty: all of the dataset)"),
     LaunchArgument("episodes_per_task", "", "episodes each task should have in the store"),
+    LaunchArgument("prior_episodes", "", "of those, stochastic prior-z episodes (SMAC's collection)"),
+    LaunchArgument("posterior_episodes", "", "of those, stochastic posterior-z episodes (the bundle's "
+                   "task_latents.json)"),
     LaunchArgument("episode_length", "", "control steps per episode"),
     LaunchArgument("home", "", "real arm: home pose (rad, URDF order), e.g. [0.0, 0.3, 1.3, 1.2, 0.0]"),
     LaunchArgument("joint_states_topic", "", "joint state input (default /joint_states)"),
@@ -99,8 +102,8 @@ EXPLORE_ARGUMENTS = (
 
 def explore_from_arguments(values: Mapping[str, str]) -> GraphSpec:
     """``launch/explore.launch.py``'s graph from its (string) launch arguments."""
-    keys = ("dataset", "tasks", "episodes_per_task", "episode_length", "home", "joint_states_topic",
-            "command_topic", "urdf_path")
+    keys = ("dataset", "tasks", "episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length",
+            "home", "joint_states_topic", "command_topic", "urdf_path")
     extra = _drop_empty({k: parse_value(values.get(k, "")) for k in keys})
     return explore_graph(values["bundle"], values["store"], use_sim=as_bool(values.get("use_sim", "true")),
                          config=values.get("config") or DEFAULT_CONFIG, explorer_parameters=extra)

@@ -164,17 +164,26 @@ class RewardContext:
 
 def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: Any, episodes: int,
                        seed: int, episode_length: int, first_episode: int = 0,
-                       meta: dict[str, Any] | None = None) -> int:
+                       meta: dict[str, Any] | None = None, kinds: Sequence[str] | None = None,
+                       latents: Any = None) -> int:
     """Record ``episodes`` exploration episodes of ``task`` in the in-process env.
 
     The reference for the ROS path: same policy, same latent schedule, same recorder, with
-    ``env`` an :class:`smrl_train.envs.ArmTaskEnv` stepping the physics itself. Rewards are
-    never read. Returns the number of transitions written.
+    ``env`` an :class:`smrl_train.envs.ArmTaskEnv` stepping the physics itself. ``kinds``
+    gives each episode's kind (default all ``explore``): ``prior`` and ``posterior`` episodes
+    sample the stochastic policy, ``posterior`` ones with z from ``latents``
+    (:class:`smrl_train.task_latents.TaskLatents`), as the explorer node records them.
+    Rewards are never read. Returns the number of transitions written.
     """
     env.set_task(task)
     written = 0
-    for k in range(first_episode, first_episode + episodes):
-        explorer.begin_episode(episode_rng(seed, task.index, k))
+    for i, k in enumerate(range(first_episode, first_episode + episodes)):
+        kind = kinds[i] if kinds is not None else "explore"
+        rng = episode_rng(seed, task.index, k)
+        if kind == "posterior":
+            explorer.begin_episode(rng, *latents.for_episode(task.index, k), stochastic=True)
+        else:
+            explorer.begin_episode(rng, stochastic=kind != "explore")
         obs, _ = env.reset(seed=int(episode_rng(seed, task.index, k).integers(2**31)))
         for t in range(episode_length):
             action, _ = explorer.act(obs)
@@ -184,7 +193,8 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
             if terminated:
                 break
         written += recorder.steps_in_progress
-        recorder.finish(truncated=True, meta={**(meta or {}), "kind": "explore", "episode_seed": int(k)})
+        recorder.finish(truncated=True, meta={**(meta or {}), "kind": kind, "stochastic": kind != "explore",
+                                              "episode_seed": int(k)})
     return written
 
 

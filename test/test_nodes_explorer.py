@@ -178,9 +178,10 @@ def test_sigterm_mid_episode_saves_it_truncated_and_exits_0(assets, tmp_path: Pa
 
 
 def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(assets, tmp_path: Path) -> None:
-    """episodes_per_task 3 with prior_episodes 1 and posterior_episodes 1: per task one explore
-    episode (deterministic, prior z), one stochastic prior-z and one stochastic episode with z
-    from the task's posterior in task_latents.json. Replaying each episode's seeds through the
+    """episodes_per_task 3 with prior_episodes 1 and posterior_episodes 1: per task (and per
+    listing: task 0 is listed twice) one explore episode (deterministic, prior z), one
+    stochastic prior-z and one stochastic episode with z from the task's posterior in
+    task_latents.json. Replaying each episode's seeds through the
     explorer logic reproduces every recorded action; the trainer's loader files the kinds apart."""
     from smrl_train.exploration import LatentExplorer, episode_rng
     from smrl_train.runtime import LatentPolicyRuntime
@@ -195,8 +196,8 @@ def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(asse
     TaskLatents(dim, means, variances).save(bundle / FILE_NAME)
     store = tmp_path / "store"
     graph = explore_graph(str(bundle), str(store), explorer_parameters={
-        "dataset": str(assets["data"]), "tasks": [0, 2], "episodes_per_task": 3, "prior_episodes": 1,
-        "posterior_episodes": 1, "episode_length": 30, "seed": 5})
+        "dataset": str(assets["data"]), "tasks": [0, 2, 0], "episodes_per_task": 3, "prior_episodes": 1,
+        "posterior_episodes": 1, "episode_length": 30, "seed": 5})  # task 0 listed twice: two blocks
     with ros_graph(graph, tmp_path) as (runner, probe):
         assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
         log = runner.log("smrl_explorer")
@@ -205,7 +206,7 @@ def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(asse
     s = EpisodeStore.open(store)
     episodes = [s.read_episode(p) for p in s.episode_paths()]
     assert [(e.task_index, e.meta["kind"], e.meta["stochastic"]) for e in episodes] == [
-        (t, kind, kind != "explore") for t in (0, 2) for kind in ("explore", "prior", "posterior")]
+        (t, kind, kind != "explore") for t in (0, 0, 2) for kind in ("explore", "prior", "posterior")]
     explorer = LatentExplorer(runtime)
     for e in episodes:
         t, k = e.task_index, e.meta["episode_index"]
@@ -217,7 +218,7 @@ def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(asse
         gap = {st: float(np.max(np.abs(r - e.arrays["action"]))) for st, r in replays.items()}
         assert gap[e.meta["stochastic"]] < 1e-5 and gap[not e.meta["stochastic"]] > 1e-3, (e.meta["kind"], gap)
     source = RecordedExplorationSource(load_recordings([store], EpisodeStore.open(assets["data"]).manifest))
-    assert source.remaining_by_kind() == {"explore": 2, "prior": 2, "posterior": 2}
+    assert source.remaining_by_kind() == {"explore": 3, "prior": 3, "posterior": 3}
     plan = collection_plan([("prior", 3)], lambda kind: (None, None), (0,))
     assert [t.kind for t in source.collect(2, plan, agent=None, with_rewards=False)] == ["explore", "prior",
                                                                                           "posterior"]
@@ -268,18 +269,29 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
     data["arm"]["urdf"] = str(base.urdf_path())
     config = tmp_path / "reach_still.yaml"
     config.write_text(yaml.safe_dump(data))
-    length, episodes = 40, 2
+    from smrl_train.task_latents import FILE_NAME, TaskLatents
+
+    # One episode of each kind: deterministic prior-z, stochastic prior-z, stochastic posterior-z.
+    bundle = tmp_path / "bundle"
+    shutil.copytree(assets["bundle"], bundle)
+    policy = LatentPolicyRuntime(bundle / "policy.onnx")
+    dim = policy.info.latent_dim
+    latents = TaskLatents(dim, {3: np.full((1, dim), 0.7, np.float32)}, {3: np.full((1, dim), 0.2, np.float32)})
+    latents.save(bundle / FILE_NAME)
+    length, kinds = 40, ["explore", "prior", "posterior"]
+    episodes = len(kinds)
     ros_store = tmp_path / "ros"
-    graph = explore_graph(str(assets["bundle"]), str(ros_store), config=str(config), explorer_parameters={
-        "tasks": [3], "episodes_per_task": episodes, "episode_length": length, "seed": 7})
+    graph = explore_graph(str(bundle), str(ros_store), config=str(config), explorer_parameters={
+        "tasks": [3], "episodes_per_task": episodes, "prior_episodes": 1, "posterior_episodes": 1,
+        "episode_length": length, "seed": 7})
     with ros_graph(graph, tmp_path) as (runner, _probe):
         assert runner.wait_exit("smrl_explorer", 60.0) == 0
-    policy = LatentPolicyRuntime(assets["bundle"] / "policy.onnx")
     local = EpisodeStore.create(tmp_path / "local", recording_manifest(policy.info, episode_length=length,
                                                                        generator={"name": "in-process"}))
     env = ArmTaskEnv(cfg)
     task = env.sample_tasks(4, cfg.tasks.seed)[3]
-    collect_in_process(env, LatentExplorer(policy), EpisodeRecorder(local, 3), task, episodes, 7, length)
+    collect_in_process(env, LatentExplorer(policy), EpisodeRecorder(local, 3), task, episodes, 7, length,
+                       kinds=kinds, latents=latents)
     ros, mine = load_task_arrays(ros_store)[3], load_task_arrays(tmp_path / "local")[3]
     assert len(ros) == len(mine) == episodes * length
     for name in ("obs", "action", "next_obs"):

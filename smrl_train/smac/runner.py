@@ -239,6 +239,25 @@ def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, 
     return OnlineState(trainer, labeller, rl, explore, sampler)
 
 
+def iteration_tasks(cfg: SmacConfig, train_ids: Sequence[int], iteration: int) -> list[int]:
+    """The training tasks online iteration ``iteration`` collects on and trains with: a fixed
+    function of (seed, iteration), so a robot can record for them before the trainer asks."""
+    rng = np.random.default_rng(derived_seed(cfg.seed, _COLLECT_STREAM, iteration))
+    ids = np.asarray(sorted(train_ids))
+    return rng.choice(ids, size=min(cfg.online.tasks_per_iteration, len(ids)), replace=False).tolist()
+
+
+def collection_visits(cfg: SmacConfig, train_ids: Sequence[int], first: int, stop: int) -> dict[int, int]:
+    """How often each training task is visited by online iterations ``first`` to ``stop - 1``:
+    what a robot should record for the next collect-then-train round (``prior_episodes +
+    posterior_episodes + explore_episodes`` per visit)."""
+    visits: dict[int, int] = {}
+    for it in range(first, stop):
+        for t in iteration_tasks(cfg, train_ids, it):
+            visits[t] = visits.get(t, 0) + 1
+    return dict(sorted(visits.items()))
+
+
 @torch.no_grad()
 def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: SmacConfig,
                       train_ids: Sequence[int]) -> dict[str, float]:
@@ -250,14 +269,13 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
     offline context, once per trajectory (``decoder``), or the env's (``true``, the oracle).
     """
     on, it = cfg.online, st.iteration
-    rng = np.random.default_rng(derived_seed(cfg.seed, _COLLECT_STREAM, it))
-    tasks = rng.choice(np.asarray(train_ids), size=min(on.tasks_per_iteration, len(train_ids)), replace=False)
+    tasks = iteration_tasks(cfg, train_ids, it)
     nets = st.trainer.nets
     prior = (torch.zeros(1, nets.latent_dim), torch.ones(1, nets.latent_dim))
     agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), deterministic=False)
     label_gen = seeded_generator(cfg.seed, _LABEL_STREAM, it)
     counts = {"transitions": 0.0, "episodes": 0.0}
-    for tid in tasks.tolist():
+    for tid in tasks:
         row = torch.tensor([st.rl.row_of[tid]])
 
         def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:

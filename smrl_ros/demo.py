@@ -188,9 +188,9 @@ def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: li
 
 
 def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: Budget, cfg: SmrlConfig,
-                  logs: Path, tasks: Sequence[int] = ()) -> dict[str, Any]:
+                  logs: Path, tasks: Sequence[int] = (), seed: int = 0) -> dict[str, Any]:
     graph = explore_graph(str(bundle), str(store), config=str(config), explorer_parameters={
-        "dataset": str(data), **({"tasks": [int(t) for t in tasks]} if tasks else {}),
+        "dataset": str(data), **({"tasks": [int(t) for t in tasks]} if tasks else {}), "seed": seed,
         "prior_episodes": budget.prior_episodes_per_task,
         "posterior_episodes": budget.posterior_episodes_per_task,
         "episodes_per_task": (budget.explore_episodes_per_task + budget.prior_episodes_per_task
@@ -245,7 +245,9 @@ def stage_self_supervised(config: Path, data: Path, runs: Path, rec: Path, budge
         with Stage(f"explore_{r}", f"3.{r + 1} reward-free collection by smrl_explorer on the sim bridge (lockstep, "
                                    f"over DDS) with {bundle.parent.name}'s bundle, round {r + 1}/{len(ends)}: "
                                    f"{len(tasks)} task visits of iterations {(ends[r - 1] if r else 0) + 1}-{until}"):
-            c = stage_explore(config, bundle, data, store, budget, cfg, logs / f"explore_{r}", tasks)
+            # Each round's store numbers its episodes from 0: a seed per round keeps the rounds'
+            # start states, latents and action noise from repeating.
+            c = stage_explore(config, bundle, data, store, budget, cfg, logs / f"explore_{r}", tasks, seed=r)
             print(f"   recorded {c['episodes']} episodes ({c['steps']} steps) at {c['steps_per_s']:.0f} steps/s",
                   flush=True)
         rounds.append(c)

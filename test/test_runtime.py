@@ -159,7 +159,8 @@ def test_compatibility_errors_name_each_mismatch(good: Path) -> None:
 
 def test_robot_side_modules_never_import_torch_or_mujoco() -> None:
     code = ("import sys\n"
-            "import smrl_train.runtime, smrl_train.safety, smrl_train.control, smrl_ros.controller_node\n"
+            "import smrl_train.runtime, smrl_train.safety, smrl_train.control, smrl_train.task_latents\n"
+            "import smrl_train.exploration, smrl_ros.controller_node, smrl_ros.explorer_node, smrl_ros.adapter_node\n"
             "print(','.join(sorted(m for m in ('torch', 'mujoco', 'gymnasium') if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "", f"robot-side imports pulled in: {out.stdout}"

@@ -37,6 +37,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,9 +206,7 @@ def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: B
 
     s = EpisodeStore.open(store)
     episodes = [s.read_episode(p) for p in s.episode_paths()]
-    kinds: dict[str, int] = {}
-    for e in episodes:
-        kinds[e.meta["kind"]] = kinds.get(e.meta["kind"], 0) + 1
+    kinds = dict(Counter(e.meta["kind"] for e in episodes))
     rate = _explorer_rate(status_line[-1]) if status_line else float("nan")
     return {"episodes": len(episodes), "steps": sum(len(e) for e in episodes), "kinds": kinds,
             "steps_per_s": rate, "wall_s": wall}
@@ -258,10 +257,7 @@ def stage_self_supervised(config: Path, data: Path, runs: Path, rec: Path, budge
                         online_until=until, evaluate=budget.evaluate and r == len(ends) - 1)
         bundle = runs / "smac" / "bundle"
     rates = [c["steps_per_s"] for c in rounds if np.isfinite(c["steps_per_s"])]
-    kinds: dict[str, int] = {}
-    for c in rounds:
-        for k, n in c.get("kinds", {}).items():
-            kinds[k] = kinds.get(k, 0) + n
+    kinds = dict(sum((Counter(c.get("kinds", {})) for c in rounds), Counter()))
     return {"episodes": sum(c["episodes"] for c in rounds), "steps": sum(c["steps"] for c in rounds), "kinds": kinds,
             "steps_per_s": float(np.median(rates)) if rates else float("nan"),
             "wall_s": sum(c["wall_s"] for c in rounds), "rounds": rounds}

@@ -255,13 +255,8 @@ class ExplorerNode(Node):
         assert self.task is not None
         self.recorder = EpisodeRecorder(self.store, self.task)
         k = self.count[self.task]
-        rng = episode_rng(self.p.seed, self.task, k)
-        kind = self._episode_kind(k)
-        if kind == POSTERIOR_KIND:
-            assert self.latents is not None
-            self.explorer.begin_episode(rng, *self.latents.for_episode(self.task, k), stochastic=True)
-        else:
-            self.explorer.begin_episode(rng, stochastic=kind != EPISODE_KIND)
+        self.explorer.begin_kind(self._episode_kind(k), episode_rng(self.p.seed, self.task, k), self.task, k,
+                                 self.latents)
         self.state = "recording"
         self._episode_t0 = time.monotonic()
         if self.t_start is None:

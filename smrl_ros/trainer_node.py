@@ -37,8 +37,8 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from smrl_ros import params, topics
-from smrl_ros.executors import make_executor
 from smrl_ros.arm_driver import resolve_path
+from smrl_ros.executors import make_executor
 from smrl_ros.node_main import EXIT_STARTUP_REFUSED, StartupError
 
 PHASES = ("offline", "online")

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from smrl_train.data.reward_free import EPISODE_KIND, POSTERIOR_KIND
 from smrl_train.latent_schedule import LatentSchedule
 
 
@@ -94,6 +95,17 @@ class LatentExplorer:
         # A child stream (spawning draws nothing from rng): the z draws of an episode are the
         # same whether or not its actions are sampled.
         self.noise_rng = rng.spawn(1)[0] if stochastic else None
+
+    def begin_kind(self, kind: str, rng: np.random.Generator, task_index: int = 0, episode_index: int = 0,
+                   latents: Any = None) -> None:
+        """Start an episode of a recorded kind (:data:`smrl_train.data.reward_free.EPISODE_KINDS`):
+        ``explore`` deterministic with prior z, ``prior`` stochastic with prior z, ``posterior``
+        stochastic with z from the task's posterior in ``latents`` (a
+        :class:`smrl_train.task_latents.TaskLatents`, taken in turn by ``episode_index``)."""
+        if kind == POSTERIOR_KIND:
+            self.begin_episode(rng, *latents.for_episode(task_index, episode_index), stochastic=True)
+        else:
+            self.begin_episode(rng, stochastic=kind != EPISODE_KIND)
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """obs (O,) -> normalised action (A,) and absolute joint targets (A,) for this step."""
@@ -178,12 +190,8 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
     env.set_task(task)
     written = 0
     for i, k in enumerate(range(first_episode, first_episode + episodes)):
-        kind = kinds[i] if kinds is not None else "explore"
-        rng = episode_rng(seed, task.index, k)
-        if kind == "posterior":
-            explorer.begin_episode(rng, *latents.for_episode(task.index, k), stochastic=True)
-        else:
-            explorer.begin_episode(rng, stochastic=kind != "explore")
+        kind = kinds[i] if kinds is not None else EPISODE_KIND
+        explorer.begin_kind(kind, episode_rng(seed, task.index, k), task.index, k, latents)
         obs, _ = env.reset(seed=int(episode_rng(seed, task.index, k).integers(2**31)))
         for t in range(episode_length):
             action, _ = explorer.act(obs)
@@ -193,7 +201,7 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
             if terminated:
                 break
         written += recorder.steps_in_progress
-        recorder.finish(truncated=True, meta={**(meta or {}), "kind": kind, "stochastic": kind != "explore",
+        recorder.finish(truncated=True, meta={**(meta or {}), "kind": kind, "stochastic": kind != EPISODE_KIND,
                                               "episode_seed": int(k)})
     return written
 

@@ -20,6 +20,7 @@ A bundle folder holds::
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,9 @@ class RecordedExplorationSource(StoredEpisodeSource):
     Each episode is served with the kind it was recorded as: ``explore`` episodes
     (deterministic, prior z: the improved recipe's ``explore`` kind) enter the task's RL buffer
     and its exploration-context buffer; ``prior`` and ``posterior`` episodes (stochastic policy,
-    z from the prior or the task's posterior) enter the RL buffer only, as SMAC's do. Each episode is used once, in
-    order, as :class:`StoredEpisodeSource` does; rewards are never read (the recordings have none).
+    z from the prior or the task's posterior) enter the RL buffer only, as SMAC's do. Each
+    episode is used once, in order, as :class:`StoredEpisodeSource` does; rewards are never read
+    (the recordings have none).
     """
 
     def __init__(self, arrays: Mapping[int, Any]) -> None:
@@ -139,11 +141,7 @@ class RecordedExplorationSource(StoredEpisodeSource):
 
     def remaining_by_kind(self) -> dict[str, int]:
         """Episodes not served yet, by kind."""
-        out: dict[str, int] = {}
-        for t, kinds in self.kinds.items():
-            for kind in kinds[self.cursor[t]:]:
-                out[kind] = out.get(kind, 0) + 1
-        return out
+        return dict(Counter(kind for t, kinds in self.kinds.items() for kind in kinds[self.cursor[t]:]))
 
 
 def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, Any]) -> dict[int, RecordedTaskArrays]:

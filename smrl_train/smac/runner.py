@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,10 +252,7 @@ def collection_visits(cfg: SmacConfig, train_ids: Sequence[int], first: int, sto
     """How often each training task is visited by online iterations ``first`` to ``stop - 1``:
     what a robot should record for the next collect-then-train round (``prior_episodes +
     posterior_episodes + explore_episodes`` per visit)."""
-    visits: dict[int, int] = {}
-    for it in range(first, stop):
-        for t in iteration_tasks(cfg, train_ids, it):
-            visits[t] = visits.get(t, 0) + 1
+    visits = Counter(t for it in range(first, stop) for t in iteration_tasks(cfg, train_ids, it))
     return dict(sorted(visits.items()))
 
 

@@ -13,11 +13,13 @@
    continuing the online run up to this round's share of its iterations; it exports the SMAC
    bundle, which the next round of 3 collects with (``rounds`` rounds of 3-4: SMAC collects
    with its current policy);
-5. **adaptation and deployment** on the held-out test tasks, for both bundles side by side
-   (one ROS domain each): the adapter (``smrl_adapter``) explores each task with rewards from
-   the sim bridge (realtime), infers z, writes the adapted policy and hot-loads it into the
-   controller (``smrl_controller``), which then runs it for one episode;
-6. **report** (``report/report.md``, ``report/demo.png``, ``report/summary.json``): per
+5. **in-process meta-test** (``smrl eval``) of both runs on all held-out tasks, one process
+   per run side by side: the statistically stronger comparison (many runs per task);
+6. **adaptation and deployment** on the first held-out test tasks, for both bundles side by
+   side (one ROS domain each): the adapter (``smrl_adapter``) explores each task with rewards
+   from the sim bridge (realtime), infers z, writes the adapted policy and hot-loads it into
+   the controller (``smrl_controller``), which then runs it for one episode;
+7. **report** (``report/report.md``, ``report/demo.png``, ``report/summary.json``): per
    held-out task, offline-only vs SMAC: exploration returns, deployed return and success, the
    in-process meta-test of the same runs, the controller's loop timing, the collection rate
    and the wall time of every stage.
@@ -32,6 +34,7 @@ Stages whose results exist are not redone, so an interrupted demo continues wher
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -59,8 +62,8 @@ class Budget:
     """How big the demo is. ``smac`` overrides go to the training node (``section.key=value``)."""
 
     name: str
-    n_train: int | None  # None: the config's
-    n_test: int | None
+    n_train: int | None  # None: the config's (and likewise below)
+    n_test: int | None  # held-out tasks of the in-process meta-test; adapt_tasks of them are deployed
     episode_length: int | None
     episodes_per_behaviour: int | None
     smac: tuple[str, ...]
@@ -76,8 +79,9 @@ class Budget:
     # bundle, then continues the online run for its share of the iterations (SMAC collects with
     # its current policy; one round on the offline policy's episodes alone does not improve it).
     rounds: int
-    evaluate: bool  # in-process meta-test of each run too
+    evaluate: bool  # in-process meta-test of both runs on every held-out task (a stage of its own)
     threads: int = 1  # torch threads of the training node
+    seed: int = 0  # training seed of both runs (smac.seed) and of the explorer's rounds (--seed)
 
 
 BUDGETS = {
@@ -89,17 +93,20 @@ BUDGETS = {
     # in-process loop's plan per visit. In-process replicas of this ROS path (docs/algorithm.md
     # section 9) gained +2.8 and +5.9 over offline-only; with 1 prior + 1 posterior episode, or
     # explore episodes only, some runs lost (one collapsed).
-    # The in-process meta-test uses 16 runs per task: with 4, the same agent's score moves by ~4.
-    "demo": Budget("demo", None, None, None, None, ("online.eval_every=0", "eval.runs_per_task=16"),
+    # The in-process meta-test uses 16 runs per task (with 4, the same agent's score moves by
+    # ~4) on 40 held-out tasks, of which the first 10 are also adapted to and deployed over ROS
+    # (realtime, so 10 keep the demo short): per-task differences between the methods spread
+    # by ~12, so 10 tasks leave a standard error of ~4 on a difference of ~6.
+    "demo": Budget("demo", None, 40, None, None, ("online.eval_every=0", "eval.runs_per_task=16"),
                    explore_episodes_per_task=2, prior_episodes_per_task=2, posterior_episodes_per_task=3,
-                   adapt_tasks=None, evaluate=True, rounds=4),
+                   adapt_tasks=10, evaluate=True, rounds=4),
     # A smoke run of every stage in about a minute (tests).
-    "tiny": Budget("tiny", 3, 2, 30, 1, (
+    "tiny": Budget("tiny", 3, 3, 30, 1, (
         "network.encoder_hidden=[32]", "network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]",
         "network.decoder_hidden=[16]", "offline.steps=200", "offline.log_every=50", "offline.checkpoint_every=100",
         "online.iterations=2", "online.updates_per_iteration=40", "online.tasks_per_iteration=2",
         "online.eval_every=0", "eval.diagnostic_tasks=0"), explore_episodes_per_task=1, prior_episodes_per_task=1,
-        posterior_episodes_per_task=1, adapt_tasks=2, evaluate=False, rounds=2),
+        posterior_episodes_per_task=1, adapt_tasks=2, evaluate=True, rounds=2),
 }
 
 
@@ -151,17 +158,24 @@ def run_to_exit(graph: GraphSpec, node: str, log_dir: Path, timeout: float, quie
 
 
 def demo_config(base: Path, budget: Budget, out: Path) -> tuple[Path, SmrlConfig]:
-    """The family config of the budget: the base config as is, or a shrunk copy in ``out``."""
+    """The family config of the budget: the base config as is, or a copy in ``out`` with the
+    budget's task counts, episode length and offline episodes (where it sets them)."""
     cfg = load_config(base)
-    if budget.n_train is None:
+    changes = {"n_train": budget.n_train, "n_test": budget.n_test, "episode_length": budget.episode_length,
+               "episodes_per_behaviour": budget.episodes_per_behaviour}
+    if all(v is None for v in changes.values()):
         return base.resolve(), cfg
     data = to_dict(cfg)
     data.pop("root", None)
     data["arm"]["urdf"] = str(cfg.urdf_path())
-    data["tasks"].update(n_train=budget.n_train, n_test=budget.n_test)
-    data["env"]["episode_length"] = budget.episode_length
-    for b in data["data"]["behaviours"]:
-        b["episodes"] = budget.episodes_per_behaviour
+    for key in ("n_train", "n_test"):
+        if changes[key] is not None:
+            data["tasks"][key] = changes[key]
+    if budget.episode_length is not None:
+        data["env"]["episode_length"] = budget.episode_length
+    if budget.episodes_per_behaviour is not None:
+        for b in data["data"]["behaviours"]:
+            b["episodes"] = budget.episodes_per_behaviour
     path = out / f"{base.stem}_{budget.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -180,10 +194,10 @@ def stage_data(cfg: SmrlConfig, out: Path) -> dict[str, Any]:
 
 
 def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: list[str], logs: Path,
-                recordings: Sequence[Path] = (), online_until: int = 0, evaluate: bool | None = None) -> None:
+                recordings: Sequence[Path] = (), online_until: int = 0, evaluate: bool = False) -> None:
     graph = train_graph(str(data), config=str(config), run_dir=str(runs), phases=phases,
                         recordings=[str(r) for r in recordings], overrides=list(budget.smac),
-                        evaluate=budget.evaluate if evaluate is None else evaluate, threads=budget.threads,
+                        evaluate=evaluate, threads=budget.threads,
                         online_until=online_until)
     run_to_exit(graph, "smrl_trainer", logs, timeout=3600.0)
 
@@ -210,6 +224,50 @@ def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: B
     rate = _explorer_rate(status_line[-1]) if status_line else float("nan")
     return {"episodes": len(episodes), "steps": sum(len(e) for e in episodes), "kinds": kinds,
             "steps_per_s": rate, "wall_s": wall}
+
+
+def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, poll_s: float = 15.0) -> dict[str, Any]:
+    """The in-process meta-test (``smrl eval``) of every run on all held-out tasks of the
+    store, one single-threaded process per run side by side (each uses one core); writes each
+    run's ``eval.json`` and returns its test summary. Progress is polled from their logs."""
+    import subprocess
+
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for m in METHODS:
+        log = logs / f"meta_test_{m}.log"
+        with log.open("w") as f:
+            procs[m] = subprocess.Popen(
+                [sys.executable, "-m", "smrl_train.cli", "eval", "--config", str(config), "--data", str(data),
+                 "--run", str(runs / m), "--no-diagnostic", "--threads", "1"],
+                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        while any(p.poll() is None for p in procs.values()):
+            time.sleep(poll_s if all(p.poll() is None for p in procs.values()) else 1.0)
+            print("   meta-test: " + ", ".join(f"{m} {_tqdm_position(logs / f'meta_test_{m}.log')}" for m in procs),
+                  flush=True)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    results = {}
+    for m, p in procs.items():
+        if p.returncode != 0:
+            tail = (logs / f"meta_test_{m}.log").read_text().strip().splitlines()[-3:]
+            raise RuntimeError(f"the meta-test of {m} failed (exit {p.returncode}): " + " | ".join(tail))
+        results[m] = json.loads((runs / m / "eval.json").read_text())["test"]
+        print(f"   {m}: final return {results[m]['final_return']:.2f}, success "
+              f"{100 * results[m]['success_rate']:.0f}% on {len(results[m]['tasks'])} held-out tasks", flush=True)
+    return results
+
+
+def _tqdm_position(log: Path) -> str:
+    """``12/40 tasks`` from the last progress-bar update in a log (``starting`` before the first)."""
+    import re
+
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = re.findall(r"meta-test:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)", text)
+    return f"{found[-1][0]}/{found[-1][1]} tasks" if found else "starting"
 
 
 def round_ends(total: int, rounds: int) -> list[int]:
@@ -246,7 +304,8 @@ def stage_self_supervised(config: Path, data: Path, runs: Path, rec: Path, budge
                                    f"{len(tasks)} task visits of iterations {(ends[r - 1] if r else 0) + 1}-{until}"):
             # Each round's store numbers its episodes from 0: a seed per round keeps the rounds'
             # start states, latents and action noise from repeating.
-            c = stage_explore(config, bundle, data, store, budget, cfg, logs / f"explore_{r}", tasks, seed=r)
+            c = stage_explore(config, bundle, data, store, budget, cfg, logs / f"explore_{r}", tasks,
+                              seed=r + 1000 * budget.seed)
             print(f"   recorded {c['episodes']} episodes ({c['steps']} steps) at {c['steps_per_s']:.0f} steps/s",
                   flush=True)
         rounds.append(c)
@@ -254,7 +313,7 @@ def stage_self_supervised(config: Path, data: Path, runs: Path, rec: Path, budge
         with Stage(f"self_supervised_{r}", f"4.{r + 1} self-supervised phase (SMAC) by smrl_trainer on the "
                                            f"recordings so far, up to iteration {until}/{total}"):
             stage_train(config, data, runs, budget, ["online"], logs / f"train_online_{r}", recordings=stores,
-                        online_until=until, evaluate=budget.evaluate and r == len(ends) - 1)
+                        online_until=until)
         bundle = runs / "smac" / "bundle"
     rates = [c["steps_per_s"] for c in rounds if np.isfinite(c["steps_per_s"])]
     kinds = dict(sum((Counter(c.get("kinds", {})) for c in rounds), Counter()))
@@ -423,8 +482,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
 
     lines = [f"# smrl demo over ROS 2 ({summary['budget']} budget)", "",
              f"Reach family on `{summary['arm']}`; {summary['n_train']} train tasks, {len(tasks)} held-out test "
-             f"tasks adapted to over ROS. Command: `{summary['command']}`. Wall time {summary['wall_s'] / 60:.1f} min "
-             f"on {os.cpu_count()} cores.", "",
+             f"tasks adapted to over ROS{_meta_test_note(summary)}. Command: `{summary['command']}`. Wall time "
+             f"{summary['wall_s'] / 60:.1f} min on {os.cpu_count()} cores.", "",
              "Both bundles adapt with the paper's protocol on the sim bridge in realtime: 2 exploration episodes "
              "with z ~ N(0, I) (drawn as the model was trained: once per episode for the improved recipe) and "
              "rewards from `/reward`, the posterior mean baked into an "
@@ -477,6 +536,15 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
               "`docs/results/`."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def _meta_test_note(summary: Mapping[str, Any]) -> str:
+    ip = [m.get("in_process") for m in summary["methods"].values() if m.get("in_process")]
+    if not ip:
+        return ""
+    runs = summary.get("eval_runs_per_task")
+    return (f"; the in-process meta-test covers all {len(ip[0]['per_task'])} held-out tasks"
+            + (f" ({runs} runs each)" if runs else ""))
 
 
 def cpu_note(summary: Mapping[str, Any]) -> str:
@@ -562,10 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out", help="folder for everything the demo writes")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     parser.add_argument("--config", default="config/reach.yaml", help="the task family config")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (both runs and the explorer); the data and the tasks stay the config's")
     args = parser.parse_args(argv)
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     budget = BUDGETS[args.budget]
+    if args.seed:
+        budget = dataclasses.replace(budget, seed=args.seed, smac=(*budget.smac, f"seed={args.seed}"))
     out = Path(args.out).resolve()
     t_start = time.monotonic()
     Stage.times, Stage.load = {}, {}
@@ -579,15 +651,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Stage("offline", "2. offline meta-training by the training node (smrl_trainer)"):
         stage_train(config, data, runs, budget, ["offline"], logs / "train_offline")
     collection = stage_self_supervised(config, data, runs, rec, budget, cfg, logs)
+    if budget.evaluate:
+        with Stage("meta_test", f"5. in-process meta-test of both runs on all {cfg.tasks.n_test} held-out tasks "
+                                "(smrl eval, one process per run)"):
+            stage_meta_test(config, data, runs, logs / "meta_test")
     n_test = cfg.tasks.n_test if budget.adapt_tasks is None else min(budget.adapt_tasks, cfg.tasks.n_test)
     tasks = list(range(n_test))
-    with Stage("adapt_deploy", f"5. adaptation + deployment on {n_test} held-out tasks: adapter -> controller on "
+    with Stage("adapt_deploy", f"6. adaptation + deployment on {n_test} held-out tasks: adapter -> controller on "
                                "the sim bridge (realtime), offline-only and SMAC side by side"):
         adapt = stage_adapt({m: runs / m / "bundle" for m in METHODS}, config, cfg, tasks, out / "adapt")
-    with Stage("report", "6. report"):
+    with Stage("report", "7. report"):
+        from smrl_train.smac.problem import resolve_smac
+
         methods = summarise(adapt, runs)
         summary = {"budget": budget.name, "arm": Path(cfg.arm.urdf).stem,
-                   "n_train": cfg.tasks.n_train, "command": f"python -m smrl_ros.demo --budget {budget.name}",
+                   "n_train": cfg.tasks.n_train, "n_test": cfg.tasks.n_test,
+                   "eval_runs_per_task": resolve_smac(config, overrides=budget.smac).eval.runs_per_task,
+                   "command": f"python -m smrl_ros.demo --budget {budget.name}"
+                              + (f" --seed {budget.seed}" if budget.seed else ""), "seed": budget.seed,
                    "data": {k: data_summary[k] for k in ("episodes", "transitions")}, "collection": collection,
                    "adaptation": adapt, "methods": methods, "verdict": verdict(methods),
                    "stage_seconds": dict(Stage.times), "stage_load_average": dict(Stage.load),

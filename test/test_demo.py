@@ -20,7 +20,7 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
     out = capsys.readouterr().out
     for stage in ("1. offline dataset", "2. offline meta-training", "3.1 reward-free collection",
                   "4.1 self-supervised", "3.2 reward-free collection", "4.2 self-supervised",
-                  "5. adaptation + deployment", "6. report"):
+                  "5. in-process meta-test", "6. adaptation + deployment", "7. report"):
         assert stage in out, stage
     # Round 2 collects with the SMAC bundle round 1 exported, and the online run ends finished.
     assert "with smac's bundle, round 2/2" in out
@@ -32,6 +32,10 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
         assert [r["task"] for r in rows] == [0, 1] and all(len(r["exploration_returns"]) == 2 for r in rows)
         assert Path(rows[0]["model"]).is_file()
         assert summary["adaptation"][m]["timing"]["windows"] > 0  # the controller ran and reported timing
+        # The in-process meta-test covers every held-out task; the first 2 of the 3 are deployed.
+        assert [row["task"] for row in json.loads((tmp_path / "runs" / m / "eval.json").read_text())["test"]["tasks"]
+                ] == [0, 1, 2]
+        assert len(summary["methods"][m]["in_process"]["per_task"]) == 3
     # Each round records 1 explore + 1 prior + 1 posterior episode for each task visit of its
     # online iteration (2 of the 3 training tasks per iteration), as the trainer then asks.
     from smrl_train.smac.checkpoint import read_meta
@@ -77,3 +81,32 @@ def test_verdict_needs_the_in_process_difference_above_two_standard_errors_and_t
     assert "does not show SMAC clearly above" in verdict({"offline_only": offline, "smac": noisy})
     deployed_worse = method([v - 1 for v in base], [v + 4 for v in base])
     assert "does not show SMAC clearly above" in verdict({"offline_only": offline, "smac": deployed_worse})
+
+
+def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Path) -> None:
+    """The demo budget's config copy changes only the held-out task count: the first held-out
+    tasks (the ones deployed over ROS) stay the same goals, the training tasks are untouched."""
+    from smrl_ros.demo import BUDGETS, demo_config
+    from smrl_train.config import load_config
+    from smrl_train.envs import make_env
+    from smrl_train.tasks import split_tasks
+
+    base = Path(__file__).resolve().parent.parent / "config" / "reach.yaml"
+    path, cfg = demo_config(base, BUDGETS["demo"], tmp_path)
+    orig = load_config(base)
+    assert path.parent == tmp_path and cfg.tasks.n_test == 40 > BUDGETS["demo"].adapt_tasks == orig.tasks.n_test
+    assert (cfg.tasks.n_train, cfg.env, cfg.data) == (orig.tasks.n_train, orig.env, orig.data)
+    u = make_env(orig).unwrapped
+    train, test = split_tasks(u, orig.tasks.n_train, orig.tasks.n_test, orig.tasks.seed)
+    train40, test40 = split_tasks(u, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
+    assert [t.goal for t in train40] == [t.goal for t in train]
+    assert [t.goal for t in test40[:10]] == [t.goal for t in test]
+
+
+def test_meta_test_progress_is_read_from_the_progress_bar_in_a_log(tmp_path: Path) -> None:
+    from smrl_ros.demo import _tqdm_position
+
+    log = tmp_path / "eval.log"
+    assert _tqdm_position(log) == "starting"
+    log.write_text("loading\rmeta-test:   5%|5         | 2/40 [00:03<01:00]\rmeta-test:  30%|###       | 12/40 [00:20<00:45]")
+    assert _tqdm_position(log) == "12/40 tasks"

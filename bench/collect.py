@@ -7,7 +7,10 @@ bridge in ``lockstep`` mode as its own process, and this process as the collecto
 reward-free exploration node is: on every joint state it builds the observation robot-side
 (map by name, FK), draws a random action, and publishes the target ``q + a * max_step``;
 the bridge steps one control period per command and publishes the next state. The ratio
-ROS/in-process is the price of the bridge (target: >= 0.3). Run once with normal scheduling
+ROS/in-process is the price of the bridge (target: >= 0.3). The floor row replaces the bridge
+by a node that answers each command with a state at once (``bench/helpers/state_echo_node.py``):
+a lockstep step can be no faster than that round trip plus the in-process step, which bounds the
+ratio on this machine. Run once with normal scheduling
 and once with SCHED_FIFO (``realtime_priority``) for both processes and the baseline: on a
 loaded machine each DDS hop's wake-up waits for a core, and the ping-pong of lockstep pays two.
 """
@@ -44,13 +47,16 @@ def env_rate(config: str, seconds: float) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def ros_rate(config: str, seconds: float, priority: int) -> tuple[float, int]:
+def ros_rate(config: str, seconds: float, priority: int, floor: bool = False) -> tuple[float, int]:
+    """Lockstep steps/s of this process as the collector against the sim bridge, or (``floor``)
+    against ``bench/helpers/state_echo_node.py``, which answers each command with a state at
+    once: the same two DDS hops per step without the MuJoCo step."""
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
     from smrl_ros import topics
     from smrl_ros.conversions import joint_state_arrays, make_command
-    from smrl_ros.graph import GraphRunner, sim_graph
+    from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, sim_graph
     from smrl_ros.probe import RosProbe, claim_domain_id
     from smrl_ros.realtime import set_realtime_priority
     from smrl_train.config import load_config
@@ -65,8 +71,12 @@ def ros_rate(config: str, seconds: float, priority: int) -> tuple[float, int]:
     builder = ObservationBuilder(arm, arm.joint_names, env.observation_layout)
     rng = np.random.default_rng(0)
     claim = claim_domain_id()
-    runner = GraphRunner(sim_graph(config, "lockstep", realtime_priority=priority), domain_id=claim.domain_id,
-                         cwd=REPO)
+    if floor:
+        graph = GraphSpec("collect_floor", (NodeSpec("smrl_state_echo", "bench.helpers.state_echo_node", "", parameters={
+            "realtime_priority": priority, "joints": list(arm.joint_names)}),))
+    else:
+        graph = sim_graph(config, "lockstep", realtime_priority=priority)
+    runner = GraphRunner(graph, domain_id=claim.domain_id, cwd=REPO)
     probe = RosProbe(claim.domain_id, "bench_collector")
     if priority:
         set_realtime_priority(priority)  # the collector too, as the sim bridge
@@ -96,7 +106,8 @@ def ros_rate(config: str, seconds: float, priority: int) -> tuple[float, int]:
         while count["last_stamp"] is None and time.monotonic() < t_end:
             time.sleep(0.05)
         if count["last_stamp"] is None:
-            raise RuntimeError("the sim bridge never published a state:\n" + runner.log("smrl_sim"))
+            name = graph.nodes[0].name
+            raise RuntimeError(f"{name} never published a state:\n" + runner.log(name))
         time.sleep(1.0)  # warm up
         measuring.set()
         t0 = time.perf_counter()
@@ -130,9 +141,15 @@ def main() -> int:
         set_normal_priority()
         through_ros, steps = ros_rate(args.config, args.seconds, priority)
         set_normal_priority()
+        floor, _ = ros_rate(args.config, args.seconds, priority, floor=True)
+        set_normal_priority()
+        # Lockstep is serial: a step is at least one DDS round trip plus one MuJoCo step.
+        bound = 1.0 / (1.0 / floor + 1.0 / in_process)
         print(f"lockstep collection, {sched} ({args.config}): in-process env {in_process:.0f} steps/s | "
               f"through the ROS sim bridge {through_ros:.0f} steps/s ({steps} steps in {args.seconds:g} s) | "
-              f"ratio {through_ros / in_process:.2f} (target >= 0.3)", flush=True)
+              f"ratio {through_ros / in_process:.2f} (target >= 0.3) | DDS floor (state echo, no sim) "
+              f"{floor:.0f} round trips/s: bound {bound:.0f} steps/s, ratio bound {bound / in_process:.2f}",
+              flush=True)
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0

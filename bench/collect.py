@@ -72,8 +72,9 @@ def ros_rate(config: str, seconds: float, priority: int, floor: bool = False) ->
     rng = np.random.default_rng(0)
     claim = claim_domain_id()
     if floor:
-        graph = GraphSpec("collect_floor", (NodeSpec("smrl_state_echo", "bench.helpers.state_echo_node", "", parameters={
-            "realtime_priority": priority, "joints": list(arm.joint_names)}),))
+        echo = NodeSpec("smrl_state_echo", "bench.helpers.state_echo_node", "",
+                        parameters={"realtime_priority": priority, "joints": list(arm.joint_names)})
+        graph = GraphSpec("collect_floor", (echo,))
     else:
         graph = sim_graph(config, "lockstep", realtime_priority=priority)
     runner = GraphRunner(graph, domain_id=claim.domain_id, cwd=REPO)

@@ -226,7 +226,8 @@ def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: B
             "steps_per_s": rate, "wall_s": wall}
 
 
-def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, poll_s: float = 15.0) -> dict[str, Any]:
+def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, n_test: int,
+                    poll_s: float = 15.0) -> dict[str, Any]:
     """The in-process meta-test (``smrl eval``) of every run on all held-out tasks of the
     store, one single-threaded process per run side by side (each uses one core); writes each
     run's ``eval.json`` and returns its test summary. Progress is polled from their logs."""
@@ -235,6 +236,9 @@ def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, poll_s: fl
     logs.mkdir(parents=True, exist_ok=True)
     procs = {}
     for m in METHODS:
+        if _evaluated(runs / m, n_test):
+            print(f"   {m}: eval.json is newer than its checkpoint, kept", flush=True)
+            continue
         log = logs / f"meta_test_{m}.log"
         with log.open("w") as f:
             procs[m] = subprocess.Popen(
@@ -251,14 +255,24 @@ def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, poll_s: fl
             if p.poll() is None:
                 p.kill()
     results = {}
-    for m, p in procs.items():
-        if p.returncode != 0:
+    for m in METHODS:
+        p = procs.get(m)
+        if p is not None and p.returncode != 0:
             tail = (logs / f"meta_test_{m}.log").read_text().strip().splitlines()[-3:]
             raise RuntimeError(f"the meta-test of {m} failed (exit {p.returncode}): " + " | ".join(tail))
         results[m] = json.loads((runs / m / "eval.json").read_text())["test"]
         print(f"   {m}: final return {results[m]['final_return']:.2f}, success "
               f"{100 * results[m]['success_rate']:.0f}% on {len(results[m]['tasks'])} held-out tasks", flush=True)
     return results
+
+
+def _evaluated(run: Path, n_test: int) -> bool:
+    """Whether the run's eval.json covers ``n_test`` held-out tasks and was written after its
+    latest checkpoint (a re-run of the demo keeps it; a continued training run makes it stale)."""
+    ev, ckpt = run / "eval.json", run / "checkpoint.safetensors"
+    if not (ev.exists() and ckpt.exists() and ev.stat().st_mtime >= ckpt.stat().st_mtime):
+        return False
+    return len(json.loads(ev.read_text())["test"]["tasks"]) == n_test
 
 
 def _tqdm_position(log: Path) -> str:
@@ -676,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if budget.evaluate:
         with Stage("meta_test", f"5. in-process meta-test of both runs on all {cfg.tasks.n_test} held-out tasks "
                                 "(smrl eval, one process per run)"):
-            stage_meta_test(config, data, runs, logs / "meta_test")
+            stage_meta_test(config, data, runs, logs / "meta_test", cfg.tasks.n_test)
     n_test = cfg.tasks.n_test if budget.adapt_tasks is None else min(budget.adapt_tasks, cfg.tasks.n_test)
     tasks = list(range(n_test))
     with Stage("adapt_deploy", f"6. adaptation + deployment on {n_test} held-out tasks: adapter -> controller on "

@@ -108,5 +108,23 @@ def test_meta_test_progress_is_read_from_the_progress_bar_in_a_log(tmp_path: Pat
 
     log = tmp_path / "eval.log"
     assert _tqdm_position(log) == "starting"
-    log.write_text("loading\rmeta-test:   5%|5         | 2/40 [00:03<01:00]\rmeta-test:  30%|###       | 12/40 [00:20<00:45]")
+    log.write_text("loading\rmeta-test:   5%|5         | 2/40 [00:03<01:00]"
+                   "\rmeta-test:  30%|###       | 12/40 [00:20<00:45]")
     assert _tqdm_position(log) == "12/40 tasks"
+
+
+def test_a_meta_test_is_kept_only_when_newer_than_the_checkpoint_and_complete(tmp_path: Path) -> None:
+    import os
+
+    from smrl_ros.demo import _evaluated
+
+    ckpt, ev = tmp_path / "checkpoint.safetensors", tmp_path / "eval.json"
+    assert not _evaluated(tmp_path, 3)
+    ckpt.write_bytes(b"x")
+    ev.write_text(json.dumps({"test": {"tasks": [{}, {}, {}]}}))
+    os.utime(ckpt, (1000, 1000))
+    os.utime(ev, (2000, 2000))
+    assert _evaluated(tmp_path, 3)
+    assert not _evaluated(tmp_path, 40)  # an older demo's 10-task meta-test is redone
+    os.utime(ckpt, (3000, 3000))  # training continued after the evaluation
+    assert not _evaluated(tmp_path, 3)

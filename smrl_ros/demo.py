@@ -194,11 +194,11 @@ def stage_data(cfg: SmrlConfig, out: Path) -> dict[str, Any]:
 
 
 def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: list[str], logs: Path,
-                recordings: Sequence[Path] = (), online_until: int = 0, evaluate: bool = False) -> None:
+                recordings: Sequence[Path] = (), online_until: int = 0) -> None:
+    # No meta-test in the training node: stage_meta_test runs both runs' side by side.
     graph = train_graph(str(data), config=str(config), run_dir=str(runs), phases=phases,
                         recordings=[str(r) for r in recordings], overrides=list(budget.smac),
-                        evaluate=evaluate, threads=budget.threads,
-                        online_until=online_until)
+                        evaluate=False, threads=budget.threads, online_until=online_until)
     run_to_exit(graph, "smrl_trainer", logs, timeout=3600.0)
 
 

@@ -37,11 +37,12 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,15 +135,17 @@ class Stage:
 # Running node graphs with their logs streamed
 
 
-def run_to_exit(graph: GraphSpec, node: str, log_dir: Path, timeout: float, quiet: Sequence[str] = ()) -> str:
-    """Run ``graph`` until ``node`` exits (0 expected); stream its log; return it."""
+def run_to_exit(graph: GraphSpec, node: str, log_dir: Path, timeout: float, quiet: Sequence[str] = (),
+                keep: Callable[[str], bool] | None = None) -> str:
+    """Run ``graph`` until ``node`` exits (0 expected); stream its log (the lines ``keep``
+    accepts; the log files keep all); return it."""
     from smrl_ros.probe import claim_domain_id
 
     claim = claim_domain_id()
     try:
         with GraphRunner(graph, domain_id=claim.domain_id, log_dir=log_dir, cwd=package_root()) as runner:
             runner.start()
-            with LogTail(runner, [n.name for n in graph.nodes if n.name not in quiet]):
+            with LogTail(runner, [n.name for n in graph.nodes if n.name not in quiet], keep=keep):
                 code = runner.wait_exit(node, timeout)
             log = runner.log(node)
             if code != 0:
@@ -212,7 +215,7 @@ def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: B
                               + budget.posterior_episodes_per_task),
         "episode_length": cfg.env.episode_length})
     t0 = time.monotonic()
-    run_to_exit(graph, "smrl_explorer", logs, timeout=3600.0, quiet=("smrl_sim",))
+    run_to_exit(graph, "smrl_explorer", logs, timeout=3600.0, quiet=("smrl_sim",), keep=_every_25th_episode)
     wall = time.monotonic() - t0
     log = (logs / "smrl_explorer.log").read_text().splitlines()
     status_line = [ln for ln in log if "stopped:" in ln or "done:" in ln]
@@ -277,11 +280,16 @@ def _evaluated(run: Path, n_test: int) -> bool:
 
 def _tqdm_position(log: Path) -> str:
     """``12/40 tasks`` from the last progress-bar update in a log (``starting`` before the first)."""
-    import re
-
     text = log.read_text(errors="replace") if log.exists() else ""
     found = re.findall(r"meta-test:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)", text)
     return f"{found[-1][0]}/{found[-1][1]} tasks" if found else "starting"
+
+
+def _every_25th_episode(line: str) -> bool:
+    """The explorer's per-episode lines on the terminal: the first and every 25th (a round
+    writes ~175); its other lines all. ``logs/`` keeps every line."""
+    m = re.match(r"episode (\d+) written", line)
+    return m is None or int(m.group(1)) % 25 == 0 or m.group(1) == "1"
 
 
 def round_ends(total: int, rounds: int) -> list[int]:

@@ -19,7 +19,7 @@ import importlib.util
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from smrl_ros.graph import GraphRunner
@@ -33,10 +33,13 @@ class LogTail:
         runner: the graph runner whose ``log_dir`` holds ``<node>.log`` files.
         names: nodes to follow.
         prefix: shown instead of the node name when given.
+        keep: which lines (without their ROS log prefix) to show; all by default. The log
+            files keep every line.
     """
 
-    def __init__(self, runner: GraphRunner, names: Sequence[str], prefix: str = "") -> None:
-        self.runner, self.names, self.prefix = runner, list(names), prefix
+    def __init__(self, runner: GraphRunner, names: Sequence[str], prefix: str = "",
+                 keep: Callable[[str], bool] | None = None) -> None:
+        self.runner, self.names, self.prefix, self.keep = runner, list(names), prefix, keep
         self.offsets = {n: 0 for n in self.names}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -58,7 +61,8 @@ class LogTail:
             for line in chunk[:end].decode(errors="replace").splitlines():
                 # "[INFO] [stamp] [node]: text" -> "text": the prefix names the node already.
                 text = line.split("]: ", 1)[-1] if line.startswith("[") and "]: " in line else line
-                print(f"   [{self.prefix or name}] {text}", flush=True)
+                if self.keep is None or self.keep(text):
+                    print(f"   [{self.prefix or name}] {text}", flush=True)
 
     def __enter__(self) -> LogTail:
         self._thread.start()

@@ -128,3 +128,12 @@ def test_a_meta_test_is_kept_only_when_newer_than_the_checkpoint_and_complete(tm
     assert not _evaluated(tmp_path, 40)  # an older demo's 10-task meta-test is redone
     os.utime(ckpt, (3000, 3000))  # training continued after the evaluation
     assert not _evaluated(tmp_path, 3)
+
+
+def test_the_terminal_shows_the_first_and_every_25th_episode_line_and_all_others() -> None:
+    from smrl_ros.demo import _every_25th_episode
+
+    shown = [n for n in range(1, 101) if _every_25th_episode(f"episode {n} written (task 1 #0, 200 steps): f")]
+    assert shown == [1, 25, 50, 75, 100]
+    assert _every_25th_episode("task 4: smrl_sim set to {'task_goal': [0.5, 0.1, 0.3]}")
+    assert _every_25th_episode("done: 175 episodes (35000 steps) written this run")

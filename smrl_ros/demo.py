@@ -174,11 +174,11 @@ def demo_config(base: Path, budget: Budget, out: Path) -> tuple[Path, SmrlConfig
     for key in ("n_train", "n_test"):
         if changes[key] is not None:
             data["tasks"][key] = changes[key]
-    if budget.episode_length is not None:
-        data["env"]["episode_length"] = budget.episode_length
-    if budget.episodes_per_behaviour is not None:
+    if changes["episode_length"] is not None:
+        data["env"]["episode_length"] = changes["episode_length"]
+    if changes["episodes_per_behaviour"] is not None:
         for b in data["data"]["behaviours"]:
-            b["episodes"] = budget.episodes_per_behaviour
+            b["episodes"] = changes["episodes_per_behaviour"]
     path = out / f"{base.stem}_{budget.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

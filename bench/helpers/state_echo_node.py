@@ -11,6 +11,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from bench.helpers.echo_node import EchoNode
 from smrl_ros import topics
 from smrl_ros.conversions import make_joint_state, seconds_to_stamp
 from smrl_ros.node_main import run_node
@@ -28,13 +29,7 @@ class StateEchoNode(Node):
         self.last = 0.0
         self.create_timer(0.5, self._republish_if_idle)
 
-    def start(self) -> None:
-        from smrl_ros.realtime import freeze_heap, set_realtime_priority
-
-        priority = int(self.get_parameter("realtime_priority").value)
-        if priority:
-            set_realtime_priority(priority)
-        freeze_heap()
+    start = EchoNode.start  # the same scheduling and heap freeze as the control-loop floor
 
     def _publish(self, values: list[float]) -> None:
         self.last = time.monotonic()

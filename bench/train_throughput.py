@@ -10,8 +10,10 @@ It computes the same losses from the same parameters (online: all gradients befo
 
 Prints updates/s (median over repeats) at the paper's shapes (meta-batch 4 x RL batch 128,
 context 64, encoder 200x3, policy/Q 300x3, decoder 64x2, latent 5) and at the demo shapes,
-offline and online phase, for our trainer in float32, our trainer with bfloat16 matmuls
-(``network.compute_dtype: bfloat16``) and the plain float32 version, with the ratios to plain.
+offline and online phase, for the plain float32 version and four ways of running our trainer:
+its autograd path and its hand-derived gradients (``smrl_train/smac/manual_grad.py``, the
+default), each in float32 and with bfloat16 matmuls (``network.compute_dtype: bfloat16``),
+with every ratio to plain.
 """
 
 from __future__ import annotations
@@ -162,29 +164,35 @@ def rate(step: object, batches: list[MetaBatch], seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+IMPLEMENTATIONS = ("plain", "autograd", "autograd_bf16", "manual", "manual_bf16")
+
+
 def bench(name: str, cfg: SmacConfig, obs_dim: int, act_dim: int, online: bool, repeats: int, seconds: float) -> dict:
     shapes = cfg.online if online else cfg.offline
     batches = [random_batch(shapes.meta_batch, shapes.batch_size, shapes.context_size, obs_dim, act_dim, s)
                for s in range(4)]
     bf16 = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, compute_dtype="bfloat16"))
-    fused, fused_bf16 = SmacTrainer(cfg, obs_dim, act_dim), SmacTrainer(bf16, obs_dim, act_dim)
-    plain = PlainSmacUpdate(cfg, obs_dim, act_dim)
-    if online:
-        fused.set_phase("online")
-        fused_bf16.set_phase("online")
-        plain.online = True
-    times: dict[str, list[float]] = {"fused": [], "bf16": [], "plain": []}
+    steps = {"plain": PlainSmacUpdate(cfg, obs_dim, act_dim),
+             "autograd": SmacTrainer(cfg, obs_dim, act_dim, manual_gradients=False),
+             "autograd_bf16": SmacTrainer(bf16, obs_dim, act_dim, manual_gradients=False),
+             "manual": SmacTrainer(cfg, obs_dim, act_dim, manual_gradients=True),
+             "manual_bf16": SmacTrainer(bf16, obs_dim, act_dim, manual_gradients=True)}
+    for trainer in steps.values():
+        if isinstance(trainer, SmacTrainer) and online:
+            trainer.set_phase("online")
+        elif online:
+            trainer.online = True  # type: ignore[union-attr]
+    times: dict[str, list[float]] = {k: [] for k in IMPLEMENTATIONS}
     for _ in range(repeats):  # interleaved, so load from other processes hits all alike
-        times["fused"].append(rate(fused.update, batches, seconds))
-        times["bf16"].append(rate(fused_bf16.update, batches, seconds))
-        times["plain"].append(rate(plain.update, batches, seconds))
-    a, h, b = (statistics.median(times[k]) for k in ("fused", "bf16", "plain"))
+        for k in IMPLEMENTATIONS:
+            times[k].append(rate(steps[k].update, batches, seconds))
+    med = {k: statistics.median(v) for k, v in times.items()}
     phase = "online" if online else "offline"
-    print(f"{name:<6} {phase:<7} T={shapes.meta_batch} B={shapes.batch_size} C={shapes.context_size}  "
-          f"fused {a:7.1f}  fused-bf16 {h:7.1f}  plain {b:7.1f} upd/s   ratios {a / b:4.2f}x / {h / b:4.2f}x",
-          flush=True)
-    return {"shapes": name, "phase": phase, "fused": a, "fused_bf16": h, "plain": b, "ratio": a / b,
-            "ratio_bf16": h / b}
+    cells = "  ".join(f"{k} {med[k]:6.1f}" for k in IMPLEMENTATIONS)
+    ratios = "  ".join(f"{k} {med[k] / med['plain']:4.2f}x" for k in IMPLEMENTATIONS[1:])
+    print(f"{name:<6} {phase:<7} T={shapes.meta_batch} B={shapes.batch_size} C={shapes.context_size}  upd/s: {cells}\n"
+          f"{'':<15}ratio to plain: {ratios}", flush=True)
+    return {"shapes": name, "phase": phase, **med}
 
 
 def main() -> None:
@@ -205,8 +213,8 @@ def main() -> None:
     for name, cfg in (("paper", paper), ("demo", demo)):
         for online in (False, True):
             results.append(bench(name, cfg, args.obs_dim, args.act_dim, online, args.repeats, args.seconds))
-    print(f"lowest ratio to plain: float32 {min(r['ratio'] for r in results):.2f}x, "
-          f"bfloat16 {min(r['ratio_bf16'] for r in results):.2f}x (target >= 2x)")
+    for k in IMPLEMENTATIONS[1:]:
+        print(f"lowest ratio to plain, {k:<13}: {min(r[k] / r['plain'] for r in results):.2f}x (target >= 2x)")
 
 
 if __name__ == "__main__":

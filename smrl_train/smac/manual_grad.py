@@ -1,0 +1,345 @@
+"""SMAC's update with hand-derived gradients: the losses of ``SmacTrainer.compute_losses``,
+their parameter gradients written out layer by layer, no autograd graph.
+
+Why: at the demo shapes (128-wide networks, 512 transitions) an autograd update is bound by
+overhead, not arithmetic: about 1,400 aten calls, ``nn.Module`` dispatch and one autograd node
+per op, for ~0.2 GMAC of matrix multiplies. Here every network is a list of (weight, bias)
+pairs run with ``addmm`` / ``baddbmm``; the backward pass of a layer is three matmul-class
+calls and one ReLU mask; the losses' derivatives are closed forms (below, per loss). The
+random draws happen in the same order as ``compute_losses``, so with the same generator state
+both paths see the same noise and give the same gradients (tested to float32 round-off).
+
+Coverage: the product-of-Gaussians encoder (both variants' default), float32 or bfloat16
+matmuls (``network.compute_dtype``; as under autocast, the policy, critic and decoder
+passes run in bfloat16, the encoder, losses, gradients handed to Adam and the parameters stay
+float32). The ``mean`` encoder uses the autograd path; :func:`supports` says which.
+
+Shapes: T tasks, C context transitions per task, B RL transitions per task, N = T B, O obs,
+A action, L latent, E ensemble members, H hidden width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from smrl_train.smac.buffers import MetaBatch
+from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.losses import awac_temperature, awac_weights, bellman_target, kl_to_standard_normal
+from smrl_train.smac.networks import (ACTION_CLAMP, LOG_STD_MAX, LOG_STD_MIN, VAR_MIN, ContextEncoder, SmacNetworks,
+                                      tanh_gaussian_log_prob)
+
+_relu_grad = torch.ops.aten.threshold_backward  # g * (x > 0), one kernel
+
+
+def supports(cfg: SmacConfig) -> bool:
+    """Whether this path computes the update of ``cfg`` (else the trainer uses autograd)."""
+    n = cfg.network
+    return n.encoder_aggregation == "product" and len(n.policy_hidden) > 0 and len(n.encoder_hidden) > 0
+
+
+# ---------------------------------------------------------------------------------------
+# Plain MLPs: [(weight (out, in), bias (out,)), ...], ReLU between layers
+
+
+Layers = list[tuple[Tensor, Tensor]]
+
+
+def linear_layers(seq: nn.Sequential) -> Layers:
+    """The (weight, bias) pairs of an ``mlp`` (``nn.Linear`` / ``nn.ReLU`` sequence)."""
+    return [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)]
+
+
+def mlp_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """(N, in) -> (N, out) float32, and every layer's input (kept for :func:`mlp_backward`).
+    Runs in the layers' dtype."""
+    x = x.to(layers[0][0].dtype)
+    inputs = []
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        inputs.append(x)
+        x = torch.addmm(b, x, w.t())
+        if i < last:
+            x.relu_()  # the next layer's input doubles as this ReLU's mask
+    return x.float(), inputs
+
+
+def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weights: bool = True,
+                 input_grad: bool = False) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+    """Gradients of a plain MLP from the output gradient g (N, out).
+
+    Returns the (weight, bias) gradients (empty unless ``weights``) and, with ``input_grad``,
+    the gradient with respect to the input (N, in); all float32.
+    """
+    grads: list[tuple[Tensor, Tensor]] = []
+    g = g.to(layers[0][0].dtype)
+    for i in range(len(layers) - 1, -1, -1):
+        w, _ = layers[i]
+        x = inputs[i]
+        if weights:
+            grads.append((g.t().mm(x).float(), g.sum(0, dtype=torch.float32)))
+        if i > 0:
+            g = _relu_grad(g.mm(w), x, 0)
+        elif input_grad:
+            g = g.mm(w)
+    grads.reverse()
+    return grads, (g.float() if input_grad else None)
+
+
+# ---------------------------------------------------------------------------------------
+# Ensembles (twin critic, decoder ensemble): weight (E, in, out), bias (E, 1, out), shared input
+
+
+def ensemble_layers(layers: nn.ModuleList, out: nn.Module) -> Layers:
+    return [(m.weight, m.bias) for m in (*layers, out)]
+
+
+def ensemble_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Shared input (N, in) -> every member's scalar output (E, N) float32, and the layer
+    inputs. Runs in the layers' dtype."""
+    e = layers[0][0].shape[0]
+    h = x.to(layers[0][0].dtype).unsqueeze(0).expand(e, *x.shape)
+    inputs = []
+    last = len(layers) - 1
+    for w, b in layers[:last]:
+        inputs.append(h)
+        h = torch.baddbmm(b, h, w).relu_()
+    inputs.append(h)
+    # The scalar output layer as multiply-and-sum: a (H, 1) matmul per member is a
+    # matrix-vector product that bmm runs 3-4x slower than this on CPU.
+    w, b = layers[last]
+    return ((h * w.transpose(1, 2)).sum(-1) + b.view(e, 1)).float(), inputs
+
+
+def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_rows: int | None = None,
+                      input_cols: slice | None = None) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
+    """Gradients from g (E, N) = dLoss/d output.
+
+    The weight gradients take the first ``weight_rows`` rows only (all by default; 0 = none):
+    one pass can carry the critic's rows and the -Q term's rows, whose gradient must reach the
+    action but not Q. With ``input_cols``, also the gradient with respect to those columns of
+    the shared input, summed over members (N, cols).
+    """
+    grads: list[tuple[Tensor, Tensor]] = []
+    r = g.shape[1] if weight_rows is None else weight_rows
+    last = len(layers) - 1
+    w, _ = layers[last]
+    x = inputs[last]
+    g = g.to(w.dtype).unsqueeze(-1)  # (E, N, 1); the scalar layer by broadcasting, as forward
+    if r:
+        grads.append(((x[:, :r] * g[:, :r]).sum(1, dtype=torch.float32).unsqueeze(-1),
+                      g[:, :r].sum(1, keepdim=True, dtype=torch.float32)))
+    g = _relu_grad(g * w.transpose(1, 2), x, 0)
+    gx = None
+    for i in range(last - 1, -1, -1):
+        w, _ = layers[i]
+        x = inputs[i]
+        if r:
+            grads.append((torch.bmm(x[:, :r].transpose(1, 2), g[:, :r]).float(),
+                          g[:, :r].sum(1, keepdim=True, dtype=torch.float32)))
+        if i > 0:
+            g = _relu_grad(torch.bmm(g, w.transpose(1, 2)), x, 0)
+        elif input_cols is not None:
+            gx = torch.bmm(g, w[:, input_cols].transpose(1, 2)).sum(0, dtype=torch.float32)
+    grads.reverse()
+    return grads, gx
+
+
+# ---------------------------------------------------------------------------------------
+# The update
+
+
+@dataclass
+class _Nets:
+    """The parameter lists of one :class:`SmacNetworks`, in the order of its modules."""
+
+    encoder: Layers
+    policy: Layers  # trunk layers, then the two heads fused into one (2A, H) layer
+    qf: Layers
+    qf_target: Layers
+    decoder: Layers
+    decoder_ensemble: bool
+
+
+def _policy_layers(nets: SmacNetworks) -> Layers:
+    p = nets.policy
+    head = (torch.cat([p.mean_head.weight, p.log_std_head.weight]), torch.cat([p.mean_head.bias, p.log_std_head.bias]))
+    return [*linear_layers(p.trunk), head]
+
+
+def _cast(layers: Layers, dtype: torch.dtype) -> Layers:
+    return layers if dtype == torch.float32 else [(w.to(dtype), b.to(dtype)) for w, b in layers]
+
+
+def _collect(nets: SmacNetworks, dtype: torch.dtype) -> _Nets:
+    """Every network's layers; policy, critics and decoder in the compute dtype (the encoder
+    stays float32, as on the autograd path)."""
+    enc = nets.encoder
+    assert isinstance(enc, ContextEncoder)
+    dec = nets.decoder
+    ens = dec.ensemble > 1
+    return _Nets(encoder=linear_layers(enc.net), policy=_cast(_policy_layers(nets), dtype),
+                 qf=_cast(ensemble_layers(nets.qf.layers, nets.qf.out), dtype),
+                 qf_target=_cast(ensemble_layers(nets.qf_target.layers, nets.qf_target.out), dtype),
+                 decoder=_cast(ensemble_layers(dec.layers, dec.out) if ens else linear_layers(dec.net), dtype),
+                 decoder_ensemble=ens)
+
+
+def _normalise(x: Tensor, normalizer: nn.Module) -> Tensor:
+    return (x - normalizer.mean) / normalizer.std
+
+
+def _per_task(x: Tensor, b: int) -> Tensor:
+    """(T, L) -> (T B, L), each task's row repeated for its transitions."""
+    return x.unsqueeze(1).expand(x.shape[0], b, x.shape[1]).reshape(-1, x.shape[1])
+
+
+def _assign(params: list[nn.Parameter], grads: list[Tensor]) -> None:
+    for p, g in zip(params, grads):
+        p.grad = g
+
+
+def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, generator: torch.Generator,
+                     phase: str, train_context: bool) -> dict[str, Tensor]:
+    """Every loss of one step and, stored in each parameter's ``.grad``, the gradients the
+    trainer's autograd path would compute (offline: context + critic + AWR; online: AWR + -Q
+    term for the policy only, context + critic for the rest). Returns the tensors the trainer's
+    metrics read (names as in ``LossTerms``)."""
+    c = cfg.loss
+    P = _collect(nets, torch.bfloat16 if cfg.network.compute_dtype == "bfloat16" else torch.float32)
+    T, B = batch.meta_batch, batch.batch_size
+    N = T * B
+    n_obs, A, L = nets.obs_dim, nets.act_dim, nets.latent_dim
+    online = phase == "online"
+
+    # ---- forward ---------------------------------------------------------------------------
+    # Encoder: per-transition Gaussians, product over the context (networks.product_of_gaussians).
+    ctx = _normalise(batch.context, nets.encoder.normalizer).reshape(-1, batch.context.shape[-1])
+    out, enc_in = mlp_forward(P.encoder, ctx)
+    out = out.view(T, -1, 2 * L)
+    mu_n, pre_var = out[..., :L], out[..., L:]
+    var_raw = torch.nn.functional.softplus(pre_var)
+    var_n = var_raw.clamp_min(VAR_MIN)
+    prec = var_n.reciprocal()
+    var = prec.sum(1).reciprocal()  # (T, L)
+    mu = var * (mu_n * prec).sum(1)
+    eps_z = torch.randn(mu.shape, generator=generator)
+    std_z = var.sqrt()
+    z_task = mu + std_z * eps_z
+    z = _per_task(z_task, B)
+    z_next = _per_task(mu + std_z * torch.randn(mu.shape, generator=generator), B)
+    kl_t = kl_to_standard_normal(mu, var)
+    kl = kl_t.mean()
+
+    obs, act = batch.obs, batch.action
+    zero = torch.zeros(())
+    if train_context:
+        dec_x = torch.cat([_normalise(obs, nets.decoder.normalizer), act, z], -1)
+        if P.decoder_ensemble:
+            pred, dec_in = ensemble_forward(P.decoder, dec_x)  # (E, N)
+        else:
+            pred1, dec_in = mlp_forward(P.decoder, dec_x)
+            pred = pred1.t()  # (1, N)
+        target_r = (batch.reward - nets.decoder.reward_mean) / nets.decoder.reward_std
+        err = pred - target_r
+        mse = err.square().mean()
+        l_ctx = mse + float(c.kl_weight) * kl
+    else:
+        mse, l_ctx = zero, zero
+
+    # One policy pass on [s'; s]: the target's action (z_next) and the actor's (z). The noise
+    # is drawn in compute_losses' order: a' first, then a~pi.
+    pol_obs = _normalise(torch.cat([batch.next_obs, obs]), nets.policy.normalizer)
+    pol, pol_in = mlp_forward(P.policy, torch.cat([pol_obs, torch.cat([z_next, z])], -1))  # (2N, 2A)
+    mean_n, log_std_n = pol[:N, :A], pol[:N, A:].clamp(LOG_STD_MIN, LOG_STD_MAX)
+    a_next = torch.tanh(mean_n + log_std_n.exp() * torch.randn(mean_n.shape, generator=generator))
+    mean, raw_log_std = pol[N:, :A], pol[N:, A:]
+    log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+    std = log_std.exp()
+    eps_a = torch.randn(mean.shape, generator=generator)
+    a_pi = torch.tanh(mean + std * eps_a)
+
+    # Critic: y = scale r + (1 - d) gamma min Qbar(s', a', z); one pass of the twin on
+    # [(s, a_data); (s, a~pi)] gives Q(s, a) for the critic loss and the advantage, and
+    # Q(s, a~pi) for the V(s) baseline and the online -Q term.
+    q_next, _ = ensemble_forward(P.qf_target, torch.cat([_normalise(batch.next_obs, nets.qf_target.normalizer),
+                                                          a_next, z], -1))
+    y = bellman_target(batch.reward, batch.terminated, q_next.min(0).values, c.reward_scale, c.gamma)
+    q_obs = _normalise(obs, nets.qf.normalizer)
+    q_x = torch.cat([torch.cat([q_obs, act, z], -1), torch.cat([q_obs, a_pi, z], -1)])
+    q_all, q_in = ensemble_forward(P.qf, q_x)  # (E, 2N)
+    q_pred, q_pi_all = q_all[:, :N], q_all[:, N:]
+    q_err = q_pred - y
+    l_q = q_err.square().mean(-1).sum()
+
+    # Actor (AWAC) on the same pass.
+    u = torch.atanh(act.clamp(-ACTION_CLAMP, ACTION_CLAMP))
+    log_prob = tanh_gaussian_log_prob(mean, log_std, u)
+    q_pi_min, q_pi_idx = q_pi_all.min(0)
+    adv = q_pred.min(0).values - q_pi_min
+    w = awac_weights(adv, awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage)))
+    l_awr = -(w * log_prob).mean()
+
+    # ---- backward --------------------------------------------------------------------------
+    # Critic: d/dQ_k sum_k mean_N (Q_k - y)^2 = 2 (Q_k - y) / N.
+    g_q = q_err * (2.0 / N)
+
+    # AWR: d(-mean w log pi)/d log pi = -w / N; log pi = sum_A [-(u - m)^2 / 2 s^2 - log s] + const:
+    # d/dm = (u - m) / s^2, d/dlog s = ((u - m) / s)^2 - 1.
+    g_lp = (w * (-1.0 / N)).unsqueeze(-1)
+    zs = (u - mean) / std
+    g_mean = g_lp * zs / std
+    g_log_std = g_lp * (zs.square() - 1.0)
+    q_term = zero
+    if online:
+        # -Q term through the reparameterised a~pi = tanh(m + s eps) to the policy, not to Q's
+        # weights (the a~pi rows join the critic's backward pass for the input gradient only).
+        # min_k routes the gradient to the member that attained it (as torch.min).
+        weight = float(cfg.online.q_term_weight)
+        norm = q_pi_min.abs().mean().clamp_min(1e-6) if cfg.online.normalize_q_term else torch.ones(())
+        q_term = -weight * q_pi_min.mean() / norm
+        g_qmin = (-weight / N) / norm
+        g_qpi = torch.zeros_like(q_pi_all).scatter_(0, q_pi_idx.unsqueeze(0), g_qmin.expand(1, N).contiguous())
+        q_grads, g_a = ensemble_backward(P.qf, q_in, torch.cat([g_q, g_qpi], 1), weight_rows=N,
+                                         input_cols=slice(n_obs, n_obs + A))
+        g_pre = g_a[N:] * (1.0 - a_pi.square())
+        g_mean = g_mean + g_pre
+        g_log_std = g_log_std + g_pre * eps_a * std
+    else:
+        q_grads, _ = ensemble_backward(P.qf, [x[:, :N] for x in q_in], g_q)
+    # clamp(-20, 2) passes the gradient where min <= x <= max (torch.clamp's rule).
+    g_log_std = g_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))
+    pol_grads, _ = mlp_backward(P.policy, [x[N:] for x in pol_in], torch.cat([g_mean, g_log_std], -1))
+
+    p_policy = list(nets.policy.parameters())  # trunk weights/biases, mean head, log-std head
+    head_w, head_b = pol_grads[-1]
+    _assign(p_policy, [g for pair in pol_grads[:-1] for g in pair] + [head_w[:A], head_b[:A], head_w[A:], head_b[A:]])
+    _assign(list(nets.qf.parameters()), [g for pair in q_grads for g in pair])
+
+    if train_context:
+        # Decoder MSE over E x N members and transitions; KL mean over tasks.
+        g_pred = err * (2.0 / err.numel())
+        if P.decoder_ensemble:
+            dec_grads, g_z = ensemble_backward(P.decoder, dec_in, g_pred, input_cols=slice(n_obs + A, n_obs + A + L))
+        else:
+            dec_grads, g_x = mlp_backward(P.decoder, dec_in, g_pred.t(), input_grad=True)
+            g_z = g_x[:, n_obs + A:]
+        _assign(list(nets.decoder.parameters()), [g for pair in dec_grads for g in pair])
+        # z = mu + sqrt(var) eps per task; KL = 0.5 sum (var + mu^2 - 1 - log var), mean over T.
+        g_zt = g_z.view(T, B, L).sum(1)
+        kw = float(c.kl_weight) / T
+        g_mu = g_zt + kw * mu
+        g_var = g_zt * eps_z / (2.0 * std_z) + kw * 0.5 * (1.0 - var.reciprocal())
+        # Product of Gaussians: var = 1 / S, mu = var M with S = sum prec_n, M = sum mu_n prec_n.
+        # d/dmu_n = g_mu prec_n var; d/dprec_n = -g_var var^2 + g_mu var (mu_n - mu).
+        g_mu_n = (g_mu * var).unsqueeze(1) * prec
+        g_prec = (-g_var * var.square()).unsqueeze(1) + (g_mu * var).unsqueeze(1) * (mu_n - mu.unsqueeze(1))
+        # prec = 1 / clamp_min(softplus(p), VAR_MIN): d/dp = -prec^2 [var_raw >= VAR_MIN] sigmoid(p).
+        g_pre_var = -g_prec * prec.square() * (var_raw >= VAR_MIN) * torch.sigmoid(pre_var)
+        enc_grads, _ = mlp_backward(P.encoder, enc_in, torch.cat([g_mu_n, g_pre_var], -1).reshape(-1, 2 * L))
+        _assign(list(nets.encoder.net.parameters()), [g for pair in enc_grads for g in pair])
+
+    return {"context": l_ctx, "decoder_mse": mse, "kl": kl, "critic": l_q, "awr": l_awr, "q_term": q_term,
+            "q_pred": q_pred, "target": y, "advantage": adv, "weights": w, "log_prob": log_prob, "var": var}

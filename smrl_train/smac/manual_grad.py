@@ -34,6 +34,11 @@ from smrl_train.smac.networks import (ACTION_CLAMP, LOG_STD_MAX, LOG_STD_MIN, VA
 _relu_grad = torch.ops.aten.threshold_backward  # g * (x > 0), one kernel
 
 
+def _f32(x: Tensor) -> Tensor:
+    # A Python check is cheaper than dispatching a no-op ``.float()`` ~40 times a step.
+    return x if x.dtype == torch.float32 else x.float()
+
+
 def supports(cfg: SmacConfig) -> bool:
     """Whether this path computes the update of ``cfg`` (else the trainer uses autograd)."""
     n = cfg.network
@@ -63,7 +68,7 @@ def mlp_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = torch.addmm(b, x, w.t())
         if i < last:
             x.relu_()  # the next layer's input doubles as this ReLU's mask
-    return x.float(), inputs
+    return _f32(x), inputs
 
 
 def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weights: bool = True,
@@ -79,13 +84,13 @@ def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weights: bool 
         w, _ = layers[i]
         x = inputs[i]
         if weights:
-            grads.append((g.t().mm(x).float(), g.sum(0, dtype=torch.float32)))
+            grads.append((_f32(g.t().mm(x)), _f32(g.sum(0))))
         if i > 0:
             g = _relu_grad(g.mm(w), x, 0)
         elif input_grad:
             g = g.mm(w)
     grads.reverse()
-    return grads, (g.float() if input_grad else None)
+    return grads, (_f32(g) if input_grad else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -108,9 +113,13 @@ def ensemble_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = torch.baddbmm(b, h, w).relu_()
     inputs.append(h)
     # The scalar output layer as multiply-and-sum: a (H, 1) matmul per member is a
-    # matrix-vector product that bmm runs 3-4x slower than this on CPU.
+    # matrix-vector product that bmm runs 3-4x slower than this on CPU. In bfloat16 the
+    # products would each be rounded before the sum, so there it stays a matmul (float32
+    # accumulation, as under autocast).
     w, b = layers[last]
-    return ((h * w.transpose(1, 2)).sum(-1) + b.view(e, 1)).float(), inputs
+    if w.dtype != torch.float32:
+        return torch.baddbmm(b, h, w).squeeze(-1).float(), inputs
+    return (h * w.transpose(1, 2)).sum(-1) + b.view(e, 1), inputs
 
 
 def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_rows: int | None = None,
@@ -129,20 +138,18 @@ def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_ro
     x = inputs[last]
     g = g.to(w.dtype).unsqueeze(-1)  # (E, N, 1); the scalar layer by broadcasting, as forward
     if r:
-        grads.append(((x[:, :r] * g[:, :r]).sum(1, dtype=torch.float32).unsqueeze(-1),
-                      g[:, :r].sum(1, keepdim=True, dtype=torch.float32)))
+        grads.append((_f32((x[:, :r] * g[:, :r]).sum(1)).unsqueeze(-1), _f32(g[:, :r].sum(1, keepdim=True))))
     g = _relu_grad(g * w.transpose(1, 2), x, 0)
     gx = None
     for i in range(last - 1, -1, -1):
         w, _ = layers[i]
         x = inputs[i]
         if r:
-            grads.append((torch.bmm(x[:, :r].transpose(1, 2), g[:, :r]).float(),
-                          g[:, :r].sum(1, keepdim=True, dtype=torch.float32)))
+            grads.append((_f32(torch.bmm(x[:, :r].transpose(1, 2), g[:, :r])), _f32(g[:, :r].sum(1, keepdim=True))))
         if i > 0:
             g = _relu_grad(torch.bmm(g, w.transpose(1, 2)), x, 0)
         elif input_cols is not None:
-            gx = torch.bmm(g, w[:, input_cols].transpose(1, 2)).sum(0, dtype=torch.float32)
+            gx = _f32(torch.bmm(g, w[:, input_cols].transpose(1, 2)).sum(0))
     grads.reverse()
     return grads, gx
 
@@ -201,12 +208,43 @@ def _assign(params: list[nn.Parameter], grads: list[Tensor]) -> None:
         p.grad = g
 
 
+@dataclass
+class Noise:
+    """The step's standard-normal draws, in ``compute_losses``' order: z (T, L), z for the
+    target action (T, L), the target action (N, A), the actor's sampled action (N, A)."""
+
+    z: Tensor
+    z_next: Tensor
+    a_next: Tensor
+    a_pi: Tensor
+
+    @staticmethod
+    def draw(generator: torch.Generator, tasks: int, latent: int, rows: int, act: int) -> Noise:
+        return Noise(*(torch.randn(shape, generator=generator) for shape in
+                       ((tasks, latent), (tasks, latent), (rows, act), (rows, act))))
+
+
 def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, generator: torch.Generator,
                      phase: str, train_context: bool) -> dict[str, Tensor]:
     """Every loss of one step and, stored in each parameter's ``.grad``, the gradients the
     trainer's autograd path would compute (offline: context + critic + AWR; online: AWR + -Q
     term for the policy only, context + critic for the rest). Returns the tensors the trainer's
     metrics read (names as in ``LossTerms``)."""
+    noise = Noise.draw(generator, batch.meta_batch, nets.latent_dim, batch.meta_batch * batch.batch_size,
+                       nets.act_dim)
+    grads, out = step_core(nets, cfg, batch, noise, phase, train_context)
+    _assign(list(nets.policy.parameters()), grads["policy"])
+    _assign(list(nets.qf.parameters()), grads["qf"])
+    if train_context:
+        _assign(list(nets.decoder.parameters()), grads["decoder"])
+        _assign(list(nets.encoder.net.parameters()), grads["encoder"])
+    return out
+
+
+def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Noise, phase: str,
+              train_context: bool) -> tuple[dict[str, list[Tensor]], dict[str, Tensor]]:
+    """Losses and gradients of one step from given noise, without side effects: the gradients
+    of each trained network's parameters in ``parameters()`` order, and the metrics' tensors."""
     c = cfg.loss
     P = _collect(nets, torch.bfloat16 if cfg.network.compute_dtype == "bfloat16" else torch.float32)
     T, B = batch.meta_batch, batch.batch_size
@@ -225,11 +263,11 @@ def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, gene
     prec = var_n.reciprocal()
     var = prec.sum(1).reciprocal()  # (T, L)
     mu = var * (mu_n * prec).sum(1)
-    eps_z = torch.randn(mu.shape, generator=generator)
+    eps_z = noise.z
     std_z = var.sqrt()
     z_task = mu + std_z * eps_z
     z = _per_task(z_task, B)
-    z_next = _per_task(mu + std_z * torch.randn(mu.shape, generator=generator), B)
+    z_next = _per_task(mu + std_z * noise.z_next, B)
     kl_t = kl_to_standard_normal(mu, var)
     kl = kl_t.mean()
 
@@ -254,11 +292,11 @@ def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, gene
     pol_obs = _normalise(torch.cat([batch.next_obs, obs]), nets.policy.normalizer)
     pol, pol_in = mlp_forward(P.policy, torch.cat([pol_obs, torch.cat([z_next, z])], -1))  # (2N, 2A)
     mean_n, log_std_n = pol[:N, :A], pol[:N, A:].clamp(LOG_STD_MIN, LOG_STD_MAX)
-    a_next = torch.tanh(mean_n + log_std_n.exp() * torch.randn(mean_n.shape, generator=generator))
+    a_next = torch.tanh(mean_n + log_std_n.exp() * noise.a_next)
     mean, raw_log_std = pol[N:, :A], pol[N:, A:]
     log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
     std = log_std.exp()
-    eps_a = torch.randn(mean.shape, generator=generator)
+    eps_a = noise.a_pi
     a_pi = torch.tanh(mean + std * eps_a)
 
     # Critic: y = scale r + (1 - d) gamma min Qbar(s', a', z); one pass of the twin on
@@ -313,10 +351,9 @@ def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, gene
     g_log_std = g_log_std * ((raw_log_std >= LOG_STD_MIN) & (raw_log_std <= LOG_STD_MAX))
     pol_grads, _ = mlp_backward(P.policy, [x[N:] for x in pol_in], torch.cat([g_mean, g_log_std], -1))
 
-    p_policy = list(nets.policy.parameters())  # trunk weights/biases, mean head, log-std head
-    head_w, head_b = pol_grads[-1]
-    _assign(p_policy, [g for pair in pol_grads[:-1] for g in pair] + [head_w[:A], head_b[:A], head_w[A:], head_b[A:]])
-    _assign(list(nets.qf.parameters()), [g for pair in q_grads for g in pair])
+    head_w, head_b = pol_grads[-1]  # policy parameters: trunk layers, mean head, log-std head
+    grads = {"policy": [g for pair in pol_grads[:-1] for g in pair] + [head_w[:A], head_b[:A], head_w[A:], head_b[A:]],
+             "qf": [g for pair in q_grads for g in pair]}
 
     if train_context:
         # Decoder MSE over E x N members and transitions; KL mean over tasks.
@@ -326,7 +363,7 @@ def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, gene
         else:
             dec_grads, g_x = mlp_backward(P.decoder, dec_in, g_pred.t(), input_grad=True)
             g_z = g_x[:, n_obs + A:]
-        _assign(list(nets.decoder.parameters()), [g for pair in dec_grads for g in pair])
+        grads["decoder"] = [g for pair in dec_grads for g in pair]
         # z = mu + sqrt(var) eps per task; KL = 0.5 sum (var + mu^2 - 1 - log var), mean over T.
         g_zt = g_z.view(T, B, L).sum(1)
         kw = float(c.kl_weight) / T
@@ -339,7 +376,7 @@ def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, gene
         # prec = 1 / clamp_min(softplus(p), VAR_MIN): d/dp = -prec^2 [var_raw >= VAR_MIN] sigmoid(p).
         g_pre_var = -g_prec * prec.square() * (var_raw >= VAR_MIN) * torch.sigmoid(pre_var)
         enc_grads, _ = mlp_backward(P.encoder, enc_in, torch.cat([g_mu_n, g_pre_var], -1).reshape(-1, 2 * L))
-        _assign(list(nets.encoder.net.parameters()), [g for pair in enc_grads for g in pair])
+        grads["encoder"] = [g for pair in enc_grads for g in pair]
 
-    return {"context": l_ctx, "decoder_mse": mse, "kl": kl, "critic": l_q, "awr": l_awr, "q_term": q_term,
+    return grads, {"context": l_ctx, "decoder_mse": mse, "kl": kl, "critic": l_q, "awr": l_awr, "q_term": q_term,
             "q_pred": q_pred, "target": y, "advantage": adv, "weights": w, "log_prob": log_prob, "var": var}

@@ -261,8 +261,9 @@ class SmacTrainer:
     def _manual_update(self, batch: MetaBatch) -> dict[str, float]:
         """The same step with hand-derived gradients (manual_grad.py); no autograd graph."""
         train_ctx = self.trains_context
-        for opt in (self.opt_context, self.opt_q, self.opt_policy):
-            opt.zero_grad(set_to_none=True)
+        if not train_ctx:  # every other gradient is overwritten; frozen ones must be None
+            for p in self.context_params:
+                p.grad = None
         t = manual_grad.losses_and_grads(self.nets, self.cfg, batch, self.generator, self.phase, train_ctx)
         self._step(train_ctx)
         l_pi = t["awr"] + t["q_term"]

@@ -92,9 +92,10 @@ class NetworkConfig:
     # variant default (paper: 1).
     decoder_ensemble: int | None = None
     # Arithmetic of the policy, critic and decoder passes during training: "float32", or
-    # "bfloat16" matmuls under CPU autocast (about 2x faster on CPUs with AVX512-BF16/AMX;
-    # parameters, optimiser state, the encoder and the losses stay float32). Not a recipe
-    # choice: both variants default to float32. docs/algorithm.md section 8 has its check.
+    # "bfloat16" matmuls (1.6-1.8x faster at the paper's sizes on CPUs with AVX512-BF16/AMX,
+    # slower without; parameters, optimiser state, the encoder, the losses and the gradients
+    # handed to Adam stay float32). Not a recipe choice: both variants default to float32.
+    # docs/algorithm.md section 8 has its speed and learning checks.
     compute_dtype: str = "float32"
 
 

@@ -15,7 +15,7 @@ passes run in bfloat16, the encoder, losses, gradients handed to Adam and the pa
 float32). The ``mean`` encoder uses the autograd path; :func:`supports` says which.
 
 Shapes: T tasks, C context transitions per task, B RL transitions per task, N = T B, O obs,
-A action, L latent, E ensemble members, H hidden width.
+A action, L latent, E ensemble members, H hidden width (``n_obs`` = O in the code).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """The ``main()`` every smrl node shares: init, construct, spin, clean shutdown.
 
 rclpy's own signal handlers shut the context down at once, before the node could publish a
-last hold command; here SIGINT and SIGTERM raise KeyboardInterrupt instead, so the node's
-``stop()`` still runs with a live context. A :class:`StartupError` (bad parameter, model
-refused) is logged as fatal and the process exits with status 2.
+last hold command; here SIGINT and SIGTERM set a flag that the spin loop checks (within its
+0.1 s timeout), so the node's ``stop()`` still runs with a live context. A flag, not an
+exception: a Python exception raised by the handler while rclpy's executor is converting a
+callback's arguments surfaces as pybind11's ``RuntimeError: Unable to convert call argument``
+(seen with the EventsExecutor), which would skip the clean exit. A :class:`StartupError` (bad
+parameter, model refused) is logged as fatal and the process exits with status 2.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ class StartupError(RuntimeError):
     """The node refuses to start (the message names the problem)."""
 
 
+_signalled = False
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    global _signalled
+    _signalled = True
 
 
 def request_exit(node: Any) -> None:
@@ -55,7 +62,7 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
             node.start()
         # spin_once with a timeout, not spin(): a blocking wait inside rcl would keep Python's
         # signal handler (and so the clean shutdown) from running until the next message.
-        while rclpy.ok() and not getattr(node, "smrl_exit_requested", False):
+        while rclpy.ok() and not _signalled and not getattr(node, "smrl_exit_requested", False):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -152,28 +152,33 @@ def test_sigkill_at_random_moments_leaves_exactly_the_finished_episodes(assets, 
 
 def test_sigterm_mid_episode_saves_it_truncated_and_exits_0(assets, tmp_path: Path) -> None:
     store = tmp_path / "store"
+    length = 1200  # ~1 s per episode, so the kill below lands well inside one
     graph = explore_graph(str(assets["bundle"]), str(store), explorer_parameters={
-        "tasks": [1], "episodes_per_task": 0, "episode_length": 400})  # records until stopped
+        "tasks": [1], "episodes_per_task": 0, "episode_length": length})  # records until stopped
     with ros_graph(graph, tmp_path) as (runner, probe):
         status = probe.subscribe("/smrl_explorer/status", String, topics.LATCHED_QOS)
         wait_until(lambda: written_count(runner.log("smrl_explorer")) >= 1, 30.0, "an episode on disk")
         # Progress on the status topic: episodes, steps, rate.
         s = json.loads(status.wait_for(lambda m: any(json.loads(x.data)["episodes"] >= 1 for x in m), 10.0,
                                        "a status with an episode")[-1].data)
-        assert s["state"] in ("recording", "resetting") and s["steps"] >= 400 and s["steps_per_s"] > 0
+        assert s["state"] in ("recording", "resetting") and s["steps"] >= length and s["steps_per_s"] > 0
         # While it runs: it subscribes to joint states, never to a reward.
         wait_until(lambda: topics.JOINT_STATES in _subscriptions(probe, "smrl_explorer"), 20.0,
                    "the explorer's subscriptions")
         assert not any("reward" in t for t in _subscriptions(probe, "smrl_explorer"))
+        # Kill 0.3 s after an episode boundary: mid-episode, not in the few-ms reset between two
+        # (there nothing is in progress, and nothing is to be saved).
+        n = written_count(runner.log("smrl_explorer"))
+        wait_until(lambda: written_count(runner.log("smrl_explorer")) > n, 30.0, "the next episode on disk")
         time.sleep(0.3)
         os.killpg(runner.processes["smrl_explorer"].pid, signal.SIGTERM)
         assert runner.wait_exit("smrl_explorer", 15.0) == 0
         log = runner.log("smrl_explorer")
     assert "writing the episode in progress" in log
-    lengths = check_store(store, 400, allow_interrupted=True)[1]
+    lengths = check_store(store, length, allow_interrupted=True)[1]
     s = EpisodeStore.open(store)
     last = s.read_episode(s.episode_paths()[-1])
-    assert last.meta["interrupted"] and 0 < len(last) < 400 and lengths[:-1] == [400] * (len(lengths) - 1)
+    assert last.meta["interrupted"] and 0 < len(last) < length and lengths[:-1] == [length] * (len(lengths) - 1)
     assert s.stale_temp_files() == []
 
 

@@ -268,8 +268,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
     z_task = mu + std_z * eps_z
     z = _per_task(z_task, B)
     z_next = _per_task(mu + std_z * noise.z_next, B)
-    kl_t = kl_to_standard_normal(mu, var)
-    kl = kl_t.mean()
+    kl = kl_to_standard_normal(mu, var).mean()
 
     obs, act = batch.obs, batch.action
     zero = torch.zeros(())
@@ -287,8 +286,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
     else:
         mse, l_ctx = zero, zero
 
-    # One policy pass on [s'; s]: the target's action (z_next) and the actor's (z). The noise
-    # is drawn in compute_losses' order: a' first, then a~pi.
+    # One policy pass on [s'; s]: the target's action (with z_next) and the actor's (with z).
     pol_obs = _normalise(torch.cat([batch.next_obs, obs]), nets.policy.normalizer)
     pol, pol_in = mlp_forward(P.policy, torch.cat([pol_obs, torch.cat([z_next, z])], -1))  # (2N, 2A)
     mean_n, log_std_n = pol[:N, :A], pol[:N, A:].clamp(LOG_STD_MIN, LOG_STD_MAX)

@@ -71,20 +71,19 @@ def mlp_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return _f32(x), inputs
 
 
-def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weights: bool = True,
+def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor,
                  input_grad: bool = False) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
     """Gradients of a plain MLP from the output gradient g (N, out).
 
-    Returns the (weight, bias) gradients (empty unless ``weights``) and, with ``input_grad``,
-    the gradient with respect to the input (N, in); all float32.
+    Returns the (weight, bias) gradients and, with ``input_grad``, the gradient with respect to
+    the input (N, in); all float32.
     """
     grads: list[tuple[Tensor, Tensor]] = []
     g = g.to(layers[0][0].dtype)
     for i in range(len(layers) - 1, -1, -1):
         w, _ = layers[i]
         x = inputs[i]
-        if weights:
-            grads.append((_f32(g.t().mm(x)), _f32(g.sum(0))))
+        grads.append((_f32(g.t().mm(x)), _f32(g.sum(0))))
         if i > 0:
             g = _relu_grad(g.mm(w), x, 0)
         elif input_grad:
@@ -126,7 +125,7 @@ def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_ro
                       input_cols: slice | None = None) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
     """Gradients from g (E, N) = dLoss/d output.
 
-    The weight gradients take the first ``weight_rows`` rows only (all by default; 0 = none):
+    The weight gradients take the first ``weight_rows`` rows only (all by default):
     one pass can carry the critic's rows and the -Q term's rows, whose gradient must reach the
     action but not Q. With ``input_cols``, also the gradient with respect to those columns of
     the shared input, summed over members (N, cols).
@@ -137,15 +136,13 @@ def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_ro
     w, _ = layers[last]
     x = inputs[last]
     g = g.to(w.dtype).unsqueeze(-1)  # (E, N, 1); the scalar layer by broadcasting, as forward
-    if r:
-        grads.append((_f32((x[:, :r] * g[:, :r]).sum(1)).unsqueeze(-1), _f32(g[:, :r].sum(1, keepdim=True))))
+    grads.append((_f32((x[:, :r] * g[:, :r]).sum(1)).unsqueeze(-1), _f32(g[:, :r].sum(1, keepdim=True))))
     g = _relu_grad(g * w.transpose(1, 2), x, 0)
     gx = None
     for i in range(last - 1, -1, -1):
         w, _ = layers[i]
         x = inputs[i]
-        if r:
-            grads.append((_f32(torch.bmm(x[:, :r].transpose(1, 2), g[:, :r])), _f32(g[:, :r].sum(1, keepdim=True))))
+        grads.append((_f32(torch.bmm(x[:, :r].transpose(1, 2), g[:, :r])), _f32(g[:, :r].sum(1, keepdim=True))))
         if i > 0:
             g = _relu_grad(torch.bmm(g, w.transpose(1, 2)), x, 0)
         elif input_cols is not None:

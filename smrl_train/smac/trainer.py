@@ -3,12 +3,13 @@
 Contract (shared by both trainers): ``update(batch) -> dict[str, float]``, ``state_dict()``,
 ``load_state_dict()``, and ``nets`` whose ``encoder`` and ``policy`` make the adapting agent.
 
-Speed: the twin critic is one fused module, the policy's forward pass on s serves both the
-AWR log-likelihood and the sampled action, Q(s, a) from the critic loss is reused for the
-advantage (as rlkit does), one Q(s, a~pi) pass gives both the V(s) baseline and the online
--Q term, the offline phase backpropagates all three losses in one call
-(their graphs are disjoint, so the gradients equal separate calls), Adam is the fused CPU
-kernel, and the Polyak update is one ``_foreach_lerp_``.
+Speed: by default the update's gradients are derived by hand (``manual_grad.py``, equal to
+autograd's on ``compute_losses`` to float32 round-off); ``compute_losses`` + autograd is the
+readable reference and the path for configs the manual one does not cover. Both share passes:
+the twin critic is one fused module, the policy's forward pass on s serves both the AWR
+log-likelihood and the sampled action, Q(s, a) from the critic loss is reused for the advantage
+(as rlkit does), one Q(s, a~pi) pass gives both the V(s) baseline and the online -Q term. Adam
+is the fused CPU kernel (``_LeanFusedAdam``), and the Polyak update is one ``_foreach_lerp_``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ class _LeanFusedAdam(torch.optim.Adam):
 
 def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     return _LeanFusedAdam(params, lr)
+
+
+def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr: Tensor, q_term: Tensor,
+             advantage: Tensor, weights: Tensor, log_prob: Tensor, context: Tensor, decoder_mse: Tensor,
+             kl: Tensor, var: Tensor) -> dict[str, float]:
+    """The step's metrics (names in ``METRICS`` order) with one host transfer."""
+    stats = torch.stack([critic, q_pred.mean(), target.mean(), policy, awr, q_term, advantage.std(), weights.max(),
+                         log_prob.mean(), context, decoder_mse, kl, var.mean()]).detach().tolist()
+    return dict(zip(METRICS, stats))
 
 
 def _expand_tasks(x: Tensor, per_task: int) -> Tensor:
@@ -241,11 +251,8 @@ class SmacTrainer:
             l_pi.backward(inputs=self.policy_params)
             (t.context + t.critic).backward() if train_ctx else t.critic.backward()
         self._step(train_ctx)
-        stats = torch.stack([t.critic.detach(), t.q_pred.detach().mean(), t.target.mean(), l_pi.detach(),
-                             t.awr.detach(), q_term.detach(), t.advantage.std(), t.weights.max(),
-                             t.log_prob.detach().mean(), t.context.detach(), t.decoder_mse.detach(), t.kl.detach(),
-                             t.var.detach().mean()]).tolist()
-        return dict(zip(METRICS, stats))
+        return _metrics(t.critic, t.q_pred, t.target, l_pi, t.awr, q_term, t.advantage, t.weights, t.log_prob,
+                        t.context, t.decoder_mse, t.kl, t.var)
 
     def _step(self, train_ctx: bool) -> None:
         """Adam on the gradients taken, then the Polyak update of the target critics."""
@@ -266,11 +273,8 @@ class SmacTrainer:
                 p.grad = None
         t = manual_grad.losses_and_grads(self.nets, self.cfg, batch, self.generator, self.phase, train_ctx)
         self._step(train_ctx)
-        l_pi = t["awr"] + t["q_term"]
-        stats = torch.stack([t["critic"], t["q_pred"].mean(), t["target"].mean(), l_pi, t["awr"], t["q_term"],
-                             t["advantage"].std(), t["weights"].max(), t["log_prob"].mean(), t["context"],
-                             t["decoder_mse"], t["kl"], t["var"].mean()]).tolist()
-        return dict(zip(METRICS, stats))
+        return _metrics(t["critic"], t["q_pred"], t["target"], t["awr"] + t["q_term"], t["awr"], t["q_term"],
+                        t["advantage"], t["weights"], t["log_prob"], t["context"], t["decoder_mse"], t["kl"], t["var"])
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -10,10 +10,11 @@ It computes the same losses from the same parameters (online: all gradients befo
 
 Prints updates/s (median over repeats) at the paper's shapes (meta-batch 4 x RL batch 128,
 context 64, encoder 200x3, policy/Q 300x3, decoder 64x2, latent 5) and at the demo shapes,
-offline and online phase, for the plain float32 version and four ways of running our trainer:
-its autograd path and its hand-derived gradients (``smrl_train/smac/manual_grad.py``, the
-default), each in float32 and with bfloat16 matmuls (``network.compute_dtype: bfloat16``),
-with every ratio to plain.
+offline and online phase, for the plain float32 version and five ways of running our trainer
+(``smac.gradients``): autograd (the default), ``torch.compile`` of the same update
+(``compiled``; compiled before timing starts) and the hand-derived gradients of
+``smrl_train/smac/manual_grad.py`` (``manual``), autograd and manual also with bfloat16 matmuls
+(``network.compute_dtype: bfloat16``), with every ratio to plain.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def rate(step: object, batches: list[MetaBatch], seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-IMPLEMENTATIONS = ("plain", "autograd", "autograd_bf16", "manual", "manual_bf16")
+IMPLEMENTATIONS = ("plain", "autograd", "autograd_bf16", "compiled", "manual", "manual_bf16")
 
 
 def bench(name: str, cfg: SmacConfig, obs_dim: int, act_dim: int, online: bool, repeats: int, seconds: float) -> dict:
@@ -172,16 +173,21 @@ def bench(name: str, cfg: SmacConfig, obs_dim: int, act_dim: int, online: bool, 
     batches = [random_batch(shapes.meta_batch, shapes.batch_size, shapes.context_size, obs_dim, act_dim, s)
                for s in range(4)]
     bf16 = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, compute_dtype="bfloat16"))
-    steps = {"plain": PlainSmacUpdate(cfg, obs_dim, act_dim),
-             "autograd": SmacTrainer(cfg, obs_dim, act_dim, manual_gradients=False),
-             "autograd_bf16": SmacTrainer(bf16, obs_dim, act_dim, manual_gradients=False),
-             "manual": SmacTrainer(cfg, obs_dim, act_dim, manual_gradients=True),
-             "manual_bf16": SmacTrainer(bf16, obs_dim, act_dim, manual_gradients=True)}
+    def path(c: SmacConfig, gradients: str) -> SmacTrainer:
+        return SmacTrainer(dataclasses.replace(c, gradients=gradients), obs_dim, act_dim)
+
+    steps = {"plain": PlainSmacUpdate(cfg, obs_dim, act_dim), "autograd": path(cfg, "autograd"),
+             "autograd_bf16": path(bf16, "autograd"), "compiled": path(cfg, "compiled"),
+             "manual": path(cfg, "manual"), "manual_bf16": path(bf16, "manual")}
     for trainer in steps.values():
         if isinstance(trainer, SmacTrainer) and online:
             trainer.set_phase("online")
         elif online:
             trainer.online = True  # type: ignore[union-attr]
+    t0 = time.perf_counter()
+    for _ in range(3):  # compile (and warm up) before timing
+        steps["compiled"].update(batches[0])
+    compile_s = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in IMPLEMENTATIONS}
     for _ in range(repeats):  # interleaved, so load from other processes hits all alike
         for k in IMPLEMENTATIONS:
@@ -191,7 +197,7 @@ def bench(name: str, cfg: SmacConfig, obs_dim: int, act_dim: int, online: bool, 
     cells = "  ".join(f"{k} {med[k]:6.1f}" for k in IMPLEMENTATIONS)
     ratios = "  ".join(f"{k} {med[k] / med['plain']:4.2f}x" for k in IMPLEMENTATIONS[1:])
     print(f"{name:<6} {phase:<7} T={shapes.meta_batch} B={shapes.batch_size} C={shapes.context_size}  upd/s: {cells}\n"
-          f"{'':<15}ratio to plain: {ratios}", flush=True)
+          f"{'':<15}ratio to plain: {ratios}  (compilation {compile_s:.0f} s)", flush=True)
     return {"shapes": name, "phase": phase, **med}
 
 

@@ -676,12 +676,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default="config/reach.yaml", help="the task family config")
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed (both runs and the explorer); the data and the tasks stay the config's")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a smac key of both runs, e.g. --set gradients=manual (repeatable)")
     args = parser.parse_args(argv)
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     budget = BUDGETS[args.budget]
     if args.seed:
         budget = dataclasses.replace(budget, seed=args.seed, smac=(*budget.smac, f"seed={args.seed}"))
+    if args.overrides:
+        budget = dataclasses.replace(budget, smac=(*budget.smac, *args.overrides))
     out = Path(args.out).resolve()
     t_start = time.monotonic()
     Stage.times, Stage.load = {}, {}
@@ -712,7 +716,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "n_train": cfg.tasks.n_train, "n_test": cfg.tasks.n_test,
                    "eval_runs_per_task": resolve_smac(config, overrides=budget.smac).eval.runs_per_task,
                    "command": f"python -m smrl_ros.demo --budget {budget.name}"
-                              + (f" --seed {budget.seed}" if budget.seed else ""), "seed": budget.seed,
+                              + (f" --seed {budget.seed}" if budget.seed else "")
+                              + "".join(f" --set {o}" for o in args.overrides), "seed": budget.seed,
+                   "gradients": resolve_smac(config, overrides=budget.smac).gradients,
                    "data": {k: data_summary[k] for k in ("episodes", "transitions")}, "collection": collection,
                    "adaptation": adapt, "methods": methods, "verdict": verdict(methods),
                    "stage_seconds": dict(Stage.times), "stage_load_average": dict(Stage.load),

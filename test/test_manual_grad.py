@@ -1,71 +1,141 @@
-"""Hand-derived gradients (smrl_train/smac/manual_grad.py) against autograd.
+"""The manual accelerator (smrl_train/smac/manual_grad.py) against the definition of the update.
 
-The manual path is the trainer's default; the autograd path (``compute_losses`` + backward) is
-the readable reference. Same seed, same batch: the gradients of every parameter must agree to
-float32 round-off, in both variants and both phases, and so must the parameters after several
-updates.
+``smac.gradients: manual`` computes the gradients of ``step.step_losses`` by hand. On configs
+drawn at random from its allowlist, with the same noise, the gradients of every parameter must
+agree with autograd's to float32 round-off in both phases, and so must the parameters after
+several updates. Anything outside the allowlist is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 import torch
 
 from smac_helpers import ACT, OBS, random_batch, tiny_config
+from smrl_train.config import ConfigError
 from smrl_train.smac import manual_grad
+from smrl_train.smac.config import SmacConfig
 from smrl_train.smac.trainer import SmacTrainer
 
 torch.set_num_threads(1)
 
 
-def _pair(variant: str, phase: str, **network: object) -> tuple[SmacTrainer, SmacTrainer]:
-    cfg = tiny_config(variant)
-    if network:
-        cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, **network))
-    manual = SmacTrainer(cfg, OBS, ACT, seed=5, manual_gradients=True)
-    auto = SmacTrainer(cfg, OBS, ACT, seed=5, manual_gradients=False)
+def _with(cfg: SmacConfig, **fields: object) -> SmacConfig:
+    """``cfg`` with dotted fields replaced, e.g. ``network__latent_dim=3``."""
+    sections: dict[str, dict[str, object]] = {}
+    top = {}
+    for key, value in fields.items():
+        if "__" in key:
+            sec, name = key.split("__")
+            sections.setdefault(sec, {})[name] = value
+        else:
+            top[key] = value
+    return dataclasses.replace(cfg, **top, **{s: dataclasses.replace(getattr(cfg, s), **v)
+                                              for s, v in sections.items()})
+
+
+def _random_config(rng: random.Random) -> SmacConfig:
+    """A config drawn from manual_grad.IMPLEMENTED (float32; bfloat16 has its own test)."""
+    def widths(most: int) -> tuple[int, ...]:
+        return tuple(rng.randint(3, 20) for _ in range(rng.randint(1, most)))
+
+    cfg = tiny_config(rng.choice(["paper", "improved"]))
+    return _with(cfg, gradients="manual",
+                 network__encoder_hidden=widths(3), network__policy_hidden=widths(3), network__q_hidden=widths(3),
+                 network__decoder_hidden=widths(2), network__latent_dim=rng.randint(1, 6),
+                 network__normalize_inputs=rng.random() < 0.5, network__decoder_ensemble=rng.randint(1, 4),
+                 loss__gamma=rng.uniform(0.5, 0.999), loss__tau=rng.uniform(0.001, 1.0),
+                 loss__reward_scale=rng.uniform(0.1, 10.0), loss__kl_weight=rng.uniform(0.0, 1.0),
+                 loss__normalize_decoder_targets=rng.random() < 0.5, loss__awac_beta=rng.uniform(0.1, 100.0),
+                 loss__awac_normalize_advantage=rng.random() < 0.5, loss__policy_lr=rng.uniform(1e-4, 1e-2),
+                 loss__q_lr=rng.uniform(1e-4, 1e-2), loss__context_lr=rng.uniform(1e-4, 1e-2),
+                 online__q_term_weight=rng.uniform(0.0, 3.0), online__normalize_q_term=rng.random() < 0.5,
+                 online__train_encoder=rng.random() < 0.5)
+
+
+def _pair(cfg: SmacConfig, obs: int, act: int, seed: int = 5) -> tuple[SmacTrainer, SmacTrainer]:
+    manual = SmacTrainer(_with(cfg, gradients="manual"), obs, act, seed=seed)
+    auto = SmacTrainer(_with(cfg, gradients="autograd"), obs, act, seed=seed)
+    # Normalisation statistics as the runner sets them (identity where switched off).
+    g = torch.Generator().manual_seed(seed)
+    stats = (torch.randn(obs, generator=g), torch.rand(obs, generator=g) + 0.5, act, -0.3, 0.7,
+             bool(cfg.network.normalize_inputs), bool(cfg.loss.normalize_decoder_targets))
     for tr in (manual, auto):
-        tr.set_phase(phase)
+        tr.nets.set_statistics(*stats)
     return manual, auto
+
+
+def _assert_same_updates(manual: SmacTrainer, auto: SmacTrainer, batches: list, label: str) -> None:
+    for step, batch in enumerate(batches):
+        m, a = manual.update(batch), auto.update(batch)
+        assert m.keys() == a.keys()
+        for k in m:
+            assert m[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (label, step, k)
+        for (name, p), (_, q) in zip(manual.nets.named_parameters(), auto.nets.named_parameters()):
+            assert (p.grad is None) == (q.grad is None), (label, name)
+            if q.grad is not None:
+                assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5), (label, step, name)
+    for (name, p), (_, q) in zip(manual.nets.state_dict().items(), auto.nets.state_dict().items()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), (label, name)
+
+
+@pytest.mark.parametrize("draw", range(8))
+def test_manual_gradients_equal_autograd_on_random_allowlisted_configs(draw: int) -> None:
+    rng = random.Random(draw)
+    cfg = _random_config(rng)
+    obs, act = rng.randint(2, 6), rng.randint(1, 3)
+    T, B, C = rng.randint(1, 4), rng.randint(2, 9), rng.randint(1, 7)
+    manual, auto = _pair(cfg, obs, act, seed=draw)
+    for phase in ("offline", "online"):
+        manual.set_phase(phase)
+        auto.set_phase(phase)
+        batches = [random_batch(T, B, C, seed=100 * draw + s, obs=obs, act=act) for s in range(2)]
+        _assert_same_updates(manual, auto, batches, f"draw {draw} {phase}: {cfg}")
+    trained = {n.split(".")[0] for n, p in auto.nets.named_parameters() if p.grad is not None}
+    assert {"policy", "qf"} <= trained
+    assert ("encoder" in trained) == bool(cfg.online.train_encoder)  # the last update was online
 
 
 @pytest.mark.parametrize("variant", ["paper", "improved"])
 @pytest.mark.parametrize("phase", ["offline", "online"])
-def test_manual_gradients_equal_autograd(variant: str, phase: str) -> None:
-    manual, auto = _pair(variant, phase)
-    for step in range(3):
-        batch = random_batch(seed=step)
-        m, a = manual.update(batch), auto.update(batch)
-        assert m.keys() == a.keys()
-        for k in m:
-            assert m[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
-        for (name, p), (_, q) in zip(manual.nets.named_parameters(), auto.nets.named_parameters()):
-            assert (p.grad is None) == (q.grad is None), name
-            if q.grad is not None:
-                assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), (step, name)
-    trained = [n for n, p in auto.nets.named_parameters() if p.grad is not None]
-    # Every network the phase trains got a gradient (paper online: not encoder and decoder).
-    for prefix in ("policy.", "qf."):
-        assert any(n.startswith(prefix) for n in trained)
-    assert any(n.startswith("encoder.") for n in trained) == (variant == "improved" or phase == "offline")
-    for (name, p), (_, q) in zip(manual.nets.state_dict().items(), auto.nets.state_dict().items()):
-        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), name
+def test_manual_gradients_equal_autograd_in_both_recipes(variant: str, phase: str) -> None:
+    manual, auto = _pair(tiny_config(variant), OBS, ACT)
+    for tr in (manual, auto):
+        tr.set_phase(phase)
+    _assert_same_updates(manual, auto, [random_batch(seed=s) for s in range(3)], f"{variant} {phase}")
 
 
-def test_manual_gradients_cover_a_single_decoder_and_a_deeper_encoder() -> None:
-    manual, auto = _pair("improved", "offline", decoder_ensemble=1, encoder_hidden=(16, 8), q_hidden=(8, 8, 8))
-    batch = random_batch(seed=3)
-    manual.update(batch)
-    auto.update(batch)
-    compared = 0
-    for (name, p), (_, q) in zip(manual.nets.named_parameters(), auto.nets.named_parameters()):
-        assert (p.grad is None) == (q.grad is None) == name.startswith("qf_target."), name
-        if q.grad is not None:
-            assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
-            compared += 1
-    assert compared == sum(1 for n, _ in auto.nets.named_parameters() if not n.startswith("qf_target."))
+def test_manual_refuses_what_it_does_not_implement_by_name() -> None:
+    mean = _with(tiny_config(), gradients="manual", network__encoder_aggregation="mean")
+    with pytest.raises(ConfigError, match=r"smac\.network\.encoder_aggregation = 'mean'"):
+        SmacTrainer(mean, OBS, ACT)
+    SmacTrainer(_with(mean, gradients="autograd"), OBS, ACT)  # the definition takes any config
+
+    # A field that is neither implemented nor declared outside the update (a new loss option,
+    # say) is refused, not ignored.
+    cfg = _with(tiny_config(), gradients="manual")
+    key = "loss.awac_normalize_advantage"
+    saved = manual_grad.IMPLEMENTED.pop(key)
+    try:
+        with pytest.raises(ConfigError, match=r"does not implement smac\.loss\.awac_normalize_advantage;"):
+            SmacTrainer(cfg, OBS, ACT)
+    finally:
+        manual_grad.IMPLEMENTED[key] = saved
+
+    # A module type it does not know (a LayerNorm in the policy) is refused too.
+    tr = SmacTrainer(cfg, OBS, ACT)
+    tr.nets.policy.trunk.insert(1, torch.nn.LayerNorm(16))
+    with pytest.raises(ConfigError, match=r"module policy\.trunk\.1 \(LayerNorm\)"):
+        manual_grad.check_implemented(cfg, tr.nets)
+
+
+def test_every_config_field_is_classified_for_the_manual_path() -> None:
+    fields = {k for k, _ in manual_grad.config_fields(SmacConfig())}
+    assert fields == set(manual_grad.IMPLEMENTED) | manual_grad.OUTSIDE_THE_UPDATE
+    assert not set(manual_grad.IMPLEMENTED) & manual_grad.OUTSIDE_THE_UPDATE
 
 
 def test_layer_backward_matches_autograd_in_float64() -> None:
@@ -109,8 +179,8 @@ def test_layer_backward_matches_autograd_in_float64() -> None:
 def test_manual_bfloat16_gradients_follow_float32(phase: str) -> None:
     cfg = tiny_config()
     half = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, compute_dtype="bfloat16"))
-    full_tr, half_tr = SmacTrainer(cfg, OBS, ACT, seed=4), SmacTrainer(half, OBS, ACT, seed=4)
-    assert full_tr.manual_gradients and half_tr.manual_gradients
+    full_tr = SmacTrainer(_with(cfg, gradients="manual"), OBS, ACT, seed=4)
+    half_tr = SmacTrainer(_with(half, gradients="manual"), OBS, ACT, seed=4)
     for tr in (full_tr, half_tr):
         tr.set_phase(phase)
         tr.update(random_batch(seed=9))
@@ -123,15 +193,6 @@ def test_manual_bfloat16_gradients_follow_float32(phase: str) -> None:
     assert not torch.equal(a, b)  # bfloat16 really ran
     assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
                for p in half_tr.nets.parameters())
-
-
-def test_mean_pool_encoder_falls_back_to_autograd() -> None:
-    cfg = tiny_config()
-    mean_cfg = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, encoder_aggregation="mean"))
-    assert manual_grad.supports(cfg) and not manual_grad.supports(mean_cfg)
-    assert not SmacTrainer(mean_cfg, OBS, ACT).manual_gradients
-    with pytest.raises(ValueError, match="product-of-Gaussians"):
-        SmacTrainer(mean_cfg, OBS, ACT, manual_gradients=True)
 
 
 def test_lean_fused_adam_steps_exactly_like_torch_adam() -> None:

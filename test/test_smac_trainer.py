@@ -161,3 +161,37 @@ def test_bfloat16_matmuls_give_the_float32_losses_to_bf16_precision(phase: str) 
     assert a.q_pred.dtype == b.q_pred.dtype == torch.float32 and not torch.equal(a.q_pred, b.q_pred)
     half_tr.update(batch)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in half_tr.nets.parameters())
+
+
+@pytest.mark.parametrize("phase", ["offline", "online"])
+def test_one_backward_of_the_total_gives_each_network_its_own_losses_gradient(phase: str) -> None:
+    tr = SmacTrainer(tiny_config(), OBS, ACT)
+    tr.set_phase(phase)
+    t = tr.compute_losses(random_batch(seed=2))
+    own = {"encoder": t.context, "decoder": t.context, "qf": t.critic, "policy": t.policy}
+    total = {name: _grads(t.total, getattr(tr.nets, name)) for name in own}
+    for name, loss in own.items():
+        for got, want in zip(total[name], _grads(loss, getattr(tr.nets, name))):
+            assert (got is None) == (want is None), name
+            if want is not None:
+                assert torch.allclose(got, want, atol=1e-6), name
+    if phase == "online":  # the -Q term is in the total and reaches the policy, not the critic
+        assert t.q_term.item() != 0.0
+        assert _nonzero(_grads(t.q_term, tr.nets.policy)) and not _nonzero(_grads(t.q_term, tr.nets.qf))
+
+
+def test_compiled_gradients_follow_autograd() -> None:
+    import dataclasses
+
+    cfg = tiny_config()
+    auto = SmacTrainer(cfg, OBS, ACT, seed=2)
+    comp = SmacTrainer(dataclasses.replace(cfg, gradients="compiled"), OBS, ACT, seed=2)
+    for phase, seeds in (("offline", (0, 1)), ("online", (2,))):
+        for tr in (auto, comp):
+            tr.set_phase(phase)
+        for s in seeds:
+            ma, mc = auto.update(random_batch(seed=s)), comp.update(random_batch(seed=s))
+            for k in ma:
+                assert mc[k] == pytest.approx(ma[k], rel=1e-4, abs=1e-5), (phase, k)
+    for (name, p), (_, q) in zip(auto.nets.state_dict().items(), comp.nets.state_dict().items()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name

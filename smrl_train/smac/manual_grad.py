@@ -1,18 +1,21 @@
-"""SMAC's update with hand-derived gradients: the losses of ``SmacTrainer.compute_losses``,
-their parameter gradients written out layer by layer, no autograd graph.
+"""SMAC's update with hand-derived gradients: the opt-in accelerator (``smac.gradients: manual``).
+
+It computes the losses of :func:`smrl_train.smac.step.step_losses`, the definition of the
+update, and writes every parameter's gradient layer by layer, with no autograd graph. Tested
+against autograd on configs drawn at random from :data:`IMPLEMENTED`
+(``test/test_manual_grad.py``).
 
 Why: at the demo shapes (128-wide networks, 512 transitions) an autograd update is bound by
 overhead, not arithmetic: about 1,400 aten calls, ``nn.Module`` dispatch and one autograd node
 per op, for ~0.2 GMAC of matrix multiplies. Here every network is a list of (weight, bias)
 pairs run with ``addmm`` / ``baddbmm``; the backward pass of a layer is three matmul-class
-calls and one ReLU mask; the losses' derivatives are closed forms (below, per loss). The
-random draws happen in the same order as ``compute_losses``, so with the same generator state
-both paths see the same noise and give the same gradients (tested to float32 round-off).
+calls and one ReLU mask; the losses' derivatives are closed forms (below, per loss).
 
-Coverage: the product-of-Gaussians encoder (both variants' default), float32 or bfloat16
-matmuls (``network.compute_dtype``; as under autocast, the policy, critic and decoder
-passes run in bfloat16, the encoder, losses, gradients handed to Adam and the parameters stay
-float32). The ``mean`` encoder uses the autograd path; :func:`supports` says which.
+Coverage is explicit: :data:`IMPLEMENTED` lists every config field that enters the update and
+the values this path implements, :data:`OUTSIDE_THE_UPDATE` the fields that never reach it, and
+:data:`MODULES` the module types it knows. :func:`check_implemented` refuses anything else by
+name, so a new loss or layer added to ``step_losses`` and the networks can never be silently
+ignored here.
 
 Shapes: T tasks, C context transitions per task, B RL transitions per task, N = T B, O obs,
 A action, L latent, E ensemble members, H hidden width (``n_obs`` = O in the code).
@@ -20,16 +23,124 @@ A action, L latent, E ensemble members, H hidden width (``n_obs`` = O in the cod
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from smrl_train.config import ConfigError
+from smrl_train.smac import networks as N_
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig
 from smrl_train.smac.losses import awac_temperature, awac_weights, bellman_target, kl_to_standard_normal
 from smrl_train.smac.networks import (ACTION_CLAMP, LOG_STD_MAX, LOG_STD_MIN, VAR_MIN, ContextEncoder, SmacNetworks,
                                       tanh_gaussian_log_prob)
+from smrl_train.smac.step import Noise
+from smrl_train.smac.step import per_task as _per_task
+
+# ---------------------------------------------------------------------------------------
+# What this path implements
+
+
+def _any(_: Any) -> bool:
+    return True
+
+
+def _nonempty(v: Any) -> bool:
+    return len(v) > 0
+
+
+# Every config field that enters an update, with the values implemented here (a predicate and
+# its description for the error message).
+IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "network.encoder_hidden": (_nonempty, "at least one hidden layer"),
+    "network.policy_hidden": (_nonempty, "at least one hidden layer"),
+    "network.q_hidden": (_nonempty, "at least one hidden layer"),
+    "network.decoder_hidden": (_nonempty, "at least one hidden layer"),
+    "network.latent_dim": (_any, "any"),
+    "network.encoder_aggregation": (lambda v: v == "product", "'product' (the product of Gaussians)"),
+    "network.normalize_inputs": (_any, "any"),
+    "network.decoder_ensemble": (_any, "any"),
+    "network.compute_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+    "loss.gamma": (_any, "any"),
+    "loss.tau": (_any, "any"),
+    "loss.reward_scale": (_any, "any"),
+    "loss.kl_weight": (_any, "any"),
+    "loss.normalize_decoder_targets": (_any, "any"),
+    "loss.awac_beta": (_any, "any"),
+    "loss.awac_normalize_advantage": (_any, "any"),
+    "loss.policy_lr": (_any, "any"),
+    "loss.q_lr": (_any, "any"),
+    "loss.context_lr": (_any, "any"),
+    "online.q_term_weight": (_any, "any"),
+    "online.normalize_q_term": (_any, "any"),
+    "online.train_encoder": (_any, "any"),
+}
+
+# Fields that never reach the update: seeds, budgets, batch shapes (they are the batch's),
+# collection, labelling and evaluation settings.
+OUTSIDE_THE_UPDATE = frozenset({
+    "variant", "seed", "gradients",
+    "offline.steps", "offline.meta_batch", "offline.batch_size", "offline.context_size", "offline.log_every",
+    "offline.checkpoint_every",
+    "online.iterations", "online.tasks_per_iteration", "online.updates_per_iteration", "online.prior_episodes",
+    "online.posterior_episodes", "online.explore_episodes", "online.explore_context_fraction", "online.meta_batch",
+    "online.batch_size", "online.context_size", "online.label_context_size", "online.label_pessimism",
+    "online.resample_latent", "online.eval_every", "online.checkpoint_every",
+    "eval.exploration_episodes", "eval.runs_per_task", "eval.curve_tasks", "eval.curve_runs_per_task",
+    "eval.diagnostic_tasks", "eval.offline_context_size", "eval.deterministic", "eval.resample_latent",
+})
+
+# The module types of the networks this path runs (anything else, a LayerNorm say, is refused).
+MODULES = (SmacNetworks, N_.ContextEncoder, N_.Normalizer, N_.TanhGaussianPolicy, N_.EnsembleQ, N_.EnsembleLinear,
+           N_.RewardDecoder, nn.Sequential, nn.ModuleList, nn.Linear, nn.ReLU)
+
+
+def config_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every leaf field of a config dataclass as ("section.name", value)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from config_fields(value, f"{key}.")
+        else:
+            yield key, value
+
+
+def check_implemented(cfg: SmacConfig, nets: SmacNetworks | None = None) -> None:
+    """Refuse a config or networks this path does not implement, naming the field or module.
+
+    Raises:
+        ConfigError: one line, e.g. ``smac.gradients: manual does not implement
+        smac.network.encoder_aggregation = 'mean' (it implements 'product' ...)``.
+    """
+    hint = "; use smac.gradients: autograd or compiled"
+    for key, value in config_fields(cfg):
+        if key in OUTSIDE_THE_UPDATE:
+            continue
+        if key not in IMPLEMENTED:
+            raise ConfigError(f"smac.gradients: manual does not implement smac.{key}{hint}")
+        ok, what = IMPLEMENTED[key]
+        if not ok(value):
+            raise ConfigError(f"smac.gradients: manual does not implement smac.{key} = {value!r} "
+                              f"(it implements {what}){hint}")
+    if nets is not None:
+        for name, module in nets.named_modules():
+            if type(module) not in MODULES:
+                raise ConfigError(f"smac.gradients: manual does not implement the module "
+                                  f"{name} ({type(module).__name__}){hint}")
+
+
+def opt_in_process_speedups() -> None:
+    """The process-wide side effects that come with this path: glibc keeps freed pages
+    (``allocator.retain_freed_memory``). Called by the trainer when ``gradients: manual``."""
+    from smrl_train.smac.allocator import retain_freed_memory
+
+    retain_freed_memory()
+
 
 _relu_grad = torch.ops.aten.threshold_backward  # g * (x > 0), one kernel
 
@@ -37,12 +148,6 @@ _relu_grad = torch.ops.aten.threshold_backward  # g * (x > 0), one kernel
 def _f32(x: Tensor) -> Tensor:
     # A Python check is cheaper than dispatching a no-op ``.float()`` ~40 times a step.
     return x if x.dtype == torch.float32 else x.float()
-
-
-def supports(cfg: SmacConfig) -> bool:
-    """Whether this path computes the update of ``cfg`` (else the trainer uses autograd)."""
-    n = cfg.network
-    return n.encoder_aggregation == "product" and len(n.policy_hidden) > 0 and len(n.encoder_hidden) > 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,40 +300,17 @@ def _normalise(x: Tensor, normalizer: nn.Module) -> Tensor:
     return (x - normalizer.mean) / normalizer.std
 
 
-def _per_task(x: Tensor, b: int) -> Tensor:
-    """(T, L) -> (T B, L), each task's row repeated for its transitions."""
-    return x.unsqueeze(1).expand(x.shape[0], b, x.shape[1]).reshape(-1, x.shape[1])
-
-
 def _assign(params: list[nn.Parameter], grads: list[Tensor]) -> None:
     for p, g in zip(params, grads):
         p.grad = g
 
 
-@dataclass
-class Noise:
-    """The step's standard-normal draws, in ``compute_losses``' order: z (T, L), z for the
-    target action (T, L), the target action (N, A), the actor's sampled action (N, A)."""
-
-    z: Tensor
-    z_next: Tensor
-    a_next: Tensor
-    a_pi: Tensor
-
-    @staticmethod
-    def draw(generator: torch.Generator, tasks: int, latent: int, rows: int, act: int) -> Noise:
-        return Noise(*(torch.randn(shape, generator=generator) for shape in
-                       ((tasks, latent), (tasks, latent), (rows, act), (rows, act))))
-
-
-def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, generator: torch.Generator,
+def losses_and_grads(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Noise,
                      phase: str, train_context: bool) -> dict[str, Tensor]:
     """Every loss of one step and, stored in each parameter's ``.grad``, the gradients the
     trainer's autograd path would compute (offline: context + critic + AWR; online: AWR + -Q
     term for the policy only, context + critic for the rest). Returns the tensors the trainer's
     metrics read (names as in ``LossTerms``)."""
-    noise = Noise.draw(generator, batch.meta_batch, nets.latent_dim, batch.meta_batch * batch.batch_size,
-                       nets.act_dim)
     grads, out = step_core(nets, cfg, batch, noise, phase, train_context)
     _assign(list(nets.policy.parameters()), grads["policy"])
     _assign(list(nets.qf.parameters()), grads["qf"])

@@ -212,10 +212,11 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(ensemble, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(ensemble, 1, out_dim).uniform_(-bound, bound))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        w, b = (self.weight.detach(), self.bias.detach()) if detach_params else (self.weight, self.bias)
         if x.dim() == 2:  # shared input: (N, in) @ (E, in, out) broadcasts to (E, N, out)
-            return torch.matmul(x, self.weight) + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+            return torch.matmul(x, w) + b
+        return torch.baddbmm(b, x, w)
 
 
 def ensemble_mlp(ensemble: int, in_dim: int, hidden: tuple[int, ...]) -> tuple[nn.ModuleList, EnsembleLinear]:
@@ -225,11 +226,12 @@ def ensemble_mlp(ensemble: int, in_dim: int, hidden: tuple[int, ...]) -> tuple[n
     return layers, EnsembleLinear(ensemble, dims[-1], 1, init=3e-3)
 
 
-def run_ensemble_mlp(layers: nn.ModuleList, out: EnsembleLinear, h: Tensor) -> Tensor:
-    """Shared input (N, in) -> every member's output (E, N)."""
+def run_ensemble_mlp(layers: nn.ModuleList, out: EnsembleLinear, h: Tensor, detach_params: bool = False) -> Tensor:
+    """Shared input (N, in) -> every member's output (E, N). With ``detach_params`` the pass
+    gives gradients to its input only, never to the members' parameters."""
     for layer in layers:
-        h = layer(h).relu_()  # in place: baddbmm's backward needs its inputs only
-    return out(h).squeeze(-1)
+        h = layer(h, detach_params).relu_()  # in place: baddbmm's backward needs its inputs only
+    return out(h, detach_params).squeeze(-1)
 
 
 class EnsembleQ(nn.Module):
@@ -247,8 +249,10 @@ class EnsembleQ(nn.Module):
         self.normalizer = Normalizer(obs_dim)
         self.layers, self.out = ensemble_mlp(ensemble, obs_dim + act_dim + latent_dim, hidden)
 
-    def forward(self, obs: Tensor, action: Tensor, z: Tensor) -> Tensor:
-        return run_ensemble_mlp(self.layers, self.out, torch.cat([self.normalizer(obs), action, z.detach()], dim=-1))
+    def forward(self, obs: Tensor, action: Tensor, z: Tensor, detach_params: bool = False) -> Tensor:
+        """With ``detach_params`` the gradient reaches the action only (the online -Q term)."""
+        x = torch.cat([self.normalizer(obs), action, z.detach()], dim=-1)
+        return run_ensemble_mlp(self.layers, self.out, x, detach_params)
 
 
 # ---------------------------------------------------------------------------------------

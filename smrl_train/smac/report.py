@@ -70,13 +70,14 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
     for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
         m = methods.setdefault(r["method"], {"final_return": [], "success_rate": [], "seeds": [], "runs": [],
                                              "variant": r["variant"], "labels": r["labels"], "phase": r["phase"],
-                                             "updates": [], "iterations": []})
+                                             "updates": [], "iterations": [], "gradients": []})
         m["final_return"].append(r["test"]["final_return"])
         m["success_rate"].append(r["test"]["success_rate"])
         m["seeds"].append(r["seed"])
         m["runs"].append(r["run_dir"])
         m["updates"].append(r.get("updates"))
         m["iterations"].append(r.get("iterations"))
+        m["gradients"].append(r.get("gradients", "unrecorded"))
         random_returns.append(r["random_policy"]["final_return"])
         if r.get("diagnostic"):
             d = diagnostic.setdefault(r["method"], {k: [] for k in ("return_offline_context",
@@ -223,13 +224,14 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
         lines += [notes, ""]
     lines += ["Held-out test tasks; meta-test protocol of the paper (2 exploration episodes with z ~ prior, "
               "then the posterior z and the deterministic policy); mean ± std over seeds.", "",
-              "| method | seeds | final return | success rate | updates | description |",
-              "|---|---|---|---|---|---|"]
+              "| method | seeds | final return | success rate | updates | gradients | description |",
+              "|---|---|---|---|---|---|---|"]
     for n in _ordered(list(summary["methods"])):
         m = summary["methods"][n]
         ups = sorted({u for u in m["updates"] if u is not None})
         lines.append(f"| {n} | {len(m['seeds'])} | {_fmt(m['final_return_stats'])} | "
-                     f"{_fmt(m['success_rate_stats'])} | {', '.join(map(str, ups))} | {DESCRIPTION.get(n, 'ablation')} |")
+                     f"{_fmt(m['success_rate_stats'])} | {', '.join(map(str, ups))} | "
+                     f"{', '.join(sorted(set(m['gradients'])))} | {DESCRIPTION.get(n, 'ablation')} |")
     lines += ["", f"Random policy: final return {summary['random_policy_final_return']:.2f}.", ""]
     lines += _per_seed_table(summary) + [""]
     for suffix in ("", "_paper"):

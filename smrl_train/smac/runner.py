@@ -163,7 +163,8 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     sampler = MetaBatchSampler(buffers, seeded_generator(cfg.seed, _SAMPLER_STREAM))
     method = method or method_name(algo, "offline", "true", cfg.variant)
     meta = {"kind": "smrl-smac-run", "algo": algo, "phase": "offline", "method": method, "labels": "true",
-            "variant": cfg.variant, "seed": cfg.seed, "smac": to_dict(cfg), "obs_dim": obs_dim, "act_dim": act_dim,
+            "variant": cfg.variant, "seed": cfg.seed, "gradients": cfg.gradients, "smac": to_dict(cfg),
+            "obs_dim": obs_dim, "act_dim": act_dim,
             "task_ids": buffers.task_ids, "step": 0, "finished": False, "problem": problem.description}
     log = CsvLog(run_dir / "metrics.csv")
     if resuming:
@@ -342,7 +343,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     method = method or method_name("smac", "online", labels, cfg.variant)
     meta: dict[str, Any] = {
         "kind": "smrl-smac-run", "algo": "smac", "phase": "online", "method": method, "labels": labels,
-        "variant": cfg.variant, "seed": cfg.seed, "smac": to_dict(cfg), "obs_dim": problem.dims()[0],
+        "variant": cfg.variant, "seed": cfg.seed, "gradients": cfg.gradients, "smac": to_dict(cfg),
+        "obs_dim": problem.dims()[0],
         "act_dim": problem.dims()[1], "task_ids": st.rl.task_ids, "parent": str(offline_run), "iteration": 0,
         "step": st.trainer.steps, "finished": False, "problem": problem.description, "source": "env"}
     log = CsvLog(run_dir / "metrics.csv", key="iteration")
@@ -452,6 +454,8 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
     result: dict[str, Any] = {
         "method": meta["method"], "algo": meta["algo"], "phase": meta["phase"], "labels": meta["labels"],
         "variant": meta["variant"], "seed": meta["seed"], "updates": meta.get("step"),
+        # The gradient path that trained the run (its parent's too, for an online run).
+        "gradients": meta.get("gradients", cfg.gradients),
         "iterations": meta.get("iteration"), "finished": meta.get("finished"), "eval": to_dict(cfg.eval),
         "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval, derived_seed(cfg.seed, 5),
                           problem.max_steps, progress),

@@ -1,62 +1,39 @@
-"""One SMAC gradient step (brief section 3), plus the meta-behaviour-cloning baseline.
+"""The SMAC trainer: one update on a meta-batch, with the gradient path the config names.
 
 Contract (shared by both trainers): ``update(batch) -> dict[str, float]``, ``state_dict()``,
 ``load_state_dict()``, and ``nets`` whose ``encoder`` and ``policy`` make the adapting agent.
 
-Speed: by default the update's gradients are derived by hand (``manual_grad.py``, equal to
-autograd's on ``compute_losses`` to float32 round-off); ``compute_losses`` + autograd is the
-readable reference and the path for configs the manual one does not cover. Both share passes:
-the twin critic is one fused module, the policy's forward pass on s serves both the AWR
-log-likelihood and the sampled action, Q(s, a) from the critic loss is reused for the advantage
-(as rlkit does), one Q(s, a~pi) pass gives both the V(s) baseline and the online -Q term. Adam
-is the fused CPU kernel (``_LeanFusedAdam``), and the Polyak update is one ``_foreach_lerp_``.
+The update is defined once, by :func:`smrl_train.smac.step.step_losses`. ``smac.gradients``
+chooses how its gradients are taken:
+
+* ``autograd`` (default): one backward pass of ``LossTerms.total``;
+* ``compiled``: the same function through ``torch.compile`` (one-off compilation per phase,
+  then faster updates; see docs/algorithm.md section 8);
+* ``manual``: the opt-in accelerator of ``manual_grad.py``, hand-derived gradients of the same
+  losses for the config fields and modules it lists (anything else is refused by name). It
+  also opts into two process-wide speed-ups: torch's private fused Adam kernel called without
+  ``Adam.step``'s bookkeeping, and glibc malloc thresholds that keep freed pages.
+
+Adam steps after every gradient is taken, so every loss sees the same parameters; the Polyak
+update is one ``_foreach_lerp_``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from smrl_train.smac import manual_grad
-from smrl_train.smac.allocator import retain_freed_memory
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig
-from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,
-                                    critic_loss, kl_to_standard_normal, online_q_term)
+from smrl_train.smac.losses import kl_to_standard_normal
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, sample_gaussian, tanh_gaussian_log_prob
+from smrl_train.smac.step import PHASES, LossTerms, Noise, per_task, step_losses, trains_context
 
-PHASES = ("offline", "online")
 METRICS = ("q_loss", "q_mean", "q_target_mean", "policy_loss", "awr_loss", "q_term", "adv_std", "weight_max",
            "log_prob_data", "context_loss", "decoder_mse", "kl", "posterior_var")
-
-
-@dataclass
-class LossTerms:
-    """The losses of one step (scalars) and the intermediate tensors tests and metrics read.
-
-    q_pred (E, N); target/advantage/weights/log_prob (N,); a_pi (N, A); q_pi (N,) = min_k
-    Q_k(s, a_pi) (with a graph to a_pi in the online phase); z (N, L) detached; mu, var (T, L).
-    """
-
-    context: Tensor
-    decoder_mse: Tensor
-    kl: Tensor
-    critic: Tensor
-    awr: Tensor
-    q_pred: Tensor
-    target: Tensor
-    advantage: Tensor
-    weights: Tensor
-    log_prob: Tensor
-    a_pi: Tensor
-    q_pi: Tensor
-    z: Tensor
-    mu: Tensor
-    var: Tensor
 
 
 def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z: bool = True,
@@ -74,10 +51,11 @@ def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z:
 class _LeanFusedAdam(torch.optim.Adam):
     """torch's fused CPU Adam (one kernel per parameter group), called without the per-step
     Python bookkeeping of ``Adam.step`` (~0.15 ms per call, a few percent of a demo-size update).
+    Part of the ``manual`` accelerator only: it calls the private ``torch._fused_adam_``.
 
-    Same state, same ``state_dict``, same arithmetic (``torch._fused_adam_``, which ``Adam.step``
-    itself calls); the first step of a parameter (state not yet created) goes through
-    ``Adam.step``. Parameters without a gradient are skipped, as ``Adam.step`` does.
+    Same state, same ``state_dict``, same arithmetic (``Adam.step`` itself calls that kernel);
+    the first step of a parameter (state not yet created) goes through ``Adam.step``.
+    Parameters without a gradient are skipped, as ``Adam.step`` does.
     """
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float) -> None:
@@ -105,8 +83,9 @@ class _LeanFusedAdam(torch.optim.Adam):
         return None
 
 
-def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    return _LeanFusedAdam(params, lr)
+def _adam(params: list[torch.nn.Parameter], lr: float, lean: bool = False) -> torch.optim.Adam:
+    """Adam with torch's fused CPU kernel; ``lean`` skips its bookkeeping (manual path only)."""
+    return _LeanFusedAdam(params, lr) if lean else torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr: Tensor, q_term: Tensor,
@@ -118,47 +97,37 @@ def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr
     return dict(zip(METRICS, stats))
 
 
-def _expand_tasks(x: Tensor, per_task: int) -> Tensor:
-    """Repeat each task's row for its transitions: (T, L) -> (T * per_task, L)."""
-    return x.unsqueeze(1).expand(x.shape[0], per_task, x.shape[1]).reshape(-1, x.shape[1])
-
-
 class SmacTrainer:
     """SMAC's update: encoder + decoder by reward MSE + KL, twin critic, AWAC actor.
 
     Phases: ``offline`` (all three losses, no -Q actor term) and ``online`` (encoder and decoder
-    frozen unless ``online.train_encoder``; the actor adds the reparameterised -Q term). All
-    gradients are taken before any optimiser step, so every loss sees the same parameters.
+    frozen unless ``online.train_encoder``; the actor adds the reparameterised -Q term). The
+    gradient path is ``cfg.gradients`` (module docstring).
+
+    Raises:
+        ConfigError: ``gradients: manual`` with a config field or module it does not implement.
     """
 
-    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0,
-                 manual_gradients: bool | None = None) -> None:
+    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0) -> None:
         self.cfg = cfg
-        retain_freed_memory()
+        self.gradients = cfg.gradients
         self.nets = build_networks(cfg, obs_dim, act_dim, seed=seed)
-        # Hand-derived gradients (manual_grad.py) wherever they cover the config: the same
-        # update at a fraction of autograd's overhead. False forces the autograd path.
-        self.manual_gradients = manual_grad.supports(cfg) if manual_gradients is None else bool(manual_gradients)
-        if self.manual_gradients and not manual_grad.supports(cfg):
-            raise ValueError("manual gradients cover the product-of-Gaussians encoder only")
+        manual = self.gradients == "manual"
+        if manual:
+            manual_grad.check_implemented(cfg, self.nets)
+            manual_grad.opt_in_process_speedups()
         self.generator = torch.Generator().manual_seed(int(seed))
         loss = cfg.loss
         self.context_params = list(self.nets.encoder.parameters()) + list(self.nets.decoder.parameters())
         self.q_params = list(self.nets.qf.parameters())
         self.q_target_params = list(self.nets.qf_target.parameters())
         self.policy_params = list(self.nets.policy.parameters())
-        self.opt_context = _adam(self.context_params, loss.context_lr)
-        self.opt_q = _adam(self.q_params, loss.q_lr)
-        self.opt_policy = _adam(self.policy_params, loss.policy_lr)
+        self.opt_context = _adam(self.context_params, loss.context_lr, lean=manual)
+        self.opt_q = _adam(self.q_params, loss.q_lr, lean=manual)
+        self.opt_policy = _adam(self.policy_params, loss.policy_lr, lean=manual)
+        self._losses = torch.compile(step_losses, dynamic=False) if self.gradients == "compiled" else step_losses
         self.phase = "offline"
         self.steps = 0
-        # bfloat16 matmuls (autocast) for the policy, critics and decoder; parameters, optimiser
-        # state, the encoder and every loss stay float32. See network.compute_dtype.
-        self.bf16 = cfg.network.compute_dtype == "bfloat16"
-
-    def _mixed(self) -> contextlib.AbstractContextManager[Any]:
-        # float32: a no-op context, so the default update pays nothing for the option.
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     # -- phase -------------------------------------------------------------------------------
     def set_phase(self, phase: str) -> None:
@@ -169,90 +138,31 @@ class SmacTrainer:
     @property
     def trains_context(self) -> bool:
         """Whether this phase trains the encoder and decoder (paper: offline only)."""
-        return self.phase == "offline" or bool(self.cfg.online.train_encoder)
+        return trains_context(self.cfg, self.phase)
 
     # -- one gradient step ---------------------------------------------------------------------
-    def compute_losses(self, batch: MetaBatch) -> LossTerms:
-        """Every loss of one step on a meta-batch, before any parameter changes.
+    def draw_noise(self, batch: MetaBatch) -> Noise:
+        """The next step's noise from the trainer's generator."""
+        return Noise.for_batch(self.generator, self.nets, batch)
 
-        Shapes: T tasks x B transitions (N = T B), context (T, C, O + A + 1).
-        """
-        cfg, nets, g = self.cfg.loss, self.nets, self.generator
-        train_ctx = self.trains_context
-        b = batch.batch_size
-
-        # Task inference: one posterior per task; z for decoder/critic/actor, a second,
-        # independent sample for the target policy's action (rlkit).
-        with torch.set_grad_enabled(train_ctx):
-            mu, var = nets.encoder(batch.context)
-            z = _expand_tasks(sample_gaussian(mu, var, g), b)
-        z_next = _expand_tasks(sample_gaussian(mu.detach(), var.detach(), g), b)
-        zd = z.detach()
-
-        # Encoder + decoder: reward regression on the RL batch with z carrying gradient, + KL.
-        if train_ctx:
-            with self._mixed():
-                pred = nets.decoder.members(batch.obs, batch.action, z).float()  # (E, N): each member regresses
-            l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(cfg.kl_weight),
-                                          nets.decoder.reward_mean, nets.decoder.reward_std)
-        else:
-            with torch.no_grad():
-                kl = kl_to_standard_normal(mu, var).mean()
-            l_ctx, mse = torch.zeros(()), torch.zeros(())
-
-        # Critic: y = scale r + (1 - d) gamma min Qbar(s', a' ~ pi(s', z_next), z); alpha = 0.
-        with torch.no_grad(), self._mixed():
-            mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
-            a_next, _ = nets.policy.sample(mean_n.float(), log_std_n.float(), g)
-            q_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
-        y = bellman_target(batch.reward, batch.terminated, q_next, cfg.reward_scale, cfg.gamma)
-        with self._mixed():
-            q_pred = nets.qf(batch.obs, batch.action, zd).float()
-        l_q = critic_loss(q_pred, y)
-
-        # Actor (AWAC): A = min Q(s, a) - min Q(s, a~pi), weights softmax(A / beta) x N. The
-        # policy's one forward pass on s gives both log pi(a_data) and the sampled action.
-        with self._mixed():
-            mean, log_std = nets.policy(batch.obs, zd)
-        mean, log_std = mean.float(), log_std.float()
-        log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
-        a_pi, _ = nets.policy.sample(mean, log_std, g)  # reparameterised (used online)
-        # Q(s, a~pi): the V(s) baseline, and online also the -Q term (then with a graph to
-        # a~pi), one pass for both, as in rlkit.
-        with torch.set_grad_enabled(self.phase == "online"), self._mixed():
-            q_pi = nets.qf(batch.obs, a_pi if self.phase == "online" else a_pi.detach(), zd).float().min(dim=0).values
-        with torch.no_grad():
-            adv = q_pred.detach().min(dim=0).values - q_pi.detach()  # Q(s, a) reused from the critic pass
-            w = awac_weights(adv, awac_temperature(adv, float(cfg.awac_beta), bool(cfg.awac_normalize_advantage)))
-        l_awr = awac_policy_loss(log_prob, w)
-        return LossTerms(context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, awr=l_awr, q_pred=q_pred, target=y,
-                         advantage=adv, weights=w, log_prob=log_prob, a_pi=a_pi, q_pi=q_pi, z=zd, mu=mu, var=var)
+    def compute_losses(self, batch: MetaBatch, noise: Noise | None = None) -> LossTerms:
+        """Every loss of one step (``step_losses``), with the trainer's next noise by default."""
+        return step_losses(self.nets, self.cfg, batch, self.draw_noise(batch) if noise is None else noise,
+                           self.phase)
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
         """One step on a meta-batch (T tasks x B transitions, context T x C). Returns metrics."""
-        if self.manual_gradients:
-            return self._manual_update(batch)
-        t = self.compute_losses(batch)
+        noise = self.draw_noise(batch)
         train_ctx = self.trains_context
-        self.opt_context.zero_grad(set_to_none=True)
-        self.opt_q.zero_grad(set_to_none=True)
-        self.opt_policy.zero_grad(set_to_none=True)
-        if self.phase == "offline":
-            # Disjoint graphs: one backward gives the gradients of three separate ones.
-            (t.context + t.critic + t.awr).backward()
-            l_pi, q_term = t.awr, torch.zeros(())
-        else:
-            # All losses from the same pre-step parameters (rlkit's math). The brief's in-place
-            # pitfall is avoided by taking every gradient before any optimiser step ("update
-            # the policy first"), and the -Q term's gradient is restricted to the policy: it
-            # must not train the critic.
-            q_term = online_q_term(t.q_pi, self.cfg.online.q_term_weight, bool(self.cfg.online.normalize_q_term))
-            l_pi = t.awr + q_term
-            l_pi.backward(inputs=self.policy_params)
-            (t.context + t.critic).backward() if train_ctx else t.critic.backward()
+        if self.gradients == "manual":
+            return self._manual_update(batch, noise, train_ctx)
+        t = self._losses(self.nets, self.cfg, batch, noise, self.phase)
+        for opt in (self.opt_context, self.opt_q, self.opt_policy):
+            opt.zero_grad(set_to_none=True)
+        t.total.backward()
         self._step(train_ctx)
-        return _metrics(t.critic, t.q_pred, t.target, l_pi, t.awr, q_term, t.advantage, t.weights, t.log_prob,
-                        t.context, t.decoder_mse, t.kl, t.var)
+        return _metrics(t.critic, t.q_pred, t.target, t.policy, t.awr, t.q_term, t.advantage, t.weights,
+                        t.log_prob, t.context, t.decoder_mse, t.kl, t.var)
 
     def _step(self, train_ctx: bool) -> None:
         """Adam on the gradients taken, then the Polyak update of the target critics."""
@@ -265,13 +175,12 @@ class SmacTrainer:
         self.steps += 1
 
     @torch.no_grad()
-    def _manual_update(self, batch: MetaBatch) -> dict[str, float]:
+    def _manual_update(self, batch: MetaBatch, noise: Noise, train_ctx: bool) -> dict[str, float]:
         """The same step with hand-derived gradients (manual_grad.py); no autograd graph."""
-        train_ctx = self.trains_context
         if not train_ctx:  # every other gradient is overwritten; frozen ones must be None
             for p in self.context_params:
                 p.grad = None
-        t = manual_grad.losses_and_grads(self.nets, self.cfg, batch, self.generator, self.phase, train_ctx)
+        t = manual_grad.losses_and_grads(self.nets, self.cfg, batch, noise, self.phase, train_ctx)
         self._step(train_ctx)
         return _metrics(t["critic"], t["q_pred"], t["target"], t["awr"] + t["q_term"], t["awr"], t["q_term"],
                         t["advantage"], t["weights"], t["log_prob"], t["context"], t["decoder_mse"], t["kl"], t["var"])
@@ -314,7 +223,7 @@ class MetaBCTrainer:
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
         mu, var = self.nets.encoder(batch.context)
-        z = _expand_tasks(sample_gaussian(mu, var, self.generator), batch.batch_size)
+        z = per_task(sample_gaussian(mu, var, self.generator), batch.batch_size)
         mean, log_std = self.nets.policy(batch.obs, z)
         log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
         kl = kl_to_standard_normal(mu, var).mean()

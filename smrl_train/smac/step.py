@@ -1,0 +1,169 @@
+"""One SMAC step, defined once: every loss of an update from the networks, a meta-batch and
+the step's noise.
+
+This module is the definition of the algorithm's update (docs/algorithm.md section 2). The
+trainer takes its gradients with autograd (``smac.gradients: autograd``, the default), through
+``torch.compile`` of this same function (``compiled``), or with the hand-derived accelerator of
+``manual_grad.py`` (``manual``), which is tested against it. :func:`step_losses` is pure: its
+randomness comes in as a :class:`Noise`, drawn by the caller.
+
+Shapes: T tasks x B transitions (N = T B), context (T, C, O + A + 1), L latent, A action,
+E ensemble members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from smrl_train.smac.buffers import MetaBatch
+from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,
+                                    critic_loss, kl_to_standard_normal, online_q_term)
+from smrl_train.smac.networks import SmacNetworks, atanh_clamped, tanh_gaussian_log_prob
+
+PHASES = ("offline", "online")
+
+
+@dataclass
+class Noise:
+    """The step's standard-normal draws: z (T, L), z' for the target policy's action (T, L),
+    the target action (N, A), the actor's sampled action (N, A)."""
+
+    z: Tensor
+    z_next: Tensor
+    a_next: Tensor
+    a_pi: Tensor
+
+    @staticmethod
+    def draw(generator: torch.Generator, tasks: int, latent: int, rows: int, act: int) -> Noise:
+        return Noise(*(torch.randn(shape, generator=generator) for shape in
+                       ((tasks, latent), (tasks, latent), (rows, act), (rows, act))))
+
+    @staticmethod
+    def for_batch(generator: torch.Generator, nets: SmacNetworks, batch: MetaBatch) -> Noise:
+        return Noise.draw(generator, batch.meta_batch, nets.latent_dim, batch.meta_batch * batch.batch_size,
+                          nets.act_dim)
+
+
+@dataclass
+class LossTerms:
+    """The losses of one step (scalars) and the intermediate tensors tests and metrics read.
+
+    ``total`` is what one backward pass takes: its gradient is each network's gradient (the
+    losses' graphs share no parameters; the -Q term reaches the policy only). q_pred (E, N);
+    target/advantage/weights/log_prob (N,); a_pi (N, A); q_pi (N,) = min_k Q_k(s, a_pi);
+    z (N, L) detached; mu, var (T, L).
+    """
+
+    total: Tensor
+    context: Tensor
+    decoder_mse: Tensor
+    kl: Tensor
+    critic: Tensor
+    awr: Tensor
+    q_term: Tensor
+    q_pred: Tensor
+    target: Tensor
+    advantage: Tensor
+    weights: Tensor
+    log_prob: Tensor
+    a_pi: Tensor
+    q_pi: Tensor
+    z: Tensor
+    mu: Tensor
+    var: Tensor
+
+    @property
+    def policy(self) -> Tensor:
+        return self.awr + self.q_term
+
+
+def per_task(x: Tensor, b: int) -> Tensor:
+    """Repeat each task's row for its transitions: (T, L) -> (T * b, L)."""
+    return x.unsqueeze(1).expand(x.shape[0], b, x.shape[1]).reshape(-1, x.shape[1])
+
+
+def _mixed(cfg: SmacConfig) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 matmuls for the policy, critic and decoder passes (``network.compute_dtype``);
+    in float32 a no-op context."""
+    if cfg.network.compute_dtype == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def trains_context(cfg: SmacConfig, phase: str) -> bool:
+    """Whether ``phase`` trains the encoder and decoder (paper: offline only)."""
+    return phase == "offline" or bool(cfg.online.train_encoder)
+
+
+def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Noise, phase: str) -> LossTerms:
+    """Every loss of one SMAC step, before any parameter changes (docs/algorithm.md section 2).
+
+    1. Task inference: one posterior per task; z (reparameterised) for the decoder, critic and
+       actor; an independent z' for the target policy's action (rlkit).
+    2. Encoder + decoder: reward regression on the RL batch with z carrying gradient, + KL.
+       The only loss that reaches the encoder.
+    3. Critic: y = scale r + (1 - d) gamma min Qbar(s', a' ~ pi(s', z'), z); alpha = 0.
+    4. Actor (AWAC): A = min Q(s, a) - min Q(s, a~pi), weights N softmax(A / beta).
+    5. Online: + the reparameterised -Q(s, a~pi) term, whose gradient reaches the policy and
+       never the critic (Q's parameters enter that pass detached).
+    """
+    c = cfg.loss
+    train_ctx = trains_context(cfg, phase)
+    online = phase == "online"
+    b = batch.batch_size
+
+    # 1. Task inference.
+    with torch.set_grad_enabled(train_ctx and torch.is_grad_enabled()):
+        mu, var = nets.encoder(batch.context)
+        z = per_task(mu + var.sqrt() * noise.z, b)
+    z_next = per_task(mu.detach() + var.detach().sqrt() * noise.z_next, b)
+    zd = z.detach()
+
+    # 2. Encoder + decoder.
+    if train_ctx:
+        with _mixed(cfg):
+            pred = nets.decoder.members(batch.obs, batch.action, z).float()  # (E, N): each member regresses
+        l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(c.kl_weight),
+                                      nets.decoder.reward_mean, nets.decoder.reward_std)
+    else:
+        kl = kl_to_standard_normal(mu, var).mean().detach()
+        l_ctx, mse = torch.zeros(()), torch.zeros(())
+
+    # 3. Critic.
+    with torch.no_grad(), _mixed(cfg):
+        mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
+        a_next = torch.tanh(mean_n.float() + log_std_n.float().exp() * noise.a_next)
+        q_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
+    y = bellman_target(batch.reward, batch.terminated, q_next, c.reward_scale, c.gamma)
+    with _mixed(cfg):
+        q_pred = nets.qf(batch.obs, batch.action, zd).float()
+    l_q = critic_loss(q_pred, y)
+
+    # 4. Actor (AWAC): the policy's one pass on s gives log pi(a_data) and the sampled action.
+    with _mixed(cfg):
+        mean, log_std = nets.policy(batch.obs, zd)
+    mean, log_std = mean.float(), log_std.float()
+    log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
+    a_pi = torch.tanh(mean + log_std.exp() * noise.a_pi)  # reparameterised (used online)
+    # Q(s, a~pi): the V(s) baseline, and online also the -Q term (5.), one pass for both (rlkit).
+    # Q's parameters enter detached: this pass trains nothing but the policy, through a~pi.
+    with torch.set_grad_enabled(online and torch.is_grad_enabled()), _mixed(cfg):
+        q_pi = nets.qf(batch.obs, a_pi if online else a_pi.detach(), zd, detach_params=True).float().min(dim=0).values
+    with torch.no_grad():
+        adv = q_pred.detach().min(dim=0).values - q_pi.detach()  # Q(s, a) reused from the critic pass
+        w = awac_weights(adv, awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage)))
+    l_awr = awac_policy_loss(log_prob, w)
+
+    # 5. The online actor term.
+    q_term = online_q_term(q_pi, cfg.online.q_term_weight, bool(cfg.online.normalize_q_term)) if online \
+        else torch.zeros(())
+    total = l_ctx + l_q + l_awr + q_term
+    return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, awr=l_awr, q_term=q_term,
+                     q_pred=q_pred, target=y, advantage=adv, weights=w, log_prob=log_prob, a_pi=a_pi, q_pi=q_pi,
+                     z=zd, mu=mu, var=var)

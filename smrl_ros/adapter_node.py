@@ -7,7 +7,7 @@ start with ``adapt_on_start``) it
    pauses the controller (``enabled: false`` on ``controller_node``), so it alone commands the arm;
 2. runs ``exploration_episodes`` episodes with the bundle's latent policy and z ~ N(0, I)
    drawn as the model was trained (every step or once per episode, from its metadata; the
-   meta-test protocol, ``reference/smac.md`` section 5), recording the
+   meta-test protocol, docs/algorithm.md section 4), recording the
    context (s, a, r) with rewards from ``reward_topic`` (the sim bridge with ``publish_reward``);
 3. infers the posterior q(z | context) with ``encoder.onnx`` (onnxruntime, no torch) and bakes
    its mean into an adapted policy (:func:`smrl_train.runtime.bake_latent`) in ``output_dir``;
@@ -112,7 +112,7 @@ class AdapterNode(Node):
         self.bundle = bundle
         self.output_dir = resolve_path(p.output_dir) if p.output_dir else bundle / "adapted"
         self.explorer = LatentExplorer(self.policy, p.resample_period)
-        self.collected = RewardContext(info.obs_dim, info.n_joints)
+        self.collected = RewardContext(info.obs_dim, info.n_joints, self.encoder.next_obs)
         self.phase = "idle"
         self.adaptations = 0
         self.attempts = 0
@@ -178,7 +178,7 @@ class AdapterNode(Node):
     def _begin(self) -> None:
         p = self.p
         self.adaptations += 1
-        self.collected = RewardContext(self.policy.info.obs_dim, self.policy.info.n_joints)
+        self.collected = RewardContext(self.policy.info.obs_dim, self.policy.info.n_joints, self.encoder.next_obs)
         self.job = {"adaptation": self.adaptations, "task": task_label(p), "task_split": p.task_split,
                     "task_index": p.task_index, "task_goal": list(p.task_goal), "t0": time.monotonic()}
         self.get_logger().info(f"adaptation {self.adaptations}: task {self.job['task']}")
@@ -226,7 +226,7 @@ class AdapterNode(Node):
 
     def _on_transition(self, tr: Transition) -> None:
         assert tr.reward is not None
-        self.collected.add(tr.obs, tr.action, tr.reward)
+        self.collected.add(tr.obs, tr.action, tr.reward, tr.next_obs)
 
     def _on_episode_end(self, end: EpisodeEnd) -> None:
         if self.phase != "exploring":

@@ -218,8 +218,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if arg is type(None) and value is None:
-                return None
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
             try:
                 return _convert(value, arg, key)
             except ConfigError:

@@ -5,7 +5,8 @@ step = ``arm.max_step_fraction`` x velocity limit x control period) and applied 
 targets ``q + a * max_step`` clipped to the URDF limits: exactly what a ros2_control
 ``forward_position_controller`` receives. Observation: see :mod:`smrl_train.arm_sim`.
 
-Rewards (``info`` carries each term under ``reward_<term>``):
+Rewards (``info`` carries each term under ``reward_<term>``, the success flag under ``success``
+and the distance the success radius applies to under ``goal_distance``):
 
 * reach: ``-|ee - goal| - action_cost |a|^2``; success when ``|ee - goal| < 5 cm``;
 * push: ``-|puck_xy - goal| - push_reach_weight |ee - puck| - action_cost |a|^2``; success
@@ -73,6 +74,39 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
     def set_task(self, task: Task) -> None:
         self.sim.set_task(task)
 
+    def goal_from_rewards(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+                          next_obs: np.ndarray) -> np.ndarray:
+        """The hidden goal as trilateration recovers it from transitions with true rewards: the
+        information limit of a context, for ``smrl diagnose``. obs/next_obs (T, O), action
+        (T, A), reward (T,) -> goal (3,) reach, (2,) push.
+
+        Each reward, with its known terms removed, is the distance d from the point p it is
+        measured at (after the step: the end effector, or the puck's xy) to the goal g:
+        |p|^2 - 2 p.g + |g|^2 = d^2 is linear in (g, |g|^2), so least squares gives g, refined by
+        a few Gauss-Newton steps on |p - g| = d. Collinear points leave g undetermined along
+        the line's normal; the estimate is then as poor as the data.
+        """
+        n = self.arm.n_joints
+        action = np.asarray(action, float)
+        d = -(np.asarray(reward, float) + self.cfg.env.action_cost * np.sum(np.square(action), axis=1))
+        ee = np.asarray(next_obs, float)[:, 2 * n: 2 * n + 3]
+        if self.family == "reach":
+            p = ee
+        else:
+            puck = np.asarray(next_obs, float)[:, 2 * n + 3: 2 * n + 6]
+            d = d - self.cfg.env.push_reach_weight * np.linalg.norm(ee - puck, axis=1)
+            p = puck[:, :2]
+        d = np.maximum(d, 0.0)
+        a = np.concatenate([-2.0 * p, np.ones((len(p), 1))], axis=1)
+        g = np.linalg.lstsq(a, d**2 - np.sum(p**2, axis=1), rcond=None)[0][:-1]
+        for _ in range(5):
+            diff = g - p
+            dist = np.maximum(np.linalg.norm(diff, axis=1), 1e-9)
+            jac = diff / dist[:, None]
+            step = np.linalg.lstsq(jac, d - dist, rcond=None)[0]
+            g = g + step
+        return g
+
     @property
     def task(self) -> Task:
         assert self.sim.task is not None
@@ -100,6 +134,7 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         terms = self.sim.reward_terms(action)
         info: dict[str, Any] = dict(terms)
         info["success"] = self.sim.success()
+        info["goal_distance"] = self.sim.goal_distance()
         return self.sim.observation(), float(sum(terms.values())), False, False, info
 
 

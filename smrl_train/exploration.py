@@ -4,7 +4,7 @@ The exploration node (``smrl_explorer``) and the adapter node (``smrl_adapter``)
 with the adaptation bundle's latent policy ``pi(a | s, z)`` (``policy.onnx``, deterministic
 ``tanh(mean)``) and z from :class:`smrl_train.latent_schedule.LatentSchedule`: drawn from the prior
 N(0, I) and redrawn every ``resample_period`` steps (SMAC's code default: every step). That
-is the meta-test's exploration (``reference/smac.md`` section 5) and the improved recipe's
+is the meta-test's exploration (docs/algorithm.md section 4) and the improved recipe's
 ``explore`` episodes, so what a robot records is the data the trainer expects.
 
 The adapter then infers the posterior q(z | context) with ``encoder.onnx`` from the context
@@ -134,22 +134,29 @@ def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndar
 
 @dataclass
 class RewardContext:
-    """Context rows (s, a, r) an adapter collects with rewards, episode by episode."""
+    """Context rows (s, a, r), or (s, a, r, s') when the encoder reads the next observation,
+    that an adapter collects with rewards, episode by episode."""
 
     obs_dim: int
     act_dim: int
+    next_obs: bool = False
     rows: list[np.ndarray] = field(default_factory=list)
     returns: list[float] = field(default_factory=list)
     _episode_return: float = 0.0
     _episode_steps: int = 0
 
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
-        """One transition: obs (O,), action (A,), a finite reward."""
+    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray | None = None) -> None:
+        """One transition: obs (O,), action (A,), a finite reward, and next_obs (O,) when the
+        rows hold it."""
         if not np.isfinite(reward):
             raise ValueError(f"non-finite reward {reward}")
-        self.rows.append(np.concatenate([np.asarray(obs, np.float32).reshape(self.obs_dim),
-                                         np.asarray(action, np.float32).reshape(self.act_dim),
-                                         np.array([reward], np.float32)]))
+        parts = [np.asarray(obs, np.float32).reshape(self.obs_dim), np.asarray(action, np.float32).reshape(self.act_dim),
+                 np.array([reward], np.float32)]
+        if self.next_obs:
+            if next_obs is None:
+                raise ValueError("this context holds (s, a, r, s') rows: next_obs is needed")
+            parts.append(np.asarray(next_obs, np.float32).reshape(self.obs_dim))
+        self.rows.append(np.concatenate(parts))
         self._episode_return += float(reward)
         self._episode_steps += 1
 
@@ -168,9 +175,9 @@ class RewardContext:
         self._episode_return, self._episode_steps = 0.0, 0
 
     def array(self) -> np.ndarray:
-        """All rows (C, O + A + 1) float32."""
+        """All rows (C, O + A + 1 [+ O]) float32."""
         if not self.rows:
-            return np.zeros((0, self.obs_dim + self.act_dim + 1), np.float32)
+            return np.zeros((0, self.obs_dim + self.act_dim + 1 + (self.obs_dim if self.next_obs else 0)), np.float32)
         return np.stack(self.rows)
 
 

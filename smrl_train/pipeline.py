@@ -52,7 +52,8 @@ def compute_task_latents(encoder: Any, offline: Mapping[int, TaskArrays], contex
     with torch.no_grad():
         for task in buffers.task_ids:
             rows = torch.full((per_task,), buffers.row_of[task], dtype=torch.long)
-            mu, v = encoder(buffers.context(rows, context_size, generator, offline_only=True))
+            mu, v = encoder(buffers.context(rows, context_size, generator, offline_only=True,
+                                            width=encoder.context_dim))
             mean[task], var[task] = mu.numpy().astype(np.float32), v.numpy().astype(np.float32)
     return mean, var
 

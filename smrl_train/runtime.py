@@ -368,12 +368,20 @@ class LatentPolicyRuntime:
 
 
 class EncoderRuntime:
-    """The bundle's encoder: ``posterior(context (C, obs_dim + n + 1)) -> mean (L,), var (L,)``."""
+    """The bundle's encoder: ``posterior(context (C, D)) -> mean (L,), var (L,)``, with rows of
+    (s, a, r), D = obs_dim + n + 1, or (s, a, r, s'), D = 2 obs_dim + n + 1 (``next_obs``): the
+    graph's input width says which."""
 
     def __init__(self, path: str | Path) -> None:
         self.model = load_model(path, KIND_ENCODER)
         self.info = self.model.info
-        self.context_dim = self.info.obs_dim + self.info.n_joints + 1
+        base = self.info.obs_dim + self.info.n_joints + 1
+        width = self.model.session.get_inputs()[0].shape[-1]
+        self.context_dim = int(width) if isinstance(width, int) else base
+        if self.context_dim not in (base, base + self.info.obs_dim):
+            raise ModelError(f"{path}: encoder context width {self.context_dim} is neither (s, a, r) ({base}) nor "
+                             f"(s, a, r, s') ({base + self.info.obs_dim})")
+        self.next_obs = self.context_dim > base
 
     def posterior(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         context = np.asarray(context, dtype=np.float32)

@@ -1,7 +1,7 @@
 """Per-task posteriors a training run hands to the robot: ``task_latents.json`` in a bundle.
 
 SMAC's self-supervised phase collects some episodes with z from the *posterior* of the task
-(``reference/smac.md`` section 4: ``posterior_episodes``, z ~ q(z | c) with c drawn from the
+(docs/algorithm.md section 3: ``posterior_episodes``, z ~ q(z | c) with c drawn from the
 task's buffer), not only from the prior. A robot cannot compute that posterior: it has the
 encoder but not the offline data. So the trainer computes, at export time, ``n`` posteriors
 per training task from ``n`` context batches of the task's offline data (the frozen-context

@@ -10,7 +10,7 @@ from smrl_train.smac.config import EvalConfig, NetworkConfig, OfflineConfig, Onl
 OBS, ACT = 4, 2
 
 
-def tiny_config(variant: str = "improved", **sections: object) -> SmacConfig:
+def tiny_config(variant: str = "return_tuned", **sections: object) -> SmacConfig:
     """A SmacConfig with tiny networks and budgets; ``sections`` replace whole sections."""
     base = dict(
         variant=variant,

@@ -117,6 +117,21 @@ def test_bundle_matches_torch_and_bakes_into_the_same_adapted_policy(setup, tmp_
         assert np.max(np.abs(baked.act(obs[i]) - want[1][i].numpy())) <= 1e-5
 
 
+def test_linear_gaussian_encoder_exports_with_torch_parity(setup, tmp_path: Path) -> None:
+    """The full-covariance aggregation runs in the ONNX graph (unrolled Cholesky) as in torch."""
+    _, spec, _ = setup
+    torch.manual_seed(1)
+    nets = SmacNetworks(spec.obs_dim, spec.n_joints, 5, (32, 32), (32, 32), (32, 32), (16, 16),
+                        encoder_aggregation="linear_gaussian", encoder_rank=2)
+    errors = export_bundle(nets.encoder, nets.policy, spec, tmp_path / "bundle")
+    assert errors["encoder"] <= 1e-5
+    context = np.random.default_rng(4).normal(size=(120, nets.encoder.context_dim)).astype(np.float32)
+    mean, var = EncoderRuntime(tmp_path / "bundle" / "encoder.onnx").posterior(context)
+    with torch.no_grad():
+        t_mean, t_var = nets.encoder(torch.from_numpy(context)[None])
+    assert np.max(np.abs(mean - t_mean[0].numpy())) <= 1e-5 and np.max(np.abs(var - t_var[0].numpy())) <= 1e-5
+
+
 def test_export_refuses_a_spec_that_does_not_fit_the_policy(setup, tmp_path: Path) -> None:
     _, spec, nets = setup
     with pytest.raises(ValueError, match="z has 3 entries"):

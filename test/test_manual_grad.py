@@ -42,7 +42,7 @@ def _random_config(rng: random.Random) -> SmacConfig:
     def widths(most: int) -> tuple[int, ...]:
         return tuple(rng.randint(3, 20) for _ in range(rng.randint(1, most)))
 
-    cfg = tiny_config(rng.choice(["paper", "improved"]))
+    cfg = tiny_config(rng.choice(["paper", "return_tuned"]))
     return _with(cfg, gradients="manual",
                  network__encoder_hidden=widths(3), network__policy_hidden=widths(3), network__q_hidden=widths(3),
                  network__decoder_hidden=widths(2), network__latent_dim=rng.randint(1, 6),
@@ -99,7 +99,7 @@ def test_manual_gradients_equal_autograd_on_random_allowlisted_configs(draw: int
     assert ("encoder" in trained) == bool(cfg.online.train_encoder)  # the last update was online
 
 
-@pytest.mark.parametrize("variant", ["paper", "improved"])
+@pytest.mark.parametrize("variant", ["paper", "return_tuned"])
 @pytest.mark.parametrize("phase", ["offline", "online"])
 def test_manual_gradients_equal_autograd_in_both_recipes(variant: str, phase: str) -> None:
     manual, auto = _pair(tiny_config(variant), OBS, ACT)

@@ -77,3 +77,36 @@ def test_online_part_round_trip() -> None:
     b.load_online_part(a.online_part())
     assert torch.equal(a.size, b.size)
     assert torch.equal(a.data[:, :11], b.data[:, :11])
+
+
+def test_episode_contexts_come_from_that_many_whole_episodes() -> None:
+    from smrl_train.smac.buffers import episode_starts
+
+    buf = TaskBuffers([0, 1], obs_dim=2, act_dim=1, capacity=8)
+    for task in (0, 1):  # four 5-step episodes per task, each marked by its value
+        obs = np.repeat(np.arange(4, dtype=float) + 10 * task, 5)[:, None].repeat(2, 1)
+        truncated = np.tile([False] * 4 + [True], 4)
+        buf.add(task, obs, np.zeros((20, 1)), -obs[:, 0], obs, np.zeros(20), episode_starts(np.zeros(20), truncated))
+    assert buf.starts[0] == [0, 5, 10, 15]
+    buf.freeze_offline()
+    buf.add(1, np.full((3, 2), 99.0), np.zeros((3, 1)), np.zeros(3), np.full((3, 2), 99.0), np.zeros(3))
+    assert buf.starts[1] == [0, 5, 10, 15, 20]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        ctx = buf.episode_context(torch.tensor([0, 1]), episodes=2, count=30, generator=g, offline_only=True)
+        assert ctx.shape == (2, 30, 4)
+        for t in (0, 1):
+            seen = set(ctx[t, :, 0].tolist())
+            assert len(seen) <= 2 and seen <= {10.0 * t + e for e in range(4)}  # never the online row
+    s = MetaBatchSampler(buf, torch.Generator().manual_seed(1), context_episodes=1)
+    b = s.sample(meta_batch=6, batch_size=2, context_size=9)
+    assert all(len(set(b.context[k, :, 0].tolist())) == 1 for k in range(6))  # one episode each
+    # The online part keeps its episode starts through a checkpoint.
+    fresh = TaskBuffers([0, 1], obs_dim=2, act_dim=1)
+    for task in (0, 1):
+        fresh.add(task, *(buf.data[task, :20, sl].numpy() for sl in (buf.slices["obs"], buf.slices["action"])),
+                  buf.data[task, :20, buf.slices["reward"]].squeeze(-1).numpy(),
+                  buf.data[task, :20, buf.slices["next_obs"]].numpy(), np.zeros(20), [0, 5, 10, 15])
+    fresh.freeze_offline()
+    fresh.load_online_part(buf.online_part())
+    assert fresh.starts == buf.starts

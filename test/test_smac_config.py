@@ -19,14 +19,14 @@ def _get(cfg: SmacConfig, key: str) -> object:
     return getattr(getattr(cfg, sec), name)
 
 
-@pytest.mark.parametrize("variant", ["paper", "improved"])
+@pytest.mark.parametrize("variant", ["paper", "return_tuned", "success_tuned"])
 def test_variant_fills_every_deviation_field(variant: str) -> None:
     cfg = SmacConfig(variant=variant)
     for key, value in VARIANT_DEFAULTS[variant].items():
         assert _get(cfg, key) == value, key
 
 
-def test_paper_variant_is_the_brief() -> None:
+def test_paper_preset_is_the_authors_code() -> None:
     p = paper_preset()
     assert (p.network.encoder_hidden, p.network.policy_hidden, p.network.q_hidden, p.network.decoder_hidden) == (
         (200, 200, 200), (300, 300, 300), (300, 300, 300), (64, 64))
@@ -46,13 +46,13 @@ def test_paper_yaml_equals_the_preset() -> None:
 
 
 def test_explicit_value_beats_the_variant_default_and_round_trips() -> None:
-    cfg = smac_from_yaml_dict({"variant": "improved", "loss": {"awac_beta": 100}})
+    cfg = smac_from_yaml_dict({"variant": "return_tuned", "loss": {"awac_beta": 100}})
     assert cfg.loss.awac_beta == 100.0 and cfg.online.train_encoder is True
     assert smac_from_yaml_dict(to_dict(cfg)) == cfg
 
 
 def test_with_variant_keeps_sizes_and_swaps_the_recipe() -> None:
-    cfg = paper_preset().with_variant("improved")
+    cfg = paper_preset().with_variant("return_tuned")
     assert cfg.network.q_hidden == (300, 300, 300) and cfg.loss.awac_beta == 0.3 and cfg.online.train_encoder
 
 
@@ -80,7 +80,12 @@ def test_overrides() -> None:
 
 
 def test_family_configs_without_smac_section_use_defaults() -> None:
-    assert load_smac_config(REPO / "config" / "reach.yaml").variant in ("paper", "improved")
+    assert load_smac_config(REPO / "config" / "reach.yaml").variant == "success_tuned"
+
+
+def test_the_earlier_name_improved_loads_as_return_tuned() -> None:
+    cfg = smac_from_yaml_dict({"variant": "improved"})
+    assert cfg.variant == "return_tuned" and cfg == SmacConfig(variant="return_tuned")
 
 
 def test_one_file_holds_the_family_and_the_recipe(tmp_path: Path) -> None:

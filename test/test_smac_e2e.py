@@ -40,7 +40,7 @@ def test_toy_meta_training_adapts_better_than_random(tmp_path: Path) -> None:
 
 def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     problem = toy_problem(n_train=4, n_test=2, max_steps=10, episodes=3)
-    cfg = tiny_config()
+    cfg = tiny_config("success_tuned")  # the default recipe, as the report names it
     runs = tmp_path / "runs"
     for seed in (0, 1):
         c = dataclasses.replace(cfg, seed=seed)
@@ -74,7 +74,7 @@ def _small_reach_config(repo: Path, tmp: Path) -> tuple[Path, Path]:
     for b in data["data"]["behaviours"]:
         b["episodes"] = 2
     data["arm"]["urdf"] = str(cfg.urdf_path())
-    smac = to_dict(tiny_config())
+    smac = to_dict(tiny_config("success_tuned"))
     smac["network"].update(encoder_hidden=[64, 64], policy_hidden=[64, 64], q_hidden=[64, 64], decoder_hidden=[32, 32])
     smac["offline"].update(steps=3000, meta_batch=4, batch_size=64, context_size=32, log_every=500,
                            checkpoint_every=1000)

@@ -117,3 +117,27 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions() -> None:
     assert torch.allclose(ours, ref, atol=1e-4)
     # Saturated dataset actions stay finite thanks to the clamp.
     assert torch.isfinite(tanh_gaussian_log_prob(mean, log_std, atanh_clamped(torch.ones(8, 3)))).all()
+
+
+def test_clipped_exp_weights_by_hand() -> None:
+    from smrl_train.smac.losses import clipped_exp_weights
+
+    adv = torch.tensor([0.0, 1.0, 10.0])
+    w = clipped_exp_weights(adv, beta=0.5, weight_max=20.0)
+    assert w.tolist() == pytest.approx([1.0, math.exp(2.0), 20.0])  # exp(A / beta), capped
+
+
+def test_expectile_loss_weights_the_two_sides_by_hand() -> None:
+    from smrl_train.smac.losses import expectile_loss
+
+    diff = torch.tensor([2.0, -1.0])  # Q - V: one above, one below
+    assert expectile_loss(diff, 0.8).item() == pytest.approx((0.8 * 4 + 0.2 * 1) / 2)
+    # For tau > 0.5 the minimiser lies above the mean: an upper expectile of the data.
+    q = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    v = torch.zeros((), requires_grad=True)
+    opt = torch.optim.SGD([v], lr=0.5)
+    for _ in range(400):
+        opt.zero_grad()
+        expectile_loss(q - v, 0.9).backward()
+        opt.step()
+    assert 0.25 < v.item() < 1.0 and v.item() == pytest.approx(0.75, abs=1e-3)  # 0.9 * 1 (1-v) = 0.1 * 3 v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -132,3 +133,50 @@ def test_mean_pool_encoder_is_permutation_invariant() -> None:
     mu2, var2 = enc(ctx[:, torch.randperm(9)])
     assert mu.shape == (2, 3) and (var > 0).all()
     assert torch.allclose(mu, mu2, atol=1e-6) and torch.allclose(var, var2, atol=1e-6)
+
+
+def test_linear_gaussian_encoder_is_bayesian_linear_regression() -> None:
+    from smrl_train.smac.networks import LinearGaussianEncoder
+
+    torch.manual_seed(3)
+    L = 4
+    enc = LinearGaussianEncoder(obs_dim=3, act_dim=1, latent_dim=L, hidden=(8,))  # context dim 5 = L + 1
+    enc.net = torch.nn.Identity()  # rows are read as (U_n, y_n) directly
+    rows = torch.randn(2, 9, L + 1)
+    mean, var = enc(rows)
+    for t in range(2):
+        u, y = rows[t, :, :L], rows[t, :, L]
+        precision = torch.eye(L) + u.T @ u
+        assert torch.allclose(mean[t], torch.linalg.solve(precision, u.T @ y), atol=1e-5)
+        assert torch.allclose(var[t], torch.linalg.inv(precision).diagonal(), atol=1e-5)
+    # Permutation-invariant, and more evidence never widens the posterior.
+    perm = torch.randperm(9)
+    assert torch.allclose(enc(rows[:, perm])[0], mean, atol=1e-5)
+    assert (enc(rows[:, :4])[1] >= var - 1e-6).all()
+
+
+def test_linear_gaussian_encoder_can_express_trilateration() -> None:
+    """With each distance reading as one linear equation in (g, |g|^2), the posterior mean is
+    least-squares trilateration: what a product of diagonal Gaussians cannot represent."""
+    from smrl_train.smac.networks import LinearGaussianEncoder
+
+    g = torch.tensor([0.4, -0.1, 0.3])
+    p = torch.rand(50, 3) * 0.6 - 0.3 + torch.tensor([0.45, 0.0, 0.3])  # points around the workspace
+    d = (p - g).norm(dim=1)
+    scale = 1e3  # readings much sharper than the N(0, I) prior
+    enc = LinearGaussianEncoder(obs_dim=3, act_dim=1, latent_dim=4, hidden=(8,))
+    enc.net = torch.nn.Identity()
+    rows = torch.cat([scale * torch.cat([-2 * p, torch.ones(50, 1)], 1),
+                      (scale * (d.square() - p.square().sum(1))).unsqueeze(1)], 1)
+    mean, _ = enc(rows.unsqueeze(0))
+    assert torch.allclose(mean[0, :3], g, atol=1e-3)
+    assert mean[0, 3].item() == pytest.approx(float(g.square().sum()), abs=1e-3)
+
+
+def test_unrolled_posterior_for_onnx_equals_the_linalg_one() -> None:
+    from smrl_train.smac.networks import _unrolled_cholesky_posterior, gaussian_posterior
+
+    a = torch.randn(6, 5, 5, generator=torch.Generator().manual_seed(0))
+    precision, information = a @ a.transpose(1, 2) + torch.eye(5), torch.randn(6, 5)
+    for x, y in zip(gaussian_posterior(precision, information), _unrolled_cholesky_posterior(precision, information)):
+        assert torch.allclose(x, y, atol=1e-5)

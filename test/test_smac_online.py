@@ -28,7 +28,7 @@ class PoisonedRewardEnv(PointDirectionEnv):
         return obs, float("nan"), term, trunc, {**info, "success": True}
 
 
-def _cfg(variant: str = "improved"):
+def _cfg(variant: str = "return_tuned"):
     cfg = tiny_config(variant)
     return dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, eval_every=0))
 
@@ -38,7 +38,7 @@ def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     problem = toy_problem(n_train=4, n_test=2, max_steps=10, episodes=3)
     root = tmp_path_factory.mktemp("offline")
     runs = {}
-    for variant in ("improved", "paper"):
+    for variant in ("return_tuned", "paper"):
         runs[variant] = train_offline(problem, _cfg(variant), root / variant, progress=False)
     return {"problem": problem, "runs": runs}
 
@@ -49,7 +49,7 @@ def _poisoned(problem):
 
 def test_decoder_labelled_phase_never_reads_true_rewards(offline_runs: dict, tmp_path) -> None:
     problem = _poisoned(offline_runs["problem"])
-    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
                        progress=False)
     state, meta = read_checkpoint(run)
     assert meta["finished"] and meta["iteration"] == 2
@@ -64,7 +64,7 @@ def test_oracle_reads_true_rewards_so_the_poison_shows(offline_runs: dict, tmp_p
     # The same setup with true rewards must fail: proves the test above can catch a leak.
     problem = _poisoned(offline_runs["problem"])
     with pytest.raises(ValueError, match="non-finite"):
-        train_online(problem, tmp_path / "oracle", offline_run=offline_runs["runs"]["improved"], labels="true",
+        train_online(problem, tmp_path / "oracle", offline_run=offline_runs["runs"]["return_tuned"], labels="true",
                      progress=False)
 
 
@@ -98,7 +98,7 @@ def test_stored_source_cannot_serve_the_oracle_without_rewards(offline_runs: dic
 
 def test_labels_come_from_the_frozen_offline_snapshot(offline_runs: dict, tmp_path) -> None:
     problem = offline_runs["problem"]
-    parent = offline_runs["runs"]["improved"]
+    parent = offline_runs["runs"]["return_tuned"]
     run = train_online(problem, tmp_path / "smac", offline_run=parent, labels="decoder", progress=False)
     off_state, _ = read_checkpoint(parent)
     on_state, _ = read_checkpoint(run)
@@ -126,7 +126,7 @@ def test_paper_online_run_keeps_encoder_and_decoder_frozen(offline_runs: dict, t
 
 def test_explore_episodes_fill_the_explore_buffer(offline_runs: dict, tmp_path) -> None:
     problem = offline_runs["problem"]
-    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
                        progress=False)
     state, _ = read_checkpoint(run)
     n_explore = sum(state["explore"][f"rows/{i}"].shape[0] for i in range(4))
@@ -178,7 +178,7 @@ def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buf
                                             a.truncated[:n], (10,) * len(kinds), kinds)
     source = RecordedExplorationSource(recorded)
     assert source.remaining_by_kind() == {"explore": 2 * 4, "posterior": 1 * 4}
-    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["improved"], labels="decoder",
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
                        source=source, progress=False)
     state, _ = read_checkpoint(run)
     served = {t: kinds[:source.cursor[t]] for t in source.cursor}

@@ -74,7 +74,7 @@ def test_paper_online_update_leaves_encoder_and_decoder_unchanged() -> None:
 
 
 def test_improved_online_update_keeps_training_the_encoder() -> None:
-    tr = SmacTrainer(tiny_config("improved"), OBS, ACT)
+    tr = SmacTrainer(tiny_config("return_tuned"), OBS, ACT)
     tr.set_phase("online")
     enc = _snapshot(tr.nets.encoder)
     tr.update(random_batch())

@@ -52,10 +52,15 @@ class AdaptiveAgent:
         self.var = torch.ones(1, self.latent_dim)
 
     @torch.no_grad()
-    def use_posterior(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        """Draw z ~ q(z | context) from now on; context (C, O + A + 1). Returns mean, var (1, L)."""
-        self.mu, self.var = self.encoder(context.unsqueeze(0))
-        return self.mu, self.var
+    def use_posterior(self, context: Tensor, latent: str = "sample") -> tuple[Tensor, Tensor]:
+        """Act with q(z | context) from now on; context (C, O + A + 1). ``latent``: "sample"
+        draws z from the posterior, "mean" uses its mean (what a deployed adapted policy bakes
+        in). Returns the posterior mean, var (1, L)."""
+        if latent not in ("sample", "mean"):
+            raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
+        mu, var = self.encoder(context.unsqueeze(0))
+        self.mu, self.var = mu, (var if latent == "sample" else torch.zeros_like(var))
+        return mu, var
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -87,6 +92,8 @@ class Trajectory:
     reward: np.ndarray | None = None
     success: bool | None = None
     kind: str = "prior"
+    # The env's ``info["goal_distance"]`` at the last step, where the family reports one.
+    final_distance: float | None = None
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
@@ -95,12 +102,16 @@ class Trajectory:
     def episode_return(self) -> float | None:
         return None if self.reward is None else float(np.sum(self.reward))
 
-    def context(self, reward: np.ndarray | None = None) -> np.ndarray:
-        """(T, O + A + 1) context rows (s, a, r), with ``reward`` or the stored one."""
+    def context(self, reward: np.ndarray | None = None, width: int | None = None) -> np.ndarray:
+        """(T, O + A + 1) context rows (s, a, r), with ``reward`` or the stored one; with
+        ``width`` 2 O + A + 1, rows (s, a, r, s')."""
         r = self.reward if reward is None else reward
         if r is None:
             raise ValueError("a reward-free trajectory needs labels to become context")
-        return np.concatenate([self.obs, self.action, np.asarray(r, np.float32)[:, None]], axis=1).astype(np.float32)
+        cols = [self.obs, self.action, np.asarray(r, np.float32)[:, None]]
+        if width is not None and width > self.obs.shape[1] + self.action.shape[1] + 1:
+            cols.append(self.next_obs)
+        return np.concatenate(cols, axis=1).astype(np.float32)
 
 
 def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, with_rewards: bool = True,
@@ -114,6 +125,7 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
     agent.begin_episode()
     rows_o, rows_a, rows_n, rows_t, rows_tr, rows_r = [], [], [], [], [], []
     success = False
+    distance = None
     for t in range(max_steps):
         action = agent.act(obs)
         next_obs, reward, terminated, truncated, info = env.step(action)  # type: ignore[attr-defined]
@@ -126,6 +138,7 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
         if with_rewards:
             rows_r.append(float(reward))
             success = bool(info.get("success", False))
+            distance = info.get("goal_distance")
         obs = next_obs
         if terminated or truncated:
             break
@@ -134,7 +147,8 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
         next_obs=np.asarray(rows_n, np.float32), terminated=np.asarray(rows_t, bool),
         truncated=np.asarray(rows_tr, bool),
         reward=np.asarray(rows_r, np.float32) if with_rewards else None,
-        success=success if with_rewards else None, kind=kind)
+        success=success if with_rewards else None, kind=kind,
+        final_distance=None if distance is None else float(distance))
 
 
 def derived_seed(*parts: int) -> int:

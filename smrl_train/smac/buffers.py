@@ -1,10 +1,10 @@
-"""Per-task replay storage and the meta-batch sampler (brief sections 3 and 11).
+"""Per-task replay storage and the meta-batch sampler (docs/algorithm.md sections 2 and 3).
 
 All tasks live in one tensor ``(n_tasks, capacity, width)`` whose rows are whole transitions
 laid out as ``[obs | action | reward | next_obs | terminated]``, so a meta-batch is a single
 gather and a context ``(s, a, r)`` is a contiguous slice of it. The first ``offline_size[i]``
 rows of task i are its offline data: they stay untouched, so they double as the frozen
-snapshot labelling contexts are drawn from (brief section 9.3).
+snapshot labelling contexts are drawn from (docs/algorithm.md section 3).
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ class MetaBatch:
         return int(self.obs.shape[0]) // self.meta_batch
 
 
+def episode_starts(terminated: np.ndarray, truncated: np.ndarray | None) -> list[int]:
+    """Where episodes begin in concatenated transitions: 0 and after every terminated or
+    truncated step. (N,) bools -> offsets."""
+    ends = np.asarray(terminated, bool)
+    if truncated is not None:
+        ends = ends | np.asarray(truncated, bool)
+    return [0, *(int(i) + 1 for i in np.flatnonzero(ends[:-1]))]
+
+
 class TaskBuffers:
     """Transitions of several tasks, appended per task; rows are addressed by task position.
 
@@ -64,11 +73,14 @@ class TaskBuffers:
         self.data = torch.zeros(len(self.task_ids), max(1, capacity), self.width)
         self.size = torch.zeros(len(self.task_ids), dtype=torch.long)
         self.offline_size = torch.zeros(len(self.task_ids), dtype=torch.long)
+        # Where each task's episodes start (row offsets, ascending), for episode contexts.
+        self.starts: list[list[int]] = [[] for _ in self.task_ids]
 
     # -- filling -----------------------------------------------------------------------------
     def add(self, task_id: int, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-            next_obs: np.ndarray, terminated: np.ndarray) -> None:
-        """Append n transitions of one task. obs/next_obs (n, O), action (n, A), others (n,).
+            next_obs: np.ndarray, terminated: np.ndarray, episode_starts: Sequence[int] = (0,)) -> None:
+        """Append n transitions of one task. obs/next_obs (n, O), action (n, A), others (n,);
+        ``episode_starts``: where episodes begin within them (default: one episode).
 
         Rewards must be finite: a NaN here means a label source is broken, and it would
         silently poison every loss.
@@ -85,6 +97,7 @@ class TaskBuffers:
         self._ensure(start + n)
         self.data[row, start:start + n] = torch.from_numpy(rows)
         self.size[row] = start + n
+        self.starts[row] += [start + int(s) for s in episode_starts if 0 <= int(s) < n]
 
     def freeze_offline(self) -> None:
         """Mark everything stored so far as offline data (the frozen labelling snapshot)."""
@@ -112,7 +125,8 @@ class TaskBuffers:
             a = arrays[t]
             if a.reward is None:
                 raise ValueError(f"task {t}: offline data must be reward-labelled")
-            buf.add(t, a.obs, a.action, a.reward, a.next_obs, a.terminated)
+            buf.add(t, a.obs, a.action, a.reward, a.next_obs, a.terminated,
+                    episode_starts(a.terminated, getattr(a, "truncated", None)))
         buf.freeze_offline()
         return buf
 
@@ -134,9 +148,29 @@ class TaskBuffers:
         idx = (u * sizes.unsqueeze(1)).long().clamp_max(sizes.unsqueeze(1) - 1)
         return self.data[rows.unsqueeze(1), idx]
 
-    def context(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False) -> Tensor:
-        """Context transitions (s, a, r): rows (T,) -> (T, count, O + A + 1)."""
-        return self.gather(rows, count, generator, offline_only)[..., : self.context_dim]
+    def context(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False,
+                width: int | None = None) -> Tensor:
+        """Context transitions (s, a, r), or (s, a, r, s') with ``width`` = 2 O + A + 1: rows (T,)
+        -> (T, count, width)."""
+        return self.gather(rows, count, generator, offline_only)[..., : width or self.context_dim]
+
+    def episode_context(self, rows: Tensor, episodes: int, count: int, generator: torch.Generator,
+                        offline_only: bool = False, width: int | None = None) -> Tensor:
+        """Context transitions drawn from ``episodes`` whole episodes of each task (chosen
+        uniformly, with replacement): what a test-time context of that many episodes looks
+        like, rather than a sample of all the task's data. rows (T,) -> (T, count, O + A + 1)."""
+        out = []
+        for r in rows.tolist():
+            limit = int((self.offline_size if offline_only else self.size)[r])
+            starts = [s for s in self.starts[r] if s < limit]
+            if not starts:
+                raise ValueError("sampling from a task with no stored transitions")
+            ends = [*starts[1:], limit]
+            pick = torch.randint(0, len(starts), (episodes,), generator=generator).tolist()
+            idx = torch.cat([torch.arange(starts[i], ends[i]) for i in pick])
+            chosen = idx[torch.randint(0, idx.numel(), (count,), generator=generator)]
+            out.append(self.data[r, chosen, : width or self.context_dim])
+        return torch.stack(out)
 
     # -- checkpointing -----------------------------------------------------------------------
     def online_part(self) -> dict[str, Tensor]:
@@ -146,6 +180,7 @@ class TaskBuffers:
         for row in range(len(self.task_ids)):
             lo, hi = int(self.offline_size[row]), int(self.size[row])
             out[f"rows/{row}"] = self.data[row, lo:hi].clone()
+            out[f"starts/{row}"] = torch.tensor([s for s in self.starts[row] if s >= lo], dtype=torch.long)
         return out
 
     def load_online_part(self, state: Mapping[str, Tensor]) -> None:
@@ -157,10 +192,16 @@ class TaskBuffers:
             self._ensure(lo + part.shape[0])
             self.data[row, lo:lo + part.shape[0]] = part
             self.size[row] = lo + part.shape[0]
+            online_starts = state.get(f"starts/{row}")
+            if online_starts is None:  # a checkpoint of before episode contexts: one episode
+                online_starts = torch.tensor([lo] if part.shape[0] else [], dtype=torch.long)
+            self.starts[row] = [s for s in self.starts[row] if s < lo] + [int(s) for s in online_starts]
 
 
 class MetaBatchSampler:
-    """Draws meta-batches: T tasks uniformly with replacement, B RL and C context transitions each.
+    """Draws meta-batches: T tasks uniformly with replacement, B RL and C context transitions each
+    (with ``context_episodes`` k > 0, the C context transitions come from k whole episodes of
+    the task, as at test time; else from all its transitions, the paper).
 
     With an exploration buffer and ``explore_fraction`` f > 0, the first round(f T) tasks of
     the meta-batch take their context from their deterministic prior-z exploration episodes
@@ -169,23 +210,30 @@ class MetaBatchSampler:
     """
 
     def __init__(self, rl: TaskBuffers, generator: torch.Generator, explore: TaskBuffers | None = None,
-                 explore_fraction: float = 0.0) -> None:
+                 explore_fraction: float = 0.0, context_episodes: int = 0, context_width: int | None = None) -> None:
         self.rl, self.explore, self.explore_fraction = rl, explore, explore_fraction
         self.generator = generator
+        self.context_episodes = int(context_episodes)
+        self.context_width = context_width
+
+    def _context(self, buf: TaskBuffers, rows: Tensor, count: int) -> Tensor:
+        if self.context_episodes > 0:
+            return buf.episode_context(rows, self.context_episodes, count, self.generator, width=self.context_width)
+        return buf.context(rows, count, self.generator, width=self.context_width)
 
     def sample(self, meta_batch: int, batch_size: int, context_size: int) -> MetaBatch:
         rows_ok = self.rl.nonempty_rows()
         pick = torch.randint(0, rows_ok.numel(), (meta_batch,), generator=self.generator)
         rows = rows_ok[pick]
         data = self.rl.gather(rows, batch_size, self.generator).reshape(meta_batch * batch_size, -1)
-        context = self.rl.context(rows, context_size, self.generator)
+        context = self._context(self.rl, rows, context_size)
         k = int(round(self.explore_fraction * meta_batch))
         if self.explore is not None and k > 0:
             head = rows[:k]
             has = self.explore.size[head] > 0
             if bool(has.any()):
                 chosen = head[has]
-                context[:k][has] = self.explore.context(chosen, context_size, self.generator)
+                context[:k][has] = self._context(self.explore, chosen, context_size)
         s = self.rl.slices
         return MetaBatch(obs=data[:, s["obs"]], action=data[:, s["action"]], reward=data[:, s["reward"]].squeeze(-1),
                          next_obs=data[:, s["next_obs"]], terminated=data[:, s["terminated"]].squeeze(-1),

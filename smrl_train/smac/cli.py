@@ -4,6 +4,7 @@
     smrl train online  --config config/reach.yaml --data data/reach --from runs/r/offline \\
                        --run runs/r/smac --labels decoder|true [--source DIR]
     smrl eval          --config config/reach.yaml --data data/reach --run runs/r/smac
+    smrl diagnose      runs/r/smac
     smrl report        --runs runs/r --out docs/results/reach
     smrl experiment    --config config/reach.yaml --data data/reach --out runs/r --seeds 0 1 2 --jobs 2
 
@@ -32,7 +33,8 @@ def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
 
 def _add_smac(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smac", help="YAML file whose smac: section replaces the config's (e.g. config/smac_paper.yaml)")
-    p.add_argument("--variant", choices=("paper", "improved"), help="recipe (re-derives its defaults)")
+    p.add_argument("--variant", choices=("paper", "return_tuned", "success_tuned", "improved"),
+                   help="recipe (re-derives its defaults); improved = return_tuned, its earlier name")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a smac key, e.g. --set online.iterations=5 (repeatable)")
@@ -111,6 +113,23 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from smrl_train.smac.diagnose import format_table
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import diagnose_run, run_meta
+
+    _threads(args)
+    described = run_meta(args.run).get("problem", {})
+    config, data = args.config or described.get("config"), args.data or described.get("data")
+    if not config or not data:
+        raise ConfigError(f"{args.run}: the run does not name its config and data; pass --config and --data")
+    result = diagnose_run(problem_from_files(config, data), args.run, n_tasks=args.tasks, episodes=args.episodes,
+                          progress=not args.quiet)
+    print(f"{result['method']} (seed {result['seed']}), {result['seconds']:.0f} s:")
+    print(format_table(result))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from smrl_train.smac.report import write_report
 
@@ -133,7 +152,8 @@ def _experiment(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     spec = ExperimentSpec(config=args.config, data=args.data, out=args.out, smac=cfg, methods=methods,
-                          ablations=ablations, threads=max(1, args.threads or 1), progress=not args.quiet)
+                          ablations=ablations, threads=max(1, args.threads or 1), progress=not args.quiet,
+                          diagnose_tasks=args.diagnose_tasks)
     run_experiment(spec, args.seeds, jobs=args.jobs)
     if args.report:
         command = "smrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("smrl") else ""
@@ -176,6 +196,17 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--no-diagnostic", action="store_true", help="skip the offline-vs-exploration z diagnostic")
     ev.set_defaults(func=_eval)
 
+    dg = subparsers.add_parser("diagnose", help="goal error of a probe on z, the trilateration bound and success, "
+                                                "with z from offline context vs 1, 2, 4 exploration episodes")
+    dg.add_argument("run", help="a trained run directory")
+    dg.add_argument("--config", help="task family config (default: the one the run was trained with)")
+    dg.add_argument("--data", help="the offline dataset (default: the one the run was trained with)")
+    dg.add_argument("--tasks", type=int, default=20, help="training and held-out tasks evaluated, each")
+    dg.add_argument("--episodes", type=int, nargs="+", default=[1, 2, 4], help="exploration episodes per context")
+    dg.add_argument("--quiet", action="store_true", help="no progress bar")
+    dg.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    dg.set_defaults(func=_diagnose)
+
     rep = subparsers.add_parser("report", help="markdown + PNG + summary.json from evaluated runs")
     rep.add_argument("--runs", required=True, nargs="+", help="folders searched for eval.json")
     rep.add_argument("--out", required=True, help="report folder, e.g. docs/results/reach")
@@ -194,6 +225,8 @@ def add_subcommands(subparsers: Any) -> None:
                     help="extra row; LABELS decoder|true (online from the shared offline run) or none "
                          "(offline only), e.g. smac_no_explore:decoder:online.explore_context_fraction=0 or "
                          "offline_matched:none:offline.steps=11000")
+    ex.add_argument("--diagnose-tasks", type=int, default=20,
+                    help="training and held-out tasks of each run's smrl diagnose (0: skip it)")
     ex.add_argument("--report", help="write the report to this folder at the end")
     ex.add_argument("--title", default="SMAC results")
     ex.set_defaults(func=_experiment)

@@ -1,24 +1,29 @@
 """The ``smac:`` section of a config: networks, losses, the two training phases, evaluation.
 
-Two recipes share one code path, selected by ``variant``:
+Three recipes share one code path, selected by ``variant`` (docs/algorithm.md section 6):
 
-* ``paper``: the authors' released code (``rlkit/torch/smac``) as described in the brief
-  (``reference/smac.md`` sections 2-6): no observation normalisation, KL weight 0.1, AWAC
-  temperature 100, encoder and decoder frozen online, online actor term -Q un-normalised.
-* ``improved``: our recipe (``docs/algorithm.md``, "Deviations"): normalised inputs and
-  decoder targets, AWAC temperature 1, encoder kept training online (labels from a frozen
-  offline snapshot), half of the training contexts drawn from deterministic prior-z
-  exploration episodes like those seen at test time, and the online -Q term divided by the
-  batch mean |Q| (TD3+BC).
+* ``paper``: the authors' released code (rlkit's ``torch/smac``): no observation
+  normalisation, KL weight 0.1, AWAC temperature 100 over a batch softmax, the critic's target
+  at the policy's action, encoder and decoder frozen online, online actor term -Q.
+* ``return_tuned``: our first recipe, tuned for return on reach (it was called ``improved``,
+  which still loads as it): normalised inputs and decoder targets, AWAC temperature 0.3 in
+  advantage spreads, encoder kept training online, exploration episodes as training
+  contexts, z once per episode, pessimistic labels from a decoder ensemble, the -Q term
+  divided by the batch mean |Q|.
+* ``success_tuned`` (the default): tuned for held-out success. On top of ``return_tuned``: the
+  linear-Gaussian encoder (evidence about z along any direction, so distance rewards can be
+  intersected), in-sample value learning (IQL's expectile critic target) with clipped
+  per-sample advantage weights, the scored episode acting on the posterior mean, and twice the
+  offline updates.
 
 Each deviation is a field here whose value ``None`` means "the variant's default", so an
 ablation overrides a single ingredient (``smac.loss.awac_beta: 100``) and keeps the rest.
 After loading, every such field holds its resolved value (``to_dict`` shows the recipe run).
 
-Network sizes and budgets are independent of the variant: the dataclass defaults are a
-CPU-friendly demo size; :func:`paper_preset` (and ``config/smac_paper.yaml``) holds the
-paper's code defaults. This module imports only :mod:`smrl_train.config` helpers so the main
-config can embed :class:`SmacConfig` without an import cycle.
+Network sizes and batch shapes are independent of the variant: the dataclass defaults are a
+CPU-friendly size; :func:`paper_preset` (and ``config/smac_paper.yaml``) holds the paper's code
+defaults. This module imports only :mod:`smrl_train.config` helpers so the main config can
+embed :class:`SmacConfig` without an import cycle.
 """
 
 from __future__ import annotations
@@ -32,50 +37,82 @@ import yaml
 
 from smrl_train.config import ConfigError, from_dict
 
-VARIANTS = ("paper", "improved")
+VARIANTS = ("paper", "return_tuned", "success_tuned")
+DEFAULT_VARIANT = "success_tuned"
+# Earlier names of a recipe, still accepted (runs of the time record them).
+VARIANT_ALIASES = {"improved": "return_tuned"}
 GRADIENTS = ("autograd", "compiled", "manual")
 
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
-VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "network.normalize_inputs": False,
-        "network.encoder_aggregation": "product",
-        "loss.normalize_decoder_targets": False,
-        "loss.kl_weight": 0.1,
-        "loss.awac_beta": 100.0,
-        "loss.awac_normalize_advantage": False,
-        "online.train_encoder": False,
-        "online.explore_episodes": 0,
-        "online.explore_context_fraction": 0.0,
-        "online.normalize_q_term": False,
-        "online.resample_latent": "step",
-        "eval.resample_latent": "step",
-        "network.decoder_ensemble": 1,
-        "online.label_pessimism": 0.0,
-    },
-    "improved": {
-        "network.normalize_inputs": True,
-        "network.encoder_aggregation": "product",
-        "loss.normalize_decoder_targets": True,
-        "loss.kl_weight": 0.01,
-        "loss.awac_beta": 0.3,
-        "loss.awac_normalize_advantage": True,
-        "online.train_encoder": True,
-        "online.explore_episodes": 2,
-        "online.explore_context_fraction": 0.5,
-        "online.normalize_q_term": True,
-        "online.resample_latent": "episode",
-        "eval.resample_latent": "episode",
-        "network.decoder_ensemble": 5,
-        "online.label_pessimism": 2.0,
-    },
+_PAPER: dict[str, Any] = {
+    "network.encoder_hidden": (128, 128),
+    "network.context_next_obs": False,
+    "offline.context_size": 64,
+    "online.context_size": 64,
+    "network.normalize_inputs": False,
+    "network.encoder_aggregation": "product",
+    "network.decoder_ensemble": 1,
+    "loss.normalize_decoder_targets": False,
+    "loss.kl_weight": 0.1,
+    "loss.awac_beta": 100.0,
+    "loss.awac_normalize_advantage": False,
+    "loss.awac_weights": "softmax",
+    "loss.critic_target": "policy",
+    "offline.steps": 8000,
+    "offline.context_episodes": 0,
+    "online.context_episodes": 0,
+    "online.train_encoder": False,
+    "online.explore_episodes": 0,
+    "online.explore_context_fraction": 0.0,
+    "online.q_term_weight": 1.0,
+    "online.normalize_q_term": False,
+    "online.resample_latent": "step",
+    "online.label_pessimism": 0.0,
+    "eval.resample_latent": "step",
+    "eval.scored_latent": "sample",
 }
+_RETURN_TUNED: dict[str, Any] = {
+    **_PAPER,
+    "network.normalize_inputs": True,
+    "network.decoder_ensemble": 5,
+    "loss.normalize_decoder_targets": True,
+    "loss.kl_weight": 0.01,
+    "loss.awac_beta": 0.3,
+    "loss.awac_normalize_advantage": True,
+    "online.train_encoder": True,
+    "online.explore_episodes": 2,
+    "online.explore_context_fraction": 0.5,
+    "online.normalize_q_term": True,
+    "online.resample_latent": "episode",
+    "online.label_pessimism": 2.0,
+    "eval.resample_latent": "episode",
+}
+_SUCCESS_TUNED: dict[str, Any] = {
+    **_RETURN_TUNED,
+    "network.encoder_aggregation": "linear_gaussian",
+    "network.encoder_hidden": (256, 256, 256),
+    "loss.kl_weight": 0.001,
+    "offline.context_size": 200,
+    "online.context_size": 200,
+    "loss.awac_beta": 1.0,
+    "loss.awac_weights": "clipped",
+    "loss.critic_target": "expectile",
+    "offline.steps": 16000,
+    "offline.context_episodes": 2,
+    "online.context_episodes": 2,
+    "eval.scored_latent": "mean",
+}
+# Values each variant gives to the fields left at None. Keys are "<section>.<field>".
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {"paper": _PAPER, "return_tuned": _RETURN_TUNED,
+                                               "success_tuned": _SUCCESS_TUNED}
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
     # Hidden layer widths (ReLU MLPs). Paper code: encoder 200x3, policy/Q 300x3, decoder 64x2.
-    encoder_hidden: tuple[int, ...] = (128, 128)
+    # The encoder's width is the recipe's (None = variant default: 128x2; success_tuned 256x3,
+    # which identifies the task more precisely).
+    encoder_hidden: tuple[int, ...] | None = None
     policy_hidden: tuple[int, ...] = (128, 128)
     q_hidden: tuple[int, ...] = (128, 128)
     decoder_hidden: tuple[int, ...] = (64, 64)
@@ -85,6 +122,12 @@ class NetworkConfig:
     # paper) or "mean" of per-transition features then an MLP (deep sets; can intersect the
     # sphere constraints distance rewards give). Deviation; None = variant default.
     encoder_aggregation: str | None = None
+    # Rank k of each transition's evidence about z in the "linear_gaussian" encoder (one
+    # distance reading is one linear equation: k = 1). Unused by the other encoders.
+    encoder_rank: int = 1
+    # Context rows (s, a, r, s') instead of (s, a, r): a reward is measured after the step, at
+    # s' (rlkit's use_next_obs_in_context, off in the paper). Deviation; None = variant default.
+    context_next_obs: bool | None = None
     # Standardise observations (and context rewards) inside the networks with statistics of
     # the offline data. Deviation; None = variant default (paper: off).
     normalize_inputs: bool | None = None
@@ -116,6 +159,17 @@ class LossConfig:
     # Divide A by its batch std before the temperature (beta then counts in advantage spreads,
     # independent of reward and Q scale). Deviation; None = variant default (paper: off).
     awac_normalize_advantage: bool | None = None
+    # How the actor's weights come from the advantages: "softmax" over the whole meta-batch
+    # (x N, the paper) or per-sample exp(A / beta) "clipped" at awac_weight_max (AWR, IQL).
+    # Deviation; None = variant default.
+    awac_weights: str | None = None
+    awac_weight_max: float = 100.0
+    # The value of s' in the critic's target: "policy", min_k Qbar(s', a' ~ pi) (the paper), or
+    # "expectile", V(s') with V fitted to an upper expectile of Qbar(s, a_data) over the data's
+    # actions (IQL: no action outside the data is ever evaluated). Deviation; None = variant
+    # default.
+    critic_target: str | None = None
+    expectile: float = 0.8
     # Learning rates (Adam, no weight decay).
     policy_lr: float = 3e-4
     q_lr: float = 3e-4
@@ -124,12 +178,15 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OfflineConfig:
-    # Gradient steps of the offline phase (paper: 50,000).
-    steps: int = 8000
+    # Gradient steps of the offline phase (paper code: 50,000). None = variant default.
+    steps: int | None = None
     # Tasks per meta-batch (with replacement), RL transitions and context transitions per task.
     meta_batch: int = 4
     batch_size: int = 128
-    context_size: int = 64
+    context_size: int | None = None  # None = variant default (64; success_tuned 200)
+    # Draw each task's context from this many whole episodes of it, as the meta-test's context
+    # is (0: from all its transitions, the paper). Deviation; None = variant default.
+    context_episodes: int | None = None
     # Steps between metric rows in metrics.csv and between checkpoints.
     log_every: int = 250
     checkpoint_every: int = 2000
@@ -156,7 +213,9 @@ class OnlineConfig:
     # cost of an update on CPU).
     meta_batch: int = 4
     batch_size: int = 128
-    context_size: int = 64
+    context_size: int | None = None  # None = variant default (64; success_tuned 200)
+    # As offline.context_episodes, for the online phase's contexts. None = variant default.
+    context_episodes: int | None = None
     # Offline transitions per labelling context; z_r is drawn once per trajectory.
     label_context_size: int = 256
     # Pessimistic labels: r = mean - label_pessimism x std over the decoder ensemble. Off the
@@ -166,7 +225,7 @@ class OnlineConfig:
     label_pessimism: float | None = None
     # Weight of the reparameterised -Q(s, a~pi) actor term, and whether to divide it by the
     # batch mean |Q| (TD3+BC). Deviation; None = variant default (paper: not normalised).
-    q_term_weight: float = 1.0
+    q_term_weight: float | None = None
     normalize_q_term: bool | None = None
     # Keep training encoder + decoder online on the (labelled) buffers. Labels still come from
     # the frozen offline snapshot. Deviation; None = variant default (paper: frozen).
@@ -199,14 +258,18 @@ class EvalConfig:
     # When z is drawn during evaluation: "step" (authors' code) or "episode". Deviation;
     # None = variant default.
     resample_latent: str | None = None
+    # The z of the scored episode: a "sample" of the posterior (the paper) or its "mean" (what
+    # the deployed adapted policy bakes in). Deviation; None = variant default.
+    scored_latent: str | None = None
 
 
 @dataclass(frozen=True)
 class SmacConfig:
     """The whole algorithm configuration (the ``smac:`` section)."""
 
-    # "paper" (the authors' code recipe) or "improved" (ours; see docs/algorithm.md).
-    variant: str = "improved"
+    # "paper" (the authors' code recipe), "return_tuned" or "success_tuned" (ours; module
+    # docstring and docs/algorithm.md section 6).
+    variant: str = DEFAULT_VARIANT
     seed: int = 0
     # How the update's gradients are taken (the update itself is smac/step.py either way):
     # "autograd" (the default), "compiled" (torch.compile of the same function: ~15-20 s of
@@ -222,10 +285,12 @@ class SmacConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        if self.variant in VARIANT_ALIASES:
+            object.__setattr__(self, "variant", VARIANT_ALIASES[self.variant])
         if self.variant not in VARIANTS:
             raise ConfigError(f"smac.variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
         # Resolve the variant-dependent fields left at None (frozen: rebuild the sections).
-        for section in ("network", "loss", "online", "eval"):
+        for section in ("network", "loss", "offline", "online", "eval"):
             sub = getattr(self, section)
             updates = {}
             for key, value in VARIANT_DEFAULTS[self.variant].items():
@@ -237,19 +302,22 @@ class SmacConfig:
         _validate(self)
 
     def with_variant(self, variant: str) -> SmacConfig:
-        """This config under another recipe: the variant's defaults replace the current ones
-        for every deviation field (sizes and budgets are kept)."""
+        """This config under another recipe: every field holding this recipe's default takes
+        the other recipe's; values set explicitly (a preset's sizes, an override) are kept."""
+        variant = VARIANT_ALIASES.get(variant, variant)
         sections: dict[str, Any] = {}
+        mine = VARIANT_DEFAULTS[self.variant]
         for key in VARIANT_DEFAULTS[variant]:
             sec, name = key.split(".")
-            sections.setdefault(sec, {})[name] = None
+            if key not in mine or getattr(getattr(self, sec), name) == mine[key]:
+                sections.setdefault(sec, {})[name] = None
         kwargs = {sec: dataclasses.replace(getattr(self, sec), **vals) for sec, vals in sections.items()}
         return dataclasses.replace(self, variant=variant, **kwargs)
 
 
 def _validate(cfg: SmacConfig) -> None:
     positive = {
-        "network.latent_dim": cfg.network.latent_dim,
+        "network.latent_dim": cfg.network.latent_dim, "network.encoder_rank": cfg.network.encoder_rank,
         "offline.meta_batch": cfg.offline.meta_batch, "offline.batch_size": cfg.offline.batch_size,
         "offline.context_size": cfg.offline.context_size, "offline.log_every": cfg.offline.log_every,
         "online.meta_batch": cfg.online.meta_batch, "online.batch_size": cfg.online.batch_size,
@@ -268,6 +336,9 @@ def _validate(cfg: SmacConfig) -> None:
                        "online.prior_episodes": cfg.online.prior_episodes,
                        "online.posterior_episodes": cfg.online.posterior_episodes,
                        "online.explore_episodes": cfg.online.explore_episodes,
+                       "online.q_term_weight": cfg.online.q_term_weight,
+                       "offline.context_episodes": cfg.offline.context_episodes,
+                       "online.context_episodes": cfg.online.context_episodes,
                        "eval.exploration_episodes": cfg.eval.exploration_episodes,
                        "eval.diagnostic_tasks": cfg.eval.diagnostic_tasks,
                        "eval.curve_tasks": cfg.eval.curve_tasks,
@@ -284,19 +355,26 @@ def _validate(cfg: SmacConfig) -> None:
     if cfg.network.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"smac.network.compute_dtype: expected 'float32' or 'bfloat16', "
                           f"got {cfg.network.compute_dtype!r}")
-    if cfg.network.encoder_aggregation not in ("product", "mean"):
-        raise ConfigError(f"smac.network.encoder_aggregation: expected 'product' or 'mean', "
+    if cfg.network.encoder_aggregation not in ("product", "mean", "linear_gaussian"):
+        raise ConfigError(f"smac.network.encoder_aggregation: expected 'product', 'mean' or 'linear_gaussian', "
                           f"got {cfg.network.encoder_aggregation!r}")
     for key, value in (("online.resample_latent", cfg.online.resample_latent),
                        ("eval.resample_latent", cfg.eval.resample_latent)):
         if value not in ("step", "episode"):
             raise ConfigError(f"smac.{key}: expected 'step' or 'episode', got {value!r}")
+    if cfg.loss.awac_weights not in ("softmax", "clipped") or cfg.loss.critic_target not in ("policy", "expectile"):
+        raise ConfigError(f"smac.loss: awac_weights must be 'softmax' or 'clipped' (got {cfg.loss.awac_weights!r}), "
+                          f"critic_target 'policy' or 'expectile' (got {cfg.loss.critic_target!r})")
+    if not 0.0 < cfg.loss.expectile < 1.0 or not cfg.loss.awac_weight_max > 0:
+        raise ConfigError("smac.loss: need 0 < expectile < 1 and awac_weight_max > 0")
+    if cfg.eval.scored_latent not in ("sample", "mean"):
+        raise ConfigError(f"smac.eval.scored_latent: expected 'sample' or 'mean', got {cfg.eval.scored_latent!r}")
     if not 0.0 < cfg.loss.tau <= 1.0 or not 0.0 <= cfg.loss.gamma < 1.0:
         raise ConfigError("smac.loss: need 0 < tau <= 1 and 0 <= gamma < 1")
 
 
 def paper_preset() -> SmacConfig:
-    """The paper's code defaults (brief section 6): sizes, batch shapes and budgets."""
+    """The paper's code defaults (rlkit's ``torch/smac`` and its examples; docs/algorithm.md section 6): sizes, batch shapes and budgets."""
     return SmacConfig(
         variant="paper",
         network=NetworkConfig(encoder_hidden=(200, 200, 200), policy_hidden=(300, 300, 300),

@@ -1,4 +1,4 @@
-"""Meta-test protocol (brief section 5) and the paper's z-shift diagnostic.
+"""Meta-test protocol (docs/algorithm.md section 4) and the paper's z-shift diagnostic.
 
 Protocol per task and run: ``exploration_episodes`` episodes with z ~ N(0, I) re-drawn every
 step, whose transitions and *true* rewards form the context; then one episode with z ~
@@ -34,21 +34,22 @@ def task_index(task: Any, position: int) -> int:
     return int(getattr(task, "index", position))
 
 
-def explore_then_act(env: Any, agent: AdaptiveAgent, n_explore: int, max_steps: int, seed_parts: Sequence[int]
-                     ) -> tuple[list[Trajectory], torch.Tensor, torch.Tensor]:
-    """Run the protocol's exploration episodes and one posterior episode.
+def explore_then_act(env: Any, agent: AdaptiveAgent, n_explore: int, max_steps: int, seed_parts: Sequence[int],
+                     scored_latent: str = "sample") -> tuple[list[Trajectory], torch.Tensor, torch.Tensor]:
+    """Run the protocol's exploration episodes and one posterior episode, with z drawn from the
+    posterior or its mean (``scored_latent``).
 
     Returns all trajectories (exploration first, final last) and the posterior mean and
-    variance (1, L) used for the final episode (the prior when there was no exploration).
+    variance (1, L) of the final episode (the prior when there was no exploration).
     """
     agent.use_prior()
     trajs, ctx = [], []
     for ep in range(n_explore):
         t = run_episode(env, agent, derived_seed(*seed_parts, ep), max_steps, True, "explore")
         trajs.append(t)
-        ctx.append(t.context())
+        ctx.append(t.context(width=agent.encoder.context_dim))
     if ctx:
-        mu, var = agent.use_posterior(torch.from_numpy(np.concatenate(ctx)))
+        mu, var = agent.use_posterior(torch.from_numpy(np.concatenate(ctx)), scored_latent)
     else:
         agent.use_prior()
         mu, var = agent.mu, agent.var
@@ -68,7 +69,7 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
             agent = AdaptiveAgent(encoder, policy, seeded_generator(seed, _EVAL_STREAM, idx, run), cfg.deterministic,
                                   str(cfg.resample_latent))
             trajs, _, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
-                                           (seed, _EVAL_STREAM + 1, idx, run))
+                                           (seed, _EVAL_STREAM + 1, idx, run), str(cfg.scored_latent))
             curves.append([t.episode_return for t in trajs])
             finals.append(trajs[-1].episode_return)
             successes.append(float(bool(trajs[-1].success)))
@@ -98,12 +99,13 @@ def z_shift_diagnostic(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, t
         env.unwrapped.set_task(task)
         gen = seeded_generator(seed, _DIAG_STREAM, idx)
         row = torch.tensor([buffers.row_of[idx]])
-        offline_ctx = buffers.context(row, cfg.offline_context_size, gen, offline_only=True)[0]
+        offline_ctx = buffers.context(row, cfg.offline_context_size, gen, offline_only=True,
+                                      width=encoder.context_dim)[0]
         agent = AdaptiveAgent(encoder, policy, gen, cfg.deterministic, str(cfg.resample_latent))
-        mu_off, _ = agent.use_posterior(offline_ctx)
+        mu_off, _ = agent.use_posterior(offline_ctx, str(cfg.scored_latent))
         t_off = run_episode(env, agent, derived_seed(seed, _DIAG_STREAM + 1, idx), max_steps, True, "final")
         trajs, mu_exp, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
-                                            (seed, _DIAG_STREAM + 2, idx))
+                                            (seed, _DIAG_STREAM + 2, idx), str(cfg.scored_latent))
         mu_off_all.append(mu_off.squeeze(0))
         rows.append({"task": idx, "return_offline_context": t_off.episode_return,
                      "success_offline_context": float(bool(t_off.success)),

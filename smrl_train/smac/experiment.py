@@ -2,10 +2,11 @@
 
 Layout under ``out``::
 
-    seed0/offline_only/          offline phase, improved recipe  (also the "offline-only" row)
+    seed0/offline_only/          offline phase, default recipe  (also the "offline-only" row)
     seed0/smac/ seed0/oracle/    online phases from it (decoder labels / true rewards)
     seed0/offline_only_paper/    offline phase, paper recipe
     seed0/smac_paper/ seed0/oracle_paper/
+    seed0/*_return_tuned/        the same for the return-tuned recipe
     seed0/meta_bc/               meta behaviour cloning baseline
     seed0/<ablation>/            online (or offline + online) runs with config overrides
 
@@ -27,18 +28,20 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.config import DEFAULT_VARIANT, SmacConfig
 
-BASE_METHODS = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper", "oracle_paper", "meta_bc")
+# (report-name suffix, variant) of the recipes an experiment compares; the default has no suffix.
+RECIPES = (("", DEFAULT_VARIANT), ("_paper", "paper"), ("_return_tuned", "return_tuned"))
+BASE_METHODS = tuple(f"{m}{suffix}" for suffix, _ in RECIPES for m in ("offline_only", "smac", "oracle")) + ("meta_bc",)
 
 
 @dataclass(frozen=True)
 class Ablation:
     """An extra row: ``labels`` (decoder/true/none) and ``overrides`` (``section.key=value``)
-    applied to the improved recipe. ``none`` is an offline-only row (e.g. the offline phase
+    applied to the default recipe. ``none`` is an offline-only row (e.g. the offline phase
     trained for as many updates as offline + online, a matched-budget baseline). Otherwise
     overrides of ``network.``/``offline.``/``loss.`` keys get their own offline run, and the
-    online phase starts from the shared improved offline run."""
+    online phase starts from the shared default offline run."""
 
     name: str
     labels: str
@@ -68,6 +71,8 @@ class ExperimentSpec:
     ablations: tuple[Ablation, ...] = ()
     threads: int = 1
     progress: bool = True
+    # Training and held-out tasks of each run's `smrl diagnose` (0: none).
+    diagnose_tasks: int = 20
 
 
 def _finished(run_dir: Path) -> bool:
@@ -88,13 +93,17 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
     import torch
 
     from smrl_train.smac.problem import apply_overrides, problem_from_files
-    from smrl_train.smac.runner import evaluate_run, train_offline, train_online
+    from smrl_train.smac.runner import diagnose_run, evaluate_run, train_offline, train_online
 
     torch.set_num_threads(spec.threads)
     problem = problem_from_files(spec.config, spec.data)
     root = Path(spec.out) / f"seed{seed}"
-    improved = dataclasses.replace(spec.smac.with_variant("improved"), seed=seed)
-    paper = dataclasses.replace(spec.smac.with_variant("paper"), seed=seed)
+    def recipe(variant: str) -> SmacConfig:
+        # The default recipe keeps the spec's own overrides; the baselines are their recipes.
+        base = spec.smac if spec.smac.variant == variant else spec.smac.with_variant(variant)
+        return dataclasses.replace(base, seed=seed)
+
+    default = recipe(DEFAULT_VARIANT)
     results: dict[str, Any] = {}
 
     def stage(name: str, fn: Any) -> None:
@@ -104,7 +113,9 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
             return
         t0 = time.perf_counter()
         fn(run_dir, _has_checkpoint(run_dir))
-        res = evaluate_run(problem, run_dir, progress=spec.progress)
+        res = evaluate_run(problem, run_dir, progress=spec.progress, diagnostic=False)
+        if spec.diagnose_tasks and name != "meta_bc":
+            diagnose_run(problem, run_dir, n_tasks=spec.diagnose_tasks, episodes=(1, 2), progress=spec.progress)
         results[name] = res["test"]
         print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "
               f"success {res['test']['success_rate']:.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -118,23 +129,21 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
                                               method=method, resume=resume, progress=spec.progress)
 
     wanted = set(spec.methods)
-    if wanted & {"offline_only", "smac", "oracle"} or any(not a.needs_offline and a.labels != "none"
-                                                           for a in spec.ablations):
-        stage("offline_only", offline(improved))
-    if "smac" in wanted:
-        stage("smac", online("offline_only", "decoder"))
-    if "oracle" in wanted:
-        stage("oracle", online("offline_only", "true"))
-    if wanted & {"offline_only_paper", "smac_paper", "oracle_paper"}:
-        stage("offline_only_paper", offline(paper))
-    if "smac_paper" in wanted:
-        stage("smac_paper", online("offline_only_paper", "decoder"))
-    if "oracle_paper" in wanted:
-        stage("oracle_paper", online("offline_only_paper", "true"))
+    shared = any(not a.needs_offline and a.labels != "none" for a in spec.ablations)
+    for suffix, variant in RECIPES:
+        rows = {f"offline_only{suffix}", f"smac{suffix}", f"oracle{suffix}"}
+        if not (wanted & rows or (suffix == "" and shared)):
+            continue
+        cfg = default if suffix == "" else recipe(variant)
+        stage(f"offline_only{suffix}", offline(cfg))
+        if f"smac{suffix}" in wanted:
+            stage(f"smac{suffix}", online(f"offline_only{suffix}", "decoder"))
+        if f"oracle{suffix}" in wanted:
+            stage(f"oracle{suffix}", online(f"offline_only{suffix}", "true"))
     if "meta_bc" in wanted:
-        stage("meta_bc", offline(improved, algo="meta_bc"))
+        stage("meta_bc", offline(default, algo="meta_bc"))
     for ab in spec.ablations:
-        cfg = apply_overrides(improved, ab.overrides)
+        cfg = apply_overrides(default, ab.overrides)
         if ab.labels == "none":
             stage(ab.name, offline(cfg, method=ab.name))
             continue

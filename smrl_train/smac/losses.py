@@ -1,4 +1,4 @@
-"""SMAC's losses as small pure functions (brief section 3), each testable by hand.
+"""SMAC's losses as small pure functions (docs/algorithm.md section 2), each testable by hand.
 
 Shapes: T tasks, N = T x B RL transitions, L latent dims, E critics (2).
 """
@@ -55,6 +55,19 @@ def awac_temperature(advantage: Tensor, beta: float, normalize: bool) -> float |
     if not normalize:
         return beta
     return beta * advantage.detach().std().clamp_min(1e-6)
+
+
+def clipped_exp_weights(advantage: Tensor, beta: float | Tensor, weight_max: float) -> Tensor:
+    """Per-sample exp(A / beta), clipped at ``weight_max`` (AWR, IQL): unlike the batch softmax,
+    a few samples with large advantages cannot take all the weight. (N,)."""
+    return torch.exp(advantage / beta).clamp_max(weight_max)
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """IQL's asymmetric L2 on diff = Q(s, a_data) - V(s): |tau - 1(diff < 0)| diff^2, mean. For
+    tau > 0.5, V(s) estimates an upper expectile of Q over the data's actions. (N,) -> scalar."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.square()).mean()
 
 
 def awac_policy_loss(log_prob_data: Tensor, weights: Tensor) -> Tensor:

@@ -62,6 +62,8 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "network.decoder_hidden": (_nonempty, "at least one hidden layer"),
     "network.latent_dim": (_any, "any"),
     "network.encoder_aggregation": (lambda v: v == "product", "'product' (the product of Gaussians)"),
+    "network.encoder_rank": (_any, "any (the product encoder has none)"),
+    "network.context_next_obs": (lambda v: v is False, "False ((s, a, r) rows)"),
     "network.normalize_inputs": (_any, "any"),
     "network.decoder_ensemble": (_any, "any"),
     "network.compute_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
@@ -72,6 +74,10 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.normalize_decoder_targets": (_any, "any"),
     "loss.awac_beta": (_any, "any"),
     "loss.awac_normalize_advantage": (_any, "any"),
+    "loss.awac_weights": (lambda v: v == "softmax", "'softmax'"),
+    "loss.awac_weight_max": (_any, "any (unused by 'softmax')"),
+    "loss.critic_target": (lambda v: v == "policy", "'policy'"),
+    "loss.expectile": (_any, "any (unused by 'policy')"),
     "loss.policy_lr": (_any, "any"),
     "loss.q_lr": (_any, "any"),
     "loss.context_lr": (_any, "any"),
@@ -85,13 +91,14 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
 OUTSIDE_THE_UPDATE = frozenset({
     "variant", "seed", "gradients",
     "offline.steps", "offline.meta_batch", "offline.batch_size", "offline.context_size", "offline.log_every",
-    "offline.checkpoint_every",
+    "offline.checkpoint_every", "offline.context_episodes", "online.context_episodes",
     "online.iterations", "online.tasks_per_iteration", "online.updates_per_iteration", "online.prior_episodes",
     "online.posterior_episodes", "online.explore_episodes", "online.explore_context_fraction", "online.meta_batch",
     "online.batch_size", "online.context_size", "online.label_context_size", "online.label_pessimism",
     "online.resample_latent", "online.eval_every", "online.checkpoint_every",
     "eval.exploration_episodes", "eval.runs_per_task", "eval.curve_tasks", "eval.curve_runs_per_task",
     "eval.diagnostic_tasks", "eval.offline_context_size", "eval.deterministic", "eval.resample_latent",
+    "eval.scored_latent",
 })
 
 # The module types of the networks this path runs (anything else, a LayerNorm say, is refused).

@@ -1,4 +1,4 @@
-"""SMAC's networks (brief section 2), as plain ``nn.Module``s with export-friendly forwards.
+"""SMAC's networks (docs/algorithm.md section 1), as plain ``nn.Module``s with export-friendly forwards.
 
 Shapes: T tasks, C context transitions per task, N = T x B RL transitions, L = latent size,
 E = ensemble size (2 twin critics). Observations enter every network through a
@@ -61,6 +61,13 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, last_init: float | N
 # Context encoder q(z | c)
 
 
+def context_width(obs_dim: int, act_dim: int, next_obs: bool) -> int:
+    """Width of a context row: (s, a, r), or (s, a, r, s') with the next observation (rlkit's
+    ``use_next_obs_in_context``; ``network.context_next_obs``). The replay rows of
+    :class:`~smrl_train.smac.buffers.TaskBuffers` start with exactly these columns."""
+    return obs_dim + act_dim + 1 + (obs_dim if next_obs else 0)
+
+
 def product_of_gaussians(mu: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     """Permutation-invariant aggregation of per-transition Gaussians (PEARL, rlkit).
 
@@ -80,10 +87,11 @@ class ContextEncoder(nn.Module):
     Input context (T, C, obs_dim + act_dim + 1); output posterior mean and variance (T, L).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 next_obs: bool = False) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
-        self.context_dim = obs_dim + act_dim + 1
+        self.context_dim = context_width(obs_dim, act_dim, next_obs)
         self.normalizer = Normalizer(self.context_dim)
         self.net = mlp(self.context_dim, hidden, 2 * latent_dim)
 
@@ -108,10 +116,11 @@ class MeanPoolEncoder(nn.Module):
     Same interface as :class:`ContextEncoder`.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 next_obs: bool = False) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
-        self.context_dim = obs_dim + act_dim + 1
+        self.context_dim = context_width(obs_dim, act_dim, next_obs)
         self.normalizer = Normalizer(self.context_dim)
         width = hidden[-1] if hidden else 64
         self.net = mlp(self.context_dim, hidden[:-1], width)
@@ -124,8 +133,88 @@ class MeanPoolEncoder(nn.Module):
         return mu, F.softplus(pre_var).clamp_min(VAR_MIN)
 
 
-# Either context encoder: context (T, C, O + A + 1) -> posterior mean, variance (T, L).
-Encoder = ContextEncoder | MeanPoolEncoder
+def _unrolled_cholesky_posterior(precision: Tensor, information: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`gaussian_posterior` written with elementwise ops only, unrolled over the static
+    latent size: what the ONNX export traces (ONNX has no Cholesky). Same results (tested)."""
+    n = precision.shape[-1]
+    low: list[list[Tensor]] = [[precision[..., 0, 0]] * n for _ in range(n)]
+    for j in range(n):
+        acc = precision[..., j, j]
+        for k in range(j):
+            acc = acc - low[j][k] * low[j][k]
+        low[j][j] = acc.clamp_min(VAR_MIN).sqrt()
+        for i in range(j + 1, n):
+            acc = precision[..., i, j]
+            for k in range(j):
+                acc = acc - low[i][k] * low[j][k]
+            low[i][j] = acc / low[j][j]
+    # inv[i][j] = (L^-1)_ij for j <= i, by forward substitution.
+    inv: list[list[Tensor | None]] = [[None] * n for _ in range(n)]
+    for j in range(n):
+        inv[j][j] = low[j][j].reciprocal()
+        for i in range(j + 1, n):
+            acc = low[i][j] * inv[j][j]
+            for k in range(j + 1, i):
+                acc = acc + low[i][k] * inv[k][j]  # type: ignore[operator]
+            inv[i][j] = -acc / low[i][i]
+    # Sigma = L^-T L^-1: mean = Sigma info, var_i = sum_k (L^-1)_ki^2.
+    half = [sum(inv[i][k] * information[..., k] for k in range(i + 1)) for i in range(n)]  # L^-1 info
+    mean = torch.stack([sum(inv[k][i] * half[k] for k in range(i, n)) for i in range(n)], -1)  # type: ignore[misc]
+    var = torch.stack([sum(inv[k][i] * inv[k][i] for k in range(i, n)) for i in range(n)], -1)  # type: ignore[misc]
+    return mean, var
+
+
+def gaussian_posterior(precision: Tensor, information: Tensor) -> tuple[Tensor, Tensor]:
+    """The Gaussian with this precision matrix (..., L, L) and information vector (..., L):
+    mean = precision^-1 information and the marginal variances diag(precision^-1), (..., L) each.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _unrolled_cholesky_posterior(precision, information)
+    chol = torch.linalg.cholesky(precision)
+    mean = torch.cholesky_solve(information.unsqueeze(-1), chol).squeeze(-1)
+    inv_low = torch.linalg.solve_triangular(chol, torch.eye(precision.shape[-1]).expand_as(chol), upper=False)
+    return mean, inv_low.square().sum(dim=-2)
+
+
+class LinearGaussianEncoder(nn.Module):
+    """Each context transition is a linear-Gaussian observation of z (ours,
+    ``encoder_aggregation: linear_gaussian``): a per-transition MLP gives a rank-``rank`` factor
+    U_n (L, k) and a reading y_n (k,) with y_n = U_n^T z + N(0, I). With the prior N(0, I), the
+    posterior is exact Bayesian linear regression:
+
+        precision = I + sum_n U_n U_n^T,   mean = precision^-1 sum_n U_n y_n.
+
+    It generalises the product of Gaussians (diagonal U_n: evidence along fixed axes) to
+    evidence along any direction, which is what a distance reward gives: with z holding
+    (g, |g|^2) up to a linear map, ``|p - g|^2 = d^2`` is one linear equation per transition in
+    z, and least-squares trilateration is the posterior mean. The encoder returns the mean and
+    the marginal variances diag(precision^-1), so everything downstream (sampling, KL, the
+    labeller, the ONNX bundle) treats it like the other encoders.
+    Same interface as :class:`ContextEncoder`.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
+                 next_obs: bool = False, rank: int = 1) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim, self.rank = obs_dim, act_dim, latent_dim, rank
+        self.context_dim = context_width(obs_dim, act_dim, next_obs)
+        self.normalizer = Normalizer(self.context_dim)
+        self.net = mlp(self.context_dim, hidden, (latent_dim + 1) * rank)
+
+    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior q(z | context): (T, C, D) -> mean (T, L), marginal variance (T, L)."""
+        out = self.net(self.normalizer(context))
+        n, k = self.latent_dim, self.rank
+        factor = out[..., : n * k].reshape(*out.shape[:-1], n, k)  # (T, C, L, k)
+        reading = out[..., n * k:]  # (T, C, k)
+        precision = torch.eye(n) + torch.einsum("tcik,tcjk->tij", factor, factor)
+        information = torch.einsum("tcik,tck->ti", factor, reading)
+        return gaussian_posterior(precision, information)
+
+
+# Any context encoder: context (T, C, O + A + 1) -> posterior mean, variance (T, L).
+Encoder = ContextEncoder | MeanPoolEncoder | LinearGaussianEncoder
+ENCODERS = {"product": ContextEncoder, "mean": MeanPoolEncoder, "linear_gaussian": LinearGaussianEncoder}
 
 
 def sample_gaussian(mu: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -150,7 +239,7 @@ def tanh_gaussian_log_prob(mean: Tensor, log_std: Tensor, pre_tanh: Tensor) -> T
 
 
 def atanh_clamped(action: Tensor) -> Tensor:
-    """Pre-tanh value of a dataset action, clamped to ±(1 - 1e-6) first (brief section 9.7)."""
+    """Pre-tanh value of a dataset action, clamped to ±(1 - 1e-6) first (rlkit's TanhNormal)."""
     return torch.atanh(action.clamp(-ACTION_CLAMP, ACTION_CLAMP))
 
 
@@ -255,6 +344,19 @@ class EnsembleQ(nn.Module):
         return run_ensemble_mlp(self.layers, self.out, x, detach_params)
 
 
+class StateValue(nn.Module):
+    """V(s, z) for in-sample value learning (``loss.critic_target: expectile``, IQL's V):
+    obs (N, O), z (N, L) -> (N,). z is detached, as for the critics."""
+
+    def __init__(self, obs_dim: int, latent_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.normalizer = Normalizer(obs_dim)
+        self.layers, self.out = ensemble_mlp(1, obs_dim + latent_dim, hidden)
+
+    def forward(self, obs: Tensor, z: Tensor) -> Tensor:
+        return run_ensemble_mlp(self.layers, self.out, torch.cat([self.normalizer(obs), z.detach()], dim=-1))[0]
+
+
 # ---------------------------------------------------------------------------------------
 # Reward decoder r(s, a, z)
 
@@ -313,18 +415,22 @@ class SmacNetworks(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: tuple[int, ...],
                  policy_hidden: tuple[int, ...], q_hidden: tuple[int, ...], decoder_hidden: tuple[int, ...],
                  detach_policy_z: bool = True, encoder_aggregation: str = "product",
-                 decoder_ensemble: int = 1) -> None:
+                 decoder_ensemble: int = 1, encoder_rank: int = 1, state_value: bool = False,
+                 context_next_obs: bool = False) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
-        encoder_cls = {"product": ContextEncoder, "mean": MeanPoolEncoder}[encoder_aggregation]
-        self.encoder: Encoder = encoder_cls(obs_dim, act_dim, latent_dim, encoder_hidden)
+        options = {"rank": encoder_rank} if encoder_aggregation == "linear_gaussian" else {}
+        self.encoder: Encoder = ENCODERS[encoder_aggregation](obs_dim, act_dim, latent_dim, encoder_hidden,
+                                                              next_obs=context_next_obs, **options)
         self.policy = TanhGaussianPolicy(obs_dim, act_dim, latent_dim, policy_hidden, detach_z=detach_policy_z)
         self.qf = EnsembleQ(obs_dim, act_dim, latent_dim, q_hidden)
         self.qf_target = EnsembleQ(obs_dim, act_dim, latent_dim, q_hidden)
-        # The brief allows copying at init (rlkit draws fresh targets; Polyak pulls them in).
+        # Copies at init (rlkit draws fresh targets; Polyak pulls them in either way).
         self.qf_target.load_state_dict(self.qf.state_dict())
         self.qf_target.requires_grad_(False)
         self.decoder = RewardDecoder(obs_dim, act_dim, latent_dim, decoder_hidden, decoder_ensemble)
+        # V(s, z) only for in-sample value learning (loss.critic_target: expectile).
+        self.vf = StateValue(obs_dim, latent_dim, q_hidden) if state_value else None
 
     def set_statistics(self, obs_mean: Tensor, obs_std: Tensor, act_dim: int, reward_mean: float,
                        reward_std: float, normalize_inputs: bool, normalize_targets: bool) -> None:
@@ -333,11 +439,13 @@ class SmacNetworks(nn.Module):
         if normalize_inputs:
             ctx_mean = torch.cat([obs_mean, torch.zeros(act_dim), torch.tensor([reward_mean])])
             ctx_std = torch.cat([obs_std, torch.ones(act_dim), torch.tensor([reward_std])])
+            if self.encoder.context_dim > o + act_dim + 1:  # (s, a, r, s') rows
+                ctx_mean, ctx_std = torch.cat([ctx_mean, obs_mean]), torch.cat([ctx_std, obs_std])
             for m in (self.policy.normalizer, self.qf.normalizer, self.qf_target.normalizer,
-                      self.decoder.normalizer):
+                      self.decoder.normalizer, *([self.vf.normalizer] if self.vf is not None else [])):
                 m.set(obs_mean, obs_std)
             self.encoder.normalizer.set(ctx_mean, ctx_std)
-        assert self.encoder.normalizer.mean.numel() == o + act_dim + 1
+        assert self.encoder.normalizer.mean.numel() == self.encoder.context_dim
         if normalize_targets:
             self.decoder.reward_mean.fill_(float(reward_mean))
             self.decoder.reward_std.fill_(max(float(reward_std), 1e-3))

@@ -1,7 +1,7 @@
 """``smrl report``: markdown + PNG plots + summary.json from evaluated runs.
 
 Runs are found by their ``eval.json`` (anywhere under the given folders) and grouped by method
-name (offline_only, smac, oracle, *_paper, meta_bc, ablations); seeds give the spread.
+name (offline_only, smac, oracle, *_return_tuned, *_paper, meta_bc, ablations); seeds give the spread.
 Written to the output folder:
 
 * ``summary.json``: ``{"methods": {name: {"final_return": [per seed], "success_rate": [...],
@@ -24,22 +24,31 @@ import numpy as np
 
 from smrl_train.smac.logs import read_csv
 
-ORDER = ("offline_only", "smac", "oracle", "offline_only_paper", "smac_paper", "oracle_paper", "meta_bc")
+ORDER = ("offline_only", "smac", "oracle", "offline_only_return_tuned", "smac_return_tuned", "oracle_return_tuned",
+         "offline_only_paper", "smac_paper", "oracle_paper", "meta_bc")
 DESCRIPTION = {
-    "offline_only": "offline phase only (improved recipe)",
-    "smac": "SMAC, improved recipe: reward-free online phase, decoder labels",
-    "oracle": "online oracle, improved recipe: true rewards online",
+    "offline_only": "offline phase only (default recipe, success_tuned)",
+    "smac": "SMAC, default recipe: reward-free online phase, decoder labels",
+    "oracle": "online oracle, default recipe: true rewards online",
+    "offline_only_return_tuned": "offline phase only (return_tuned: the earlier default, 'improved')",
+    "smac_return_tuned": "SMAC, return_tuned recipe",
+    "oracle_return_tuned": "online oracle, return_tuned recipe",
     "offline_only_paper": "offline phase only (paper recipe)",
     "smac_paper": "SMAC, paper recipe (authors' code defaults)",
     "oracle_paper": "online oracle, paper recipe",
     "meta_bc": "meta behaviour cloning (encoder + policy by log-likelihood)",
-    # Ablation rows of the committed benchmarks (docs/results/).
-    "smac_no_pessimism": "ablation: smac with ensemble-mean labels (label_pessimism 0)",
-    "smac_single_decoder": "ablation: smac with the paper's single decoder and plain labels",
-    "offline_matched": "ablation: offline phase only, as many updates as offline + online (18k)",
-    "smac_frozen_encoder": "ablation: smac with the encoder frozen online (paper)",
-    "smac_no_explore_ctx": "ablation: smac without exploration episodes as training contexts",
 }
+
+
+SUFFIXES = ("", "_return_tuned", "_paper")
+
+
+def _suffix(variant: str) -> str:
+    """The report-name suffix of a recipe (none for the default)."""
+    from smrl_train.smac.config import DEFAULT_VARIANT, VARIANT_ALIASES
+
+    variant = VARIANT_ALIASES.get(variant, variant)
+    return "" if variant == DEFAULT_VARIANT else f"_{variant}"
 
 
 def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
@@ -51,6 +60,9 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             # Relative to the root (seed0/smac): a committed summary must not name a scratch folder.
             data["run_dir"] = str(path.parent.relative_to(root)) if len(roots) == 1 else str(path.parent)
             data["path"] = path.parent  # where to read its curve from (not written to the summary)
+            diag = path.parent / "diagnose.json"
+            if diag.exists():
+                data["diagnose"] = json.loads(diag.read_text())["table"]
             runs.append(data)
     return runs
 
@@ -85,12 +97,20 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
                                                                     "z_spread_between_tasks")})
             for k in d:
                 d[k].append(r["diagnostic"][k])
+    diagnose: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for row in r.get("diagnose", []):
+            key = f"{row['split']} / {row['context']}"
+            for field in ("probe_error", "bound_error_rows", "success", "final_distance"):
+                value = row.get(field)
+                if value is not None:
+                    diagnose.setdefault(r["method"], {}).setdefault(f"{key} / {field}", []).append(value)
     for m in methods.values():
         m["final_return_stats"] = _stats(m["final_return"])
         m["success_rate_stats"] = _stats(m["success_rate"])
-    out: dict[str, Any] = {"methods": methods, "diagnostic": diagnostic,
+    out: dict[str, Any] = {"methods": methods, "diagnostic": diagnostic, "diagnose": diagnose,
                            "random_policy_final_return": _stats(random_returns)["mean"], "command": command}
-    for suffix in ("", "_paper"):
+    for suffix in SUFFIXES:
         off, smac, oracle = (methods.get(f"{k}{suffix}") for k in ("offline_only", "smac", "oracle"))
         if off and smac and oracle:
             lo, hi = off["final_return_stats"]["mean"], oracle["final_return_stats"]["mean"]
@@ -184,7 +204,7 @@ def _per_seed_table(summary: dict[str, Any]) -> list[str]:
              "|---|" + "---|" * (len(seeds) + 1)]
     for n in _ordered(list(methods)):
         m = methods[n]
-        base = methods.get("offline_only_paper" if m["variant"] == "paper" else "offline_only")
+        base = methods.get(f"offline_only{_suffix(m['variant'])}")
         by_seed = dict(zip(m["seeds"], m["final_return"]))
         base_by_seed = dict(zip(base["seeds"], base["final_return"])) if base and base is not m else {}
         cells, diffs = [], []
@@ -199,6 +219,37 @@ def _per_seed_table(summary: dict[str, Any]) -> list[str]:
             cells.append(cell)
         paired = _fmt(_stats(diffs)) if diffs else ""
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {paired} |")
+    return lines
+
+
+def _diagnose_table(summary: dict[str, Any]) -> list[str]:
+    """`smrl diagnose` per method, mean over seeds: the goal error of a linear probe on z and
+    success, with z from offline context (training tasks) vs the agent's own exploration
+    (held-out tasks), and the trilateration bound of the same exploration contexts."""
+    diag = summary.get("diagnose") or {}
+    if not diag:
+        return []
+
+    def cell(method: str, key: str, cm: bool = True) -> str:
+        vals = diag[method].get(key)
+        if not vals:
+            return ""
+        s = _stats([100 * v for v in vals] if cm else vals)
+        return f"{s['mean']:.1f} ± {s['std']:.1f}" if cm else f"{s['mean']:.2f} ± {s['std']:.2f}"
+
+    lines = ["", "## Task identification (smrl diagnose)", "",
+             "Goal error (cm) of a linear probe from the posterior mean z (fitted on training tasks' offline-context "
+             "posteriors) and success of one scored episode with that z: z from the task's offline context (training "
+             "tasks) and from the agent's own 1 or 2 exploration episodes (held-out tasks); the trilateration bound is "
+             "the goal least squares recovers from the same exploration rows. The z shift SMAC is about is the gap "
+             "between the offline and exploration columns; compare offline_only (before the self-supervised phase) "
+             "with smac (after).", "",
+             "| method | probe, offline ctx | probe, explore 1 | probe, explore 2 | bound, explore 2 "
+             "| success, offline ctx | success, explore 2 |", "|---|---|---|---|---|---|---|"]
+    for n in _ordered(list(diag)):
+        lines.append(f"| {n} | {cell(n, 'train / offline / probe_error')} | {cell(n, 'test / explore 1 / probe_error')} | "
+                     f"{cell(n, 'test / explore 2 / probe_error')} | {cell(n, 'test / explore 2 / bound_error_rows')} | "
+                     f"{cell(n, 'train / offline / success', False)} | {cell(n, 'test / explore 2 / success', False)} |")
     return lines
 
 
@@ -234,7 +285,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
                      f"{', '.join(sorted(set(m['gradients'])))} | {DESCRIPTION.get(n, 'ablation')} |")
     lines += ["", f"Random policy: final return {summary['random_policy_final_return']:.2f}.", ""]
     lines += _per_seed_table(summary) + [""]
-    for suffix in ("", "_paper"):
+    for suffix in SUFFIXES:
         if f"gap_closed{suffix}" not in summary:
             continue
         ms = summary["methods"]
@@ -259,6 +310,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
             lines.append(f"| {n} | {_fmt(_stats(d['return_offline_context']))} | "
                          f"{_fmt(_stats(d['return_exploration_context']))} | {_fmt(_stats(d['z_distance']))} | "
                          f"{_fmt(_stats(d['z_spread_between_tasks']))} |")
+    lines += _diagnose_table(summary)
     lines += [""] + [f"![{i}]({i})" for i in images] + [""]
     (out / "report.md").write_text("\n".join(lines))
     return summary

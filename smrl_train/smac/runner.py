@@ -35,7 +35,7 @@ from smrl_train.config import to_dict
 from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
-from smrl_train.smac.config import EvalConfig, SmacConfig, smac_from_yaml_dict
+from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, smac_from_yaml_dict
 from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, RunningMean
@@ -89,11 +89,12 @@ class Problem:
 
 
 def method_name(algo: str, phase: str, labels: str, variant: str) -> str:
-    """Report name of a run: offline_only, smac, oracle (+ _paper), meta_bc."""
+    """Report name of a run: offline_only, smac, oracle for the default recipe, with the
+    recipe as a suffix for the others (smac_paper, oracle_return_tuned), or meta_bc."""
     if algo == "meta_bc":
         return "meta_bc"
     base = "offline_only" if phase == "offline" else ("smac" if labels == "decoder" else "oracle")
-    return base if variant == "improved" else f"{base}_paper"
+    return base if variant == DEFAULT_VARIANT else f"{base}_{variant}"
 
 
 def data_statistics(arrays: Mapping[int, Any]) -> dict[str, Any]:
@@ -160,7 +161,9 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     trainer: SmacTrainer | MetaBCTrainer = (SmacTrainer if algo == "smac" else MetaBCTrainer)(
         cfg, obs_dim, act_dim, seed=cfg.seed)
     _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
-    sampler = MetaBatchSampler(buffers, seeded_generator(cfg.seed, _SAMPLER_STREAM))
+    sampler = MetaBatchSampler(buffers, seeded_generator(cfg.seed, _SAMPLER_STREAM),
+                               context_episodes=int(cfg.offline.context_episodes or 0),
+                               context_width=trainer.nets.encoder.context_dim)
     method = method or method_name(algo, "offline", "true", cfg.variant)
     meta = {"kind": "smrl-smac-run", "algo": algo, "phase": "offline", "method": method, "labels": "true",
             "variant": cfg.variant, "seed": cfg.seed, "gradients": cfg.gradients, "smac": to_dict(cfg),
@@ -237,7 +240,8 @@ def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, 
     rl = TaskBuffers.from_task_arrays(problem.offline)
     explore = TaskBuffers(rl.task_ids, obs_dim, act_dim, capacity=256)
     sampler = MetaBatchSampler(rl, seeded_generator(cfg.seed, _SAMPLER_STREAM, 1), explore,
-                               float(cfg.online.explore_context_fraction))
+                               float(cfg.online.explore_context_fraction), int(cfg.online.context_episodes or 0),
+                               trainer.nets.encoder.context_dim)
     return OnlineState(trainer, labeller, rl, explore, sampler)
 
 
@@ -280,7 +284,7 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
         def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
             if kind != "posterior":
                 return prior
-            return nets.encoder(st.rl.context(row, on.context_size, label_gen))
+            return nets.encoder(st.rl.context(row, int(on.context_size), label_gen, width=nets.encoder.context_dim))
 
         plan = collection_plan([("prior", on.prior_episodes), ("posterior", on.posterior_episodes),
                                 ("explore", int(on.explore_episodes or 0))], latent_for,
@@ -289,7 +293,8 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
                                 "explore": str(cfg.eval.resample_latent)})
         for traj in source.collect(tid, plan, agent, with_rewards=(labels == "true")):
             if labels == "decoder":
-                ctx = st.rl.context(row, on.label_context_size, label_gen, offline_only=True)[0]
+                ctx = st.rl.context(row, on.label_context_size, label_gen, offline_only=True,
+                                    width=st.labeller.encoder.context_dim)[0]
                 reward = st.labeller.label(traj.obs, traj.action, ctx, label_gen)
             else:
                 assert traj.reward is not None
@@ -468,6 +473,28 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
                                                   derived_seed(cfg.seed, 8), problem.max_steps, progress)
     result["eval_seconds"] = time.perf_counter() - t0
     (run_dir / out_name).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def diagnose_run(problem: Problem, run_dir: str | Path, *, n_tasks: int = 20, episodes: Sequence[int] = (1, 2, 4),
+                 progress: bool = True) -> dict[str, Any]:
+    """``smrl diagnose``: probe error, trilateration bound and success with z from offline
+    context and from 1, 2, 4 exploration episodes (:mod:`smrl_train.smac.diagnose`); writes
+    ``diagnose.json`` and ``diagnose.md`` in the run dir."""
+    from smrl_train.smac.diagnose import diagnose, format_table
+
+    run_dir = Path(run_dir)
+    nets, meta = load_networks(run_dir)
+    cfg = smac_from_yaml_dict(meta["smac"])
+    t0 = time.perf_counter()
+    result = diagnose(problem.env, nets.encoder, nets.policy, problem.train_tasks, problem.test_tasks,
+                      TaskBuffers.from_task_arrays(problem.offline), cfg.eval, derived_seed(cfg.seed, 12),
+                      problem.max_steps, n_tasks=n_tasks, episodes=episodes, progress=progress)
+    result.update(method=meta["method"], seed=meta["seed"], variant=meta["variant"], updates=meta.get("step"),
+                  eval=to_dict(cfg.eval), seconds=time.perf_counter() - t0)
+    (run_dir / "diagnose.json").write_text(json.dumps(result, indent=1) + "\n")
+    (run_dir / "diagnose.md").write_text(f"# diagnose {run_dir.name} ({meta['method']}, seed {meta['seed']})\n\n"
+                                         + format_table(result) + "\n")
     return result
 
 

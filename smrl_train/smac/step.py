@@ -22,8 +22,9 @@ from torch import Tensor
 
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig
-from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,
-                                    critic_loss, kl_to_standard_normal, online_q_term)
+from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target,
+                                    clipped_exp_weights, context_loss, critic_loss, expectile_loss,
+                                    kl_to_standard_normal, online_q_term)
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, tanh_gaussian_log_prob
 
 PHASES = ("offline", "online")
@@ -65,6 +66,7 @@ class LossTerms:
     decoder_mse: Tensor
     kl: Tensor
     critic: Tensor
+    value: Tensor
     awr: Tensor
     q_term: Tensor
     q_pred: Tensor
@@ -108,8 +110,11 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
        actor; an independent z' for the target policy's action (rlkit).
     2. Encoder + decoder: reward regression on the RL batch with z carrying gradient, + KL.
        The only loss that reaches the encoder.
-    3. Critic: y = scale r + (1 - d) gamma min Qbar(s', a' ~ pi(s', z'), z); alpha = 0.
-    4. Actor (AWAC): A = min Q(s, a) - min Q(s, a~pi), weights N softmax(A / beta).
+    3. Critic: y = scale r + (1 - d) gamma min Qbar(s', a' ~ pi(s', z'), z); alpha = 0. With
+       ``loss.critic_target: expectile`` (IQL) the value of s' is V(s'), and V is fitted to an
+       upper expectile of min Qbar(s, a_data).
+    4. Actor (AWAC): A = min Q(s, a) - min Q(s, a~pi) (expectile: Qbar(s, a) - V(s)), weights
+       N softmax(A / beta) or per-sample exp(A / beta) clipped (``loss.awac_weights``).
     5. Online: + the reparameterised -Q(s, a~pi) term, whose gradient reaches the policy and
        never the critic (Q's parameters enter that pass detached).
     """
@@ -135,12 +140,17 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
         kl = kl_to_standard_normal(mu, var).mean().detach()
         l_ctx, mse = torch.zeros(()), torch.zeros(())
 
-    # 3. Critic.
+    # 3. Critic: the value of s' from the target critics at the policy's action (the paper), or
+    #    from V(s') fitted in-sample to an upper expectile of Qbar(s, a_data) (IQL).
+    expectile = c.critic_target == "expectile"
     with torch.no_grad(), _mixed(cfg):
-        mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
-        a_next = torch.tanh(mean_n.float() + log_std_n.float().exp() * noise.a_next)
-        q_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
-    y = bellman_target(batch.reward, batch.terminated, q_next, c.reward_scale, c.gamma)
+        if expectile:
+            v_next = nets.vf(batch.next_obs, zd).float()
+        else:
+            mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
+            a_next = torch.tanh(mean_n.float() + log_std_n.float().exp() * noise.a_next)
+            v_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
+    y = bellman_target(batch.reward, batch.terminated, v_next, c.reward_scale, c.gamma)
     with _mixed(cfg):
         q_pred = nets.qf(batch.obs, batch.action, zd).float()
     l_q = critic_loss(q_pred, y)
@@ -155,15 +165,26 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     # Q's parameters enter detached: this pass trains nothing but the policy, through a~pi.
     with torch.set_grad_enabled(online and torch.is_grad_enabled()), _mixed(cfg):
         q_pi = nets.qf(batch.obs, a_pi if online else a_pi.detach(), zd, detach_params=True).float().min(dim=0).values
+    if expectile:  # A = Qbar(s, a) - V(s); V learns the expectile of the same Qbar
+        with torch.no_grad(), _mixed(cfg):
+            q_data = nets.qf_target(batch.obs, batch.action, zd).float().min(dim=0).values
+        with _mixed(cfg):
+            v = nets.vf(batch.obs, zd).float()
+        l_v = expectile_loss(q_data - v, float(c.expectile))
+        adv = q_data - v.detach()
+    else:  # A = min Q(s, a) - min Q(s, a~pi), Q(s, a) reused from the critic pass
+        l_v = torch.zeros(())
+        adv = q_pred.detach().min(dim=0).values - q_pi.detach()
     with torch.no_grad():
-        adv = q_pred.detach().min(dim=0).values - q_pi.detach()  # Q(s, a) reused from the critic pass
-        w = awac_weights(adv, awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage)))
+        temperature = awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage))
+        w = awac_weights(adv, temperature) if c.awac_weights == "softmax" else \
+            clipped_exp_weights(adv, temperature, float(c.awac_weight_max))
     l_awr = awac_policy_loss(log_prob, w)
 
     # 5. The online actor term.
     q_term = online_q_term(q_pi, cfg.online.q_term_weight, bool(cfg.online.normalize_q_term)) if online \
         else torch.zeros(())
-    total = l_ctx + l_q + l_awr + q_term
-    return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, awr=l_awr, q_term=q_term,
+    total = l_ctx + l_q + l_v + l_awr + q_term
+    return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr, q_term=q_term,
                      q_pred=q_pred, target=y, advantage=adv, weights=w, log_prob=log_prob, a_pi=a_pi, q_pi=q_pi,
                      z=zd, mu=mu, var=var)

@@ -33,7 +33,7 @@ from smrl_train.smac.networks import SmacNetworks, atanh_clamped, sample_gaussia
 from smrl_train.smac.step import PHASES, LossTerms, Noise, per_task, step_losses, trains_context
 
 METRICS = ("q_loss", "q_mean", "q_target_mean", "policy_loss", "awr_loss", "q_term", "adv_std", "weight_max",
-           "log_prob_data", "context_loss", "decoder_mse", "kl", "posterior_var")
+           "log_prob_data", "context_loss", "decoder_mse", "kl", "posterior_var", "v_loss")
 
 
 def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z: bool = True,
@@ -44,7 +44,9 @@ def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z:
         torch.manual_seed(cfg.seed if seed is None else seed)
         return SmacNetworks(obs_dim, act_dim, n.latent_dim, n.encoder_hidden, n.policy_hidden, n.q_hidden,
                             n.decoder_hidden, detach_policy_z=detach_policy_z,
-                            encoder_aggregation=str(n.encoder_aggregation),
+                            encoder_aggregation=str(n.encoder_aggregation), encoder_rank=int(n.encoder_rank),
+                            state_value=cfg.loss.critic_target == "expectile",
+                            context_next_obs=bool(n.context_next_obs),
                             decoder_ensemble=int(n.decoder_ensemble or 1))
 
 
@@ -90,10 +92,10 @@ def _adam(params: list[torch.nn.Parameter], lr: float, lean: bool = False) -> to
 
 def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr: Tensor, q_term: Tensor,
              advantage: Tensor, weights: Tensor, log_prob: Tensor, context: Tensor, decoder_mse: Tensor,
-             kl: Tensor, var: Tensor) -> dict[str, float]:
+             kl: Tensor, var: Tensor, value: Tensor) -> dict[str, float]:
     """The step's metrics (names in ``METRICS`` order) with one host transfer."""
     stats = torch.stack([critic, q_pred.mean(), target.mean(), policy, awr, q_term, advantage.std(), weights.max(),
-                         log_prob.mean(), context, decoder_mse, kl, var.mean()]).detach().tolist()
+                         log_prob.mean(), context, decoder_mse, kl, var.mean(), value]).detach().tolist()
     return dict(zip(METRICS, stats))
 
 
@@ -119,11 +121,13 @@ class SmacTrainer:
         self.generator = torch.Generator().manual_seed(int(seed))
         loss = cfg.loss
         self.context_params = list(self.nets.encoder.parameters()) + list(self.nets.decoder.parameters())
+        # The critics' optimiser also steps V(s, z) where there is one (expectile targets).
         self.q_params = list(self.nets.qf.parameters())
+        self.v_params = list(self.nets.vf.parameters()) if self.nets.vf is not None else []
         self.q_target_params = list(self.nets.qf_target.parameters())
         self.policy_params = list(self.nets.policy.parameters())
         self.opt_context = _adam(self.context_params, loss.context_lr, lean=manual)
-        self.opt_q = _adam(self.q_params, loss.q_lr, lean=manual)
+        self.opt_q = _adam(self.q_params + self.v_params, loss.q_lr, lean=manual)
         self.opt_policy = _adam(self.policy_params, loss.policy_lr, lean=manual)
         self._losses = torch.compile(step_losses, dynamic=False) if self.gradients == "compiled" else step_losses
         self.phase = "offline"
@@ -162,7 +166,7 @@ class SmacTrainer:
         t.total.backward()
         self._step(train_ctx)
         return _metrics(t.critic, t.q_pred, t.target, t.policy, t.awr, t.q_term, t.advantage, t.weights,
-                        t.log_prob, t.context, t.decoder_mse, t.kl, t.var)
+                        t.log_prob, t.context, t.decoder_mse, t.kl, t.var, t.value)
 
     def _step(self, train_ctx: bool) -> None:
         """Adam on the gradients taken, then the Polyak update of the target critics."""
@@ -183,7 +187,8 @@ class SmacTrainer:
         t = manual_grad.losses_and_grads(self.nets, self.cfg, batch, noise, self.phase, train_ctx)
         self._step(train_ctx)
         return _metrics(t["critic"], t["q_pred"], t["target"], t["awr"] + t["q_term"], t["awr"], t["q_term"],
-                        t["advantage"], t["weights"], t["log_prob"], t["context"], t["decoder_mse"], t["kl"], t["var"])
+                        t["advantage"], t["weights"], t["log_prob"], t["context"], t["decoder_mse"], t["kl"], t["var"],
+                        torch.zeros(()))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""`smrl diagnose`: the trilateration bound, the linear probe and the table, on hand-made data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_config
+from smac_helpers import tiny_config
+from smrl_train.envs import ArmTaskEnv
+from smrl_train.smac.buffers import TaskBuffers
+from smrl_train.smac.diagnose import LinearProbe, diagnose, format_table
+from smrl_train.smac.trainer import build_networks
+from smrl_train.tasks import split_tasks
+
+torch.set_num_threads(1)
+
+
+def _rows(env: ArmTaskEnv, steps: int, seed: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        nxt, reward, *_ = env.step(action)
+        rows.append((obs, action, reward, nxt))
+        obs = nxt
+    return tuple(np.asarray(col) for col in zip(*rows))
+
+
+@pytest.mark.parametrize("family", ["reach", "push"])
+def test_trilateration_recovers_the_goal_from_rewards(family: str) -> None:
+    env = ArmTaskEnv(small_config(family))
+    task = env.sample_tasks(3, 7)[2]
+    env.set_task(task)
+    obs, action, reward, nxt = _rows(env, 60, 0)
+    estimate = env.goal_from_rewards(obs, action, reward, nxt)
+    if family == "reach":
+        assert np.linalg.norm(estimate - np.asarray(task.goal)) < 1e-6  # exact with s'
+        # As the context rows hold it (rewards placed at s): close, not exact.
+        approx = env.goal_from_rewards(obs, action, reward, obs)
+        assert 0 < np.linalg.norm(approx - np.asarray(task.goal)) < 0.05
+    else:
+        assert estimate.shape == (2,)
+
+
+def test_linear_probe_is_ridge_regression() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 4))
+    w = rng.normal(size=(4, 3))
+    goals = z @ w + np.array([0.4, 0.0, 0.3])
+    probe = LinearProbe(z, goals)
+    assert np.abs(probe(z[:5]) - goals[:5]).max() < 1e-2 and probe(z[0]).shape == (3,)
+
+
+def test_diagnose_table_reports_the_bound_of_its_own_contexts() -> None:
+    """Untrained networks on a short reach family: the probe and success are whatever they are,
+    but the bound column is the trilateration of the very context rows: exact with s' on the
+    offline rows (random actions move the arm); finite on the untrained policy's own."""
+    cfg = small_config("reach", episode_length=20)
+    env = ArmTaskEnv(cfg)
+    train, test = split_tasks(env, 3, 2, 0)
+    arrays = {}
+    for t in train:
+        env.set_task(t)
+        obs, action, reward, nxt = _rows(env, 40, t.index)
+        arrays[t.index] = type("A", (), dict(obs=obs, action=action, reward=reward, next_obs=nxt,
+                                              terminated=np.zeros(40, bool),
+                                              truncated=np.tile([False] * 19 + [True], 2)))()
+    smac = tiny_config()
+    nets = build_networks(smac, env.observation_space.shape[0], env.action_space.shape[0], seed=0)
+    out = diagnose(env, nets.encoder, nets.policy, train, test, TaskBuffers.from_task_arrays(arrays),
+                   smac.eval, seed=0, max_steps=20, n_tasks=2, episodes=(1, 2))
+    sources = {(r["split"], r["context"]) for r in out["table"]}
+    assert sources == {("train", "offline"), ("train", "explore 1"), ("train", "explore 2"),
+                       ("test", "explore 1"), ("test", "explore 2")}
+    for r in out["table"]:
+        assert np.isfinite(r["bound_error"]) and r["probe_error"] is not None and 0.0 <= r["success"] <= 1.0
+        assert r["final_distance"] is not None
+    offline = next(r for r in out["table"] if r["context"] == "offline")
+    assert offline["bound_error"] < 1e-6 and offline["bound_error_rows"] > offline["bound_error"]
+    text = format_table(out)
+    assert "| test (2) | explore 2 |" in text and "| train (2) | offline | " in text

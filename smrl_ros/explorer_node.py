@@ -2,7 +2,7 @@
 
 It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
 the prior N(0, I) in numpy, redrawn as the model was trained (its ``smrl.latent_resample``
-metadata: every step for the paper recipe, once per episode for our improved one; the
+metadata: every step for the paper recipe, once per episode for ours; the
 ``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`). With
 ``posterior_episodes`` > 0 the last episodes of each task draw z from the task's posterior
 instead (the bundle's ``task_latents.json``, :mod:`smrl_train.task_latents`), and

@@ -213,7 +213,7 @@ TRAIN_ARGUMENTS = (
     LaunchArgument("phases", "", "phases to run, e.g. [offline] or [offline, online] (default both)"),
     LaunchArgument("recordings", "", "reward-free stores from smrl_explorer for the online phase, e.g. [rec/a]"),
     LaunchArgument("smac_file", "", "YAML whose smac: section replaces the config's"),
-    LaunchArgument("variant", "", "recipe: paper or improved (default: the config's)"),
+    LaunchArgument("variant", "", "recipe: success_tuned, return_tuned or paper (default: the config's)"),
     LaunchArgument("overrides", "", "smac overrides, e.g. ['offline.steps=2000']"),
     LaunchArgument("evaluate", "", "meta-test each phase in-process (true/false)"),
     LaunchArgument("online_until", "", "stop the online phase after this many iterations in all (a round)"),

@@ -111,7 +111,33 @@ def field_type(cls: type, name: str) -> Any:
 
 
 def help_table(cls: type) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, description) of every parameter: for the README table."""
+    """(name, type, default, description) of every parameter: for the docs' tables."""
     hints = typing.get_type_hints(cls)
     return [(f.name, _type_name(hints[f.name]), repr(_ros_default(f.default)), f.metadata.get("help", ""))
             for f in dataclasses.fields(cls)]
+
+
+def markdown_rows(cls: type) -> list[str]:
+    """The rows of a node's parameter table in docs/ros.md and docs/deployment.md, generated
+    from its declarations (``python -m smrl_ros.params`` prints them; a test keeps the docs in
+    step)."""
+    return [f"| `{name}` | {kind} | `{default}` | {text} |" for name, kind, default, text in help_table(cls)]
+
+
+NODE_PARAMS = {"smrl_sim": ("smrl_ros.sim_node", "SimParams"),
+               "smrl_controller": ("smrl_ros.controller_node", "ControllerParams"),
+               "smrl_explorer": ("smrl_ros.explorer_node", "ExplorerParams"),
+               "smrl_adapter": ("smrl_ros.adapter_node", "AdapterParams"),
+               "smrl_trainer": ("smrl_ros.trainer_node", "TrainerParams")}
+
+
+def main() -> None:
+    import importlib
+
+    for node, (module, name) in NODE_PARAMS.items():
+        print(f"`{node}` ({name})\n\n| parameter | type | default | meaning |\n|---|---|---|---|")
+        print("\n".join(markdown_rows(getattr(importlib.import_module(module), name))) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,7 @@ from smrl_ros import params, topics
 from smrl_ros.arm_driver import resolve_path
 from smrl_ros.executors import make_executor
 from smrl_ros.node_main import EXIT_STARTUP_REFUSED, StartupError
+from smrl_train.smac.config import VARIANT_ALIASES, VARIANTS
 
 PHASES = ("offline", "online")
 EXIT_TRAINING_FAILED = 1
@@ -59,7 +60,7 @@ class TrainerParams:
                                          "total); run again with more recordings to continue it, round by round")
     labels: str = params.param("decoder", "online rewards: decoder (SMAC, reward-free) or true (oracle, sim only)")
     smac_file: str = params.param("", "YAML whose smac: section replaces the config's (e.g. config/smac_paper.yaml)")
-    variant: str = params.param("", "recipe: paper or improved ('' : the config's)")
+    variant: str = params.param("", "recipe: success_tuned, return_tuned or paper ('' : the config's)")
     seed: int = params.param(-1, "seed (-1: the config's)")
     overrides: tuple[str, ...] = params.param((), "smac overrides section.key=value, e.g. offline.steps=2000")
     export: bool = params.param(True, "export the adaptation bundle after each phase")
@@ -80,8 +81,9 @@ class TrainerParams:
             raise params.ParameterError(f"parameter 'labels': expected decoder or true, got {self.labels!r}")
         if self.labels == "true" and self.recordings:
             raise params.ParameterError("parameter 'labels': true needs rewards; recordings are reward-free")
-        if self.variant not in ("", "paper", "improved"):
-            raise params.ParameterError(f"parameter 'variant': expected paper or improved, got {self.variant!r}")
+        if self.variant not in ("", *VARIANTS, *VARIANT_ALIASES):
+            raise params.ParameterError(f"parameter 'variant': expected one of {', '.join(VARIANTS)}, "
+                                        f"got {self.variant!r}")
         if self.progress_period_s <= 0 or self.threads < 0:
             raise params.ParameterError("parameters: progress_period_s > 0 and threads >= 0 required")
 

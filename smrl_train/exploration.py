@@ -4,7 +4,7 @@ The exploration node (``smrl_explorer``) and the adapter node (``smrl_adapter``)
 with the adaptation bundle's latent policy ``pi(a | s, z)`` (``policy.onnx``, deterministic
 ``tanh(mean)``) and z from :class:`smrl_train.latent_schedule.LatentSchedule`: drawn from the prior
 N(0, I) and redrawn every ``resample_period`` steps (SMAC's code default: every step). That
-is the meta-test's exploration (docs/algorithm.md section 4) and the improved recipe's
+is the meta-test's exploration (docs/algorithm.md section 4) and our recipes'
 ``explore`` episodes, so what a robot records is the data the trainer expects.
 
 The adapter then infers the posterior q(z | context) with ``encoder.onnx`` from the context
@@ -51,7 +51,7 @@ def resample_period_for(info: Any, requested: int = 0) -> int:
     """Steps between z draws for exploring with a model: ``requested`` when > 0, else as the
     model was trained (its ``smrl.latent_resample`` metadata): every step (1) for "step" (the
     paper's code, and models exported before the key existed), :data:`ONCE_PER_EPISODE` for
-    "episode" (our improved recipe)."""
+    "episode" (our recipes)."""
     if requested > 0:
         return int(requested)
     mode = getattr(info, "metadata", {}).get("smrl.latent_resample", "step")

@@ -111,7 +111,7 @@ class RecordedExplorationSource(StoredEpisodeSource):
     """Recorded episodes (the explorer node's) for the self-supervised phase.
 
     Each episode is served with the kind it was recorded as: ``explore`` episodes
-    (deterministic, prior z: the improved recipe's ``explore`` kind) enter the task's RL buffer
+    (deterministic, prior z: our recipes' ``explore`` kind) enter the task's RL buffer
     and its exploration-context buffer; ``prior`` and ``posterior`` episodes (stochastic policy,
     z from the prior or the task's posterior) enter the RL buffer only, as SMAC's do. Each
     episode is used once, in order, as :class:`StoredEpisodeSource` does; rewards are never read

@@ -7,7 +7,7 @@ A task family is any gymnasium env that also has
 * ``info["success"]`` (bool) in the dict ``step`` returns.
 
 The trainer and evaluator depend on nothing else, so an external suite plugs in by adding
-those two methods (see the README, "Plugging in another task family").
+those two methods (see docs/guide.md, "The task protocol").
 """
 
 from __future__ import annotations

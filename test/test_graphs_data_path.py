@@ -185,10 +185,14 @@ def test_run_graph_runs_a_launch_file_without_launch(tmp_path: Path, monkeypatch
     assert len(EpisodeStore.open(tmp_path / "rec").episode_paths()) == 1
 
 
-def test_readme_tables_list_every_parameter_of_the_data_path_nodes() -> None:
-    readme = (REPO / "README.md").read_text()
-    for module, cls in SCHEMAS.values():
-        for f in dataclasses.fields(getattr(importlib.import_module(module), cls)):
-            assert f"| `{f.name}` |" in readme, f"README lacks {cls}.{f.name}"
+def test_docs_tables_are_the_nodes_parameter_declarations() -> None:
+    """Every parameter row in the docs is generated from the node's declaration
+    (``python -m smrl_ros.params``): a changed default, type or description fails here."""
+    from smrl_ros.params import NODE_PARAMS, markdown_rows
+
+    docs = (REPO / "docs" / "ros.md").read_text() + (REPO / "docs" / "deployment.md").read_text()
+    for node, (module, cls) in NODE_PARAMS.items():
+        for row in markdown_rows(getattr(importlib.import_module(module), cls)):
+            assert row in docs, f"docs lack or differ from {node}: {row}"
     for name in LAUNCH_FILES:
-        assert f"`{name}`" in readme
+        assert f"`{name}`" in docs

@@ -25,7 +25,7 @@ from smrl_train.data.recorder import EpisodeRecorder
 SCHEMA_KEYS = ("family", "joint_names", "observation_layout", "obs_dim", "act_dim", "action", "control_hz")
 # The kinds of episode the exploration node records (each episode file's meta "kind"):
 # "explore": deterministic policy, z ~ N(0, I) redrawn every `resample_period` steps; exactly
-#   the meta-test's exploration episodes (and the improved recipe's "explore" episodes): they
+#   the meta-test's exploration episodes (and our recipes' "explore" episodes): they
 #   enter the trainer's RL buffer and its exploration-context buffer.
 # "prior": stochastic policy (tanh-Gaussian sample), z ~ N(0, I): SMAC's prior-z collection;
 #   RL buffer only.

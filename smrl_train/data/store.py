@@ -1,6 +1,6 @@
 """The episode store: reward-labelled offline datasets and reward-free robot recordings alike.
 
-On disk (documented in the README, "Episode store format")::
+On disk (documented in docs/guide.md, "Episode store format")::
 
     DIR/manifest.json                       schema, written once, atomically
     DIR/episodes/task0003_ep000012.safetensors   one file per finished episode

@@ -22,6 +22,7 @@ $(STAMP): requirements.txt setup.py package.xml
 	touch $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check smrl_train smrl_ros test bench launch
 	$(BIN)/python -m pytest -q -m "not slow" test
 
 test-slow: $(STAMP)

@@ -101,11 +101,12 @@ def bench_dds(model: Path | None, rate_hz: float, seconds: float, log_dir: Path,
     SCHED_FIFO at that priority."""
     import subprocess
 
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from smrl_ros import topics
     from smrl_ros.conversions import status_values
     from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, controller_node, ros_environment
     from smrl_ros.probe import RosProbe, claim_domain_id
-    from smrl_ros import topics
-    from diagnostic_msgs.msg import DiagnosticArray
 
     log_dir.mkdir(parents=True, exist_ok=True)
     claim = claim_domain_id()

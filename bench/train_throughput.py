@@ -31,14 +31,20 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch.nn.functional as F  # noqa: E402
+
 from smrl_train.smac.buffers import MetaBatch  # noqa: E402
 from smrl_train.smac.config import SmacConfig, paper_preset  # noqa: E402
-from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,  # noqa: E402
-                                    online_q_term)
+from smrl_train.smac.losses import (  # noqa: E402
+    awac_policy_loss,
+    awac_temperature,
+    awac_weights,
+    bellman_target,
+    context_loss,
+    online_q_term,
+)
 from smrl_train.smac.networks import atanh_clamped, product_of_gaussians, tanh_gaussian_log_prob  # noqa: E402
 from smrl_train.smac.trainer import SmacTrainer  # noqa: E402
-
-import torch.nn.functional as F  # noqa: E402
 
 
 def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
@@ -89,7 +95,7 @@ class PlainSmacUpdate:
 
     def update(self, b: MetaBatch) -> float:
         c = self.cfg.loss
-        T, B = b.meta_batch, b.batch_size
+        B = b.batch_size
         trains_ctx = not self.online or bool(self.cfg.online.train_encoder)
         with torch.set_grad_enabled(trains_ctx):
             out = self.encoder(b.context)

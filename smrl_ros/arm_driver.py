@@ -47,8 +47,8 @@ from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
 from smrl_train.config import package_root
 from smrl_train.control import ObservationBuilder, period_schedule
-from smrl_train.latent_schedule import at_home, homing_step
 from smrl_train.exploration import executed_action
+from smrl_train.latent_schedule import at_home, homing_step
 from smrl_train.safety import JointStateMapper, MappedState, TargetLimiter, all_finite
 from smrl_train.urdf import ArmDescription
 

@@ -46,10 +46,17 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from smrl_ros import params, topics
+from smrl_ros.conversions import (
+    OK,
+    WARN,
+    joint_state_arrays,
+    make_command,
+    make_status,
+    pose_position,
+    seconds_to_stamp,
+)
 from smrl_ros.node_main import StartupError, run_node
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
-from smrl_ros.conversions import OK, WARN, joint_state_arrays, make_command, make_status, pose_position, \
-    seconds_to_stamp
 from smrl_train.config import package_root
 from smrl_train.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
 from smrl_train.runtime import ModelError, PolicyRuntime

@@ -58,8 +58,14 @@ from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_train import task_latents
 from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.reward_free import (EPISODE_KIND, POSTERIOR_KIND, PRIOR_KIND, EpisodeWriter, WrittenEpisode,
-                                        recording_manifest)
+from smrl_train.data.reward_free import (
+    EPISODE_KIND,
+    POSTERIOR_KIND,
+    PRIOR_KIND,
+    EpisodeWriter,
+    WrittenEpisode,
+    recording_manifest,
+)
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.runtime import LatentPolicyRuntime, ModelError

@@ -230,10 +230,11 @@ def launch_description(arguments: Sequence[LaunchArgument],
                        build: Callable[[Mapping[str, str]], GraphSpec]) -> Any:
     """A ``launch.LaunchDescription`` that declares ``arguments`` and starts the nodes of
     ``build({argument: value})`` through launch_ros (console scripts in ``lib/smrl_ros``)."""
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     def setup(context: Any) -> list[Any]:
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}

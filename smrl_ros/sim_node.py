@@ -46,9 +46,9 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
+from smrl_ros.conversions import OK, WARN, command_array, make_joint_state, make_pose, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, run_node
 from smrl_ros.realtime import set_realtime_priority
-from smrl_ros.conversions import OK, WARN, command_array, make_joint_state, make_pose, make_status, seconds_to_stamp
 from smrl_train.config import ConfigError, load_config, package_root
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.tasks import Task, split_tasks

@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 from smrl_train.config import SmrlConfig
-from smrl_train.mjcf import EE_SITE, GOAL_BODY, PUCK_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
+from smrl_train.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
 from smrl_train.tasks import Task
 from smrl_train.urdf import ArmDescription, load_urdf
 

@@ -14,10 +14,9 @@ policy output is ever repeated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 

@@ -113,7 +113,8 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.sim.task
 
     # -- gym API ---------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if options and "task" in options:
             self.set_task(options["task"])

@@ -150,8 +150,8 @@ class RewardContext:
         rows hold it."""
         if not np.isfinite(reward):
             raise ValueError(f"non-finite reward {reward}")
-        parts = [np.asarray(obs, np.float32).reshape(self.obs_dim), np.asarray(action, np.float32).reshape(self.act_dim),
-                 np.array([reward], np.float32)]
+        parts = [np.asarray(obs, np.float32).reshape(self.obs_dim),
+                 np.asarray(action, np.float32).reshape(self.act_dim), np.array([reward], np.float32)]
         if self.next_obs:
             if next_obs is None:
                 raise ValueError("this context holds (s, a, r, s') rows: next_obs is needed")
@@ -200,7 +200,7 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
         kind = kinds[i] if kinds is not None else EPISODE_KIND
         explorer.begin_kind(kind, episode_rng(seed, task.index, k), task.index, k, latents)
         obs, _ = env.reset(seed=int(episode_rng(seed, task.index, k).integers(2**31)))
-        for t in range(episode_length):
+        for _ in range(episode_length):
             action, _ = explorer.act(obs)
             next_obs, _, terminated, _, _ = env.step(action)
             recorder.add(obs, action, next_obs, timestamp=float(env.sim.time), terminated=bool(terminated))

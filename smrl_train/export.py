@@ -50,8 +50,16 @@ from torch import Tensor, nn
 
 import smrl_train
 from smrl_train.config import SmrlConfig
-from smrl_train.runtime import (ACTION_ABSOLUTE, FORMAT, FORMAT_VERSION, KIND_ADAPTED, KIND_ENCODER, KIND_LATENT,
-                                REQUIRED_METADATA, graph_hash)
+from smrl_train.runtime import (
+    ACTION_ABSOLUTE,
+    FORMAT,
+    FORMAT_VERSION,
+    KIND_ADAPTED,
+    KIND_ENCODER,
+    KIND_LATENT,
+    REQUIRED_METADATA,
+    graph_hash,
+)
 
 OPSET = 17
 PARITY_ATOL = 1e-5

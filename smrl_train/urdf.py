@@ -215,7 +215,8 @@ def parse_urdf(raw: bytes, ee_link: str, source: str = "<urdf>") -> ArmDescripti
             raise UrdfError(f"joint {name}: needs <parent> and <child>")
         xyz, rpy = _origin(elem.find("origin"), f"joint {name}")
         axis_elem = elem.find("axis")
-        axis = _floats(axis_elem.get("xyz") if axis_elem is not None else None, 3, f"joint {name} axis", (1.0, 0.0, 0.0))
+        axis = _floats(axis_elem.get("xyz") if axis_elem is not None else None, 3, f"joint {name} axis",
+                       (1.0, 0.0, 0.0))
         norm = float(np.linalg.norm(axis))
         if kind != "fixed" and norm == 0:
             raise UrdfError(f"joint {name}: zero axis")

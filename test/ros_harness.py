@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from diagnostic_msgs.msg import DiagnosticArray
 
 from smrl_ros.conversions import status_values

@@ -56,7 +56,8 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("env:\n  episode_length: 1.5\n")
     out = subprocess.run(
-        [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(path), "--out", str(tmp_path / "d")],
+        [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(path),
+         "--out", str(tmp_path / "d")],
         capture_output=True, text=True, cwd=REPO,
     )
     assert out.returncode == 2

@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smrl_train.control import (HOLD_BAD_ACTION, HOLD_INFERENCE, HOLD_NO_OBJECT, HOLD_STALE, EndEffectorFK,
-                                LoopStats, ObservationBuilder, PolicyController, period_schedule)
+from smrl_train.control import (
+    HOLD_BAD_ACTION,
+    HOLD_INFERENCE,
+    HOLD_NO_OBJECT,
+    HOLD_STALE,
+    EndEffectorFK,
+    LoopStats,
+    ObservationBuilder,
+    PolicyController,
+    period_schedule,
+)
 from smrl_train.safety import MappedState, StaleStateWatchdog, TargetLimiter
 from smrl_train.urdf import forward_kinematics, load_urdf
 

@@ -121,11 +121,12 @@ def test_help_table_lists_every_parameter() -> None:
 
 def test_node_parameter_dataclasses_match_the_config_files() -> None:
     # Every key a shipped YAML gives smrl_sim/smrl_controller must be a declared parameter.
+    import yaml
+
     from smrl_ros.controller_node import ControllerParams
     from smrl_ros.sim_node import SimParams
 
     from conftest import REPO
-    import yaml
 
     fields = {"smrl_sim": set(SimParams.__dataclass_fields__),
               "smrl_controller": set(ControllerParams.__dataclass_fields__)}

@@ -13,8 +13,13 @@ import yaml
 from rcl_interfaces.srv import GetParameters
 
 from smrl_ros.graph import GraphSpec
-from smrl_ros.graphs import (LAUNCH_FILES, adapt_from_arguments, explore_from_arguments, node_yaml_files,
-                             train_from_arguments)
+from smrl_ros.graphs import (
+    LAUNCH_FILES,
+    adapt_from_arguments,
+    explore_from_arguments,
+    node_yaml_files,
+    train_from_arguments,
+)
 
 from conftest import REPO
 
@@ -114,10 +119,11 @@ def _parameters(probe, node: str, names: list[str]) -> dict[str, object]:
 
 @pytest.mark.ros
 def test_every_node_starts_from_its_graph_with_the_yaml_parameters(tmp_path: Path) -> None:
+    from smrl_train.data.generate import generate_dataset
+
     from bundle_helpers import random_bundle
     from conftest import small_config
     from ros_harness import ros_graph, wait_until
-    from smrl_train.data.generate import generate_dataset
 
     cfg = small_config("reach", n_train=2, n_test=1, episode_length=20)
     data = tmp_path / "data"
@@ -165,11 +171,12 @@ def test_run_graph_refuses_unknown_arguments_and_bad_choices() -> None:
 @pytest.mark.ros
 def test_run_graph_runs_a_launch_file_without_launch(tmp_path: Path, monkeypatch, capsys) -> None:
     """``python -m smrl_ros.run_graph explore.launch.py ...``: the pip-only ``ros2 launch``."""
-    from bundle_helpers import random_bundle
-    from conftest import small_config
     from smrl_ros.probe import claim_domain_id
     from smrl_ros.run_graph import main
     from smrl_train.data.store import EpisodeStore
+
+    from bundle_helpers import random_bundle
+    from conftest import small_config
 
     bundle = random_bundle(small_config("reach"), tmp_path / "bundle")
     claim = claim_domain_id()

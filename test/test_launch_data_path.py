@@ -18,13 +18,13 @@ launch_pytest = pytest.importorskip(
     "launch_pytest", reason="launch_pytest comes with a ROS 2 install (not from pip); run with colcon test")
 
 import rclpy  # noqa: E402
-from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.wait_for_message import wait_for_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from launch import LaunchDescription  # noqa: E402
 from smrl_ros import topics  # noqa: E402
 
 LAUNCH = Path(__file__).resolve().parent.parent / "launch"
@@ -32,9 +32,10 @@ LAUNCH = Path(__file__).resolve().parent.parent / "launch"
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from smrl_train.data.generate import generate_dataset
+
     from bundle_helpers import random_bundle
     from conftest import small_config
-    from smrl_train.data.generate import generate_dataset
 
     tmp = tmp_path_factory.mktemp("launch")
     cfg = small_config("reach", n_train=2, n_test=1, episode_length=20)

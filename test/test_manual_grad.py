@@ -14,11 +14,12 @@ import random
 import pytest
 import torch
 
-from smac_helpers import ACT, OBS, random_batch, tiny_config
 from smrl_train.config import ConfigError
 from smrl_train.smac import manual_grad
 from smrl_train.smac.config import SmacConfig
 from smrl_train.smac.trainer import SmacTrainer
+
+from smac_helpers import ACT, OBS, random_batch, tiny_config
 
 torch.set_num_threads(1)
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smrl_train.safety import (REJECT_DUPLICATE, REJECT_LENGTH, REJECT_MISSING, REJECT_NO_VELOCITY,
-                               REJECT_NON_FINITE, REJECT_UNKNOWN, JointStateMapper, MappedState, Rejection,
-                               StaleStateWatchdog, TargetLimiter, all_finite)
+from smrl_train.safety import (
+    REJECT_DUPLICATE,
+    REJECT_LENGTH,
+    REJECT_MISSING,
+    REJECT_NO_VELOCITY,
+    REJECT_NON_FINITE,
+    REJECT_UNKNOWN,
+    JointStateMapper,
+    MappedState,
+    Rejection,
+    StaleStateWatchdog,
+    TargetLimiter,
+    all_finite,
+)
 
 NAMES = ("a", "b", "c")
 

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from smac_helpers import ACT, OBS, random_batch, tiny_config
-from smrl_train.smac.checkpoint import (CheckpointError, flatten_state, read_checkpoint, save_checkpoint,
-                                        unflatten_state)
+from smrl_train.smac.checkpoint import CheckpointError, flatten_state, read_checkpoint, save_checkpoint, unflatten_state
 from smrl_train.smac.runner import RunError, train_offline, train_online
 from smrl_train.smac.trainer import SmacTrainer
+
+from smac_helpers import ACT, OBS, random_batch, tiny_config
 from toy_family import toy_problem
 
 torch.set_num_threads(1)

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from smrl_train.config import ConfigError, to_dict
-from smrl_train.smac.config import (VARIANT_DEFAULTS, SmacConfig, load_smac_config, paper_preset,
-                                    smac_from_yaml_dict)
+from smrl_train.smac.config import VARIANT_DEFAULTS, SmacConfig, load_smac_config, paper_preset, smac_from_yaml_dict
 from smrl_train.smac.problem import apply_overrides, resolve_smac
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_config
-from smac_helpers import tiny_config
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.diagnose import LinearProbe, diagnose, format_table
 from smrl_train.smac.trainer import build_networks
 from smrl_train.tasks import split_tasks
+
+from conftest import small_config
+from smac_helpers import tiny_config
 
 torch.set_num_threads(1)
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from smac_helpers import tiny_config
 from smrl_train.config import to_dict
 from smrl_train.smac.config import EvalConfig, LossConfig, NetworkConfig, OfflineConfig
 from smrl_train.smac.report import write_report
 from smrl_train.smac.runner import evaluate_run, train_offline, train_online
+
+from smac_helpers import tiny_config
 from toy_family import toy_problem
 
 torch.set_num_threads(1)

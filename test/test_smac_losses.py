@@ -7,8 +7,16 @@ import math
 import pytest
 import torch
 
-from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target, context_loss,
-                                    critic_loss, kl_to_standard_normal, online_q_term)
+from smrl_train.smac.losses import (
+    awac_policy_loss,
+    awac_temperature,
+    awac_weights,
+    bellman_target,
+    context_loss,
+    critic_loss,
+    kl_to_standard_normal,
+    online_q_term,
+)
 from smrl_train.smac.networks import atanh_clamped, product_of_gaussians, tanh_gaussian_log_prob
 
 torch.set_num_threads(1)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from smac_helpers import tiny_config
 from smrl_train.smac.checkpoint import read_checkpoint
 from smrl_train.smac.logs import read_csv
 from smrl_train.smac.runner import train_offline, train_online
 from smrl_train.smac.sources import StoredEpisodeSource, split_episodes
+
+from smac_helpers import tiny_config
 from toy_family import PointDirectionEnv, toy_problem
 
 torch.set_num_threads(1)

@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from smac_helpers import ACT, OBS, random_batch, tiny_config
 from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer
+
+from smac_helpers import ACT, OBS, random_batch, tiny_config
 
 torch.set_num_threads(1)
 

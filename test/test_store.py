@@ -105,7 +105,8 @@ def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
     cfg_path.write_text(yaml.safe_dump(data))
     out = tmp_path / "d"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(cfg_path), "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(cfg_path), "--out", str(out),
+           "--quiet"]
     for delay in (1.5, 2.5):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env)
         deadline = time.time() + 60

@@ -103,8 +103,9 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True) ->
             goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
         noise = behaviour.noise
 
-        def policy(obs: np.ndarray, goal: np.ndarray = goal) -> np.ndarray:
-            if behaviour.kind == "random":
+        def policy(obs: np.ndarray, goal: np.ndarray = goal, kind: str = behaviour.kind,
+                   rng: np.random.Generator = rng, noise: float = noise) -> np.ndarray:
+            if kind == "random":
                 return rng.uniform(-1.0, 1.0, size=env.action_space.shape)
             return expert.act(obs, goal) + noise * rng.standard_normal(env.action_space.shape)
 
@@ -141,6 +142,7 @@ def dataset_summary(store: EpisodeStore) -> dict[str, Any]:
         "return_min": float(np.min(returns)) if m["reward_labelled"] and returns.size else None,
         "return_max": float(np.max(returns)) if m["reward_labelled"] and returns.size else None,
         "final_success_rate": float(np.mean(successes)) if successes else None,
-        "by_behaviour": {k: {"episodes": len(v), "return_mean": float(np.mean(v))} for k, v in sorted(behaviours.items())},
+        "by_behaviour": {k: {"episodes": len(v), "return_mean": float(np.mean(v))}
+                         for k, v in sorted(behaviours.items())},
         "stale_temp_files": len(store.stale_temp_files()),
     }

@@ -90,7 +90,8 @@ class TaskBuffers:
         reward = np.asarray(reward, dtype=np.float32).reshape(n, 1)
         if not np.all(np.isfinite(reward)):
             raise ValueError(f"task {task_id}: non-finite rewards offered to the replay buffer")
-        rows = np.concatenate([np.asarray(obs, np.float32).reshape(n, -1), np.asarray(action, np.float32).reshape(n, -1),
+        rows = np.concatenate([np.asarray(obs, np.float32).reshape(n, -1),
+                               np.asarray(action, np.float32).reshape(n, -1),
                                reward, np.asarray(next_obs, np.float32).reshape(n, -1),
                                np.asarray(terminated, np.float32).reshape(n, 1)], axis=1)
         start = int(self.size[row])

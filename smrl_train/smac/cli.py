@@ -55,7 +55,8 @@ def _smac_cfg(args: argparse.Namespace) -> Any:
 
 def _print_eval(res: dict[str, Any]) -> None:
     t = res["test"]
-    print(f"{res['method']} (seed {res['seed']}): final return {t['final_return']:.2f}, success {t['success_rate']:.2f} "
+    print(f"{res['method']} (seed {res['seed']}): final return {t['final_return']:.2f}, "
+          f"success {t['success_rate']:.2f} "
           f"on {len(t['tasks'])} test tasks; random policy {res['random_policy']['final_return']:.2f}")
     d = res.get("diagnostic")
     if d:

@@ -374,7 +374,8 @@ def _validate(cfg: SmacConfig) -> None:
 
 
 def paper_preset() -> SmacConfig:
-    """The paper's code defaults (rlkit's ``torch/smac`` and its examples; docs/algorithm.md section 6): sizes, batch shapes and budgets."""
+    """The paper's code defaults (rlkit's ``torch/smac`` and its examples; docs/algorithm.md
+    section 6): sizes, batch shapes and budgets."""
     return SmacConfig(
         variant="paper",
         network=NetworkConfig(encoder_hidden=(200, 200, 200), policy_hidden=(300, 300, 300),

@@ -191,7 +191,8 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["table"]:
         zd = "n/a" if r["z_distance"] is None else f"{r['z_distance']:.2f}"
         lines.append(f"| {r['split']} ({r['tasks']}) | {r['context']} | {cm(r['probe_error'])} | "
-                     f"{cm(r['bound_error'])} / {cm(r['bound_error_rows'])} | {r['success']:.2f} | {cm(r['final_distance'])} | {zd} |")
+                     f"{cm(r['bound_error'])} / {cm(r['bound_error_rows'])} | {r['success']:.2f} | "
+                     f"{cm(r['final_distance'])} | {zd} |")
     fit = result.get("probe_fit_error")
     lines.append("")
     lines.append(f"Probe fitted on the training tasks' offline-context posteriors (in-sample error "

@@ -176,6 +176,7 @@ def method_table(summary: dict[str, Any]) -> str:
     for n in names:
         m = summary["methods"][n]
         fr, sr = m["final_return_stats"], m["success_rate_stats"]
-        lines.append(f"{n:<22}{len(m['seeds']):>6}{fr['mean']:>12.2f} ± {fr['std']:<5.2f}{sr['mean']:>9.2f} ± {sr['std']:<4.2f}")
+        lines.append(f"{n:<22}{len(m['seeds']):>6}{fr['mean']:>12.2f} ± {fr['std']:<5.2f}"
+                     f"{sr['mean']:>9.2f} ± {sr['std']:<4.2f}")
     lines.append(f"{'random policy':<22}{'':>6}{summary['random_policy_final_return']:>12.2f}")
     return "\n".join(lines)

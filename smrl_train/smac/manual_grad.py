@@ -36,8 +36,15 @@ from smrl_train.smac import networks as N_
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig
 from smrl_train.smac.losses import awac_temperature, awac_weights, bellman_target, kl_to_standard_normal
-from smrl_train.smac.networks import (ACTION_CLAMP, LOG_STD_MAX, LOG_STD_MIN, VAR_MIN, ContextEncoder, SmacNetworks,
-                                      tanh_gaussian_log_prob)
+from smrl_train.smac.networks import (
+    ACTION_CLAMP,
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    VAR_MIN,
+    ContextEncoder,
+    SmacNetworks,
+    tanh_gaussian_log_prob,
+)
 from smrl_train.smac.step import Noise
 from smrl_train.smac.step import per_task as _per_task
 

@@ -132,7 +132,8 @@ def _plots(summary: dict[str, Any], runs: Sequence[dict[str, Any]], out: Path) -
     made = []
     names = _ordered(list(summary["methods"]))
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names) + 3), 4))
-    for ax, key, label in ((axes[0], "final_return", "final-episode return"), (axes[1], "success_rate", "success rate")):
+    for ax, key, label in ((axes[0], "final_return", "final-episode return"),
+                           (axes[1], "success_rate", "success rate")):
         for i, n in enumerate(names):
             vals = summary["methods"][n][key]
             ax.bar(i, np.mean(vals), color="C0" if "paper" not in n else "C1", alpha=0.6)
@@ -247,9 +248,10 @@ def _diagnose_table(summary: dict[str, Any]) -> list[str]:
              "| method | probe, offline ctx | probe, explore 1 | probe, explore 2 | bound, explore 2 "
              "| success, offline ctx | success, explore 2 |", "|---|---|---|---|---|---|---|"]
     for n in _ordered(list(diag)):
-        lines.append(f"| {n} | {cell(n, 'train / offline / probe_error')} | {cell(n, 'test / explore 1 / probe_error')} | "
-                     f"{cell(n, 'test / explore 2 / probe_error')} | {cell(n, 'test / explore 2 / bound_error_rows')} | "
-                     f"{cell(n, 'train / offline / success', False)} | {cell(n, 'test / explore 2 / success', False)} |")
+        cells = [cell(n, "train / offline / probe_error"), cell(n, "test / explore 1 / probe_error"),
+                 cell(n, "test / explore 2 / probe_error"), cell(n, "test / explore 2 / bound_error_rows"),
+                 cell(n, "train / offline / success", False), cell(n, "test / explore 2 / success", False)]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines
 
 

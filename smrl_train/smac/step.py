@@ -22,9 +22,18 @@ from torch import Tensor
 
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig
-from smrl_train.smac.losses import (awac_policy_loss, awac_temperature, awac_weights, bellman_target,
-                                    clipped_exp_weights, context_loss, critic_loss, expectile_loss,
-                                    kl_to_standard_normal, online_q_term)
+from smrl_train.smac.losses import (
+    awac_policy_loss,
+    awac_temperature,
+    awac_weights,
+    bellman_target,
+    clipped_exp_weights,
+    context_loss,
+    critic_loss,
+    expectile_loss,
+    kl_to_standard_normal,
+    online_q_term,
+)
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, tanh_gaussian_log_prob
 
 PHASES = ("offline", "online")
@@ -185,6 +194,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     q_term = online_q_term(q_pi, cfg.online.q_term_weight, bool(cfg.online.normalize_q_term)) if online \
         else torch.zeros(())
     total = l_ctx + l_q + l_v + l_awr + q_term
-    return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr, q_term=q_term,
+    return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr,
+                     q_term=q_term,
                      q_pred=q_pred, target=y, advantage=adv, weights=w, log_prob=log_prob, a_pi=a_pi, q_pi=q_pi,
                      z=zd, mu=mu, var=var)

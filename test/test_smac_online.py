@@ -39,7 +39,7 @@ def offline_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     problem = toy_problem(n_train=4, n_test=2, max_steps=10, episodes=3)
     root = tmp_path_factory.mktemp("offline")
     runs = {}
-    for variant in ("return_tuned", "paper"):
+    for variant in ("success_tuned", "return_tuned", "paper"):
         runs[variant] = train_offline(problem, _cfg(variant), root / variant, progress=False)
     return {"problem": problem, "runs": runs}
 
@@ -48,9 +48,10 @@ def _poisoned(problem):
     return dataclasses.replace(problem, env_factory=lambda: PoisonedRewardEnv(problem.max_steps), _env=None)
 
 
-def test_decoder_labelled_phase_never_reads_true_rewards(offline_runs: dict, tmp_path) -> None:
+@pytest.mark.parametrize("variant", ["success_tuned", "return_tuned"])
+def test_decoder_labelled_phase_never_reads_true_rewards(offline_runs: dict, tmp_path, variant: str) -> None:
     problem = _poisoned(offline_runs["problem"])
-    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
+    run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"][variant], labels="decoder",
                        progress=False)
     state, meta = read_checkpoint(run)
     assert meta["finished"] and meta["iteration"] == 2
@@ -61,11 +62,12 @@ def test_decoder_labelled_phase_never_reads_true_rewards(offline_runs: dict, tmp
         assert all(math.isfinite(v) for v in row.values())
 
 
-def test_oracle_reads_true_rewards_so_the_poison_shows(offline_runs: dict, tmp_path) -> None:
+@pytest.mark.parametrize("variant", ["success_tuned", "return_tuned"])
+def test_oracle_reads_true_rewards_so_the_poison_shows(offline_runs: dict, tmp_path, variant: str) -> None:
     # The same setup with true rewards must fail: proves the test above can catch a leak.
     problem = _poisoned(offline_runs["problem"])
     with pytest.raises(ValueError, match="non-finite"):
-        train_online(problem, tmp_path / "oracle", offline_run=offline_runs["runs"]["return_tuned"], labels="true",
+        train_online(problem, tmp_path / "oracle", offline_run=offline_runs["runs"][variant], labels="true",
                      progress=False)
 
 
@@ -189,3 +191,24 @@ def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buf
         assert explore_rows == 10 * served[t].count("explore"), (t, served[t])
     online = state["rl"]["size"] - state["rl"]["offline_size"]
     assert online.tolist() == [10 * len(served[t]) for t in sorted(recorded)]
+
+
+def test_the_scored_episode_can_act_on_the_posterior_mean() -> None:
+    from smrl_train.smac.agent import AdaptiveAgent
+    from smrl_train.smac.trainer import build_networks
+
+    nets = build_networks(tiny_config("success_tuned"), 4, 2, seed=0)
+    context = torch.randn(30, nets.encoder.context_dim, generator=torch.Generator().manual_seed(0))
+    draws = {}
+    for latent in ("sample", "mean"):
+        agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator().manual_seed(1), resample="episode")
+        mu, var = agent.use_posterior(context, latent)
+        zs = []
+        for _ in range(3):
+            agent.begin_episode()
+            zs.append(agent.z.clone())
+        draws[latent] = torch.stack(zs)
+        assert (var > 0).all()  # the posterior itself is reported either way
+    assert torch.allclose(draws["mean"], mu.expand(3, -1)) and not torch.allclose(draws["sample"], mu.expand(3, -1))
+    with pytest.raises(ValueError, match="latent"):
+        AdaptiveAgent(nets.encoder, nets.policy, torch.Generator()).use_posterior(context, "mode")

@@ -98,7 +98,7 @@ BUDGETS = {
     # per method: a success rate to about ±3%), of which the first 10 are also adapted to and
     # deployed over ROS (realtime, so 10 keep the demo short). The training node uses both
     # cores (the offline phase runs alone).
-    "demo": Budget("demo", None, 40, None, None, ("online.eval_every=0", "eval.runs_per_task=8"),
+    "demo": Budget("demo", None, None, None, None, ("online.eval_every=0", "eval.runs_per_task=8"),
                    explore_episodes_per_task=2, prior_episodes_per_task=2, posterior_episodes_per_task=3,
                    adapt_tasks=10, evaluate=True, rounds=4, threads=2),
     # A smoke run of every stage in about a minute (tests).

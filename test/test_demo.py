@@ -84,23 +84,29 @@ def test_verdict_needs_the_in_process_difference_above_two_standard_errors_and_t
 
 
 def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Path) -> None:
-    """The demo budget's config copy changes only the held-out task count: the first held-out
-    tasks (the ones deployed over ROS) stay the same goals, the training tasks are untouched."""
+    """The demo meta-tests every held-out task of the config and deploys the first few over ROS;
+    a budget's config copy that changes the held-out count keeps the first held-out goals (the
+    deployed ones) and the training tasks."""
+    import dataclasses
+
     from smrl_ros.demo import BUDGETS, demo_config
     from smrl_train.config import load_config
     from smrl_train.envs import make_env
     from smrl_train.tasks import split_tasks
 
     base = Path(__file__).resolve().parent.parent / "config" / "reach.yaml"
-    path, cfg = demo_config(base, BUDGETS["demo"], tmp_path)
     orig = load_config(base)
-    assert path.parent == tmp_path and cfg.tasks.n_test == 40 > BUDGETS["demo"].adapt_tasks == orig.tasks.n_test
+    path, cfg = demo_config(base, BUDGETS["demo"], tmp_path)
+    assert path == base.resolve() and cfg.tasks.n_test > BUDGETS["demo"].adapt_tasks
+    more = dataclasses.replace(BUDGETS["demo"], n_test=2 * orig.tasks.n_test)
+    path, cfg = demo_config(base, more, tmp_path)
+    assert path.parent == tmp_path and cfg.tasks.n_test == 2 * orig.tasks.n_test
     assert (cfg.tasks.n_train, cfg.env, cfg.data) == (orig.tasks.n_train, orig.env, orig.data)
     u = make_env(orig).unwrapped
     train, test = split_tasks(u, orig.tasks.n_train, orig.tasks.n_test, orig.tasks.seed)
-    train40, test40 = split_tasks(u, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
-    assert [t.goal for t in train40] == [t.goal for t in train]
-    assert [t.goal for t in test40[:10]] == [t.goal for t in test]
+    train_more, test_more = split_tasks(u, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
+    assert [t.goal for t in train_more] == [t.goal for t in train]
+    assert [t.goal for t in test_more[:len(test)]] == [t.goal for t in test]
 
 
 def test_meta_test_progress_is_read_from_the_progress_bar_in_a_log(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from std_srvs.srv import Trigger
 from smrl_ros import topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position
 from smrl_ros.graph import sim_graph
+from smrl_train.config import load_config
 from smrl_train.control import ObservationBuilder
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.safety import JointStateMapper, MappedState
@@ -52,11 +53,12 @@ def test_realtime_bridge_looks_like_a_ros2_control_arm(tmp_path: Path) -> None:
         ok = probe.set_parameters("smrl_sim", {"task_split": "test", "task_index": 2})
         assert all(r.successful for r in ok)
         bad = probe.set_parameters("smrl_sim", {"task_index": 99})[0]
-        assert not bad.successful and "outside the 10 test tasks" in bad.reason
+        tasks = load_config(CONFIGS["reach"]).tasks  # the sim node's config
+        assert not bad.successful and f"outside the {tasks.n_test} test tasks" in bad.reason
         bad = probe.set_parameters("smrl_sim", {"task_goal": [0.1, 0.2]})[0]
         assert not bad.successful and "needs 3 numbers" in bad.reason
         response = probe.call(Trigger, "/smrl_sim/reset", Trigger.Request())
-        _, test_tasks = split_tasks(env, 40, 10, 0)
+        _, test_tasks = split_tasks(env, tasks.n_train, tasks.n_test, tasks.seed)
         assert response.success and str(test_tasks[2]) in response.message
         assert runner.exited() == {}
 

@@ -2,7 +2,7 @@
 
     ros2 launch smrl_ros control.launch.py model_path:=/path/adapted.onnx
         [use_sim:=true] [config:=config/reach.yaml] [task_split:=test] [task_index:=0]
-        [rate_hz:=0.0] [command_topic:=/forward_position_controller/commands]
+        [rate_hz:=0.0] [allow_rate_mismatch:=false] [command_topic:=/forward_position_controller/commands]
 
 With ``use_sim:=false`` only the controller starts: the real arm's driver already provides
 ``/joint_states`` and a forward position controller (its URDF goes in ``urdf_path``).
@@ -19,6 +19,7 @@ ARGUMENTS = [
     LaunchArgument("task_index", "0", "sim: task index"),
     LaunchArgument("urdf_path", "urdf/smrl_arm.urdf", "the robot's URDF (limits and FK)"),
     LaunchArgument("rate_hz", "0.0", "control rate in Hz (0: the model's)"),
+    LaunchArgument("allow_rate_mismatch", "false", "run at a rate_hz other than the model's", ("true", "false")),
     LaunchArgument("command_topic", "/forward_position_controller/commands", "position command topic"),
     LaunchArgument("joint_states_topic", "/joint_states", "joint state topic"),
 ]
@@ -30,6 +31,7 @@ def build(args):
         sim_parameters={"task_split": args["task_split"], "task_index": int(args["task_index"]),
                         "publish_reward": True},
         controller_parameters={"urdf_path": args["urdf_path"], "rate_hz": float(args["rate_hz"]),
+                               "allow_rate_mismatch": as_bool(args["allow_rate_mismatch"]),
                                "command_topic": args["command_topic"],
                                "joint_states_topic": args["joint_states_topic"]})
 

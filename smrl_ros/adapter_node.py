@@ -54,7 +54,7 @@ class AdapterParams(DriverParams):
     resample_period: int = params.param(
         0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
            "step or once per episode; 1: every step)")
-    seed: int = params.param(0, "seed of the latent draws")
+    seed: int = params.param(0, "seed of the latent draws", low=0, high=2**31 - 1)
     reward_topic: str = params.param(topics.REWARD, "reward input (std_msgs/Float64, one per control step)")
     success_topic: str = params.param("/smrl_sim/success", "success input for the deployed episode (std_msgs/Bool; "
                                       "'' when there is none)")

@@ -49,7 +49,7 @@ from smrl_train.config import package_root
 from smrl_train.control import ObservationBuilder, period_schedule
 from smrl_train.exploration import executed_action
 from smrl_train.latent_schedule import at_home, homing_step
-from smrl_train.safety import JointStateMapper, MappedState, TargetLimiter, all_finite
+from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
 from smrl_train.urdf import ArmDescription
 
 MODES = ("lockstep", "realtime")
@@ -67,17 +67,20 @@ class DriverParams:
     joints: tuple[str, ...] = params.param((), "joint order of the command topic (empty: URDF order)")
     mode: str = params.param("lockstep", "lockstep: step on each new state answering the last command (the sim "
                              "bridge's lockstep mode); realtime: at most rate_hz on the newest state (real arms)")
-    rate_hz: float = params.param(0.0, "realtime: step rate (Hz); 0: the model's control rate")
-    episode_length: int = params.param(200, "control steps per episode")
+    rate_hz: float = params.param(0.0, "realtime: step rate (Hz); 0: the model's control rate", low=0.0, high=1000.0)
+    episode_length: int = params.param(200, "control steps per episode", low=1, high=1_000_000)
     reset_mode: str = params.param("service", "between episodes: service (call reset_service, the sim bridge's "
                                    "~/reset) or home (drive to `home` under the safety limits: real arms)")
     reset_service: str = params.param("/smrl_sim/reset", "std_srvs/Trigger that resets the arm (reset_mode service)")
     home: tuple[float, ...] = params.param((), "home pose (rad, URDF joint order) for reset_mode home")
-    homing_speed: float = params.param(0.25, "homing speed as a fraction of each joint's velocity limit")
-    home_tolerance: float = params.param(0.01, "homing is done when every joint is this close (rad) and at rest")
-    reset_timeout_s: float = params.param(30.0, "warn (and retry a reset service) after this long")
+    homing_speed: float = params.param(0.25, "homing speed as a fraction of each joint's velocity limit",
+                                       low=0.01, high=1.0)
+    home_tolerance: float = params.param(0.01, "homing is done when every joint is this close (rad) and at rest",
+                                         low=1e-4, high=0.5)
+    reset_timeout_s: float = params.param(30.0, "warn (and retry a reset service) after this long", low=0.1,
+                                          high=3600.0)
     state_timeout_s: float = params.param(2.0, "abort the episode in progress when no new joint state came for "
-                                          "this long (s)")
+                                          "this long (s)", low=0.01, high=60.0)
     sim_node: str = params.param("smrl_sim", "sim bridge node whose task parameters are set per task "
                                  "('' on a real arm: the lab sets the task)")
     ignore_unknown_joints: bool = params.param(False, "accept joint states naming extra joints (gripper fingers)")
@@ -182,6 +185,7 @@ class ArmDriver:
         order = [arm.joint_names.index(n) for n in self.joint_names]
         self.period = 1.0 / float(info.control_hz)  # the action's time base, whatever the loop rate
         self.limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
+        self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
         self.max_step = np.asarray(info.action_scale, dtype=np.float64)
         self.home: np.ndarray | None = None
         if p.home:
@@ -203,7 +207,8 @@ class ArmDriver:
 
         self.phase = self.IDLE
         self.counters = {"steps": 0, "commands": 0, "episodes_aborted": 0, "non_finite_actions": 0,
-                         "non_finite_observations": 0, "resets": 0, "reset_retries": 0}
+                         "non_finite_observations": 0, "resets": 0, "reset_retries": 0,
+                         "commands_refused": 0}
         self._latest: _State | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._last_progress = time.monotonic()
@@ -269,6 +274,7 @@ class ArmDriver:
         self._reset_request_time = time.monotonic()
         self._reset_response_time = None
         self.counters["resets"] += 1
+        self.guard.forget()  # a reset service moves the arm by other means
         if self._reset_client is not None:
             self._call_reset()
         else:
@@ -304,7 +310,7 @@ class ArmDriver:
     def hold(self) -> None:
         """One command holding the arm at its measured position (a forward controller keeps it)."""
         if self._latest is not None and self._commanded:
-            self._publish(self.limiter.hold_target(self._latest.mapped.position))
+            self._publish(self.limiter.hold_target(self._latest.mapped.position), hold=True)
 
     # -- the step ---------------------------------------------------------------------------
     def _due(self, now: float) -> bool:
@@ -352,7 +358,8 @@ class ArmDriver:
             self._ready(state)
             return
         self._consume(state)
-        target = self.limiter.limit(homing_step(q, self.home, self.homing_step_size), q)
+        target = self.limiter.limit(homing_step(q, self.home, self.homing_step_size), q,
+                                    self.guard.reference(time.monotonic()))
         if target is not None:
             self._publish(target)
 
@@ -405,19 +412,35 @@ class ArmDriver:
             self.counters["non_finite_actions"] += 1
             self.abort("policy error")
             return
-        safe = self.limiter.limit(target, q) if all_finite(action) else None
+        safe = self.limiter.limit(target, q, self.guard.reference(time.monotonic())) if all_finite(action) else None
         if safe is None:
             self.counters["non_finite_actions"] += 1
             self.abort("non-finite action")
             return
         self._pending = (obs, executed_action(action, target, safe, q, self.max_step))
         self._reward_count_at_command = self._reward_count
-        self._publish(safe)
+        if not self._publish(safe):
+            self._pending = None
+            self.abort("command refused by the last check")
 
-    def _publish(self, targets_model_order: np.ndarray) -> None:
+    def _publish(self, targets_model_order: np.ndarray, hold: bool = False) -> bool:
+        """Publish after the last check (:class:`~smrl_train.safety.CommandGuard`); a refused
+        command publishes nothing (counted, logged) and False is returned."""
+        now = time.monotonic()
+        state = self._latest
+        if hold or state is None:
+            admitted = self.guard.admit_hold(targets_model_order, now)
+        else:
+            admitted = self.guard.admit(targets_model_order, state.mapped.position, now)
+        if not admitted:
+            self.counters["commands_refused"] += 1
+            self.log.error(f"command refused by the last check ({self.guard.last_refusal})",
+                           throttle_duration_sec=1.0)
+            return False
         self._commanded = True
         self.counters["commands"] += 1
         self.pub_command.publish(make_command(targets_model_order[self._to_command]))
+        return True
 
     # -- reset service and timeouts -------------------------------------------------------------
     def _call_reset(self) -> None:

@@ -60,7 +60,7 @@ from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_pr
 from smrl_train.config import package_root
 from smrl_train.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
 from smrl_train.runtime import ModelError, PolicyRuntime
-from smrl_train.safety import JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
+from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
 from smrl_train.urdf import ArmDescription, UrdfError, load_urdf
 
 TRIGGERS = ("state", "timer")
@@ -78,19 +78,24 @@ class ControllerParams:
     ee_link: str = params.param("ee_link", "end-effector link of the URDF (the policy observes its position)")
     joints: tuple[str, ...] = params.param((), "joint order of the command topic, as the forward "
                                            "controller's 'joints' parameter (empty: URDF order)")
-    rate_hz: float = params.param(0.0, "control rate (Hz); 0: the model's control rate")
+    rate_hz: float = params.param(0.0, "control rate (Hz); 0: the model's control rate; another rate is "
+                                  "refused unless allow_rate_mismatch is true", low=0.0, high=1000.0)
+    allow_rate_mismatch: bool = params.param(False, "run at a rate_hz more than 1% from the model's control "
+                                             "rate (its actions are steps per model period; the safety "
+                                             "limits stay those of the model's period)")
     trigger: str = params.param("state", "state: step on each fresh joint state (at most rate_hz); "
                                 "timer: fixed rate on the newest state")
-    watchdog_periods: float = params.param(3.0, "hold when no fresh joint state came for this many periods")
+    watchdog_periods: float = params.param(3.0, "hold when no fresh joint state came for this many periods",
+                                           low=1.0, high=20.0)
     ignore_unknown_joints: bool = params.param(False, "accept joint states that also name joints the "
                                                "policy does not use (e.g. gripper fingers)")
-    warmup: int = params.param(50, "inference runs at load, before the first tick")
-    diagnostics_period_s: float = params.param(1.0, "period of /diagnostics messages (s)")
+    warmup: int = params.param(50, "inference runs at load, before the first tick", low=0, high=10000)
+    diagnostics_period_s: float = params.param(1.0, "period of /diagnostics messages (s)", low=0.01, high=60.0)
     realtime_priority: int = params.param(0, "SCHED_FIFO priority (1-99) for all the node's threads, as "
-                                          "ros2_control's thread_priority; 0: normal scheduling")
+                                          "ros2_control's thread_priority; 0: normal scheduling", low=0, high=99)
     cpu_dma_latency_us: int = params.param(-1, "hold /dev/cpu_dma_latency at this many us while the node "
                                            "runs (0: no deep CPU idle states, shorter wake-ups at low rates; "
-                                           "needs root or a udev rule); -1: leave it")
+                                           "needs root or a udev rule); -1: leave it", low=-1, high=1_000_000)
     joint_states_topic: str = params.param(topics.JOINT_STATES, "joint state input")
     command_topic: str = params.param(topics.COMMANDS, "position command output (Float64MultiArray)")
     object_pose_topic: str = params.param(topics.OBJECT_POSE, "object pose input (models observing puck_pos)")
@@ -100,9 +105,6 @@ class ControllerParams:
             raise params.ParameterError("parameter 'model_path': required (an adapted policy .onnx)")
         if self.trigger not in TRIGGERS:
             raise params.ParameterError(f"parameter 'trigger': expected state or timer, got {self.trigger!r}")
-        if self.rate_hz < 0 or self.watchdog_periods <= 0 or self.diagnostics_period_s <= 0:
-            raise params.ParameterError("parameters 'rate_hz' >= 0, 'watchdog_periods' and "
-                                        "'diagnostics_period_s' > 0 required")
 
 
 def _resolve(path: str) -> Path:
@@ -156,17 +158,25 @@ class ControllerNode(Node):
         self._to_command = np.array([self.model_joints.index(n) for n in self.command_joints])
         self.rate_hz = p.rate_hz or info.control_hz
         self.period = 1.0 / self.rate_hz
-        if abs(self.rate_hz - info.control_hz) > 1e-9:
-            self.get_logger().warning(f"rate_hz {self.rate_hz:g} differs from the model's control rate "
-                                   f"{info.control_hz:g} Hz: its actions are steps per {1 / info.control_hz:g} s")
+        model_period = 1.0 / info.control_hz
+        if abs(self.rate_hz - info.control_hz) > 0.01 * info.control_hz:
+            mismatch = (f"rate_hz {self.rate_hz:g} differs from the model's control rate {info.control_hz:g} Hz: "
+                        f"its actions are steps per {model_period:g} s")
+            if not p.allow_rate_mismatch:
+                raise StartupError(f"{mismatch}; set allow_rate_mismatch:=true to run at it anyway")
+            self.get_logger().warning(mismatch)
         if info.urdf_sha256 != arm.urdf_sha256:
             self.get_logger().warning(f"the model was trained on {info.arm} with another URDF "
                                    f"(sha256 {info.urdf_sha256[:12]}... vs {arm.urdf_sha256[:12]}...)")
         # Limits from the robot's URDF, in the model's joint order.
         order = [arm.joint_names.index(n) for n in self.model_joints]
-        limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
+        # The step bounds use the model's period (a faster loop shortens them; no rate stretches them).
+        limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order],
+                                min(self.period, model_period))
+        self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], model_period)
         self.mapper = JointStateMapper(self.model_joints, p.ignore_unknown_joints)
-        self.core = PolicyController(runtime, builder, limiter, StaleStateWatchdog(p.watchdog_periods * self.period))
+        self.core = PolicyController(runtime, builder, limiter, StaleStateWatchdog(p.watchdog_periods * self.period),
+                                     self.guard)
         self.model_path = p.model_path
         self.model_hash = info.model_hash
         self.reloads = 0
@@ -244,6 +254,7 @@ class ControllerNode(Node):
             self._pending = (runtime, path)  # swapped in by the loop between two ticks
         if enabled != self.enabled:
             self.enabled = enabled
+            self.guard.forget()  # the arm may have moved meanwhile (the adapter explores with it)
             self.get_logger().info("commands enabled" if enabled else "commands disabled (enabled: false)")
         return SetParametersResult(successful=True)
 
@@ -341,7 +352,7 @@ class ControllerNode(Node):
 
     def _handle(self, result: TickResult) -> None:
         if result.command is not None:
-            self._publish(result.command)
+            self._publish(result.command, result.hold is not None)
         if result.event:
             # rclpy refuses one call site logging at two severities: two call sites.
             if result.hold is None:
@@ -349,10 +360,22 @@ class ControllerNode(Node):
             else:
                 self.get_logger().warning(result.event)
 
-    def _publish(self, targets_model_order: np.ndarray) -> None:
+    def _publish(self, targets_model_order: np.ndarray, hold: bool = False) -> None:
         if not self.enabled:
             self.suppressed_commands += 1
             return
+        now = time.monotonic()
+        state = self.core.state
+        admitted = self.guard.admit_hold(targets_model_order, now) if hold or state is None else \
+            self.guard.admit(targets_model_order, state.position, now)
+        if not admitted:
+            self.get_logger().error(f"command refused by the last check ({self.guard.last_refusal}): holding",
+                                    throttle_duration_sec=1.0)
+            if hold or state is None:
+                return
+            targets_model_order = self.core.limiter.hold_target(state.position)
+            if not self.guard.admit_hold(targets_model_order, now):
+                return
         self.pub_command.publish(make_command(targets_model_order[self._to_command]))
 
     # -- diagnostics (executor thread) -------------------------------------------------------------
@@ -372,6 +395,7 @@ class ControllerNode(Node):
             "reload_failures": self.reload_failures,
             "enabled": self.enabled,
             "suppressed_commands": self.suppressed_commands,
+            **{f"guard_{k}": v for k, v in self.guard.refused.items()},
         }
 
     def _publish_diagnostics(self) -> None:

@@ -101,7 +101,8 @@ class ExplorerParams(DriverParams):
     resample_period: int = params.param(
         0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
            "step or once per episode; 1: every step)")
-    seed: int = params.param(0, "seed of the latent draws (episode k of task t draws from (seed, t, k))")
+    seed: int = params.param(0, "seed of the latent draws (episode k of task t draws from (seed, t, k))",
+                             low=0, high=2**31 - 1)
     on_stop: str = params.param("save", "SIGINT/SIGTERM mid-episode: save (write it, last step truncated) or drop")
     exit_when_done: bool = params.param(True, "exit with status 0 once every task has its episodes")
     status_period_s: float = params.param(1.0, "period of ~/status and /diagnostics (s)")

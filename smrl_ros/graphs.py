@@ -167,6 +167,7 @@ ADAPT_ARGUMENTS = (
     LaunchArgument("joint_states_topic", "", "joint state topic (default /joint_states)"),
     LaunchArgument("reward_topic", "", "reward topic during adaptation (default /reward)"),
     LaunchArgument("rate_hz", "", "controller rate (Hz; default the model's control rate)"),
+    LaunchArgument("allow_rate_mismatch", "", "true: let the controller run at a rate_hz other than the model's"),
     LaunchArgument("exploration_episodes", "", "episodes with rewards before the posterior is inferred"),
     LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes"),
     LaunchArgument("urdf_path", "", "the robot's URDF"),
@@ -181,7 +182,9 @@ def adapt_from_arguments(values: Mapping[str, str]) -> GraphSpec:
                            "command_topic": get["controller_topic"], "joint_states_topic": get["joint_states_topic"],
                            "reward_topic": get["reward_topic"], "exploration_episodes": get["exploration_episodes"],
                            "home": get["home"], "urdf_path": get["urdf_path"]})
-    ctrl = _drop_empty({"rate_hz": float(get["rate_hz"]) if get["rate_hz"] != "" else ""})
+    ctrl = _drop_empty({"rate_hz": float(get["rate_hz"]) if get["rate_hz"] != "" else "",
+                        "allow_rate_mismatch": as_bool(str(get["allow_rate_mismatch"]))
+                        if get["allow_rate_mismatch"] != "" else ""})
     sim = {"task_split": adapter["task_split"]}
     if isinstance(get["task_index"], int) and get["task_index"] >= 0:
         sim["task_index"] = get["task_index"]

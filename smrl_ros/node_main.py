@@ -20,6 +20,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.signals import SignalHandlerOptions
 
 from smrl_ros.executors import make_executor
+from smrl_ros.params import ParameterError
 
 EXIT_STARTUP_REFUSED = 2
 
@@ -51,7 +52,7 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         node = make_node()
-    except StartupError as exc:
+    except (StartupError, ParameterError) as exc:
         rclpy.logging.get_logger(name).fatal(f"refusing to start: {exc}")
         rclpy.try_shutdown()
         return EXIT_STARTUP_REFUSED

@@ -8,16 +8,22 @@ expected type (``rate_hz:=fast`` -> "parameter 'rate_hz': expected float, got st
 
 Parameters are declared with dynamic typing and checked here instead of by rclpy, because
 rcl parses ``-p rate_hz:=500`` as an integer and rclpy would then refuse it for a float
-parameter with an error that does not say what to write instead.
+parameter with an error that does not say what to write instead. Parameters that shape safety
+carry a range (``param(..., low=, high=)``): it goes into the descriptor
+(``FloatingPointRange`` / ``IntegerRange``, so ``ros2 param describe`` shows it and rclpy
+refuses a value outside it at declaration and at run time), and :func:`read` checks it again
+for every value, NaN and infinities included (a float range also means finite).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, TypeVar
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterValueException
 
 T = TypeVar("T")
 
@@ -26,11 +32,30 @@ class ParameterError(ValueError):
     """A parameter value has the wrong type or is out of range (the message names it)."""
 
 
-def param(default: Any, help: str) -> Any:  # noqa: A002 - reads naturally at the call site
-    """A dataclass field with a default and a description for ``ros2 param describe``."""
+def param(default: Any, help: str, low: float | None = None,  # noqa: A002 - reads naturally at the call site
+          high: float | None = None) -> Any:
+    """A dataclass field with a default and a description for ``ros2 param describe``; ``low``
+    and ``high`` (both or neither) bound a number parameter, inclusive."""
+    metadata: dict[str, Any] = {"help": help}
+    if (low is None) != (high is None):
+        raise TypeError("give both low and high, or neither")
+    if low is not None:
+        if not isinstance(default, (int, float)) or isinstance(default, bool) or not low <= default <= high:
+            raise TypeError(f"a range needs a number default inside it, got {default!r} for [{low}, {high}]")
+        metadata["range"] = (low, high)
     if isinstance(default, (list, tuple)):
-        return dataclasses.field(default=tuple(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default=tuple(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_range(name: str, value: Any, bounds: tuple[float, float] | None) -> None:
+    """Raise ParameterError unless ``value`` is finite and inside ``bounds`` (when given)."""
+    if bounds is None:
+        return
+    low, high = bounds
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ParameterError(f"parameter '{name}': must be a finite number in [{_number(low)}, {_number(high)}], "
+                             f"got {value!r}")
 
 
 def _type_name(tp: Any) -> str:
@@ -79,12 +104,35 @@ def _ros_default(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _descriptor(f: dataclasses.Field, read_only: bool) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=True,
+                                     read_only=read_only)
+    bounds = f.metadata.get("range")
+    if bounds is not None:
+        if isinstance(f.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(bounds[0]),
+                                                                  to_value=float(bounds[1]), step=0.0)]
+        else:
+            descriptor.integer_range = [IntegerRange(from_value=int(bounds[0]), to_value=int(bounds[1]), step=0)]
+    return descriptor
+
+
 def declare(node: Any, cls: type, read_only: tuple[str, ...] = ()) -> None:
-    """Declare one parameter per field of dataclass ``cls`` on ``node``."""
+    """Declare one parameter per field of dataclass ``cls`` on ``node``.
+
+    Raises:
+        ParameterError: a value given at start lies outside its declared range.
+    """
     for f in dataclasses.fields(cls):
-        descriptor = ParameterDescriptor(description=f.metadata.get("help", ""), dynamic_typing=True,
-                                         read_only=f.name in read_only)
-        node.declare_parameter(f.name, _ros_default(f.default), descriptor)
+        try:
+            node.declare_parameter(f.name, _ros_default(f.default), _descriptor(f, f.name in read_only))
+        except InvalidParameterValueException as exc:
+            if "range" not in f.metadata:
+                raise ParameterError(f"parameter '{f.name}': {exc}") from None
+            low, high = f.metadata["range"]
+            given = getattr(node, "_parameter_overrides", {}).get(f.name)
+            raise ParameterError(f"parameter '{f.name}': must be a finite number in [{_number(low)}, {_number(high)}], "
+                                 f"got {getattr(given, 'value', given)!r}") from None
 
 
 def read(node: Any, cls: type[T]) -> T:
@@ -97,6 +145,8 @@ def read(node: Any, cls: type[T]) -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {f.name: convert(f.name, node.get_parameter(f.name).value, hints[f.name])
               for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        check_range(f.name, kwargs[f.name], f.metadata.get("range"))
     try:
         return cls(**kwargs)
     except ParameterError:
@@ -113,8 +163,18 @@ def field_type(cls: type, name: str) -> Any:
 def help_table(cls: type) -> list[tuple[str, str, str, str]]:
     """(name, type, default, description) of every parameter: for the docs' tables."""
     hints = typing.get_type_hints(cls)
-    return [(f.name, _type_name(hints[f.name]), repr(_ros_default(f.default)), f.metadata.get("help", ""))
+    return [(f.name, _type_name(hints[f.name]), repr(_ros_default(f.default)), _help(f))
             for f in dataclasses.fields(cls)]
+
+
+def _help(f: dataclasses.Field) -> str:
+    bounds = f.metadata.get("range")
+    text = f.metadata.get("help", "")
+    return text if bounds is None else f"{text} (range [{_number(bounds[0])}, {_number(bounds[1])}])"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def markdown_rows(cls: type) -> list[str]:

@@ -68,7 +68,7 @@ class SimParams:
     task_goal: tuple[float, ...] = params.param((), "explicit hidden goal (reach: x y z, push: x y); "
                                                 "overrides task_split/task_index when set")
     publish_reward: bool = params.param(False, "publish /reward and ~/success after every step")
-    seed: int = params.param(0, "seed of the reset noise (reset k uses seed + k)")
+    seed: int = params.param(0, "seed of the reset noise (reset k uses seed + k)", low=0, high=2**31 - 1)
     lockstep_republish_s: float = params.param(0.2, "lockstep: republish the state after this long "
                                                "without a command (0: never)")
     joint_states_topic: str = params.param(topics.JOINT_STATES, "joint state output")

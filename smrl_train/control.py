@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smrl_train.safety import MappedState, StaleStateWatchdog, TargetLimiter, all_finite
+from smrl_train.safety import CommandGuard, MappedState, StaleStateWatchdog, TargetLimiter, all_finite
 from smrl_train.urdf import ArmDescription, rpy_to_matrix
 
 # Observation blocks the robot side can build, and the size each must have.
@@ -170,14 +170,17 @@ class PolicyController:
         builder: the observation builder for the policy's layout.
         limiter: position and velocity clipping of targets (and non-finite rejection).
         watchdog: stale-state detection (timeout = watchdog periods x control period).
+        guard: the owner's last check before publishing; its recent previous command bounds the
+            limiter's step too (so the two agree).
     """
 
     def __init__(self, policy: object, builder: ObservationBuilder, limiter: TargetLimiter,
-                 watchdog: StaleStateWatchdog) -> None:
+                 watchdog: StaleStateWatchdog, guard: CommandGuard | None = None) -> None:
         self.policy = policy
         self.builder = builder
         self.limiter = limiter
         self.watchdog = watchdog
+        self.guard = guard
         self.state: MappedState | None = None
         self.state_time: float | None = None
         self._state_seq = 0
@@ -246,7 +249,8 @@ class PolicyController:
             self.counters["inference_errors"] += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             return self._hold(HOLD_INFERENCE, f"inference failed ({self.last_error}): holding")
-        safe = self.limiter.limit(targets, self.state.position)
+        previous = self.guard.reference(now) if self.guard is not None else None
+        safe = self.limiter.limit(targets, self.state.position, previous)
         if safe is None:
             return self._hold(HOLD_BAD_ACTION, "non-finite action from the policy: holding")
         event = None

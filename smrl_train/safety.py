@@ -12,10 +12,15 @@ and wired into :mod:`smrl_ros.controller_node`:
   ``max_relative_target``; ros2_control's limiter does the same against the previous command,
   so the two layers together bound both the following error and the command rate);
 * :class:`StaleStateWatchdog`: no fresh joint state within ``timeout`` means stop commanding
-  and hold; the transition is reported once and undone by the next fresh state.
+  and hold; the transition is reported once and undone by the next fresh state;
+* :class:`CommandGuard`: the last line of defence, immediately before a command is published:
+  finite, inside the URDF limits and within ``velocity limit x the model's control period`` of
+  the previous command (of the measured position when there is no recent one). It re-checks
+  what the layers above promise, so a bug or a parameter in any of them cannot reach the arm: a
+  violation publishes nothing (the caller holds), and is counted with its reason.
 
 The choices (drop the bad message and keep the last good state, or hold) follow
-``docs/deployment.md`` and ``reference/reliability.md`` sections 1.4-1.5.
+``docs/deployment.md`` (section 3).
 """
 
 from __future__ import annotations
@@ -136,35 +141,47 @@ class TargetLimiter:
         self.max_velocity = np.asarray(max_velocity, dtype=np.float64)
         if not (self.lower.shape == self.upper.shape == self.max_velocity.shape):
             raise ValueError("lower, upper and max_velocity must have the same shape")
-        if np.any(self.lower >= self.upper) or np.any(self.max_velocity <= 0) or period <= 0:
-            raise ValueError("need lower < upper, max_velocity > 0 and period > 0")
-        self.period = float(period)
-        self.max_step = self.max_velocity * self.period
+        if np.any(self.lower >= self.upper) or np.any(self.max_velocity <= 0):
+            raise ValueError("need lower < upper and max_velocity > 0")
         self.rejected_non_finite = 0
         self.position_clipped = 0
         self.velocity_clipped = 0
+        self.set_period(period)
 
     def set_period(self, period: float) -> None:
-        if period <= 0:
-            raise ValueError("period must be > 0")
+        if not (np.isfinite(period) and period > 0):
+            raise ValueError(f"period must be a finite number > 0, got {period}")
         self.period = float(period)
         self.max_step = self.max_velocity * self.period
 
-    def limit(self, targets: np.ndarray, measured: np.ndarray) -> np.ndarray | None:
-        """Safe targets (n,) float64 for ``targets`` (n,) given the ``measured`` positions (n,),
-        or None (counted) when a target is non-finite or has the wrong shape."""
+    def limit(self, targets: np.ndarray, measured: np.ndarray,
+              previous: np.ndarray | None = None) -> np.ndarray | None:
+        """Safe targets (n,) float64 for ``targets`` (n,) given the ``measured`` positions (n,)
+        and the ``previous`` command (n,) when there is a recent one (see
+        :meth:`CommandGuard.reference`), or None (counted) when a target is non-finite or has
+        the wrong shape."""
         targets = np.asarray(targets, dtype=np.float64)
         if targets.shape != self.lower.shape or not np.all(np.isfinite(targets)):
             self.rejected_non_finite += 1
             return None
         # Velocity first, then position: a measured position slightly outside the limits
-        # (overshoot) must still yield a target inside them.
-        stepped = np.clip(targets, measured - self.max_step, measured + self.max_step)
+        # (overshoot) must still yield a target inside them. Within max_step of the measured
+        # position and of the previous command; an arm lagging more than two steps behind its
+        # command gets the target within a step of the command that is nearest to it.
+        lo, hi = measured - self.max_step, measured + self.max_step
+        if previous is not None:
+            lo, hi = np.maximum(lo, previous - self.max_step), np.minimum(hi, previous + self.max_step)
+            toward = np.clip(measured, previous - self.max_step, previous + self.max_step)
+            lo, hi = np.where(lo > hi, toward, lo), np.where(lo > hi, toward, hi)
+        stepped = np.clip(targets, lo, hi)
         if np.any(stepped != targets):
             self.velocity_clipped += 1
         safe = np.clip(stepped, self.lower, self.upper)
         if np.any(safe != stepped):
             self.position_clipped += 1
+        if not np.all(np.isfinite(safe)):  # a non-finite measured position
+            self.rejected_non_finite += 1
+            return None
         return safe
 
     def hold_target(self, measured: np.ndarray) -> np.ndarray:
@@ -209,3 +226,112 @@ class StaleStateWatchdog:
             self.stale_events += 1
             return "stale"
         return "fresh"
+
+
+# Reasons the guard refuses a command; each has its own counter.
+GUARD_SHAPE = "wrong_shape"
+GUARD_NON_FINITE = "non_finite_command"
+GUARD_LIMITS = "outside_position_limits"
+GUARD_STEP = "step_above_velocity_limit"
+GUARD_REASONS = (GUARD_SHAPE, GUARD_NON_FINITE, GUARD_LIMITS, GUARD_STEP)
+
+
+class CommandGuard:
+    """The last check before a joint-position command leaves the process.
+
+    Args:
+        lower, upper: URDF position limits (n,) in rad.
+        max_velocity: URDF velocity limits (n,) in rad/s.
+        model_period: the *model's* control period (s), from its metadata: a node parameter
+            (a control rate) cannot stretch the step a command may take.
+        stale_periods: the previous command is the reference for the step bound while it is at
+            most this many model periods old; after that (or after :meth:`forget`: a reset, a
+            pause) the measured position is.
+    """
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, max_velocity: np.ndarray,
+                 model_period: float, stale_periods: float = 3.0) -> None:
+        self.lower = np.asarray(lower, dtype=np.float64)
+        self.upper = np.asarray(upper, dtype=np.float64)
+        max_velocity = np.asarray(max_velocity, dtype=np.float64)
+        if not (np.isfinite(model_period) and model_period > 0):
+            raise ValueError(f"model_period must be a finite number > 0, got {model_period}")
+        if not (self.lower.shape == self.upper.shape == max_velocity.shape) or not np.all(max_velocity > 0):
+            raise ValueError("lower, upper and max_velocity must have one shape, with max_velocity > 0")
+        # A relative tolerance for float rounding in the layers above, nothing more.
+        self.max_step = max_velocity * float(model_period) * (1 + 1e-9) + 1e-12
+        self.stale_after = stale_periods * float(model_period)
+        self.previous: np.ndarray | None = None
+        self.previous_time = -np.inf
+        self.admitted = 0
+        self.refused: Counter[str] = Counter({r: 0 for r in GUARD_REASONS})
+        self.last_refusal = ""
+
+    def reference(self, now: float) -> np.ndarray | None:
+        """The previous command when it is recent (the limiter bounds the next step from it too),
+        else None."""
+        recent = self.previous is not None and now - self.previous_time <= self.stale_after
+        return self.previous if recent else None
+
+    def forget(self) -> None:
+        """The arm moved by other means (a reset, a pause): the next step is bounded from the
+        measured position."""
+        self.previous = None
+
+    def admit(self, command: np.ndarray, measured: np.ndarray, now: float) -> bool:
+        """True (and ``command`` becomes the previous one) when ``command`` (n,) may be
+        published at ``now`` (monotonic s) with the arm at ``measured`` (n,); False, counted,
+        with :attr:`last_refusal` naming the violation, otherwise."""
+        reason = self._violation(np.asarray(command, dtype=np.float64), measured, now)
+        if reason is not None:
+            self.refused[reason[0]] += 1
+            self.last_refusal = reason[1]
+            return False
+        self._accept(command, now)
+        return True
+
+    def admit_hold(self, command: np.ndarray, now: float) -> bool:
+        """A hold (the measured position, inside the limits) commands the arm where it is: only
+        finiteness and the limits are checked."""
+        command = np.asarray(command, dtype=np.float64)
+        reason = self._static_violation(command)
+        if reason is not None:
+            self.refused[reason[0]] += 1
+            self.last_refusal = reason[1]
+            return False
+        self._accept(command, now)
+        return True
+
+    def _accept(self, command: np.ndarray, now: float) -> None:
+        self.previous = np.array(command, dtype=np.float64)
+        self.previous_time = now
+        self.admitted += 1
+
+    def _static_violation(self, command: np.ndarray) -> tuple[str, str] | None:
+        if command.shape != self.lower.shape:
+            return GUARD_SHAPE, f"command of shape {command.shape}, expected {self.lower.shape}"
+        if not np.all(np.isfinite(command)):
+            return GUARD_NON_FINITE, "non-finite command"
+        outside = np.flatnonzero((command < self.lower) | (command > self.upper))
+        if outside.size:
+            return GUARD_LIMITS, f"joint {int(outside[0])} at {command[outside[0]]:.4f} outside " \
+                f"[{self.lower[outside[0]]:.4f}, {self.upper[outside[0]]:.4f}]"
+        return None
+
+    def _violation(self, command: np.ndarray, measured: np.ndarray, now: float) -> tuple[str, str] | None:
+        static = self._static_violation(command)
+        if static is not None:
+            return static
+        previous = self.reference(now)
+        recent = previous is not None
+        reference = previous if previous is not None else np.asarray(measured, dtype=np.float64)
+        if reference.shape != command.shape or not np.all(np.isfinite(reference)):
+            return GUARD_NON_FINITE, "no finite reference position for the step bound"
+        step = np.abs(command - reference)
+        over = np.flatnonzero(step > self.max_step)
+        if over.size:
+            j = int(over[0])
+            origin = "previous command" if recent else "measured position"
+            return GUARD_STEP, f"joint {j} steps {step[j]:.4f} rad from the {origin}, " \
+                f"above {self.max_step[j]:.4f} (velocity limit x model period)"
+        return None

@@ -113,6 +113,35 @@ def test_bad_parameters_name_the_parameter_and_the_expected_type(overrides, mess
         ctx.try_shutdown()
 
 
+@dataclass(frozen=True)
+class RangedParams:
+    period: float = params.param(1.0, "a bounded period", low=0.1, high=10.0)
+    seed: int = params.param(0, "a bounded seed", low=0, high=2**31 - 1)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # rclpy's own range check refuses these at declaration (float values of a float range) ...
+    (["-p", "period:=.nan"], "parameter 'period': must be a finite number in [0.1, 10], got nan"),
+    (["-p", "period:=20.0"], "parameter 'period': must be a finite number in [0.1, 10], got 20.0"),
+    (["-p", "seed:=-1"], "parameter 'seed': must be a finite number in [0, 2147483647], got -1"),
+    # ... and ours at reading, where rclpy's cannot (an int given for a float range).
+    (["-p", "period:=20"], "parameter 'period': must be a finite number in [0.1, 10], got 20.0"),
+])
+def test_a_value_outside_a_parameters_range_is_refused_naming_it(overrides, message) -> None:
+    ctx, node = _node(overrides)
+    try:
+        with pytest.raises(params.ParameterError) as err:
+            params.declare(node, RangedParams)
+            params.read(node, RangedParams)
+        assert message in str(err.value)
+        descriptor = node.describe_parameter("period") if node.has_parameter("period") else None
+        if descriptor is not None:
+            assert descriptor.floating_point_range[0].to_value == 10.0
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
 def test_help_table_lists_every_parameter() -> None:
     table = params.help_table(DemoParams)
     assert [row[0] for row in table] == list(DemoParams.__dataclass_fields__)

@@ -220,7 +220,8 @@ def test_targets_are_clipped_to_the_robots_position_and_velocity_limits(spec, tm
     z = np.array([3.5, 0.3, 1.3, 1.2, 0.0])  # beyond shoulder_pan's upper limit 2.9
     model = tmp_path / "wide.onnx"
     export_adapted_policy(JointGoalPolicy(spec.obs_dim, spec.n_joints), z, wide, model)
-    graph = GraphSpec("clip", (controller_node(str(model), rate_hz=100.0, diagnostics_period_s=0.2),))
+    graph = GraphSpec("clip", (controller_node(str(model), rate_hz=100.0, allow_rate_mismatch=True,
+                                                          diagnostics_period_s=0.2),))
     upper, vel = spec.upper, spec.velocity
     with ros_graph(graph, tmp_path) as (runner, probe):
         robot = FakeRobot(probe, spec.joint_names, HOME, rate=100.0, track=False)
@@ -238,6 +239,25 @@ def test_targets_are_clipped_to_the_robots_position_and_velocity_limits(spec, tm
         for cmd in command_arrays(robot.commands):
             assert np.all(cmd <= upper + 1e-12) and np.all(cmd >= spec.lower - 1e-12)
         robot.close()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    # Each once published a NaN command, stretched the velocity bound or disabled the watchdog.
+    ({"rate_hz": float("nan")}, "parameter 'rate_hz': must be a finite number in [0, 1000], got nan"),
+    ({"rate_hz": float("inf")}, "parameter 'rate_hz': must be a finite number in [0, 1000], got inf"),
+    ({"rate_hz": 1e-9}, "differs from the model's control rate 20 Hz"),
+    ({"rate_hz": 100.0}, "set allow_rate_mismatch:=true"),
+    ({"watchdog_periods": float("nan")}, "parameter 'watchdog_periods': must be a finite number in [1, 20]"),
+    ({"watchdog_periods": 1e9}, "parameter 'watchdog_periods': must be a finite number in [1, 20], got 1000000000.0"),
+])
+def test_parameters_that_would_weaken_the_safety_layer_are_refused(spec, tmp_path: Path, overrides: dict,
+                                                                   expected: str) -> None:
+    model = goal_model(spec, HOME, tmp_path / "goal.onnx")
+    graph = GraphSpec("refuse", (controller_node(str(model), **overrides),))
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        assert runner.wait_exit("smrl_controller", 30.0) == 2
+        log = runner.log("smrl_controller")
+        assert "refusing to start" in log and expected in log and "Traceback" not in log, log
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -314,7 +334,8 @@ def test_enabled_false_pauses_the_commands_and_true_resumes_them(spec, tmp_path:
 
 def test_timer_trigger_commands_at_its_own_rate_on_the_newest_state(spec, tmp_path: Path) -> None:
     model = goal_model(spec, HOME + 0.5, tmp_path / "goal.onnx")
-    graph = GraphSpec("timer", (controller_node(str(model), trigger="timer", rate_hz=50.0, watchdog_periods=6.0,
+    graph = GraphSpec("timer", (controller_node(str(model), trigger="timer", rate_hz=50.0, allow_rate_mismatch=True,
+                                                watchdog_periods=6.0,
                                                 diagnostics_period_s=0.2),))
     with ros_graph(graph, tmp_path) as (runner, probe):
         robot = FakeRobot(probe, spec.joint_names, HOME, rate=20.0, track=False)  # slower than the loop

@@ -169,3 +169,20 @@ def test_bad_commands_are_dropped_whole_and_counted(tmp_path: Path) -> None:
         assert latest_status(diag, "smrl_sim")["level"] == "1"  # WARN
         step(q)  # a good command still steps
         assert runner.exited() == {}
+
+
+@pytest.mark.parametrize("make", ["sim", "explorer", "adapter"])
+def test_a_negative_seed_is_refused_at_start_naming_it(make: str, tmp_path: Path) -> None:
+    # seed:=-1 once crashed the explorer (exit 139 under the EventsExecutor) and gave the sim a
+    # traceback; every seed parameter now has its range, checked before anything else.
+    from smrl_ros.graph import GraphSpec, sim_node
+    from smrl_ros.graphs import adapter_node, explorer_node
+
+    node = {"sim": lambda: sim_node("config/reach.yaml", seed=-1),
+            "explorer": lambda: explorer_node(str(tmp_path / "bundle"), str(tmp_path / "store"), seed=-1),
+            "adapter": lambda: adapter_node(str(tmp_path / "bundle"), seed=-1)}[make]()
+    with ros_graph(GraphSpec("seed", (node,)), tmp_path) as (runner, probe):
+        assert runner.wait_exit(node.name, 30.0) == 2
+        log = runner.log(node.name)
+        assert "refusing to start: parameter 'seed': must be a finite number in [0, " in log, log
+        assert "Traceback" not in log, log

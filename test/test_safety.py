@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 
 from smrl_train.safety import (
+    GUARD_LIMITS,
+    GUARD_NON_FINITE,
+    GUARD_SHAPE,
+    GUARD_STEP,
     REJECT_DUPLICATE,
     REJECT_LENGTH,
     REJECT_MISSING,
     REJECT_NO_VELOCITY,
     REJECT_NON_FINITE,
     REJECT_UNKNOWN,
+    CommandGuard,
     JointStateMapper,
     MappedState,
     Rejection,
@@ -122,3 +127,69 @@ def test_watchdog_goes_stale_once_and_recovers_on_a_fresh_state() -> None:
 
 def test_all_finite() -> None:
     assert all_finite(np.zeros(3)) and not all_finite(np.array([0, np.nan])) and not all_finite(None)
+
+
+# -- the last line of defence -----------------------------------------------------------------
+
+def _guard(period: float = 0.05) -> CommandGuard:
+    return CommandGuard(np.array([-1.0, -2.0]), np.array([1.0, 2.0]), np.array([2.0, 4.0]), period)
+
+
+def test_guard_admits_steps_within_velocity_times_the_model_period_of_the_previous_command() -> None:
+    guard = _guard()  # steps of at most (0.1, 0.2) rad
+    measured = np.array([0.0, 0.0])
+    assert guard.admit(np.array([0.1, -0.2]), measured, now=0.0)
+    # The previous command is the reference now, not the measured position (the arm lags).
+    assert guard.admit(np.array([0.2, -0.3]), measured, now=0.05)
+    assert not guard.admit(np.array([0.0, -0.3]), measured, now=0.1)  # 0.2 rad back from 0.2
+    assert guard.refused[GUARD_STEP] == 1 and "joint 0 steps 0.2000 rad from the previous command" in \
+        guard.last_refusal
+    # A hold (the measured position) is always admitted and becomes the reference.
+    assert guard.admit_hold(measured, now=0.1) and guard.admit(np.array([0.1, 0.0]), measured, now=0.15)
+    assert guard.admitted == 4
+
+
+@pytest.mark.parametrize(("command", "reason"), [
+    (np.array([np.nan, 0.0]), GUARD_NON_FINITE),
+    (np.array([np.inf, 0.0]), GUARD_NON_FINITE),
+    (np.array([0.0, 2.01]), GUARD_LIMITS),
+    (np.array([0.0]), GUARD_SHAPE),
+])
+def test_guard_refuses_non_finite_out_of_limit_and_misshapen_commands_holds_too(command, reason) -> None:
+    guard = _guard()
+    assert not guard.admit(command, np.zeros(2), now=0.0)
+    assert not guard.admit_hold(command, now=0.0)
+    assert guard.refused[reason] == 2 and guard.previous is None
+
+
+def test_guard_bounds_from_the_measured_position_after_a_pause_or_forget() -> None:
+    guard = _guard()
+    assert guard.admit(np.array([0.0, 0.0]), np.zeros(2), now=0.0)
+    moved = np.array([0.8, 1.5])  # the arm was moved by other means (a reset, the explorer)
+    assert not guard.admit(moved, moved, now=0.1)  # 0.1 s < 3 periods: still the previous command
+    guard.forget()
+    assert guard.admit(moved + 0.05, moved, now=0.1)
+    assert guard.admit(np.array([0.85, 1.6]), np.array([0.85, 1.6]), now=1.0)  # stale: measured
+
+
+def test_guard_and_limiter_refuse_a_period_that_is_not_a_finite_positive_number() -> None:
+    for period in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number > 0"):
+            _guard(period)
+        with pytest.raises(ValueError, match="finite number > 0"):
+            TargetLimiter(np.array([-1.0]), np.array([1.0]), np.array([1.0]), period)
+
+
+def test_limiter_output_passes_the_guard_whatever_the_policy_says() -> None:
+    # The two layers agree: a target limited from the measured position and the previous
+    # command never trips the guard, however far the policy asks and the arm lags.
+    rng = np.random.default_rng(0)
+    lower, upper, vel, period = np.array([-1.0, -2.0]), np.array([1.0, 2.0]), np.array([2.0, 4.0]), 0.05
+    limiter, guard = TargetLimiter(lower, upper, vel, period), CommandGuard(lower, upper, vel, period)
+    q = np.zeros(2)
+    for k in range(500):
+        now = k * period
+        target = limiter.limit(q + rng.normal(0, 2.0, 2) * vel * period, q, guard.reference(now))
+        assert target is not None and guard.admit(target, q, now)
+        q = q + rng.uniform(0, 1, 2) * (target - q)  # the arm follows, lagging at random
+    assert sum(guard.refused.values()) == 0

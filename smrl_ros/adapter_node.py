@@ -13,7 +13,7 @@ start with ``adapt_on_start``) it
    its mean into an adapted policy (:func:`smrl_train.runtime.bake_latent`) in ``output_dir``;
 4. hands it to the controller by setting the controller's ``model_path`` parameter (hot
    reload), resets the arm and re-enables the controller;
-5. reports the exploration returns and, with ``evaluate_steps`` > 0, the return and final
+5. reports the exploration returns and, unless ``evaluate_steps`` is 0, the return and final
    success of the deployed policy over that many steps: on the log and on ``~/result``
    (std_msgs/String, JSON, latched).
 
@@ -36,8 +36,9 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot, resolve_path
+from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot
 from smrl_ros.node_main import StartupError, request_exit, run_node
+from smrl_ros.paths import input_path, output_path
 from smrl_train.exploration import LatentExplorer, RewardContext, episode_rng
 from smrl_train.runtime import EncoderRuntime, LatentPolicyRuntime, ModelError, bake_latent
 from smrl_train.urdf import UrdfError, load_urdf
@@ -49,7 +50,8 @@ MAX_ATTEMPTS = 3  # tries per exploration episode before the adaptation is repor
 @dataclass(frozen=True)
 class AdapterParams(DriverParams):
     bundle: str = params.param("", "adaptation bundle folder (encoder.onnx, policy.onnx)")
-    output_dir: str = params.param("", "where adapted policies are written (empty: <bundle>/adapted)")
+    output_dir: str = params.param("", "where adapted policies are written, relative to the working "
+                                     "directory (empty: <bundle>/adapted)")
     exploration_episodes: int = params.param(2, "episodes with z ~ prior whose rewards form the context")
     resample_period: int = params.param(
         0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
@@ -60,7 +62,8 @@ class AdapterParams(DriverParams):
                                       "'' when there is none)")
     controller_node: str = params.param("smrl_controller", "controller to hand the adapted policy to ('' : none)")
     pause_controller: bool = params.param(True, "disable the controller (its 'enabled' parameter) while exploring")
-    evaluate_steps: int = params.param(200, "after deploying, sum this many rewards as the deployed return (0: don't)")
+    evaluate_steps: int = params.param(-1, "after deploying, sum this many rewards as the deployed return (0: don't; "
+                                       "-1: one episode of the model's length)", low=-1, high=1_000_000)
     task_split: str = params.param("test", "train or test: which task list task_index indexes (sim bridge)")
     task_index: int = params.param(-1, "the task to adapt to (-1: whatever the sim bridge / lab has set up)")
     task_goal: tuple[float, ...] = params.param((), "explicit hidden goal for the sim bridge (overrides task_index)")
@@ -71,9 +74,8 @@ class AdapterParams(DriverParams):
         super().__post_init__()
         if not self.bundle:
             raise params.ParameterError("parameter 'bundle': required (an adaptation bundle folder)")
-        if self.exploration_episodes < 1 or self.resample_period < 0 or self.evaluate_steps < 0:
-            raise params.ParameterError("parameters: exploration_episodes >= 1, resample_period >= 0, "
-                                        "evaluate_steps >= 0 required")
+        if self.exploration_episodes < 1 or self.resample_period < 0:
+            raise params.ParameterError("parameters: exploration_episodes >= 1, resample_period >= 0 required")
         if self.task_split not in ("train", "test"):
             raise params.ParameterError(f"parameter 'task_split': expected train or test, got {self.task_split!r}")
 
@@ -95,8 +97,8 @@ class AdapterNode(Node):
                                                             if f not in dynamic))
         try:
             p = params.read(self, AdapterParams)
-            bundle = resolve_path(p.bundle)
-            arm = load_urdf(resolve_path(p.urdf_path), p.ee_link)
+            bundle = input_path(p.bundle)
+            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
             self.policy = LatentPolicyRuntime(bundle / "policy.onnx")
             self.encoder = EncoderRuntime(bundle / "encoder.onnx")
             info = self.policy.info
@@ -110,7 +112,7 @@ class AdapterNode(Node):
             raise StartupError(str(exc)) from None
         self.p = p
         self.bundle = bundle
-        self.output_dir = resolve_path(p.output_dir) if p.output_dir else bundle / "adapted"
+        self.output_dir = output_path(p.output_dir) if p.output_dir else bundle / "adapted"
         self.explorer = LatentExplorer(self.policy, p.resample_period)
         self.collected = RewardContext(info.obs_dim, info.n_joints, self.encoder.next_obs)
         self.phase = "idle"
@@ -135,8 +137,8 @@ class AdapterNode(Node):
         self.add_post_set_parameters_callback(self._on_parameters)
         self.get_logger().info(
             f"adapting {info.task_family} with {bundle} ({p.exploration_episodes} exploration episode(s) of "
-            f"{p.episode_length} steps, rewards from {p.reward_topic}, {p.mode} mode); adapted policies go to "
-            f"{self.output_dir}" + (f" and to /{p.controller_node}" if p.controller_node else ""))
+            f"{self.driver.episode_length} steps, rewards from {p.reward_topic}, {p.mode} mode); adapted policies "
+            f"go to {self.output_dir}" + (f" and to /{p.controller_node}" if p.controller_node else ""))
 
     # -- triggers --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,7 +222,7 @@ class AdapterNode(Node):
         if self.phase == "exploring":
             episode = len(self.collected.returns)
             self.explorer.begin_episode(episode_rng(self.p.seed, self.adaptations, episode))
-            self.driver.run(self.p.episode_length)
+            self.driver.run(self.driver.episode_length)
         elif self.phase == "deploying":
             self._enable_controller()
 
@@ -275,18 +277,21 @@ class AdapterNode(Node):
 
         self.driver.set_node_parameters(self.p.controller_node, {"model_path": str(out)}, reloaded)
 
+    def _evaluate_steps(self) -> int:
+        return self.driver.episode_length if self.p.evaluate_steps < 0 else self.p.evaluate_steps
+
     def _enable_controller(self) -> None:
         def enabled(ok: bool, why: str) -> None:
             if not ok:
                 self._fail(f"could not enable /{self.p.controller_node}: {why}")
                 return
-            if self.p.evaluate_steps:
+            if self._evaluate_steps():
                 self.phase = "evaluating"
                 self._success = None
                 self._eval_rewards = []
                 self.get_logger().info(f"controller running the adapted policy; measuring "
-                                       f"{self.p.evaluate_steps} steps")
-                budget = 2.0 * self.p.evaluate_steps / float(self.policy.info.control_hz) + 5.0
+                                       f"{self._evaluate_steps()} steps")
+                budget = 2.0 * self._evaluate_steps() / float(self.policy.info.control_hz) + 5.0
                 one_shot(self, budget, lambda n=self.adaptations: self._evaluation_timeout(n))
             else:
                 self._finish()
@@ -300,13 +305,13 @@ class AdapterNode(Node):
         if self.phase != "evaluating" or self._eval_rewards is None:
             return
         self._eval_rewards.append(float(msg.data))
-        if len(self._eval_rewards) == self.p.evaluate_steps:
+        if len(self._eval_rewards) == self._evaluate_steps():
             # The success flag of the same step comes right after its reward.
             one_shot(self, 0.05, self._finish_evaluation_once)
 
     def _evaluation_timeout(self, adaptation: int) -> None:
         if self.phase == "evaluating" and self.adaptations == adaptation:
-            self.get_logger().warning(f"only {len(self._eval_rewards or [])} of {self.p.evaluate_steps} rewards "
+            self.get_logger().warning(f"only {len(self._eval_rewards or [])} of {self._evaluate_steps()} rewards "
                                       "arrived while the adapted policy ran")
             self._finish_evaluation_once()
 
@@ -316,7 +321,7 @@ class AdapterNode(Node):
     def _finish_evaluation_once(self) -> None:
         if self.phase != "evaluating" or self._eval_rewards is None:
             return
-        rewards = self._eval_rewards[: self.p.evaluate_steps]
+        rewards = self._eval_rewards[: self._evaluate_steps()]
         self._eval_rewards = None
         self.job["deployed"] = {"return": float(np.sum(rewards)), "steps": len(rewards), "success": self._success}
         self._finish()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,6 @@ from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
-from smrl_train.config import package_root
 from smrl_train.control import ObservationBuilder, period_schedule
 from smrl_train.exploration import executed_action
 from smrl_train.latent_schedule import at_home, homing_step
@@ -68,7 +66,8 @@ class DriverParams:
     mode: str = params.param("lockstep", "lockstep: step on each new state answering the last command (the sim "
                              "bridge's lockstep mode); realtime: at most rate_hz on the newest state (real arms)")
     rate_hz: float = params.param(0.0, "realtime: step rate (Hz); 0: the model's control rate", low=0.0, high=1000.0)
-    episode_length: int = params.param(200, "control steps per episode", low=1, high=1_000_000)
+    episode_length: int = params.param(0, "control steps per episode; 0: the model's (its training episodes, "
+                                       "from its metadata)", low=0, high=1_000_000)
     reset_mode: str = params.param("service", "between episodes: service (call reset_service, the sim bridge's "
                                    "~/reset) or home (drive to `home` under the safety limits: real arms)")
     reset_service: str = params.param("/smrl_sim/reset", "std_srvs/Trigger that resets the arm (reset_mode service)")
@@ -95,9 +94,8 @@ class DriverParams:
             raise params.ParameterError(f"parameter 'reset_mode': expected service or home, got {self.reset_mode!r}")
         if self.reset_mode == "home" and not self.home:
             raise params.ParameterError("parameter 'home': required with reset_mode home (the pose to return to)")
-        if self.episode_length < 1 or self.rate_hz < 0 or not 0 < self.homing_speed <= 1:
-            raise params.ParameterError("parameters: episode_length >= 1, rate_hz >= 0 and 0 < homing_speed <= 1 "
-                                        "required")
+        if self.rate_hz < 0 or not 0 < self.homing_speed <= 1:
+            raise params.ParameterError("parameters: rate_hz >= 0 and 0 < homing_speed <= 1 required")
         if self.state_timeout_s <= 0 or self.reset_timeout_s <= 0 or self.home_tolerance <= 0:
             raise params.ParameterError("parameters state_timeout_s, reset_timeout_s, home_tolerance must be > 0")
 
@@ -113,10 +111,13 @@ def one_shot(node: Node, delay: float, fn: Callable[[], None]) -> None:
     box.append(node.create_timer(delay, fire))
 
 
-def resolve_path(path: str) -> Path:
-    """A path as given, or relative to the package root (source tree or share folder)."""
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else package_root() / p
+def episode_length(p: DriverParams, info: Any) -> int:
+    """Steps per episode: the parameter when set, else the model's (its metadata)."""
+    steps = p.episode_length or getattr(info, "episode_length", None) or 0
+    if steps < 1:
+        raise ValueError("parameter 'episode_length': required, the model does not record its episode length "
+                         "(exported by an older smrl)")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class ArmDriver:
         self.builder = ObservationBuilder(arm, self.joint_names, info.observation_layout)
         order = [arm.joint_names.index(n) for n in self.joint_names]
         self.period = 1.0 / float(info.control_hz)  # the action's time base, whatever the loop rate
+        self.episode_length = episode_length(p, info)
         self.limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
         self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
         self.max_step = np.asarray(info.action_scale, dtype=np.float64)

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -56,8 +55,8 @@ from smrl_ros.conversions import (
     seconds_to_stamp,
 )
 from smrl_ros.node_main import StartupError, run_node
+from smrl_ros.paths import input_path
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
-from smrl_train.config import package_root
 from smrl_train.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
 from smrl_train.runtime import ModelError, PolicyRuntime
 from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
@@ -107,15 +106,10 @@ class ControllerParams:
             raise params.ParameterError(f"parameter 'trigger': expected state or timer, got {self.trigger!r}")
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else package_root() / p
-
-
 def load_checked_policy(path: str, arm: ArmDescription, command_joints: tuple[str, ...],
                         warmup: int) -> tuple[PolicyRuntime, ObservationBuilder]:
     """Load the model and check it fits the robot; raises ModelError naming every mismatch."""
-    runtime = PolicyRuntime(_resolve(path), warmup=0)
+    runtime = PolicyRuntime(input_path(path), warmup=0)
     info = runtime.info
     problems = []
     if sorted(command_joints) != sorted(info.joint_names):
@@ -145,7 +139,7 @@ class ControllerNode(Node):
             f for f in ControllerParams.__dataclass_fields__ if f not in RUNTIME_PARAMETERS))
         try:
             p = params.read(self, ControllerParams)
-            arm = load_urdf(_resolve(p.urdf_path), p.ee_link)
+            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
             command_joints = p.joints or arm.joint_names
             runtime, builder = load_checked_policy(p.model_path, arm, tuple(command_joints), p.warmup)
         except (params.ParameterError, UrdfError, ModelError) as exc:

@@ -53,9 +53,10 @@ from std_msgs.msg import String
 
 import smrl_train
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, resolve_path
+from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, episode_length
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, request_exit, run_node
+from smrl_ros.paths import input_path, output_path
 from smrl_train import task_latents
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import (
@@ -78,7 +79,8 @@ WRITTEN_POLL_S = 0.005  # how often the executor looks for episodes the writer t
 @dataclass(frozen=True)
 class ExplorerParams(DriverParams):
     bundle: str = params.param("", "adaptation bundle folder (its policy.onnx) or a latent-policy .onnx file")
-    store: str = params.param("", "episode store to record into (created, or appended to when its schema matches)")
+    store: str = params.param("", "episode store to record into (created, or appended to when its schema matches); "
+                                "relative to the working directory")
     dataset: str = params.param("", "the offline dataset the bundle was trained on: the recording copies its "
                                 "manifest (tasks, arm, config) after checking the schema; empty: the schema "
                                 "comes from the model's metadata")
@@ -128,7 +130,7 @@ class ExplorerParams(DriverParams):
 
 def latent_policy_path(bundle: str) -> Path:
     """``bundle/policy.onnx`` for a bundle folder, else the file itself."""
-    path = resolve_path(bundle)
+    path = input_path(bundle)
     return path / "policy.onnx" if path.is_dir() else path
 
 
@@ -140,16 +142,16 @@ class ExplorerNode(Node):
         params.declare(self, ExplorerParams, read_only=tuple(ExplorerParams.__dataclass_fields__))
         try:
             p = params.read(self, ExplorerParams)
-            arm = load_urdf(resolve_path(p.urdf_path), p.ee_link)
+            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
             runtime = LatentPolicyRuntime(latent_policy_path(p.bundle))
             info = runtime.info
             self.driver = ArmDriver(self, p, arm, info)
-            dataset = EpisodeStore.open(resolve_path(p.dataset)).manifest if p.dataset else None
+            dataset = EpisodeStore.open(input_path(p.dataset)).manifest if p.dataset else None
             # ValueError on bad model metadata refuses the start like the other errors here.
             self.explorer = LatentExplorer(runtime, p.resample_period)
             self.latents = None
             if p.posterior_episodes:
-                path = resolve_path(p.task_latents) if p.task_latents else \
+                path = input_path(p.task_latents) if p.task_latents else \
                     latent_policy_path(p.bundle).parent / task_latents.FILE_NAME
                 self.latents = task_latents.TaskLatents.load(path)
                 if self.latents.latent_dim != info.latent_dim:
@@ -160,9 +162,9 @@ class ExplorerNode(Node):
                          "episode_kinds": {"explore": p.episodes_per_task - p.prior_episodes - p.posterior_episodes,
                                            "prior": p.prior_episodes, "posterior": p.posterior_episodes},
                          "resample_period": self.explorer.resample_period, "seed": p.seed}
-            manifest = recording_manifest(info, episode_length=p.episode_length, generator=generator,
+            manifest = recording_manifest(info, episode_length=episode_length(p, info), generator=generator,
                                           dataset_manifest=dataset)
-            self.store = EpisodeStore.create(resolve_path(p.store), manifest)
+            self.store = EpisodeStore.create(output_path(p.store), manifest)
         except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:  # TaskLatentsError too
             raise StartupError(str(exc)) from None
         self.p = p
@@ -213,7 +215,7 @@ class ExplorerNode(Node):
             + f") into {self.store.path}: tasks {list(self.tasks)}, "
             + (f"{p.episodes_per_task} episode(s) each per listing ({todo} to go)" if p.episodes_per_task
                else "until stopped")
-            + f", {p.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
+            + f", {self.driver.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
     # -- the job ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -268,7 +270,7 @@ class ExplorerNode(Node):
         self._episode_t0 = time.monotonic()
         if self.t_start is None:
             self.t_start = self._episode_t0
-        self.driver.run(self.p.episode_length)
+        self.driver.run(self.driver.episode_length)
 
     def _episode_kind(self, episode_index: int) -> str:
         """Each block of ``episodes_per_task`` episodes of a task in order: explore ones, then

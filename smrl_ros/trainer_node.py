@@ -37,9 +37,9 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import resolve_path
 from smrl_ros.executors import make_executor
 from smrl_ros.node_main import EXIT_STARTUP_REFUSED, StartupError
+from smrl_ros.paths import input_path, output_path
 from smrl_train.smac.config import VARIANT_ALIASES, VARIANTS
 
 PHASES = ("offline", "online")
@@ -50,7 +50,8 @@ EXIT_TRAINING_FAILED = 1
 class TrainerParams:
     config: str = params.param("config/reach.yaml", "task family config YAML (its smac: section is the recipe)")
     data: str = params.param("", "reward-labelled offline dataset (episode store)")
-    run_dir: str = params.param("runs/ros", "folder of the runs (one sub-folder per phase)")
+    run_dir: str = params.param("runs/ros", "folder of the runs (one sub-folder per phase), relative to "
+                                   "the working directory")
     phases: tuple[str, ...] = params.param(("offline", "online"), "phases to run, in order: offline, online")
     offline_run: str = params.param("offline_only", "sub-folder of the offline run")
     online_run: str = params.param("smac", "sub-folder of the self-supervised run")
@@ -98,22 +99,22 @@ class TrainerNode(Node):
             p = params.read(self, TrainerParams)
             from smrl_train.smac.problem import problem_from_files, resolve_smac
 
-            self.config_path = resolve_path(p.config)
-            self.smac = resolve_smac(self.config_path, resolve_path(p.smac_file) if p.smac_file else None,
+            self.config_path = input_path(p.config)
+            self.smac = resolve_smac(self.config_path, input_path(p.smac_file) if p.smac_file else None,
                                      p.variant or None, p.seed if p.seed >= 0 else None, p.overrides)
-            self.problem = problem_from_files(self.config_path, resolve_path(p.data))
+            self.problem = problem_from_files(self.config_path, input_path(p.data))
             self.source = None
             if p.recordings and "online" in p.phases:
                 from smrl_train.data.store import EpisodeStore
                 from smrl_train.pipeline import RecordedExplorationSource, load_recordings
 
-                dataset = EpisodeStore.open(resolve_path(p.data)).manifest
-                self.source = RecordedExplorationSource(load_recordings([resolve_path(r) for r in p.recordings],
+                dataset = EpisodeStore.open(input_path(p.data)).manifest
+                self.source = RecordedExplorationSource(load_recordings([input_path(r) for r in p.recordings],
                                                                         dataset))
         except Exception as exc:  # noqa: BLE001 - config, store and parameter errors all refuse the start
             raise StartupError(f"{type(exc).__name__}: {exc}") from None
         self.p = p
-        self.root = resolve_path(p.run_dir)
+        self.root = output_path(p.run_dir)
         self.current: dict[str, Any] | None = None
         self._samples: list[tuple[float, int]] = []
         self._logged_done, self._logged_at = -1, 0.0

@@ -82,6 +82,7 @@ class DeploymentSpec:
     arm: str
     urdf_sha256: str
     task_family: str
+    episode_length: int = 0  # control steps per training episode (0: not recorded)
 
     @property
     def obs_dim(self) -> int:
@@ -107,6 +108,7 @@ class DeploymentSpec:
             arm=str(arm.name),
             urdf_sha256=str(arm.urdf_sha256),
             task_family=str(u.family),
+            episode_length=int(u.cfg.env.episode_length),
         )
 
     @staticmethod
@@ -133,6 +135,7 @@ class DeploymentSpec:
             "smrl.arm": self.arm,
             "smrl.urdf_sha256": self.urdf_sha256,
             "smrl.task_family": self.task_family,
+            **({"smrl.episode_length": str(int(self.episode_length))} if self.episode_length > 0 else {}),
         }
 
 

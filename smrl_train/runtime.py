@@ -78,6 +78,7 @@ class ModelInfo:
     task_family: str
     latent_dim: int
     z: tuple[float, ...] | None = None
+    episode_length: int | None = None  # control steps per training episode (None: not recorded)
     metadata: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -98,6 +99,7 @@ class ModelInfo:
             "action_type": self.action_type, "action_output": self.action_output,
             "action_scale": self.action_scale.tolist(), "control_hz": self.control_hz,
             "latent_dim": self.latent_dim, "z": list(self.z) if self.z is not None else None,
+            "episode_length": self.episode_length,
         }
 
 
@@ -152,6 +154,12 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
     z = None
     if "smrl.z" in meta:
         z = tuple(float(v) for v in _floats(meta, "smrl.z", latent_dim))
+    episode_length = None
+    if "smrl.episode_length" in meta:
+        text = meta["smrl.episode_length"]
+        if not text.isdigit() or int(text) < 1:
+            raise ModelError(f"metadata smrl.episode_length {text!r} is not a positive integer")
+        episode_length = int(text)
     return ModelInfo(
         kind=meta["smrl.kind"], version=meta["smrl.version"], model_hash=meta["smrl.model_hash"],
         joint_names=tuple(names), observation_layout=tuple((str(a), int(b)) for a, b in layout),
@@ -159,7 +167,8 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
         action_scale=_floats(meta, "smrl.action_scale", n), lower=_floats(meta, "smrl.joint_lower", n),
         upper=_floats(meta, "smrl.joint_upper", n), velocity=_floats(meta, "smrl.joint_velocity", n),
         control_hz=control_hz, arm=meta["smrl.arm"], urdf_sha256=meta["smrl.urdf_sha256"],
-        task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z, metadata=dict(meta),
+        task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z,
+        episode_length=episode_length, metadata=dict(meta),
     )
 
 

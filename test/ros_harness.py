@@ -28,13 +28,14 @@ __all__ = ["DomainClaim", "FakeRobot", "Inbox", "RosProbe", "claim_domain_id", "
 
 
 @contextmanager
-def ros_graph(graph: GraphSpec, tmp_path: Path, start: bool = True) -> Iterator[tuple[GraphRunner, RosProbe]]:
+def ros_graph(graph: GraphSpec, tmp_path: Path, start: bool = True,
+              cwd: Path = REPO) -> Iterator[tuple[GraphRunner, RosProbe]]:
     """Run ``graph`` in a fresh domain with a probe node; stop everything on exit.
 
     On failure the node logs are attached to the exception, so a red test shows why.
     """
     claim = claim_domain_id()
-    runner = GraphRunner(graph, domain_id=claim.domain_id, log_dir=tmp_path / "logs", cwd=REPO)
+    runner = GraphRunner(graph, domain_id=claim.domain_id, log_dir=tmp_path / "logs", cwd=cwd)
     probe = RosProbe(claim.domain_id)
     try:
         if start:

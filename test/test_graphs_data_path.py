@@ -144,7 +144,7 @@ def test_every_node_starts_from_its_graph_with_the_yaml_parameters(tmp_path: Pat
         wait_until(lambda: {"smrl_adapter", "smrl_trainer", "smrl_controller"} <= set(probe.node.get_node_names()),
                    30.0, "the nodes")
         assert _parameters(probe, "smrl_adapter", ["exploration_episodes", "evaluate_steps", "mode"]) == {
-            "exploration_episodes": 2, "evaluate_steps": 200, "mode": "realtime"}
+            "exploration_episodes": 2, "evaluate_steps": -1, "mode": "realtime"}
         assert _parameters(probe, "smrl_trainer", ["threads", "progress_period_s", "offline_run"]) == {
             "threads": 1, "progress_period_s": 2.0, "offline_run": "offline_only"}
         assert _parameters(probe, "smrl_controller", ["enabled"]) == {"enabled": False}

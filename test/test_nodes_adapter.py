@@ -28,7 +28,8 @@ STEPS = 20  # per episode: 1 s at the model's 20 Hz (the sim runs in realtime, a
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return random_bundle(small_config("reach"), tmp_path_factory.mktemp("adapt") / "bundle")
+    # Trained on STEPS-step episodes: its metadata says so, and the adapter follows it.
+    return random_bundle(small_config("reach", episode_length=STEPS), tmp_path_factory.mktemp("adapt") / "bundle")
 
 
 def results(inbox) -> list[dict]:
@@ -47,14 +48,14 @@ def controller_on(diag, model: str) -> dict[str, str]:
 def test_adapter_writes_a_policy_the_controller_hot_loads(bundle: Path, tmp_path: Path) -> None:
     graph = adapt_graph(str(bundle), sim_parameters={"task_split": "test", "task_index": 1},
                         controller_parameters={"diagnostics_period_s": 0.2},
-                        adapter_parameters={"task_index": 1, "episode_length": STEPS, "evaluate_steps": STEPS,
-                                            "output_dir": str(tmp_path / "adapted")})
+                        adapter_parameters={"task_index": 1, "output_dir": str(tmp_path / "adapted")})
     with ros_graph(graph, tmp_path) as (runner, probe):
         inbox = probe.subscribe("/smrl_adapter/result", String, topics.LATCHED_QOS)
         diag = probe.subscribe(topics.DIAGNOSTICS, DiagnosticArray)
         first = json.loads(inbox.wait_count(1, 40.0)[0].data)
         assert first["error"] == "" and first["task"] == "test1"
-        # Two exploration episodes (config/adapt_nodes.yaml), each with a finite return.
+        # Two exploration episodes (config/adapt_nodes.yaml) of the model's length (its metadata:
+        # no parameter said it), each with a finite return; the deployed return over one more.
         assert len(first["exploration_returns"]) == 2 and np.all(np.isfinite(first["exploration_returns"]))
         assert first["context_size"] == 2 * STEPS and first["deployed"]["steps"] == STEPS
         model = load_model(first["model"])

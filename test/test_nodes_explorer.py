@@ -150,6 +150,20 @@ def test_sigkill_at_random_moments_leaves_exactly_the_finished_episodes(assets, 
     assert check_store(store, length) == {t: [length] * per_task for t in (0, 1, 2)}
 
 
+def test_a_relative_store_is_written_under_the_working_directory(assets, tmp_path: Path) -> None:
+    # Relative outputs once went to the package share folder (install/.../share/smrl_ros/rec/rel);
+    # the relative config still comes from the package (an input).
+    work = tmp_path / "work"
+    work.mkdir()
+    graph = explore_graph(str(assets["bundle"]), "rec/rel", explorer_parameters={
+        "dataset": str(assets["data"]), "tasks": [1], "episodes_per_task": 1, "episode_length": 30})
+    with ros_graph(graph, tmp_path, cwd=work) as (runner, probe):
+        assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
+    assert check_store(work / "rec" / "rel", 30) == {1: [30]}
+    from smrl_train.config import package_root
+    assert not (package_root() / "rec").exists()
+
+
 def test_sigterm_mid_episode_saves_it_truncated_and_exits_0(assets, tmp_path: Path) -> None:
     store = tmp_path / "store"
     length = 1200  # ~1 s per episode, so the kill below lands well inside one

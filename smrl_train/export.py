@@ -28,14 +28,18 @@ rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIR
   robot infers z from its own context and writes its own adapted policy without torch
   (:func:`smrl_train.runtime.bake_latent`), and explores as SMAC collects.
 
-Every export is checked against torch on random inputs (max abs diff <= 1e-5) before it is
-written, and ``smrl.model_hash`` (SHA-256 of the serialised graph) lets the loader detect a
-corrupted or edited file.
+Every export is checked against torch on random inputs before it is kept: the ONNX outputs'
+largest error against a float64 evaluation of the same module may exceed twice torch's own
+float32 error by at most 1e-5 (a plain float32-vs-float32 bound fails correct exports of a badly
+conditioned posterior, whose float32 solve errs by more than 1e-5 in torch too), and
+``smrl.model_hash`` (SHA-256 of the serialised graph) lets the loader detect a corrupted or
+edited file.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import warnings
@@ -259,21 +263,31 @@ def _finish(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> onn
     return model
 
 
+class ExportError(ValueError):
+    """An export that does not fit its spec or does not match torch (the message says how)."""
+
+
 def _parity(path: Path, module: nn.Module, feeds: dict[str, np.ndarray]) -> float:
-    """Max abs difference between onnxruntime and torch over every output."""
+    """How much less accurate onnxruntime is than torch's own float32: over outputs, the max of
+    ``max|onnx - ref64| - 2 max|torch32 - ref64|`` (<= 0 when ONNX errs at most twice as much),
+    where ``ref64`` is the module evaluated in float64 on the same inputs. (Elementwise the two
+    roundings differ by as much as each errs, and two float32 orders of the same operations on
+    a badly conditioned solve err alike only in size.)"""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)
     with torch.no_grad():
         want = module(*(torch.from_numpy(v) for v in feeds.values()))
+        ref = copy.deepcopy(module).double()(*(torch.from_numpy(v).double() for v in feeds.values()))
     worst = 0.0
-    for g, w in zip(got, want, strict=True):
-        w = w.numpy()
+    for g, w, r in zip(got, want, ref, strict=True):
+        w, r = w.numpy(), r.numpy()
         if not np.array_equal(np.isnan(g), np.isnan(w)):
             return float("inf")  # NaN on one side only is a mismatch (np.max would hide it)
-        diff = np.abs(g - w)
-        worst = max(worst, float(np.max(np.where(np.isnan(diff), 0.0, diff))))
+        finite = ~np.isnan(r)
+        excess = np.max(np.abs(g - r)[finite], initial=0.0) - 2 * np.max(np.abs(w - r)[finite], initial=0.0)
+        worst = max(worst, float(excess))
     return worst
 
 
@@ -297,7 +311,8 @@ def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: Deplo
         check_obs: observations (B, obs_dim) for the parity check (default: random ones over
             the joint range).
     Raises:
-        ValueError: the spec does not fit the policy, or ONNX and torch differ by > 1e-5.
+        ValueError: the spec does not fit the policy; ExportError (a ValueError): ONNX errs
+            by more than 1e-5 beyond twice torch's own float32 error.
     """
     path = Path(path)
     _check_spec(spec, policy.obs_dim, policy.act_dim)
@@ -316,7 +331,8 @@ def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: Deplo
     err = _parity(path, graph, {"obs": np.asarray(obs_check, dtype=np.float32)})
     if err > PARITY_ATOL:
         path.unlink()
-        raise ValueError(f"ONNX and torch differ by {err:.2e} > {PARITY_ATOL} for {path.name}")
+        raise ExportError(f"{path.name}: ONNX errs {err:.2e} beyond twice torch's float32 error "
+                          f"(> {PARITY_ATOL}): not written")
     return err
 
 
@@ -367,7 +383,8 @@ def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, f
 
     bad = {k: v for k, v in errors.items() if v > PARITY_ATOL}
     if bad:
-        raise ValueError(f"ONNX and torch differ by more than {PARITY_ATOL}: {bad}")
+        raise ExportError(f"{folder}: ONNX errs beyond twice torch's float32 error by more than "
+                          f"{PARITY_ATOL}: {bad}")
     return errors
 
 
@@ -407,7 +424,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
     else:
         z = np.zeros(nets.policy.latent_dim, dtype=np.float32)  # the prior mean
     err = export_adapted_policy(nets.policy, z, DeploymentSpec.from_config(cfg), args.out)
-    print(f"wrote {args.out} (ONNX vs torch max abs diff {err:.1e})")
+    print(f"wrote {args.out} (ONNX error beyond twice torch's float32 error {err:.1e})")
     return 0
 
 
@@ -419,8 +436,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     desc = export_run_bundle(args.checkpoint, args.config, args.out, offline=offline)
     print(f"wrote {args.out}: encoder.onnx, policy.onnx, prior_policy.onnx"
           + (f", {desc['task_latents']}" if desc["task_latents"] else "")
-          + ", bundle.json (ONNX vs torch max abs diff "
-          + ", ".join(f"{k} {v:.1e}" for k, v in desc["parity_max_abs_diff"].items()) + ")")
+          + ", bundle.json (ONNX error beyond twice torch's float32 error: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in desc["parity_excess_error"].items()) + ")")
     return 0
 
 

@@ -91,7 +91,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
                      "run": str(run_dir), "step": meta.get("step")}).save(out / FILE_NAME)
         latents_file = FILE_NAME
     desc = {"run": str(run_dir), "method": meta.get("method"), "phase": meta.get("phase"), "step": meta.get("step"),
-            "iteration": meta.get("iteration"), "parity_max_abs_diff": parity,
+            "iteration": meta.get("iteration"), "parity_excess_error": parity,
             "models": {name: load_model(out / name).info.model_hash for name in BUNDLE_FILES},
             "task_latents": latents_file}
     (out / "bundle.json").write_text(json.dumps(desc, indent=1, sort_keys=True) + "\n")

@@ -157,9 +157,22 @@ def _unrolled_cholesky_posterior(precision: Tensor, information: Tensor) -> tupl
             for k in range(j + 1, i):
                 acc = acc + low[i][k] * inv[k][j]  # type: ignore[operator]
             inv[i][j] = -acc / low[i][i]
-    # Sigma = L^-T L^-1: mean = Sigma info, var_i = sum_k (L^-1)_ki^2.
-    half = [sum(inv[i][k] * information[..., k] for k in range(i + 1)) for i in range(n)]  # L^-1 info
-    mean = torch.stack([sum(inv[k][i] * half[k] for k in range(i, n)) for i in range(n)], -1)  # type: ignore[misc]
+    # mean: L h = info by forward, then L^T mean = h by back substitution (as cholesky_solve;
+    # multiplying by the explicit inverse loses digits on a badly conditioned precision).
+    half: list[Tensor] = []
+    for i in range(n):
+        acc = information[..., i]
+        for k in range(i):
+            acc = acc - low[i][k] * half[k]
+        half.append(acc / low[i][i])
+    mean_rev: list[Tensor] = []  # mean[n-1], mean[n-2], ...
+    for i in reversed(range(n)):
+        acc = half[i]
+        for k in range(i + 1, n):
+            acc = acc - low[k][i] * mean_rev[n - 1 - k]
+        mean_rev.append(acc / low[i][i])
+    mean = torch.stack(mean_rev[::-1], -1)
+    # Sigma = L^-T L^-1: var_i = sum_k (L^-1)_ki^2.
     var = torch.stack([sum(inv[k][i] * inv[k][i] for k in range(i, n)) for i in range(n)], -1)  # type: ignore[misc]
     return mean, var
 

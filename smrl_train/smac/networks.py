@@ -185,7 +185,8 @@ def gaussian_posterior(precision: Tensor, information: Tensor) -> tuple[Tensor, 
         return _unrolled_cholesky_posterior(precision, information)
     chol = torch.linalg.cholesky(precision)
     mean = torch.cholesky_solve(information.unsqueeze(-1), chol).squeeze(-1)
-    inv_low = torch.linalg.solve_triangular(chol, torch.eye(precision.shape[-1]).expand_as(chol), upper=False)
+    eye = torch.eye(precision.shape[-1], dtype=precision.dtype)
+    inv_low = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)
     return mean, inv_low.square().sum(dim=-2)
 
 
@@ -220,9 +221,14 @@ class LinearGaussianEncoder(nn.Module):
         n, k = self.latent_dim, self.rank
         factor = out[..., : n * k].reshape(*out.shape[:-1], n, k)  # (T, C, L, k)
         reading = out[..., n * k:]  # (T, C, k)
-        precision = torch.eye(n) + torch.einsum("tcik,tcjk->tij", factor, factor)
+        # In float64 (L x L: cheap), here and in the ONNX graph: many nearly parallel factors
+        # make the precision so badly conditioned that float32 rounding of the sum leaves it
+        # not positive definite (Cholesky fails; seen on push exploration contexts).
+        factor, reading = factor.double(), reading.double()
+        precision = torch.eye(n, dtype=torch.float64) + torch.einsum("tcik,tcjk->tij", factor, factor)
         information = torch.einsum("tcik,tck->ti", factor, reading)
-        return gaussian_posterior(precision, information)
+        mean, var = gaussian_posterior(precision, information)
+        return mean.to(out.dtype), var.to(out.dtype)
 
 
 # Any context encoder: context (T, C, O + A + 1) -> posterior mean, variance (T, L).

@@ -281,7 +281,7 @@ class ControllerNode(Node):
         state = self.core.state
         if state is not None and self.core.hold_reason is None and rclpy.ok(context=self.context):
             # Leave the arm holding where it is, not heading for the last policy target.
-            self._publish(self.core.limiter.hold_target(state.position))
+            self._publish(self.core.limiter.hold_target(state.position), hold=True)
 
     def _swap_pending(self) -> None:
         pending = self._pending

@@ -229,12 +229,28 @@ class LaunchArgument:
 def launch_description(arguments: Sequence[LaunchArgument],
                        build: Callable[[Mapping[str, str]], GraphSpec]) -> Any:
     """A ``launch.LaunchDescription`` that declares ``arguments`` and starts the nodes of
-    ``build({argument: value})`` through launch_ros (console scripts in ``lib/smrl_ros``)."""
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    ``build({argument: value})`` through launch_ros (console scripts in ``lib/smrl_ros``).
+
+    As :func:`smrl_ros.run_graph.main`: the first node to exit ends the launch (the explorer,
+    the trainer or an adapter with ``exit_when_done`` when their job is done; a node that
+    refuses to start), the others are stopped, and ``ros2 launch`` exits non-zero, naming the
+    node and its status, when that node failed."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
     from launch import LaunchDescription
+
+    def ended(name: str) -> Callable[[Any, Any], list[Any] | None]:
+        def on_exit(event: Any, context: Any) -> list[Any] | None:
+            if context.is_shutdown:
+                return None  # stopping anyway (Ctrl-C, or another node ended the launch)
+            if event.returncode != 0:
+                # An exception from an event handler makes the launch service shut down and
+                # return 1 (a Shutdown action would return 0).
+                raise NodeFailed(f"{name} exited with status {event.returncode}")
+            return [Shutdown(reason=f"{name} finished")]
+        return on_exit
 
     def setup(context: Any) -> list[Any]:
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
@@ -243,7 +259,7 @@ def launch_description(arguments: Sequence[LaunchArgument],
             Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
                  parameters=[*spec.params_files, {k: list(v) if isinstance(v, tuple) else v
                                                   for k, v in spec.parameters.items()}],
-                 remappings=list(spec.remaps.items()), output="screen")
+                 remappings=list(spec.remaps.items()), output="screen", on_exit=ended(spec.name))
             for spec in graph.nodes
         ]
 
@@ -251,6 +267,10 @@ def launch_description(arguments: Sequence[LaunchArgument],
                                       **({"choices": list(a.choices)} if a.choices else {}))
                 for a in arguments]
     return LaunchDescription([*declared, OpaqueFunction(function=setup)])
+
+
+class NodeFailed(RuntimeError):
+    """A node of a launched graph exited with a non-zero status (ends the launch with status 1)."""
 
 
 def as_bool(text: str) -> bool:

@@ -170,6 +170,8 @@ ADAPT_ARGUMENTS = (
     LaunchArgument("allow_rate_mismatch", "", "true: let the controller run at a rate_hz other than the model's"),
     LaunchArgument("exploration_episodes", "", "episodes with rewards before the posterior is inferred"),
     LaunchArgument("episode_length", "", "control steps per episode (default the model's, from its metadata)"),
+    LaunchArgument("exit_when_done", "", "true: end the launch after the first adaptation (its result on "
+                   "~/result, the adapted policy in output_dir)"),
     LaunchArgument("evaluate_steps", "", "steps of the deployed return (default one episode; 0: skip)"),
     LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes"),
     LaunchArgument("urdf_path", "", "the robot's URDF"),
@@ -184,6 +186,7 @@ def adapt_from_arguments(values: Mapping[str, str]) -> GraphSpec:
                            "command_topic": get["controller_topic"], "joint_states_topic": get["joint_states_topic"],
                            "reward_topic": get["reward_topic"], "exploration_episodes": get["exploration_episodes"],
                            "episode_length": get["episode_length"], "evaluate_steps": get["evaluate_steps"],
+                           "exit_when_done": as_bool(str(get["exit_when_done"])) if get["exit_when_done"] != "" else "",
                            "home": get["home"], "urdf_path": get["urdf_path"]})
     ctrl = _drop_empty({"rate_hz": float(get["rate_hz"]) if get["rate_hz"] != "" else "",
                         "allow_rate_mismatch": as_bool(str(get["allow_rate_mismatch"]))

@@ -67,7 +67,8 @@ def test_launch_files_build_their_graph_from_the_shared_description(name: str) -
         assert node.executable in ("smrl_sim", "smrl_controller")
 
 
-@pytest.mark.parametrize("name", ["sim.launch.py", "control.launch.py"])
+@pytest.mark.parametrize("name", ["sim.launch.py", "control.launch.py", "explore.launch.py", "adapt.launch.py",
+                                  "train.launch.py"])
 def test_launch_files_are_real_launch_files(name: str) -> None:
     pytest.importorskip("launch", reason="launch/launch_ros come with a ROS 2 install, not from pip")
     pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install, not from pip")

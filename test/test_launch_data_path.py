@@ -1,9 +1,10 @@
 """launch_pytest tests of the launch files: ``ros2 launch``'s own machinery starting the graphs.
 
-They need a ROS 2 install with this package built (``colcon build``, ``colcon test``):
-launch, launch_ros and launch_pytest are not installable from pip, so in the pip-only venv the
-module is skipped with that reason. The same graphs run as real processes over DDS here through
-:class:`smrl_ros.graph.GraphRunner` (``test_nodes_*.py``, ``test_graphs_data_path.py``).
+They need launch, launch_ros and launch_pytest (a ROS 2 install, or the launch stack's wheels
+that ``make test`` installs into an overlay when they are present) and this package built with
+``colcon build``; elsewhere the module is skipped with that reason. The same graphs also run
+as real processes over DDS through :class:`smrl_ros.graph.GraphRunner` (``test_nodes_*.py``,
+``test_graphs_data_path.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 launch_pytest = pytest.importorskip(
-    "launch_pytest", reason="launch_pytest comes with a ROS 2 install (not from pip); run with colcon test")
+    "launch_pytest", reason="launch_pytest comes with a ROS 2 install (not from pip); make test runs this "
+                            "module when the launch stack's wheels are present")
 
 import rclpy  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402

@@ -153,14 +153,20 @@ class TrainerNode(Node):
                 self.get_logger().info(f"{phase}: {run_dir} has finished already; not training it again")
             else:
                 resume = meta is not None
-                total = (self.smac.offline.steps if phase == "offline" else self.smac.online.iterations)
+                online_cfg = self._online_config(offline_dir, meta)
+                total = self.smac.offline.steps if phase == "offline" else online_cfg.online.iterations
+                if phase == "online" and self.p.online_until:
+                    total = min(total, self.p.online_until)
                 self.current = {"phase": phase, "run": run_dir, "total": total, "t0": time.monotonic()}
                 self._samples, self._logged_done = [], -1
                 self.get_logger().info(f"{phase}: {'resuming' if resume else 'starting'} {run_dir}")
                 if phase == "offline":
                     train_offline(self.problem, self.smac, run_dir, resume=resume, progress=False)
                 else:
-                    train_online(self.problem, run_dir, offline_run=offline_dir, labels=self.p.labels, cfg=None,
+                    # The recipe given to this node (smac_file, variant, seed, overrides) trains the
+                    # online phase too; without any, the run's own (resumed) or the offline run's.
+                    explicit = online_cfg if self._recipe_given() else None
+                    train_online(self.problem, run_dir, offline_run=offline_dir, labels=self.p.labels, cfg=explicit,
                                  source=self.source, resume=resume, progress=False,
                                  stop_after_iterations=self.p.online_until or None)
                 self._report_progress()
@@ -177,6 +183,24 @@ class TrainerNode(Node):
                                        f"{t['success_rate']:.2f} on {len(t['tasks'])} held-out tasks")
                 self._announce({"kind": "evaluation", "phase": phase, "run": str(run_dir),
                                 "final_return": t["final_return"], "success_rate": t["success_rate"]})
+
+    def _recipe_given(self) -> bool:
+        p = self.p
+        return bool(p.smac_file or p.variant or p.seed >= 0 or p.overrides)
+
+    def _online_config(self, offline_dir: Path, meta: dict[str, Any] | None) -> Any:
+        """The SMAC config the online phase trains with (see train_online's ``cfg``)."""
+        from smrl_train.smac.checkpoint import CheckpointError, read_meta
+        from smrl_train.smac.config import smac_from_yaml_dict
+
+        if self._recipe_given():
+            return self.smac
+        if meta is not None and "smac" in meta:  # a resumed online run keeps its own
+            return smac_from_yaml_dict(meta["smac"])
+        try:
+            return smac_from_yaml_dict(read_meta(offline_dir)["smac"])
+        except (CheckpointError, KeyError):
+            return self.smac
 
     def _export(self, phase: str, run_dir: Path) -> None:
         from smrl_train.pipeline import export_run_bundle

@@ -111,3 +111,24 @@ def test_trainer_continues_the_online_phase_round_by_round(assets, tmp_path: Pat
         assert "online: resuming" in runner.log("smrl_trainer")
     second = read_meta(tmp_path / "runs" / "smac")
     assert second["iteration"] == 2 and second["finished"] and second["step"] > first["step"]
+
+
+def test_the_online_phase_trains_with_the_recipe_given_to_the_node(assets, tmp_path: Path) -> None:
+    """Overrides given for the online phase are used (the node once reused the offline run's
+    config: asked for 1 x 20 updates it ran 2 x 40, logging "online: 2/1 iterations")."""
+    common = dict(run_dir=str(tmp_path / "runs"), recordings=[str(assets["rec"])], progress_period_s=0.3)
+    offline = train_graph(str(assets["data"]), phases=["offline"], export=False,
+                          overrides=["offline.steps=100", *TINY], **common)
+    with ros_graph(offline, tmp_path / "r1") as (runner, _):
+        assert runner.wait_exit("smrl_trainer", 120.0) == 0, runner.log("smrl_trainer")
+    online = train_graph(str(assets["data"]), phases=["online"], export=False,
+                         overrides=["offline.steps=100", *TINY, "online.iterations=1",
+                                    "online.updates_per_iteration=20"], **common)
+    with ros_graph(online, tmp_path / "r2") as (runner, probe):
+        progress = probe.subscribe("/smrl_trainer/progress", String)
+        assert runner.wait_exit("smrl_trainer", 120.0) == 0, runner.log("smrl_trainer")
+        log = runner.log("smrl_trainer")
+    meta = read_meta(tmp_path / "runs" / "smac")
+    assert meta["finished"] and meta["iteration"] == 1 and meta["smac"]["online"]["updates_per_iteration"] == 20
+    assert "online: 1/1 iterations" in log and "2/1" not in log
+    assert [json.loads(m.data) for m in progress.snapshot()][-1]["total"] == 1

@@ -151,10 +151,12 @@ def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, 
 
     Raises:
         StoreError: a store is unreadable, reward-labelled, or its schema differs from the
-            dataset's (the message names the store and every differing key), or an episode
-            has an unknown kind (names the file).
+            dataset's (the message names the store and every differing key), an episode has
+            an unknown kind or a task the dataset does not train on (names the file), or there
+            are no episodes at all.
     """
     merged: dict[int, list[tuple[Any, str]]] = {}
+    known = {int(t["index"]) for t in dataset_manifest.get("tasks", {}).get("train", [])}
     for path in paths:
         store = EpisodeStore.open(path)
         if store.manifest["reward_labelled"]:
@@ -167,7 +169,12 @@ def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, 
             kind = episode.meta.get("kind", EPISODE_KIND)
             if kind not in EPISODE_KINDS:
                 raise StoreError(f"{file}: episode kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
+            if known and episode.task_index not in known:
+                raise StoreError(f"{file}: task {episode.task_index} is not one of the dataset's "
+                                 f"{len(known)} training tasks")
             merged.setdefault(episode.task_index, []).append((episode, kind))
+    if not merged:
+        raise StoreError(f"{', '.join(str(p) for p in paths)}: no recorded episodes to train on")
     out = {}
     for task, episodes in sorted(merged.items()):
         cat = {f: np.concatenate([e.arrays[f] for e, _ in episodes])

@@ -91,10 +91,12 @@ def _train_online(args: argparse.Namespace) -> int:
         cfg = _smac_cfg(args)
     source = None
     if args.source:
-        from smrl_train.data.store import load_task_arrays
-        from smrl_train.smac.sources import StoredEpisodeSource
+        # The trainer node's checks: reward-free, the dataset's schema (arm, joints, layout,
+        # rate, family), known tasks, known episode kinds.
+        from smrl_train.data.store import EpisodeStore
+        from smrl_train.pipeline import RecordedExplorationSource, load_recordings
 
-        source = StoredEpisodeSource(load_task_arrays(args.source))
+        source = RecordedExplorationSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
     train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,
                  method=args.method, resume=args.resume, progress=not args.quiet)
     print(f"online run written to {args.run}")
@@ -185,7 +187,8 @@ def add_subcommands(subparsers: Any) -> None:
     on.add_argument("--run", required=True, help="run directory to write (or resume)")
     on.add_argument("--labels", choices=("decoder", "true"), default="decoder",
                     help="decoder = SMAC (reward-free), true = online oracle")
-    on.add_argument("--source", help="episode store of recorded reward-free episodes (default: the sim env)")
+    on.add_argument("--source", action="append", metavar="STORE",
+                    help="reward-free recording (episode store) to train on instead of the sim env; repeatable")
     on.add_argument("--method", help="report row name (default smac/oracle[_paper])")
     on.add_argument("--resume", action="store_true")
     on.add_argument("--no-eval", action="store_true")

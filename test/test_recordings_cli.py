@@ -1,0 +1,78 @@
+"""``smrl train online --source``: recordings pass the trainer node's checks before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smrl_train.cli import main
+from smrl_train.config import to_dict
+from smrl_train.data.generate import generate_dataset
+from smrl_train.data.recorder import EpisodeRecorder
+from smrl_train.data.reward_free import recording_manifest
+from smrl_train.data.store import EpisodeStore
+from smrl_train.envs import ArmTaskEnv
+from smrl_train.exploration import LatentExplorer, collect_in_process
+from smrl_train.runtime import LatentPolicyRuntime
+
+from bundle_helpers import random_bundle
+from conftest import small_config
+
+TINY = ["network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]", "network.encoder_hidden=[32]",
+        "network.decoder_hidden=[16]", "offline.steps=50", "offline.log_every=25", "online.iterations=1",
+        "online.updates_per_iteration=10", "online.tasks_per_iteration=2", "online.eval_every=0",
+        "eval.diagnostic_tasks=0"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("recordings_cli")
+    cfg = small_config("reach", n_train=3, n_test=1, episode_length=20)
+    data = generate_dataset(cfg, tmp / "data", progress=False)
+    config = tmp / "reach_small.yaml"
+    raw = to_dict(cfg)
+    raw.pop("root", None)
+    raw["arm"]["urdf"] = str(cfg.urdf_path())
+    config.write_text(yaml.safe_dump(raw))
+    policy = LatentPolicyRuntime(random_bundle(cfg, tmp / "bundle") / "policy.onnx")
+    env = ArmTaskEnv(cfg)
+    stores = {}
+    for name, index in (("rec", None), ("unknown_task", 7)):
+        store = EpisodeStore.create(tmp / name, recording_manifest(policy.info, episode_length=20,
+                                                                   generator={"name": "test"},
+                                                                   dataset_manifest=data.manifest))
+        for task in data.tasks("train")[:2]:
+            recorder = EpisodeRecorder(store, task.index if index is None else index)
+            collect_in_process(env, LatentExplorer(policy), recorder, task, 1, 0, 20)
+        stores[name] = tmp / name
+    off = tmp / "runs" / "offline_only"
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    assert main(["train", "offline", "--config", str(config), "--data", str(tmp / "data"), "--run", str(off),
+                 "--quiet", "--no-eval", "--threads", "1", *sets]) == 0
+    return {"config": config, "data": tmp / "data", "off": off, "tmp": tmp, **stores}
+
+
+@pytest.mark.parametrize(("store", "message"), [
+    ("data", "must be reward-free"),  # the reward-labelled dataset itself: it once trained on it
+    ("unknown_task", "task 7 is not one of the dataset's 3 training tasks"),
+])
+def test_a_recording_that_does_not_fit_is_refused_in_one_line(setup, capsys, store: str, message: str) -> None:
+    code = main(["train", "online", "--config", str(setup["config"]), "--data", str(setup["data"]),
+                 "--from", str(setup["off"]), "--run", str(setup["tmp"] / "runs" / store), "--source",
+                 str(setup[store]), "--quiet", "--no-eval"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (setup["tmp"] / "runs" / store).exists()
+
+
+def test_a_fitting_recording_trains_the_online_phase(setup) -> None:
+    run = setup["tmp"] / "runs" / "smac"
+    assert main(["train", "online", "--config", str(setup["config"]), "--data", str(setup["data"]),
+                 "--from", str(setup["off"]), "--run", str(run), "--source", str(setup["rec"]), "--quiet",
+                 "--no-eval"]) == 0
+    from smrl_train.smac.checkpoint import read_meta
+
+    meta = read_meta(run)
+    assert meta["finished"] and meta["source"] == "RecordedExplorationSource"

@@ -105,7 +105,7 @@ def bench_dds(model: Path | None, rate_hz: float, seconds: float, log_dir: Path,
 
     from smrl_ros import topics
     from smrl_ros.conversions import status_values
-    from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, controller_node, ros_environment
+    from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, controller_node, die_with_parent, ros_environment
     from smrl_ros.probe import RosProbe, claim_domain_id
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -125,12 +125,12 @@ def bench_dds(model: Path | None, rate_hz: float, seconds: float, log_dir: Path,
     try:
         diag = probe.subscribe(topics.DIAGNOSTICS, DiagnosticArray)
         listener = subprocess.Popen([*robot, "listen", "--out", str(recv_path), "--priority", str(priority)],
-                                    env=env, cwd=REPO)
+                                    env=env, cwd=REPO, preexec_fn=die_with_parent())
         runner.start()
         time.sleep(1.0)  # the node loads its model before the states start
         states = subprocess.Popen([*robot, "states", "--rate", str(rate_hz), "--warmup", str(warmup),
                                    "--seconds", str(seconds), "--out", str(sent_path), "--priority", str(priority)],
-                                  env=env, cwd=REPO)
+                                  env=env, cwd=REPO, preexec_fn=die_with_parent())
         if states.wait(timeout=seconds + warmup + 60) != 0:
             raise RuntimeError("the state publisher failed")
         time.sleep(0.5)

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from smrl_ros.graph import GraphRunner, GraphSpec
+from smrl_ros.graph import GraphRunner, GraphSpec, die_with_parent
 from smrl_ros.graphs import adapt_graph, explore_graph, train_graph
 from smrl_ros.run_graph import LogTail
 from smrl_train.config import SmrlConfig, load_config, package_root, to_dict
@@ -247,7 +247,8 @@ def stage_meta_test(config: Path, data: Path, runs: Path, logs: Path, n_test: in
             procs[m] = subprocess.Popen(
                 [sys.executable, "-m", "smrl_train.cli", "eval", "--config", str(config), "--data", str(data),
                  "--run", str(runs / m), "--no-diagnostic", "--threads", "1"],
-                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                preexec_fn=die_with_parent())
     try:
         while any(p.poll() is None for p in procs.values()):
             time.sleep(poll_s if all(p.poll() is None for p in procs.values()) else 1.0)

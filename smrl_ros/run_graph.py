@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     graph = module.build(parse_arguments(module.ARGUMENTS, args.arguments))
     print(f"starting {', '.join(n.name for n in graph.nodes)} (Ctrl-C stops them)", flush=True)
-    with GraphRunner(graph, log_dir=args.log_dir, cwd=package_root()) as runner:
+    # The user's working directory: relative outputs land there (inputs fall back to the package).
+    with GraphRunner(graph, log_dir=args.log_dir) as runner:
         runner.start()
         try:
             with LogTail(runner, [n.name for n in graph.nodes]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -109,3 +110,44 @@ def test_controller_leaves_the_arm_holding_when_stopped(tmp_path: Path) -> None:
         time.sleep(0.2)
         np.testing.assert_allclose(command_arrays(robot.commands)[-1], home)  # the last word: hold
         robot.close()
+
+
+@pytest.mark.ros
+def test_nodes_die_with_a_killed_runner(tmp_path: Path) -> None:
+    """SIGKILL of ``run_graph`` (no clean stop possible) still ends its nodes: they run in their
+    own session, and used to outlive it (an explorer kept recording)."""
+    import subprocess
+    import sys
+
+    from smrl_ros.graph import ros_environment
+    from smrl_ros.probe import claim_domain_id
+
+    claim = claim_domain_id()
+    log_dir = tmp_path / "logs"
+    parent = subprocess.Popen([sys.executable, "-m", "smrl_ros.run_graph", "sim.launch.py", "--log-dir", str(log_dir)],
+                              env=ros_environment(claim.domain_id), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        node_pid = None
+        deadline = time.monotonic() + 30.0
+        while node_pid is None and time.monotonic() < deadline:
+            children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+            node_pid = int(children[0]) if children and (log_dir / "smrl_sim.log").exists() else None
+            time.sleep(0.2)
+        assert node_pid is not None, "the sim node did not start"
+        parent.kill()
+        parent.wait(10.0)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(node_pid, 9)
+            pytest.fail("the sim node outlived its killed runner")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        claim.release()

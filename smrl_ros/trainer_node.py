@@ -153,8 +153,8 @@ class TrainerNode(Node):
                 self.get_logger().info(f"{phase}: {run_dir} has finished already; not training it again")
             else:
                 resume = meta is not None
-                online_cfg = self._online_config(offline_dir, meta)
-                total = self.smac.offline.steps if phase == "offline" else online_cfg.online.iterations
+                online_cfg = self._online_config(offline_dir, meta) if phase == "online" else None
+                total = self.smac.offline.steps if online_cfg is None else online_cfg.online.iterations
                 if phase == "online" and self.p.online_until:
                     total = min(total, self.p.online_until)
                 self.current = {"phase": phase, "run": run_dir, "total": total, "t0": time.monotonic()}

@@ -282,30 +282,24 @@ class CommandGuard:
         """True (and ``command`` becomes the previous one) when ``command`` (n,) may be
         published at ``now`` (monotonic s) with the arm at ``measured`` (n,); False, counted,
         with :attr:`last_refusal` naming the violation, otherwise."""
-        reason = self._violation(np.asarray(command, dtype=np.float64), measured, now)
-        if reason is not None:
-            self.refused[reason[0]] += 1
-            self.last_refusal = reason[1]
-            return False
-        self._accept(command, now)
-        return True
+        command = np.asarray(command, dtype=np.float64)
+        return self._decide(command, self._violation(command, measured, now), now)
 
     def admit_hold(self, command: np.ndarray, now: float) -> bool:
         """A hold (the measured position, inside the limits) commands the arm where it is: only
         finiteness and the limits are checked."""
         command = np.asarray(command, dtype=np.float64)
-        reason = self._static_violation(command)
-        if reason is not None:
-            self.refused[reason[0]] += 1
-            self.last_refusal = reason[1]
-            return False
-        self._accept(command, now)
-        return True
+        return self._decide(command, self._static_violation(command), now)
 
-    def _accept(self, command: np.ndarray, now: float) -> None:
-        self.previous = np.array(command, dtype=np.float64)
+    def _decide(self, command: np.ndarray, violation: tuple[str, str] | None, now: float) -> bool:
+        if violation is not None:
+            self.refused[violation[0]] += 1
+            self.last_refusal = violation[1]
+            return False
+        self.previous = command.copy()
         self.previous_time = now
         self.admitted += 1
+        return True
 
     def _static_violation(self, command: np.ndarray) -> tuple[str, str] | None:
         if command.shape != self.lower.shape:
@@ -323,7 +317,6 @@ class CommandGuard:
         if static is not None:
             return static
         previous = self.reference(now)
-        recent = previous is not None
         reference = previous if previous is not None else np.asarray(measured, dtype=np.float64)
         if reference.shape != command.shape or not np.all(np.isfinite(reference)):
             return GUARD_NON_FINITE, "no finite reference position for the step bound"
@@ -331,7 +324,7 @@ class CommandGuard:
         over = np.flatnonzero(step > self.max_step)
         if over.size:
             j = int(over[0])
-            origin = "previous command" if recent else "measured position"
+            origin = "previous command" if previous is not None else "measured position"
             return GUARD_STEP, f"joint {j} steps {step[j]:.4f} rad from the {origin}, " \
                 f"above {self.max_step[j]:.4f} (velocity limit x model period)"
         return None

@@ -74,6 +74,13 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
     def set_task(self, task: Task) -> None:
         self.sim.set_task(task)
 
+    def achieved(self, obs: np.ndarray) -> np.ndarray:
+        """The point the success radius applies to, read from observations: the end effector
+        (reach) or the puck's xy (push). obs (..., O) -> (..., 3) reach, (..., 2) push."""
+        n = self.arm.n_joints
+        obs = np.asarray(obs, float)
+        return obs[..., 2 * n: 2 * n + 3] if self.family == "reach" else obs[..., 2 * n + 3: 2 * n + 5]
+
     def goal_from_rewards(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                           next_obs: np.ndarray) -> np.ndarray:
         """The hidden goal as trilateration recovers it from transitions with true rewards: the
@@ -89,13 +96,11 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         n = self.arm.n_joints
         action = np.asarray(action, float)
         d = -(np.asarray(reward, float) + self.cfg.env.action_cost * np.sum(np.square(action), axis=1))
-        ee = np.asarray(next_obs, float)[:, 2 * n: 2 * n + 3]
-        if self.family == "reach":
-            p = ee
-        else:
-            puck = np.asarray(next_obs, float)[:, 2 * n + 3: 2 * n + 6]
+        next_obs = np.asarray(next_obs, float)
+        p = self.achieved(next_obs)
+        if self.family == "push":
+            ee, puck = next_obs[:, 2 * n: 2 * n + 3], next_obs[:, 2 * n + 3: 2 * n + 6]
             d = d - self.cfg.env.push_reach_weight * np.linalg.norm(ee - puck, axis=1)
-            p = puck[:, :2]
         d = np.maximum(d, 0.0)
         a = np.concatenate([-2.0 * p, np.ones((len(p), 1))], axis=1)
         g = np.linalg.lstsq(a, d**2 - np.sum(p**2, axis=1), rcond=None)[0][:-1]

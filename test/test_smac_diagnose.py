@@ -46,6 +46,17 @@ def test_trilateration_recovers_the_goal_from_rewards(family: str) -> None:
         assert estimate.shape == (2,)
 
 
+@pytest.mark.parametrize("family", ["reach", "push"])
+def test_achieved_is_the_point_the_success_radius_applies_to(family: str) -> None:
+    env = ArmTaskEnv(small_config(family))
+    env.set_task(env.sample_tasks(2, 3)[1])
+    obs, *_ = _rows(env, 5, 1)
+    nxt, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    goal = np.asarray(env.task.goal)
+    assert env.achieved(nxt).shape == goal.shape and env.achieved(obs).shape == (5,) + goal.shape
+    assert np.linalg.norm(env.achieved(nxt) - goal) == pytest.approx(info["goal_distance"], abs=1e-6)
+
+
 def test_linear_probe_is_ridge_regression() -> None:
     rng = np.random.default_rng(0)
     z = rng.normal(size=(200, 4))
@@ -79,6 +90,11 @@ def test_diagnose_table_reports_the_bound_of_its_own_contexts() -> None:
     for r in out["table"]:
         assert np.isfinite(r["bound_error"]) and r["probe_error"] is not None and 0.0 <= r["success"] <= 1.0
         assert r["final_distance"] is not None
+    # The miss splits by the triangle inequality: |final - goal| <= |final - probe(z)| + |probe(z) - goal|.
+    for r in out["rows"]:
+        assert r["policy_error"] is not None
+        assert abs(r["final_distance"] - r["probe_error"]) - 1e-6 <= r["policy_error"]
+        assert r["policy_error"] <= r["final_distance"] + r["probe_error"] + 1e-6
     offline = next(r for r in out["table"] if r["context"] == "offline")
     assert offline["bound_error"] < 1e-6 and offline["bound_error_rows"] > offline["bound_error"]
     text = format_table(out)

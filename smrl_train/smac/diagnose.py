@@ -19,12 +19,17 @@ Per context and task split:
   with each reward placed where it was measured (after the step, s'), and as the context rows
   hold it (s, a, r: placed at the state before the step).
 * **success / final distance**: one scored episode with z from that posterior (as the
-  meta-test draws it), deterministic policy: whether the policy reaches what z says.
+  meta-test draws it), deterministic policy.
+* **policy error given z**: the distance from where that episode ended (the point the success
+  radius applies to, ``env.achieved``) to where the probe says z puts the goal. With the probe
+  error it splits a miss in two: z names the wrong goal (probe error), or the policy does not
+  reach the goal z names (this column).
 * **z distance**: how far the posterior mean lies from the offline-context one, in units of
   the between-task spread of offline posteriors (training tasks).
 
 Families without a task parameter vector (``task.goal``) get no probe, families without
-``goal_from_rewards`` no bound, families without ``info["goal_distance"]`` no final distance.
+``goal_from_rewards`` no bound, families without ``info["goal_distance"]`` no final distance,
+families without ``achieved`` no policy error.
 """
 
 from __future__ import annotations
@@ -73,6 +78,13 @@ def _context(rows: np.ndarray, width: int) -> torch.Tensor:
     return torch.as_tensor(rows[:, :width], dtype=torch.float32)
 
 
+def _policy_error(env: Any, final: Trajectory, aim: np.ndarray | None) -> float | None:
+    achieved = getattr(env.unwrapped, "achieved", None)
+    if achieved is None or aim is None or len(final) == 0:
+        return None
+    return float(np.linalg.norm(achieved(final.next_obs[-1]) - aim))
+
+
 def _bound(env: Any, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
            goal: np.ndarray | None) -> float | None:
     estimate = getattr(env.unwrapped, "goal_from_rewards", None)
@@ -119,9 +131,11 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
         mu, _ = agent.use_posterior(context, str(cfg.scored_latent))
         final: Trajectory = run_episode(env, agent, episode_seed, max_steps, True, "final")
         z = mu.squeeze(0).numpy()
+        aim = None if probe is None or goal is None else probe(z)
         rows.append({
             "split": split, "context": source, "task": idx,
-            "probe_error": None if probe is None or goal is None else float(np.linalg.norm(probe(z) - goal)),
+            "probe_error": None if aim is None else float(np.linalg.norm(aim - goal)),
+            "policy_error": _policy_error(env, final, aim),
             "bound_error": _bound(env, *transitions, goal),
             "bound_error_rows": _bound(env, *transitions[:3], transitions[0], goal),
             "success": float(bool(final.success)), "final_distance": final.final_distance,
@@ -175,6 +189,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "probe_error": _median([r["probe_error"] for r in sel]),
                     "bound_error": _median([r["bound_error"] for r in sel]),
                     "bound_error_rows": _median([r["bound_error_rows"] for r in sel]),
+                    "policy_error": _median([r["policy_error"] for r in sel]),
                     "success": float(np.mean([r["success"] for r in sel])),
                     "final_distance": _median([r["final_distance"] for r in sel]),
                     "z_distance": _median([r["z_distance"] for r in sel])})
@@ -187,14 +202,17 @@ def format_table(result: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}"
 
     lines = ["| tasks | z from | probe goal error (cm) | trilateration bound, s' / (s, a, r) rows (cm) | success "
-             "| final distance (cm) | z distance (spreads) |", "|---|---|---|---|---|---|---|"]
+             "| final distance (cm) | policy error given z (cm) | z distance (spreads) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["table"]:
         zd = "n/a" if r["z_distance"] is None else f"{r['z_distance']:.2f}"
         lines.append(f"| {r['split']} ({r['tasks']}) | {r['context']} | {cm(r['probe_error'])} | "
                      f"{cm(r['bound_error'])} / {cm(r['bound_error_rows'])} | {r['success']:.2f} | "
-                     f"{cm(r['final_distance'])} | {zd} |")
+                     f"{cm(r['final_distance'])} | {cm(r.get('policy_error'))} | {zd} |")
     fit = result.get("probe_fit_error")
     lines.append("")
     lines.append(f"Probe fitted on the training tasks' offline-context posteriors (in-sample error "
-                 f"{cm(fit)} cm); medians over tasks, success is the mean.")
+                 f"{cm(fit)} cm); medians over tasks, success is the mean. Policy error given z: final "
+                 f"position to the goal the probe reads from z (a miss with a small probe error is the "
+                 f"policy's).")
     return "\n".join(lines)

@@ -23,23 +23,42 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from smrl_train.config import SmrlConfig
+from smrl_train.config import ConfigError, SmrlConfig
 from smrl_train.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
 from smrl_train.tasks import Task
-from smrl_train.urdf import ArmDescription, load_urdf
+from smrl_train.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf
 
 
 def home_pose(cfg: SmrlConfig, arm: ArmDescription) -> np.ndarray:
-    """The configured home pose (n_joints,), or the middle of the joint limits."""
-    if cfg.arm.home:
-        home = np.asarray(cfg.arm.home, dtype=float)
-        if home.shape != (arm.n_joints,):
-            from smrl_train.config import ConfigError
+    """The configured home pose (n_joints,), or the middle of the joint limits. A home pose
+    that does not fit the arm raises :class:`ConfigError` (:func:`check_arm`)."""
+    if not cfg.arm.home:
+        return (arm.lower + arm.upper) / 2
+    home = np.asarray(cfg.arm.home, dtype=float)
+    if home.shape != (arm.n_joints,):
+        raise ConfigError(f"arm.home: expected {arm.n_joints} values (one per joint of {arm.name}: "
+                          f"{', '.join(arm.joint_names)}), got {len(home)}")
+    outside = [f"{n} {q:.3f} not in [{lo:.3f}, {hi:.3f}]" for n, q, lo, hi in
+               zip(arm.joint_names, home, arm.lower, arm.upper) if not lo <= q <= hi]
+    if outside:
+        raise ConfigError(f"arm.home: outside the URDF's joint limits: {'; '.join(outside)}")
+    ee = forward_kinematics(arm, home)
+    if ee[2] <= TABLE_TOP_Z:
+        raise ConfigError(f"arm.home: puts the end effector at z = {ee[2]:.3f} m, not above the table "
+                          f"(z = {TABLE_TOP_Z} m)")
+    return home
 
-            raise ConfigError(f"arm.home: expected {arm.n_joints} values (one per joint of "
-                              f"{arm.name}), got {len(home)}")
-        return np.clip(home, arm.lower, arm.upper)
-    return (arm.lower + arm.upper) / 2
+
+def check_arm(cfg: SmrlConfig) -> ArmDescription:
+    """The arm section against its URDF, at config load: the file parses with ``ee_link`` on
+    its chain, and ``home`` has one value per actuated joint, inside its limits, with the end
+    effector above the table. Raises :class:`ConfigError` naming the key."""
+    try:
+        arm = load_urdf(cfg.urdf_path(), cfg.arm.ee_link)
+    except UrdfError as exc:
+        raise ConfigError(f"arm.urdf / arm.ee_link: {exc}") from None
+    home_pose(cfg, arm)
+    return arm
 
 
 def observation_layout(n_joints: int, family: str) -> list[tuple[str, int]]:

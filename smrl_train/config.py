@@ -12,6 +12,7 @@ in an installed share directory (``share/smrl_ros/config`` beside ``share/smrl_r
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,23 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type (message names the key)."""
+
+
+def _require(ok: bool, key: str, must: str, value: Any) -> None:
+    """One line naming the key, what it must be and what it was."""
+    if not ok:
+        raise ConfigError(f"{key}: must be {must}, got {value!r}")
+
+
+def _finite(value: Any) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return all(math.isfinite(v) for v in values)
+
+
+def _check_box(key: str, low: tuple[float, ...], high: tuple[float, ...]) -> None:
+    _require(_finite(low) and _finite(high), key, "finite", (low, high))
+    _require(all(lo < hi for lo, hi in zip(low, high)), key, "a box with low < high on every axis",
+             {"low": list(low), "high": list(high)})
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,14 @@ class ArmConfig:
     servo_damping_ratio: float = 1.0
     # Reflected rotor inertia of each joint (kg m^2); URDF has no field for it.
     armature: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(_finite(self.home), "arm.home", "finite joint positions (rad)", list(self.home))
+        _require(0.0 < self.max_step_fraction <= 1.0, "arm.max_step_fraction", "in (0, 1]", self.max_step_fraction)
+        _require(0.0 < self.servo_stiffness < math.inf, "arm.servo_stiffness", "> 0 and finite", self.servo_stiffness)
+        _require(0.0 < self.servo_damping_ratio < math.inf, "arm.servo_damping_ratio", "> 0 and finite",
+                 self.servo_damping_ratio)
+        _require(0.0 <= self.armature < math.inf, "arm.armature", ">= 0 and finite", self.armature)
 
 
 @dataclass(frozen=True)
@@ -77,12 +103,19 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.family not in ("reach", "push"):
             raise ConfigError(f"env.family: expected 'reach' or 'push', got {self.family!r}")
-        if self.control_hz <= 0 or self.timestep <= 0 or self.episode_length <= 0:
-            raise ConfigError("env.control_hz, env.timestep and env.episode_length must be > 0")
+        for key in ("control_hz", "timestep"):
+            _require(0.0 < getattr(self, key) < math.inf, f"env.{key}", "> 0 and finite", getattr(self, key))
+        _require(self.episode_length >= 1, "env.episode_length", ">= 1", self.episode_length)
+        for key in ("action_cost", "reset_noise", "push_min_distance", "push_reach_weight"):
+            _require(0.0 <= getattr(self, key) < math.inf, f"env.{key}", ">= 0 and finite", getattr(self, key))
+        _require(0.0 < self.success_radius < math.inf, "env.success_radius", "> 0 and finite", self.success_radius)
         for key, n in (("reach_goal_low", 3), ("reach_goal_high", 3), ("puck_start", 2),
                        ("push_goal_low", 2), ("push_goal_high", 2)):
             if len(getattr(self, key)) != n:
                 raise ConfigError(f"env.{key}: expected a list of {n} floats")
+        _require(_finite(self.puck_start), "env.puck_start", "finite", list(self.puck_start))
+        _check_box("env.reach_goal_low/high", self.reach_goal_low, self.reach_goal_high)
+        _check_box("env.push_goal_low/high", self.push_goal_low, self.push_goal_high)
         ratio = 1.0 / (self.control_hz * self.timestep)
         if abs(ratio - round(ratio)) > 1e-6:
             raise ConfigError(
@@ -103,6 +136,11 @@ class TasksConfig:
     n_test: int = 10
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for key in ("n_train", "n_test"):
+            _require(getattr(self, key) >= 1, f"tasks.{key}", ">= 1", getattr(self, key))
+        _require(self.seed >= 0, "tasks.seed", ">= 0", self.seed)
+
 
 @dataclass(frozen=True)
 class BehaviourConfig:
@@ -119,6 +157,8 @@ class BehaviourConfig:
             raise ConfigError(
                 f"data.behaviours.kind: expected 'expert', 'wrong_goal' or 'random', got {self.kind!r}"
             )
+        _require(0.0 <= self.noise < math.inf, "data.behaviours.noise", ">= 0 and finite", self.noise)
+        _require(self.episodes >= 1, "data.behaviours.episodes", ">= 1", self.episodes)
 
 
 def _default_behaviours() -> tuple[BehaviourConfig, ...]:
@@ -139,6 +179,10 @@ class DataConfig:
     # the paper's per-task dataset size).
     behaviours: tuple[BehaviourConfig, ...] = field(default_factory=_default_behaviours)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(len(self.behaviours) >= 1, "data.behaviours", "at least one behaviour", [])
+        _require(self.seed >= 0, "data.seed", ">= 0", self.seed)
 
 
 @dataclass(frozen=True)
@@ -300,13 +344,23 @@ def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: igno
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty (a config names at least its arm and env sections)")
     try:
         cfg = from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     if "root" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
         cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))  # type: ignore[type-var]
+    if isinstance(cfg, SmrlConfig):
+        from smrl_train.arm_sim import check_arm  # the sim room knows the URDF and the table
+
+        try:
+            check_arm(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return cfg
+

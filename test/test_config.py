@@ -11,6 +11,7 @@ import pytest
 from smrl_train.config import ConfigError, SmrlConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
+URDF = REPO / "urdf" / "smrl_arm.urdf"
 
 
 @pytest.mark.parametrize("name", ["reach", "push", "reach_panda", "push_panda"])
@@ -47,9 +48,63 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> Non
 
 def test_floats_accept_ints_and_scientific_strings(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text("env:\n  control_hz: 20\n  action_cost: 1e-3\n")
+    path.write_text(f"arm:\n  urdf: {URDF}\nenv:\n  control_hz: 20\n  action_cost: 1e-3\n")
     cfg = load_config(path)
     assert cfg.env.control_hz == 20.0 and cfg.env.action_cost == 1e-3
+
+
+# Meaning, not only types (issue 15, defect 6): each names its key and what it must be.
+_MEANINGLESS = [
+    ("tasks:\n  n_train: -3\n", "tasks.n_train: must be >= 1"),
+    ("tasks:\n  n_train: 0\n", "tasks.n_train: must be >= 1"),
+    ("tasks:\n  n_test: 0\n", "tasks.n_test: must be >= 1"),
+    ("data:\n  seed: -1\n", "data.seed: must be >= 0"),
+    ("tasks:\n  seed: -1\n", "tasks.seed: must be >= 0"),
+    ("env:\n  reach_goal_low: [0.6, -0.3, 0.1]\n  reach_goal_high: [0.3, 0.3, 0.45]\n",
+     "env.reach_goal_low/high: must be a box with low < high"),
+    ("env:\n  push_goal_high: [.nan, 0.2]\n", "env.push_goal_low/high: must be finite"),
+    ("arm:\n  home: [0.0, .nan, 1.3, 1.2, 0.0]\n", "arm.home: must be finite"),
+    ("data:\n  behaviours:\n    - {kind: expert, noise: .nan}\n", "data.behaviours.noise: must be >= 0 and finite"),
+    ("data:\n  behaviours:\n    - {kind: expert, episodes: 0}\n", "data.behaviours.episodes: must be >= 1"),
+    ("data:\n  behaviours: []\n", "data.behaviours: must be at least one behaviour"),
+    ("arm:\n  servo_stiffness: -10\n", "arm.servo_stiffness: must be > 0"),
+    ("arm:\n  armature: -0.1\n", "arm.armature: must be >= 0"),
+    ("arm:\n  max_step_fraction: 0\n", "arm.max_step_fraction: must be in (0, 1]"),
+    ("arm:\n  max_step_fraction: -0.5\n", "arm.max_step_fraction: must be in (0, 1]"),
+    ("env:\n  control_hz: .inf\n", "env.control_hz: must be > 0 and finite"),
+    ("env:\n  success_radius: -0.05\n", "env.success_radius: must be > 0"),
+    ("env:\n  reset_noise: .nan\n", "env.reset_noise: must be >= 0 and finite"),
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("arm:\n  home: [0.0, 0.3, 9.0, 1.2, 0.0]\n",
+     "arm.home: outside the URDF's joint limits: elbow 9.000 not in [-2.600, 2.600]"),
+    ("arm:\n  home: [0.0, 0.3, 1.3]\n", "arm.home: expected 5 values"),
+    ("arm:\n  home: [0.0, 1.9, 0.0, 0.0, 0.0]\n", "not above the table"),
+    ("arm:\n  ee_link: no_such_link\n", "arm.urdf / arm.ee_link"),
+    ("arm:\n  urdf: urdf/missing.urdf\n", "arm.urdf / arm.ee_link"),
+]
+
+
+@pytest.mark.parametrize("text, needle", _MEANINGLESS)
+def test_meaningless_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "urdf").mkdir()
+    (tmp_path / "urdf" / "smrl_arm.urdf").write_bytes(URDF.read_bytes())
+    path = tmp_path / "config" / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_reports_meaningless_config_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"arm:\n  urdf: {URDF}\ntasks:\n  n_train: 0\n")
+    out = subprocess.run([sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(path),
+                          "--out", str(tmp_path / "d")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "tasks.n_train: must be >= 1, got 0" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "d").exists()
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
@@ -64,3 +119,30 @@ def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert "env.episode_length: expected int, got float" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_config_and_data_must_describe_the_same_arm(tmp_path: Path) -> None:
+    """Issue 15, defect 7: one check of a config against the data it is used with, made before
+    training (another arm's config on smrl_arm data used to train to exit 0)."""
+    import dataclasses
+
+    from smrl_train.data.generate import config_mismatches, generate_dataset
+
+    from conftest import small_config
+
+    cfg = small_config("reach", n_train=1, n_test=1, episode_length=10)
+    store = generate_dataset(cfg, tmp_path / "data", progress=False)
+    assert config_mismatches(cfg, store.manifest) == []
+    panda = config_mismatches(load_config(REPO / "config" / "reach_panda.yaml"), store.manifest)
+    assert any(p.startswith("joint_names: config ['panda_joint1'") for p in panda)
+    assert any(p.startswith("arm.urdf_sha256: config") for p in panda) and any("obs_dim" in p for p in panda)
+    slower = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, control_hz=10.0))
+    assert any(p.startswith("control_hz: config 10.0 != data 20.0") for p in config_mismatches(slower, store.manifest))
+    longer = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, episode_length=20))
+    assert config_mismatches(longer, store.manifest) == ["episode_length: config 20 != data 10"]
+
+    out = subprocess.run([sys.executable, "-m", "smrl_train.cli", "train", "offline", "--config",
+                          str(REPO / "config" / "reach_panda.yaml"), "--data", str(tmp_path / "data"),
+                          "--run", str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "not data of the arm" in out.stderr and "joint_names" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()

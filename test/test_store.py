@@ -69,6 +69,45 @@ def test_corrupt_episode_is_named(tmp_path: Path) -> None:
         store.read_episode(path)
 
 
+def _forge(store: EpisodeStore, task: int, episode: int, arrays: dict[str, np.ndarray], **meta: int) -> Path:
+    """An episode file with a valid checksum but whatever contents: what a buggy writer elsewhere
+    (or a hand edit) leaves, bypassing write_episode's checks."""
+    from safetensors.numpy import save
+
+    from smrl_train.data.store import _tensor_digest, episode_filename
+
+    info = {"task_index": task, "episode_index": episode, "length": len(arrays["obs"]),
+            "sha256": _tensor_digest(arrays), **meta}
+    path = store.path / "episodes" / episode_filename(task, episode)
+    path.write_bytes(save(arrays, metadata={"episode": json.dumps(info, sort_keys=True)}))
+    return path
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda a: dict(a, action=a["action"] * 50), "'action' has values in [-50"),
+    (lambda a: dict(a, obs=(a["obs"] + 1e6).astype(np.float32)), "'obs' has a value of magnitude 1e+06"),
+    (lambda a: a, "which the manifest does not list"),
+])
+def test_contents_are_checked_not_only_checksums(tmp_path: Path, change, needle: str) -> None:
+    """Issue 15, defect 8: a valid checksum over bad contents is refused on load, naming the file."""
+    store = generate_dataset(small_config("reach", n_train=1, n_test=1), tmp_path / "d", progress=False)
+    arrays = {k: np.array(v) for k, v in store.read_episode(store.episode_paths()[0]).arrays.items()}
+    arrays["action"] = np.clip(arrays["action"] * 2, -1, 1).astype(np.float32)  # some actions at the bounds
+    task = 7 if needle.startswith("which") else 0
+    _forge(store, task, 99, change(arrays))
+    with pytest.raises(StoreError) as err:
+        store.task_arrays()
+    assert needle in str(err.value)
+
+
+def test_file_name_and_metadata_must_agree(tmp_path: Path) -> None:
+    store = generate_dataset(small_config("reach", n_train=1, n_test=1), tmp_path / "d", progress=False)
+    arrays = store.read_episode(store.episode_paths()[0]).arrays
+    path = _forge(store, 0, 50, arrays, episode_index=3)
+    with pytest.raises(StoreError, match="name and its metadata disagree"):
+        store.read_episode(path)
+
+
 def test_reward_free_store_and_schema_checks(tmp_path: Path) -> None:
     labelled = generate_dataset(small_config("reach", n_train=1), tmp_path / "l", progress=False)
     manifest = {k: v for k, v in labelled.manifest.items() if k not in ("format", "version")}
@@ -87,6 +126,8 @@ def test_reward_free_store_and_schema_checks(tmp_path: Path) -> None:
     nan = dict(arrays, action=np.full_like(arrays["action"], np.nan))
     with pytest.raises(StoreError, match="non-finite"):
         free.write_episode(0, 1, nan)
+    with pytest.raises(StoreError, match="outside the manifest's bounds"):
+        free.write_episode(0, 1, dict(arrays, action=arrays["action"] + 3))
     assert load_task_arrays(free.path)[0].reward is None
     # Re-opening with another schema is refused and names the key.
     with pytest.raises(StoreError, match="different 'joint_names'"):

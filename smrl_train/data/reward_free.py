@@ -57,10 +57,12 @@ def schema_from_model(info: Any) -> dict[str, Any]:
     }
 
 
-def schema_mismatches(recorded: Mapping[str, Any], dataset: Mapping[str, Any]) -> list[str]:
+def schema_mismatches(recorded: Mapping[str, Any], dataset: Mapping[str, Any],
+                      names: tuple[str, str] = ("recording", "dataset")) -> list[str]:
     """Why episodes under manifest ``recorded`` cannot train with ``dataset`` (empty: they can).
 
-    Each entry names the key and both values. ``action.max_step`` is compared to 1e-6 rad.
+    Each entry names the key and both values (called ``names`` in the message).
+    ``action.max_step`` is compared to 1e-6 rad.
     """
     problems = []
     for key in SCHEMA_KEYS:
@@ -74,7 +76,7 @@ def schema_mismatches(recorded: Mapping[str, Any], dataset: Mapping[str, Any]) -
         else:
             same = a == b
         if not same:
-            problems.append(f"{key}: recording {a!r} != dataset {b!r}")
+            problems.append(f"{key}: {names[0]} {a!r} != {names[1]} {b!r}")
     return problems
 
 

@@ -12,6 +12,11 @@ one metadata entry ``episode`` holding sorted JSON (task index, episode index, b
 length and a SHA-256 of the tensor bytes, checked on load). The same seed therefore gives
 byte-identical files.
 
+Contents are checked on write and on load, not only the checksum: shapes and dtypes against
+the manifest, finite values, actions inside the manifest's bounds, observations of physical
+magnitude (|x| <= ``OBS_ABS_MAX``), a file name that matches its metadata, and (where the
+manifest lists tasks) only tasks it lists.
+
 Tensors per episode of T steps: ``obs`` (T, obs_dim) f32, ``action`` (T, act_dim) f32,
 ``next_obs`` (T, obs_dim) f32, ``terminated`` (T,) bool, ``truncated`` (T,) bool,
 ``timestamp`` (T,) f64 (s), and, in reward-labelled stores only, ``reward`` (T,) f32 and
@@ -41,6 +46,9 @@ EPISODES = "episodes"
 _NAME = re.compile(r"^task(\d{4})_ep(\d{6})\.safetensors$")
 REQUIRED = ("obs", "action", "next_obs", "terminated", "truncated", "timestamp")
 LABELLED = ("reward", "success")
+# Largest magnitude an observation entry may have (rad, rad/s, m): far beyond any arm's joint
+# range, speed or reach, so a value past it is a unit or logging error, not a state.
+OBS_ABS_MAX = 1e3
 # Manifest keys a reader relies on.
 MANIFEST_KEYS = ("format", "version", "family", "joint_names", "observation_layout", "obs_dim",
                  "act_dim", "action", "control_hz", "reward_labelled", "tasks", "generator")
@@ -216,6 +224,16 @@ class EpisodeStore:
             if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                 raise StoreError(f"{what}: '{name}' holds non-finite values")
             out[name] = arr
+        low, high = (float(b) for b in self.manifest["action"].get("bounds", (-1.0, 1.0)))
+        act = out["action"]
+        if act.min() < low - 1e-6 or act.max() > high + 1e-6:
+            raise StoreError(f"{what}: 'action' has values in [{act.min():.3g}, {act.max():.3g}], outside the "
+                             f"manifest's bounds [{low:g}, {high:g}]")
+        for name in ("obs", "next_obs"):
+            worst = float(np.abs(out[name]).max())
+            if worst > OBS_ABS_MAX:
+                raise StoreError(f"{what}: '{name}' has a value of magnitude {worst:.3g} (> {OBS_ABS_MAX:g}: "
+                                 f"not a state of an arm; units?)")
         return out
 
     # -- reading ---------------------------------------------------------------------------
@@ -249,6 +267,10 @@ class EpisodeStore:
             raise StoreError(f"{path}: corrupt episode file ({exc})") from None
         if _tensor_digest(arrays) != meta.get("sha256"):
             raise StoreError(f"{path}: checksum mismatch, the file is corrupt")
+        named = _NAME.match(Path(path).name)
+        if named and (int(named.group(1)), int(named.group(2))) != (meta.get("task_index"), meta.get("episode_index")):
+            raise StoreError(f"{path}: the file's name and its metadata disagree (task {meta.get('task_index')} "
+                             f"episode {meta.get('episode_index')})")
         self._validate(arrays, str(path))
         return Episode(arrays, meta)
 
@@ -259,7 +281,11 @@ class EpisodeStore:
     def task_arrays(self) -> dict[int, TaskArrays]:
         """Per-task transition arrays for training, keyed by task index."""
         grouped: dict[int, list[Episode]] = {}
+        known = {int(t["index"]) for split in self.manifest["tasks"].values() for t in split}
         for ep in self.iter_episodes():
+            if known and ep.task_index not in known:
+                raise StoreError(f"{self.path}: episode {ep.meta.get('episode_index')} names task {ep.task_index}, "
+                                 f"which the manifest does not list (tasks {min(known)}..{max(known)})")
             grouped.setdefault(ep.task_index, []).append(ep)
         labelled = bool(self.manifest["reward_labelled"])
         out = {}

@@ -21,6 +21,7 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     Train/test tasks come from the store's manifest (so evaluation uses exactly the split the
     data was generated for); the env is ``smrl_train.envs.make_env``.
     """
+    from smrl_train.data.generate import config_mismatches
     from smrl_train.data.store import EpisodeStore, StoreError
     from smrl_train.envs import make_env
 
@@ -29,6 +30,9 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     m = store.manifest
     if m["family"] != cfg.env.family:
         raise StoreError(f"{data}: holds '{m['family']}' episodes but {config} is a '{cfg.env.family}' config")
+    problems = config_mismatches(cfg, m)
+    if problems:
+        raise StoreError(f"{data}: not data of the arm {config} describes: " + "; ".join(problems))
     if not m["reward_labelled"]:
         raise StoreError(f"{data}: offline meta-training needs a reward-labelled store")
     train, test = store.tasks("train"), store.tasks("test")

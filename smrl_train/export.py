@@ -62,7 +62,7 @@ from smrl_train.runtime import (
     KIND_ENCODER,
     KIND_LATENT,
     REQUIRED_METADATA,
-    graph_hash,
+    set_metadata,
 )
 
 OPSET = 17
@@ -247,12 +247,9 @@ def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], input_names: list[str]
 
 
 def _finish(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> onnx.ModelProto:
-    metadata = {**metadata, "smrl.model_hash": graph_hash(model)}
-    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    set_metadata(model, metadata)
+    missing = [k for k in REQUIRED_METADATA if k not in {p.key for p in model.metadata_props}]
     assert not missing, f"export bug: metadata lacks {missing}"
-    del model.metadata_props[:]
-    for key, value in sorted(metadata.items()):
-        model.metadata_props.add(key=key, value=value)
     model.producer_name = "smrl"
     model.producer_version = smrl_train.__version__
     onnx.checker.check_model(model, full_check=True)

@@ -6,7 +6,7 @@ Loading checks a model before anything runs it and refuses a bad one with a
 1. the file is a single-file ONNX model (no external data: a model must not make the loader
    read other paths) that passes ``onnx.checker.check_model(full_check=True)``;
 2. every metadata key of :data:`REQUIRED_METADATA` is present and parses; the kind is the
-   expected one; ``smrl.model_hash`` matches the graph (a corrupted or edited file fails);
+   expected one; ``smrl.model_hash`` matches the graph and the metadata (a corrupted or edited file fails);
 3. input and output names, dtypes (float32) and shapes match the kind's contract and the
    metadata (observation size, number of joints, latent size), both in the ONNX graph and in
    the session onnxruntime builds from it.
@@ -52,9 +52,26 @@ class ModelError(ValueError):
     """An ONNX model is unreadable, malformed or does not fit (the message names the problem)."""
 
 
-def graph_hash(model: onnx.ModelProto) -> str:
-    """SHA-256 of the serialised graph (weights and ops; metadata excluded)."""
-    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+def model_hash(model: onnx.ModelProto) -> str:
+    """SHA-256 of the serialised graph (weights and ops) and of every metadata entry but the
+    hash itself (sorted JSON): an edit of either, e.g. of the joint order, fails the load."""
+    meta = {p.key: p.value for p in model.metadata_props if p.key != "smrl.model_hash"}
+    digest = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace the model's metadata by ``metadata`` plus its ``smrl.model_hash``, sorted by key."""
+    del model.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        if key != "smrl.model_hash":
+            model.metadata_props.add(key=key, value=value)
+    digest = model_hash(model)
+    entries = sorted([(p.key, p.value) for p in model.metadata_props] + [("smrl.model_hash", digest)])
+    del model.metadata_props[:]
+    for key, value in entries:
+        model.metadata_props.add(key=key, value=value)
 
 
 @dataclass(frozen=True)
@@ -235,8 +252,8 @@ def read_model(path: str | Path, kind: str | None = None) -> tuple[onnx.ModelPro
         raise ModelError(f"{path}: {exc}") from None
     if kind is not None and info.kind != kind:
         raise ModelError(f"{path}: is a {info.kind} model, expected {kind}")
-    if graph_hash(model) != info.model_hash:
-        raise ModelError(f"{path}: smrl.model_hash does not match the graph (corrupted or edited file)")
+    if model_hash(model) != info.model_hash:
+        raise ModelError(f"{path}: smrl.model_hash does not match the graph and metadata (corrupted or edited file)")
     if info.observation_layout[0] != ("joint_pos", info.n_joints):
         raise ModelError(f"{path}: observation layout must start with joint_pos[{info.n_joints}]")
     inputs, outputs = _io_contract(info)
@@ -435,11 +452,8 @@ def bake_latent(latent_policy: str | Path, z: np.ndarray, out: str | Path) -> Pa
     for i, node in enumerate(nodes):
         graph.node.insert(i, node)
     meta = {p.key: p.value for p in model.metadata_props}
-    meta.update({"smrl.kind": KIND_ADAPTED, "smrl.z": json.dumps([float(v) for v in z]),
-                 "smrl.model_hash": graph_hash(model)})
-    del model.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        model.metadata_props.add(key=key, value=value)
+    meta.update({"smrl.kind": KIND_ADAPTED, "smrl.z": json.dumps([float(v) for v in z])})
+    set_metadata(model, meta)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")

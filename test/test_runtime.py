@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper
 
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.export import DeploymentSpec, export_adapted_policy
-from smrl_train.runtime import ModelError, PolicyRuntime, compatibility_errors, graph_hash, load_model, read_model
+from smrl_train.runtime import ModelError, PolicyRuntime, compatibility_errors, load_model, model_hash, read_model
 
 from conftest import REPO, small_config
 from standin_policy import JointGoalPolicy
@@ -36,7 +37,7 @@ def rewrite(good: Path, out: Path, mutate: Callable[[onnx.ModelProto], None], re
     mutate(model)
     if rehash:
         meta = {p.key: p.value for p in model.metadata_props}
-        meta["smrl.model_hash"] = graph_hash(model)
+        meta["smrl.model_hash"] = model_hash(model)
         del model.metadata_props[:]
         for k, v in meta.items():
             model.metadata_props.add(key=k, value=v)
@@ -123,6 +124,19 @@ def test_bad_models_are_refused_naming_the_problem(good: Path, tmp_path: Path, n
 def test_a_tampered_weight_fails_the_hash(good: Path, tmp_path: Path) -> None:
     path = rewrite(good, tmp_path / "tampered.onnx", tamper_weight, rehash=False)
     with pytest.raises(ModelError, match="model_hash does not match"):
+        read_model(path)
+
+
+def test_an_edited_joint_order_fails_the_hash(good: Path, tmp_path: Path) -> None:
+    """Issue 15, defect 9: the hash covers the metadata, so a model whose joint order was edited
+    (the controller maps joints by name, so the edit alone would start) is refused."""
+    def swap_joints(model: onnx.ModelProto) -> None:
+        for p in model.metadata_props:
+            if p.key == "smrl.joint_names":
+                names = json.loads(p.value)
+                p.value = json.dumps([names[1], names[0], *names[2:]])
+    path = rewrite(good, tmp_path / "swapped.onnx", swap_joints, rehash=False)
+    with pytest.raises(ModelError, match="model_hash does not match the graph and metadata"):
         read_model(path)
 
 

@@ -101,7 +101,7 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
     for r in runs:
         for row in r.get("diagnose", []):
             key = f"{row['split']} / {row['context']}"
-            for field in ("probe_error", "bound_error_rows", "success", "final_distance"):
+            for field in ("probe_error", "bound_error_rows", "policy_error", "success", "final_distance"):
                 value = row.get(field)
                 if value is not None:
                     diagnose.setdefault(r["method"], {}).setdefault(f"{key} / {field}", []).append(value)
@@ -244,12 +244,16 @@ def _diagnose_table(summary: dict[str, Any]) -> list[str]:
              "tasks) and from the agent's own 1 or 2 exploration episodes (held-out tasks); the trilateration bound is "
              "the goal least squares recovers from the same exploration rows. The z shift SMAC is about is the gap "
              "between the offline and exploration columns; compare offline_only (before the self-supervised phase) "
-             "with smac (after).", "",
+             "with smac (after). Policy error given z: from where the scored episode ended to the goal the probe "
+             "reads from z (a miss with a small probe error is the policy's, not the encoder's).", "",
              "| method | probe, offline ctx | probe, explore 1 | probe, explore 2 | bound, explore 2 "
-             "| success, offline ctx | success, explore 2 |", "|---|---|---|---|---|---|---|"]
+             "| policy error given z, offline ctx / explore 2 | success, offline ctx | success, explore 2 |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in _ordered(list(diag)):
+        policy = [cell(n, "train / offline / policy_error"), cell(n, "test / explore 2 / policy_error")]
         cells = [cell(n, "train / offline / probe_error"), cell(n, "test / explore 1 / probe_error"),
                  cell(n, "test / explore 2 / probe_error"), cell(n, "test / explore 2 / bound_error_rows"),
+                 " / ".join(policy) if any(policy) else "",
                  cell(n, "train / offline / success", False), cell(n, "test / explore 2 / success", False)]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines

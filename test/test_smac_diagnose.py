@@ -99,3 +99,14 @@ def test_diagnose_table_reports_the_bound_of_its_own_contexts() -> None:
     assert offline["bound_error"] < 1e-6 and offline["bound_error_rows"] > offline["bound_error"]
     text = format_table(out)
     assert "| test (2) | explore 2 |" in text and "| train (2) | offline | " in text
+
+
+def test_report_puts_the_policy_error_beside_the_probe_error() -> None:
+    from smrl_train.smac.report import _diagnose_table
+
+    diag = {"smac": {"train / offline / probe_error": [0.01, 0.03], "train / offline / policy_error": [0.05, 0.07],
+                     "test / explore 2 / probe_error": [0.02], "test / explore 2 / policy_error": [0.04],
+                     "test / explore 2 / success": [0.5]}}
+    lines = _diagnose_table({"diagnose": diag})
+    row = next(line for line in lines if line.startswith("| smac |"))
+    assert "| 6.0 ± 1.4 / 4.0 ± 0.0 |" in row and "policy error given z" in "\n".join(lines)

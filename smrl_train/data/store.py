@@ -14,8 +14,8 @@ byte-identical files.
 
 Contents are checked on write and on load, not only the checksum: shapes and dtypes against
 the manifest, finite values, actions inside the manifest's bounds, observations of physical
-magnitude (|x| <= ``OBS_ABS_MAX``), a file name that matches its metadata, and (where the
-manifest lists tasks) only tasks it lists.
+magnitude (|x| <= ``OBS_ABS_MAX``), a file name that matches its metadata, and (in reward-labelled
+stores) only tasks the manifest lists.
 
 Tensors per episode of T steps: ``obs`` (T, obs_dim) f32, ``action`` (T, act_dim) f32,
 ``next_obs`` (T, obs_dim) f32, ``terminated`` (T,) bool, ``truncated`` (T,) bool,
@@ -281,7 +281,10 @@ class EpisodeStore:
     def task_arrays(self) -> dict[int, TaskArrays]:
         """Per-task transition arrays for training, keyed by task index."""
         grouped: dict[int, list[Episode]] = {}
-        known = {int(t["index"]) for split in self.manifest["tasks"].values() for t in split}
+        # An offline dataset's manifest lists its tasks; recordings are checked against their
+        # dataset by the trainer (smrl_train.pipeline), not here.
+        known = ({int(t["index"]) for split in self.manifest["tasks"].values() for t in split}
+                 if self.manifest["reward_labelled"] else set())
         for ep in self.iter_episodes():
             if known and ep.task_index not in known:
                 raise StoreError(f"{self.path}: episode {ep.meta.get('episode_index')} names task {ep.task_index}, "

@@ -52,25 +52,23 @@ class ModelError(ValueError):
     """An ONNX model is unreadable, malformed or does not fit (the message names the problem)."""
 
 
+def _digest(graph: onnx.GraphProto, metadata: dict[str, str]) -> str:
+    digest = hashlib.sha256(graph.SerializeToString(deterministic=True))
+    digest.update(json.dumps({k: v for k, v in metadata.items() if k != "smrl.model_hash"}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def model_hash(model: onnx.ModelProto) -> str:
     """SHA-256 of the serialised graph (weights and ops) and of every metadata entry but the
     hash itself (sorted JSON): an edit of either, e.g. of the joint order, fails the load."""
-    meta = {p.key: p.value for p in model.metadata_props if p.key != "smrl.model_hash"}
-    digest = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    return digest.hexdigest()
+    return _digest(model.graph, {p.key: p.value for p in model.metadata_props})
 
 
 def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     """Replace the model's metadata by ``metadata`` plus its ``smrl.model_hash``, sorted by key."""
+    entries = {**metadata, "smrl.model_hash": _digest(model.graph, metadata)}
     del model.metadata_props[:]
-    for key, value in sorted(metadata.items()):
-        if key != "smrl.model_hash":
-            model.metadata_props.add(key=key, value=value)
-    digest = model_hash(model)
-    entries = sorted([(p.key, p.value) for p in model.metadata_props] + [("smrl.model_hash", digest)])
-    del model.metadata_props[:]
-    for key, value in entries:
+    for key, value in sorted(entries.items()):
         model.metadata_props.add(key=key, value=value)
 
 

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from smrl_train.envs import ArmTaskEnv
 from smrl_train.export import DeploymentSpec, export_adapted_policy
-from smrl_train.runtime import ModelError, PolicyRuntime, compatibility_errors, load_model, model_hash, read_model
+from smrl_train.runtime import ModelError, PolicyRuntime, compatibility_errors, load_model, read_model, set_metadata
 
 from conftest import REPO, small_config
 from standin_policy import JointGoalPolicy
@@ -36,11 +36,7 @@ def rewrite(good: Path, out: Path, mutate: Callable[[onnx.ModelProto], None], re
     model = onnx.load(str(good))
     mutate(model)
     if rehash:
-        meta = {p.key: p.value for p in model.metadata_props}
-        meta["smrl.model_hash"] = model_hash(model)
-        del model.metadata_props[:]
-        for k, v in meta.items():
-            model.metadata_props.add(key=k, value=v)
+        set_metadata(model, {p.key: p.value for p in model.metadata_props})
     out.write_bytes(model.SerializeToString())
     return out
 

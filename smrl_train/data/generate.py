@@ -51,7 +51,7 @@ def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,
     }
 
 
-def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any], env: ArmTaskEnv | None = None) -> list[str]:
+def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any]) -> list[str]:
     """Why a store with ``manifest`` does not hold episodes of the arm and family ``cfg``
     describes (empty: it does). Each entry names the key and both values: the family, the
     URDF's hash, the joint names and their order, the observation layout, the action's scale,
@@ -60,8 +60,7 @@ def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any], env: ArmTaskEnv
     a config and a dataset (or a recording) are used together."""
     from smrl_train.data.reward_free import schema_mismatches
 
-    env = env or ArmTaskEnv(cfg)
-    mine = store_manifest(env, cfg, reward_labelled=False, tasks={}, generator={})
+    mine = store_manifest(ArmTaskEnv(cfg), cfg, reward_labelled=False, tasks={}, generator={})
     problems = schema_mismatches(mine, manifest, ("config", "data"))
     theirs = (manifest.get("arm") or {}).get("urdf_sha256")
     if theirs is not None and theirs != mine["arm"]["urdf_sha256"]:

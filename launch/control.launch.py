@@ -3,6 +3,7 @@
     ros2 launch smrl_ros control.launch.py model_path:=/path/adapted.onnx
         [use_sim:=true] [config:=config/reach.yaml] [task_split:=test] [task_index:=0]
         [rate_hz:=0.0] [allow_rate_mismatch:=false] [command_topic:=/forward_position_controller/commands]
+        [autostart:=true]
 
 With ``use_sim:=false`` only the controller starts: the real arm's driver already provides
 ``/joint_states`` and a forward position controller (its URDF goes in ``urdf_path``).
@@ -22,6 +23,8 @@ ARGUMENTS = [
     LaunchArgument("allow_rate_mismatch", "false", "run at a rate_hz other than the model's", ("true", "false")),
     LaunchArgument("command_topic", "/forward_position_controller/commands", "position command topic"),
     LaunchArgument("joint_states_topic", "/joint_states", "joint state topic"),
+    LaunchArgument("autostart", "true", "false: the controller waits unconfigured for lifecycle transitions "
+                   "(ros2 lifecycle set /smrl_controller configure, activate)", ("true", "false")),
 ]
 
 
@@ -33,7 +36,8 @@ def build(args):
         controller_parameters={"urdf_path": args["urdf_path"], "rate_hz": float(args["rate_hz"]),
                                "allow_rate_mismatch": as_bool(args["allow_rate_mismatch"]),
                                "command_topic": args["command_topic"],
-                               "joint_states_topic": args["joint_states_topic"]})
+                               "joint_states_topic": args["joint_states_topic"],
+                               "autostart": as_bool(args["autostart"])})
 
 
 def generate_launch_description():

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import SetParameters
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -229,14 +230,31 @@ class ArmDriver:
         self._reward_count_at_command = 0
 
         self.pub_command = node.create_publisher(Float64MultiArray, p.command_topic, topics.COMMAND_QOS)
-        node.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, topics.STATE_SUB_QOS)
+        self._subscriptions = [node.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
+                                                        topics.STATE_SUB_QOS)]
         if self.builder.needs_object:
-            node.create_subscription(PoseStamped, p.object_pose_topic, self._on_object_pose, topics.STATE_SUB_QOS)
+            self._subscriptions.append(node.create_subscription(PoseStamped, p.object_pose_topic,
+                                                                self._on_object_pose, topics.STATE_SUB_QOS))
         if reward_topic:
-            node.create_subscription(Float64, reward_topic, self._on_reward, topics.DEFAULT_QOS)
+            self._subscriptions.append(node.create_subscription(Float64, reward_topic, self._on_reward,
+                                                                topics.DEFAULT_QOS))
         self._reset_client = node.create_client(Trigger, p.reset_service) if p.reset_mode == "service" else None
         self._param_clients: dict[str, Any] = {}
-        node.create_timer(0.1, self._check_timeouts)
+        self._timer = node.create_timer(0.1, self._check_timeouts)
+
+    def close(self) -> None:
+        """Destroy the topics, clients and timer the driver made on its node (lifecycle cleanup)."""
+        self.stop()
+        self.pub_command.wait_for_all_acked(Duration(seconds=0.5))  # the hold reaches the arm first
+        node = self.node
+        node.destroy_timer(self._timer)
+        for sub in self._subscriptions:
+            node.destroy_subscription(sub)
+        for client in [self._reset_client, *self._param_clients.values()]:
+            if client is not None:
+                node.destroy_client(client)
+        node.destroy_publisher(self.pub_command)
+        self._subscriptions, self._param_clients, self._reset_client = [], {}, None
 
     # -- inputs ------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:

@@ -34,13 +34,16 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.duration import Duration
+from rclpy.publisher import Publisher
+from rclpy.timer import Timer
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
@@ -54,7 +57,7 @@ from smrl_ros.conversions import (
     pose_position,
     seconds_to_stamp,
 )
-from smrl_ros.node_main import StartupError, run_node
+from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, run_node
 from smrl_ros.paths import input_path
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
 from smrl_train.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
@@ -63,6 +66,7 @@ from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, Stale
 from smrl_train.urdf import ArmDescription, UrdfError, load_urdf
 
 TRIGGERS = ("state", "timer")
+HOLD_ACK_TIMEOUT_S = 0.5  # how long deactivate waits for the subscribers to acknowledge the hold
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class ControllerParams:
     joint_states_topic: str = params.param(topics.JOINT_STATES, "joint state input")
     command_topic: str = params.param(topics.COMMANDS, "position command output (Float64MultiArray)")
     object_pose_topic: str = params.param(topics.OBJECT_POSE, "object pose input (models observing puck_pos)")
+    autostart: bool = params.param(True, AUTOSTART_HELP)
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -130,13 +135,21 @@ def load_checked_policy(path: str, arm: ArmDescription, command_joints: tuple[st
 RUNTIME_PARAMETERS = ("model_path", "enabled")
 
 
-class ControllerNode(Node):
-    """The control node; see the module docstring."""
+class ControllerNode(ManagedNode):
+    """The control node (a lifecycle node); see the module docstring."""
 
     def __init__(self) -> None:
         super().__init__("smrl_controller")
         params.declare(self, ControllerParams, read_only=tuple(
             f for f in ControllerParams.__dataclass_fields__ if f not in RUNTIME_PARAMETERS))
+        self.autostart = params.convert("autostart", self.get_parameter("autostart").value, bool)
+        self.core: PolicyController | None = None
+        self._entities: list[Any] = []
+        self.add_on_set_parameters_callback(self._on_parameters)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Load the URDF and the model, check they fit, build the loop; StartupError if not."""
         try:
             p = params.read(self, ControllerParams)
             arm = load_urdf(input_path(p.urdf_path), p.ee_link)
@@ -144,17 +157,11 @@ class ControllerNode(Node):
             runtime, builder = load_checked_policy(p.model_path, arm, tuple(command_joints), p.warmup)
         except (params.ParameterError, UrdfError, ModelError) as exc:
             raise StartupError(str(exc)) from None
-        self.p, self.arm = p, arm
         info = runtime.info
-        self.model_joints = info.joint_names
-        self.command_joints = tuple(command_joints)
-        # model order -> command order
-        self._to_command = np.array([self.model_joints.index(n) for n in self.command_joints])
-        self.rate_hz = p.rate_hz or info.control_hz
-        self.period = 1.0 / self.rate_hz
+        rate_hz = p.rate_hz or info.control_hz
         model_period = 1.0 / info.control_hz
-        if abs(self.rate_hz - info.control_hz) > 0.01 * info.control_hz:
-            mismatch = (f"rate_hz {self.rate_hz:g} differs from the model's control rate {info.control_hz:g} Hz: "
+        if abs(rate_hz - info.control_hz) > 0.01 * info.control_hz:
+            mismatch = (f"rate_hz {rate_hz:g} differs from the model's control rate {info.control_hz:g} Hz: "
                         f"its actions are steps per {model_period:g} s")
             if not p.allow_rate_mismatch:
                 raise StartupError(f"{mismatch}; set allow_rate_mismatch:=true to run at it anyway")
@@ -162,6 +169,13 @@ class ControllerNode(Node):
         if info.urdf_sha256 != arm.urdf_sha256:
             self.get_logger().warning(f"the model was trained on {info.arm} with another URDF "
                                    f"(sha256 {info.urdf_sha256[:12]}... vs {arm.urdf_sha256[:12]}...)")
+        self.p, self.arm = p, arm
+        self.model_joints = info.joint_names
+        self.command_joints = tuple(command_joints)
+        # model order -> command order
+        self._to_command = np.array([self.model_joints.index(n) for n in self.command_joints])
+        self.rate_hz = rate_hz
+        self.period = 1.0 / self.rate_hz
         # Limits from the robot's URDF, in the model's joint order.
         order = [arm.joint_names.index(n) for n in self.model_joints]
         # The step bounds use the model's period (a faster loop shortens them; no rate stretches them).
@@ -186,22 +200,39 @@ class ControllerNode(Node):
         self._next_deadline = period_schedule(self.period)
         self._deadline: float | None = None
         self._last_step: float | None = None
+        self._latency_fd: int | None = None
 
         self.pub_command = self.create_publisher(Float64MultiArray, p.command_topic, topics.COMMAND_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
-        self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state, topics.STATE_SUB_QOS)
+        self._entities = [self.pub_command, self.pub_diag,
+                          self.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
+                                                   topics.STATE_SUB_QOS),
+                          self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)]
         if builder.needs_object:
-            self.create_subscription(PoseStamped, p.object_pose_topic, self._on_object_pose, topics.STATE_SUB_QOS)
-        self.add_on_set_parameters_callback(self._on_parameters)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
-        self._thread = threading.Thread(target=self._loop, name="smrl_control_loop", daemon=True)
+            self._entities.append(self.create_subscription(PoseStamped, p.object_pose_topic, self._on_object_pose,
+                                                           topics.STATE_SUB_QOS))
         self.get_logger().info(
             f"loaded {p.model_path} ({info.task_family} policy for {info.arm}, hash {info.model_hash[:12]}, "
             f"z {info.z}); commanding {', '.join(self.command_joints)} on {p.command_topic} at "
             f"{self.rate_hz:g} Hz ({p.trigger} trigger), watchdog {p.watchdog_periods:g} periods")
 
+    def cleanup(self) -> None:
+        """Release the model, the topics and the timer (back to unconfigured)."""
+        for entity in self._entities:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        self.core = None
+        self.get_logger().info("cleaned up: model released")
+
     # -- callbacks (executor thread) -----------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
+        if not self.active:
+            return  # configured but inactive: no steps, no commands
         now = time.monotonic()
         names, position, velocity = joint_state_arrays(msg)
         result = self.mapper.map(names, position, velocity)
@@ -220,6 +251,8 @@ class ControllerNode(Node):
             self.get_logger().warning("rejected a non-finite object pose", throttle_duration_sec=1.0)
 
     def _on_parameters(self, changed: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        if self.core is None:
+            return SetParametersResult(successful=True)  # unconfigured: read at configure
         enabled = self.enabled
         for param in changed:
             if param.name == "enabled":
@@ -252,8 +285,13 @@ class ControllerNode(Node):
             self.get_logger().info("commands enabled" if enabled else "commands disabled (enabled: false)")
         return SetParametersResult(successful=True)
 
-    # -- the control loop (its own thread) --------------------------------------------------------
-    def start(self) -> None:
+    # -- the control loop (its own thread, from activate to deactivate) ----------------------------
+    def activate(self) -> None:
+        """Start the loop: commands flow (unless ``enabled`` is false)."""
+        assert self.core is not None
+        self.guard.forget()  # the arm may have moved while inactive
+        self._deadline = self._last_step = None
+        self._stop_wait.clear()
         if self.p.realtime_priority:
             why = set_realtime_priority(self.p.realtime_priority)
             if why:
@@ -269,9 +307,12 @@ class ControllerNode(Node):
                 self.get_logger().info(f"holding /dev/cpu_dma_latency at {self.p.cpu_dma_latency_us} us")
         freeze_heap()
         self._running.set()
+        self._thread = threading.Thread(target=self._loop, name="smrl_control_loop", daemon=True)
         self._thread.start()
+        self.get_logger().info("active: commanding" if self.enabled else "active (commands disabled: enabled false)")
 
-    def stop(self) -> None:
+    def deactivate(self) -> None:
+        """Stop the loop and leave the arm holding where it is."""
         self._running.clear()
         self._stop_wait.set()
         self._thread.join(timeout=2.0)
@@ -282,6 +323,10 @@ class ControllerNode(Node):
         if state is not None and self.core.hold_reason is None and rclpy.ok(context=self.context):
             # Leave the arm holding where it is, not heading for the last policy target.
             self._publish(self.core.limiter.hold_target(state.position), hold=True)
+            # The hold must reach the arm before a cleanup or shutdown destroys the publisher.
+            self.pub_command.wait_for_all_acked(Duration(seconds=HOLD_ACK_TIMEOUT_S))
+        self.core.forget_state()
+        self.get_logger().info("inactive: holding, no commands until activated")
 
     def _swap_pending(self) -> None:
         pending = self._pending
@@ -393,6 +438,7 @@ class ControllerNode(Node):
         }
 
     def _publish_diagnostics(self) -> None:
+        assert self.core is not None
         hold = self.core.hold_reason
         values: dict[str, object] = {
             "model_path": self.model_path, "model_hash": self.model_hash, "rate_hz": self.rate_hz,
@@ -401,6 +447,9 @@ class ControllerNode(Node):
         }
         level = OK if hold is None else WARN
         message = "commanding" if hold is None else f"holding: {hold}"
+        if not self.active:
+            level, message = WARN, "inactive (lifecycle): not commanding"
+        values["lifecycle"] = self.lifecycle_state
         msg = DiagnosticArray()
         msg.header.stamp = seconds_to_stamp(time.time())
         msg.status = [make_status("smrl_controller: control loop", level, message, values, self.arm.name)]

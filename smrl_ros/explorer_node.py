@@ -33,6 +33,11 @@ Crash safety:
   state, so the data stay valid for bootstrapping) or dropped (``on_stop: drop``); the writer
   finishes, and the process exits 0.
 
+Lifecycle (``rclpy.lifecycle``; ``autostart`` takes it to active at start-up): *configure* loads
+the model and opens the store, *activate* records (resuming with the first task that still
+needs episodes), *deactivate* ends the episode in progress as SIGINT does (``on_stop``) and
+holds the arm, *cleanup* flushes the writer and releases everything.
+
 Progress: every episode is logged (count, steps, rate), and ``~/status`` (std_msgs/String,
 JSON, latched) and ``/diagnostics`` carry the counters every ``status_period_s``.
 """
@@ -48,14 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
 from std_msgs.msg import String
 
 import smrl_train
 from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, episode_length
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
-from smrl_ros.node_main import StartupError, request_exit, run_node
+from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
 from smrl_train import task_latents
 from smrl_train.data.recorder import EpisodeRecorder
@@ -108,6 +112,7 @@ class ExplorerParams(DriverParams):
     on_stop: str = params.param("save", "SIGINT/SIGTERM mid-episode: save (write it, last step truncated) or drop")
     exit_when_done: bool = params.param(True, "exit with status 0 once every task has its episodes")
     status_period_s: float = params.param(1.0, "period of ~/status and /diagnostics (s)")
+    autostart: bool = params.param(True, AUTOSTART_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,12 +139,17 @@ def latent_policy_path(bundle: str) -> Path:
     return path / "policy.onnx" if path.is_dir() else path
 
 
-class ExplorerNode(Node):
-    """The exploration recorder; see the module docstring."""
+class ExplorerNode(ManagedNode):
+    """The exploration recorder (a lifecycle node); see the module docstring."""
 
     def __init__(self) -> None:
         super().__init__("smrl_explorer")
         params.declare(self, ExplorerParams, read_only=tuple(ExplorerParams.__dataclass_fields__))
+        self.autostart = params.convert("autostart", self.get_parameter("autostart").value, bool)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Load the model, open (or create) the store, start the writer; StartupError if not."""
         try:
             p = params.read(self, ExplorerParams)
             arm = load_urdf(input_path(p.urdf_path), p.ee_link)
@@ -195,7 +205,7 @@ class ExplorerNode(Node):
         self._written: collections.deque[WrittenEpisode] = collections.deque()
         # The writer thread's results are picked up by a short timer, not a guard condition:
         # rclpy's EventsExecutor (smrl_ros.executors) does not support guard conditions.
-        self.create_timer(WRITTEN_POLL_S, self._poll_written)
+        self._timers = [self.create_timer(WRITTEN_POLL_S, self._poll_written)]
         self.writer = EpisodeWriter(self._written.append)
 
         self.driver.policy = self.explorer.act
@@ -204,7 +214,8 @@ class ExplorerNode(Node):
         self.driver.on_ready = self._maybe_run
         self.pub_status = self.create_publisher(String, "~/status", topics.LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
-        self.create_timer(p.status_period_s, self._publish_status)
+        self._timers.append(self.create_timer(p.status_period_s, self._publish_status))
+        self.state = "inactive"
         todo = sum(max(0, self.target[t] - self.count[t]) for t in self.tasks)
         self.get_logger().info(
             f"recording {info.task_family} exploration with {runtime.model.path} (z ~ prior, drawn "
@@ -217,9 +228,50 @@ class ExplorerNode(Node):
                else "until stopped")
             + f", {self.driver.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
-    # -- the job ----------------------------------------------------------------------------------
-    def start(self) -> None:
+    def activate(self) -> None:
+        """Record: from the first task (in order) that still needs episodes."""
+        if self.state in ("done", "failed"):
+            self.get_logger().info(f"activated, nothing to record: {self.state}")
+            return
+        self.task_pos = 0
         self._next_task()
+
+    def deactivate(self) -> None:
+        """End the episode in progress (written or dropped as ``on_stop`` says) and hold the arm."""
+        self.driver.stop()
+        rec = self.recorder
+        if rec is not None and rec.steps_in_progress:
+            assert self.task is not None
+            if self.p.on_stop == "save":
+                self.writer.submit(rec, truncated=True, meta=self._episode_meta(interrupted=True))
+                self.count[self.task] += 1  # on disk under this index, as a restart would count it
+                self.get_logger().info(f"stopping: writing the episode in progress ({rec.steps_in_progress} steps, "
+                                       "last step marked truncated)")
+            else:
+                self.get_logger().info(f"stopping: dropping the episode in progress ({rec.steps_in_progress} steps)")
+        self.recorder = None
+        if self.state not in ("done", "failed"):
+            self.state = "inactive"
+        self._publish_status()
+
+    def cleanup(self) -> None:
+        """Flush the writer, then release the model, the store, the topics and the timers."""
+        if not self.writer.close(timeout=30.0):
+            self.get_logger().error("the episode writer did not finish within 30 s")
+        self._exiting = True
+        self._collect_written()
+        if self.state not in ("done", "failed"):
+            self.state = "stopped"
+        self._publish_status()
+        self.get_logger().info(f"stopped: {self.summary()}")
+        self.driver.close()
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self.destroy_publisher(self.pub_status)
+        self.destroy_publisher(self.pub_diag)
+        self._timers = []
+
+    # -- the job ----------------------------------------------------------------------------------
 
     def _target_reached(self, task: int) -> bool:
         return bool(self.p.episodes_per_task) and self.count[task] >= self.target[task]
@@ -245,6 +297,8 @@ class ExplorerNode(Node):
                                   else {"task_split": "train", "task_index": int(task)})
 
         def done(ok: bool, reason: str) -> None:
+            if not self.active:
+                return  # deactivated meanwhile
             if not ok:
                 self._fail(f"could not set task {task} on /{self.p.sim_node}: {reason}")
                 return
@@ -259,7 +313,8 @@ class ExplorerNode(Node):
 
     def _maybe_run(self) -> None:
         """Start the next episode once the arm is ready and the previous episode is on disk."""
-        if self.driver.phase != ArmDriver.READY or self.writer.pending or self.state in ("done", "failed"):
+        if not self.active or self.driver.phase != ArmDriver.READY or self.writer.pending or \
+                self.state in ("done", "failed"):
             return
         assert self.task is not None
         self.recorder = EpisodeRecorder(self.store, self.task)
@@ -361,27 +416,6 @@ class ExplorerNode(Node):
         self.driver.stop()
         self.get_logger().error(message)
         self._publish_status()
-
-    def stop(self) -> None:
-        """Shutdown (SIGINT/SIGTERM or done): write or drop the episode in progress, flush."""
-        self.driver.stop()
-        rec = self.recorder
-        if rec is not None and rec.steps_in_progress:
-            if self.p.on_stop == "save":
-                self.writer.submit(rec, truncated=True, meta=self._episode_meta(interrupted=True))
-                self.get_logger().info(f"stopping: writing the episode in progress ({rec.steps_in_progress} steps, "
-                                       "last step marked truncated)")
-            else:
-                self.get_logger().info(f"stopping: dropping the episode in progress ({rec.steps_in_progress} steps)")
-        self.recorder = None
-        if not self.writer.close(timeout=30.0):
-            self.get_logger().error("the episode writer did not finish within 30 s")
-        self._exiting = True
-        self._collect_written()
-        if self.state not in ("done", "failed"):
-            self.state = "stopped"
-        self._publish_status()
-        self.get_logger().info(f"stopped: {self.summary()}")
 
     # -- status -------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -97,6 +97,8 @@ EXPLORE_ARGUMENTS = (
     LaunchArgument("joint_states_topic", "", "joint state input (default /joint_states)"),
     LaunchArgument("command_topic", "", "position command output (default /forward_position_controller/commands)"),
     LaunchArgument("urdf_path", "", "the robot's URDF"),
+    LaunchArgument("autostart", "true", "false: the explorer waits unconfigured for lifecycle transitions "
+                   "(ros2 lifecycle set /smrl_explorer configure, activate)", ("true", "false")),
 )
 
 
@@ -105,6 +107,7 @@ def explore_from_arguments(values: Mapping[str, str]) -> GraphSpec:
     keys = ("dataset", "tasks", "episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length",
             "home", "joint_states_topic", "command_topic", "urdf_path")
     extra = _drop_empty({k: parse_value(values.get(k, "")) for k in keys})
+    extra["autostart"] = as_bool(values.get("autostart", "true"))
     return explore_graph(values["bundle"], values["store"], use_sim=as_bool(values.get("use_sim", "true")),
                          config=values.get("config") or DEFAULT_CONFIG, explorer_parameters=extra)
 

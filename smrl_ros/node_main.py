@@ -7,6 +7,13 @@ exception: a Python exception raised by the handler while rclpy's executor is co
 callback's arguments surfaces as pybind11's ``RuntimeError: Unable to convert call argument``
 (seen with the EventsExecutor), which would skip the clean exit. A :class:`StartupError` (bad
 parameter, model refused) is logged as fatal and the process exits with status 2.
+
+The controller and the explorer are lifecycle nodes (:class:`ManagedNode`, ``rclpy.lifecycle``,
+as ros2_control's controllers): *configure* loads and checks what they need, *activate* starts
+commanding or recording, *deactivate* holds the arm (and ends the episode in progress),
+*cleanup* releases it all. With ``autostart`` (the default) :func:`run_node` takes them to
+active itself, and a refused configure exits with status 2 like any refused start; with
+``autostart:=false`` they wait, unconfigured, for a lifecycle manager or ``ros2 lifecycle set``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 from smrl_ros.executors import make_executor
@@ -39,14 +47,116 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def request_exit(node: Any) -> None:
     """End the node's process cleanly from inside a callback: :func:`run_node` leaves its spin
-    loop after the current callback, calls the node's ``stop()`` and exits 0. (A flag, not an
+    loop after the current callback, calls the node's ``stop()`` (a :class:`ManagedNode`: the
+    shutdown transition) and exits 0. (A flag, not an
     exception: the EventsExecutor logs and swallows exceptions raised in callbacks.)"""
     node.smrl_exit_requested = True
 
 
+AUTOSTART_HELP = ("configure and activate at start-up; false: stay unconfigured until a lifecycle manager "
+                  "or `ros2 lifecycle set <node> configure` / `activate` brings the node up")
+
+
+class ManagedNode(LifecycleNode):
+    """A lifecycle node whose transitions are four plain methods: :meth:`configure` (raise
+    :class:`StartupError` to refuse, the reason is logged), :meth:`activate`, :meth:`deactivate`
+    and :meth:`cleanup`. Shutting down from any state runs what is needed of the last two.
+    (rclpy turns an exception escaping a transition into a silent ERROR; here it is logged.)"""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.configured = False
+        self.active = False
+        self.refusal = ""
+
+    # -- what a node implements ------------------------------------------------------------------
+    def configure(self) -> None:
+        raise NotImplementedError
+
+    def activate(self) -> None:
+        raise NotImplementedError
+
+    def deactivate(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    # -- rclpy's transition callbacks --------------------------------------------------------------
+    def _transition(self, what: str, fn: Callable[[], None]) -> TransitionCallbackReturn:
+        try:
+            fn()
+        except (StartupError, ParameterError) as exc:
+            self.refusal = str(exc)
+            self.get_logger().error(f"{what} refused: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # noqa: BLE001 - rclpy would swallow it without a word
+            self.refusal = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{what} failed: {self.refusal}")
+            return TransitionCallbackReturn.ERROR
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def run() -> None:
+            self.configure()
+            self.configured = True
+        return self._transition("configure", run)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def run() -> None:
+            self.activate()
+            self.active = True
+        return self._transition("activate", run)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def run() -> None:
+            self.active = False
+            self.deactivate()
+        return self._transition("deactivate", run)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def run() -> None:
+            self.configured = False
+            self.cleanup()
+        return self._transition("cleanup", run)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def run() -> None:
+            if self.active:
+                self.active = False
+                self.deactivate()
+            if self.configured:
+                self.configured = False
+                self.cleanup()
+        return self._transition("shutdown", run)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # A transition raised: release what it left (back to unconfigured).
+        if self.active:
+            self.active = False
+            self.deactivate()
+        if self.configured:
+            self.configured = False
+            self.cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    @property
+    def lifecycle_state(self) -> str:
+        return str(self._state_machine.current_state[1])
+
+
+def _bring_up(node: ManagedNode) -> bool:
+    """Configure and activate (autostart); False, with the reason logged, when refused."""
+    for trigger in (node.trigger_configure, node.trigger_activate):
+        if trigger() != TransitionCallbackReturn.SUCCESS:
+            return False
+    return True
+
+
 def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = None) -> int:
-    """Construct the node, call its ``start()`` if any, spin until SIGINT/SIGTERM, then its
-    ``stop()`` if any. Returns the process exit status."""
+    """Construct the node, call its ``start()`` if any (a :class:`ManagedNode` with
+    ``autostart``: configure and activate it), spin until SIGINT/SIGTERM, then its ``stop()``
+    if any (a :class:`ManagedNode`: the shutdown transition). Returns the process exit status."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -56,10 +166,19 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
         rclpy.logging.get_logger(name).fatal(f"refusing to start: {exc}")
         rclpy.try_shutdown()
         return EXIT_STARTUP_REFUSED
+    if isinstance(node, ManagedNode) and getattr(node, "autostart", True) and not _bring_up(node):
+        rclpy.logging.get_logger(name).fatal(f"refusing to start: {node.refusal}")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return EXIT_STARTUP_REFUSED
     executor = make_executor()
     executor.add_node(node)
     try:
-        if hasattr(node, "start"):
+        if isinstance(node, ManagedNode):
+            if not node.configured:
+                node.get_logger().info(f"unconfigured (autostart: false): waiting for `ros2 lifecycle set "
+                                       f"{node.get_fully_qualified_name()} configure`")
+        elif hasattr(node, "start"):
             node.start()
         # spin_once with a timeout, not spin(): a blocking wait inside rcl would keep Python's
         # signal handler (and so the clean shutdown) from running until the next message.
@@ -71,7 +190,10 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
         # Ignore further signals during the clean-up; a second Ctrl-C must not skip it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if hasattr(node, "stop"):
+        if isinstance(node, ManagedNode):
+            if node.lifecycle_state in ("unconfigured", "inactive", "active"):
+                node.trigger_shutdown()
+        elif hasattr(node, "stop"):
             node.stop()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()

@@ -206,6 +206,14 @@ class PolicyController:
         self.object_pos = position
         return True
 
+    def forget_state(self) -> None:
+        """Drop the state (the controller was deactivated; the arm may move before it is active
+        again): nothing acts until a fresh state arrives, as after start-up."""
+        self.state = self.state_time = None
+        self._seen_seq = self._state_seq
+        self.hold_reason = HOLD_NO_STATE
+        self.watchdog.last_fresh, self.watchdog.stale = None, True
+
     def set_policy(self, policy: object) -> None:
         """Swap the policy (the node calls this between two ticks)."""
         self.policy = policy

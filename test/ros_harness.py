@@ -135,3 +135,23 @@ class FakeRobot:
 def command_arrays(inbox: Inbox[Any], start: int = 0) -> list[np.ndarray]:
     """The commands of an inbox from index ``start`` on, as arrays."""
     return [np.array(m.data) for m in inbox.snapshot()[start:]]
+
+
+def lifecycle_state(probe: RosProbe, node: str) -> str:
+    """The lifecycle state label of ``node`` through its ``get_state`` service."""
+    from lifecycle_msgs.srv import GetState
+
+    return str(probe.call(GetState, f"/{node}/get_state", GetState.Request()).current_state.label)
+
+
+def change_lifecycle(probe: RosProbe, node: str, transition: str) -> bool:
+    """Trigger ``transition`` (configure, activate, deactivate, cleanup, shutdown) on ``node``
+    through its ``change_state`` service; True when the node accepted it."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+    request = ChangeState.Request()
+    request.transition.id = ids[transition]
+    return bool(probe.call(ChangeState, f"/{node}/change_state", request, timeout=20.0).success)

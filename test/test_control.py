@@ -111,6 +111,21 @@ def test_stale_state_holds_once_then_resumes() -> None:
     assert ctl.watchdog.stale_events == 1 and ctl.counters["hold_commands"] == 1
 
 
+def test_a_forgotten_state_is_never_acted_on_again() -> None:
+    """Deactivated then activated: the old state must not drive a command (the arm may have
+    moved meanwhile); the next fresh state starts it again, as after start-up."""
+    ctl, _ = make_controller()
+    ctl.on_state(state(0.3), 1.0)
+    assert ctl.step(1.0).command is not None
+    ctl.forget_state()
+    assert ctl.step(5.0).command is None and ctl.check(5.0).command is None
+    assert ctl.watchdog.stale_events == 0  # forgetting is not a stale period
+    ctl.on_state(state(0.5), 5.1)
+    result = ctl.step(5.1)
+    assert "first joint state" in result.event
+    np.testing.assert_allclose(result.command, state(0.5).position + 0.01)
+
+
 @pytest.mark.parametrize(("mode", "reason", "counter"), [("raise", HOLD_INFERENCE, "inference_errors"),
                                                           ("nan", HOLD_BAD_ACTION, None)])
 def test_inference_failure_holds_and_never_repeats_the_last_command(mode, reason, counter) -> None:

@@ -19,7 +19,15 @@ from smrl_train.export import DeploymentSpec, export_adapted_policy
 from smrl_train.tasks import split_tasks
 
 from conftest import small_config
-from ros_harness import FakeRobot, command_arrays, latest_status, ros_graph, wait_until
+from ros_harness import (
+    FakeRobot,
+    change_lifecycle,
+    command_arrays,
+    latest_status,
+    lifecycle_state,
+    ros_graph,
+    wait_until,
+)
 from standin_policy import FaultyPolicy, JointGoalPolicy, reach_goal_joints
 
 pytestmark = pytest.mark.ros
@@ -329,6 +337,57 @@ def test_enabled_false_pauses_the_commands_and_true_resumes_them(spec, tmp_path:
         # The latency request was made (held, or refused with the reason on a machine without it).
         log = runner.log("smrl_controller")
         assert "holding /dev/cpu_dma_latency at 0 us" in log or "cpu_dma_latency_us 0 not applied" in log, log
+        robot.close()
+
+
+def test_lifecycle_transitions_load_command_hold_and_release(spec, tmp_path: Path) -> None:
+    """autostart false: the controller waits unconfigured; configure loads (a bad model is
+    refused with the reason and the node stays up), activate commands, deactivate holds and
+    stops, activate resumes, cleanup releases. All through the lifecycle_msgs services."""
+    z = HOME + np.array([0.2, 0.1, -0.1, 0.1, 0.1])
+    good = goal_model(spec, z, tmp_path / "g.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    graph = GraphSpec("lifecycle", (controller_node(str(bad), autostart=False, diagnostics_period_s=0.2),))
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        robot = FakeRobot(probe, spec.joint_names, HOME, rate=20.0, track=True)
+        robot.resume()
+        assert lifecycle_state(probe, "smrl_controller") == "unconfigured"
+        assert not change_lifecycle(probe, "smrl_controller", "configure")
+        assert "configure refused" in runner.log("smrl_controller") and "not an ONNX model" in \
+            runner.log("smrl_controller")
+        assert lifecycle_state(probe, "smrl_controller") == "unconfigured" and runner.exited() == {}
+        assert probe.set_parameters("smrl_controller", {"model_path": str(good)})[0].successful
+        assert change_lifecycle(probe, "smrl_controller", "configure")
+        assert lifecycle_state(probe, "smrl_controller") == "inactive"
+        robot.wait_connected()
+        diag = probe.subscribe(topics.DIAGNOSTICS, DiagnosticArray)
+        status = wait_status(diag, lambda st: True)
+        assert status["lifecycle"] == "inactive" and "inactive" in status["message"]
+        assert len(robot.commands) == 0  # configured, not active: nothing is commanded
+
+        assert change_lifecycle(probe, "smrl_controller", "activate")
+        wait_until(lambda: len(robot.commands) > 0 and np.allclose(command_arrays(robot.commands)[-1], z, atol=2e-3),
+                   10.0, "the arm at the goal once active")
+        assert change_lifecycle(probe, "smrl_controller", "deactivate")
+        n = len(robot.commands)
+        time.sleep(0.5)
+        assert len(robot.commands) <= n + 1  # at most the hold, issued before the answer ... or in flight
+        n = len(robot.commands)
+        time.sleep(0.5)
+        assert len(robot.commands) == n  # inactive: silent
+        robot.set_q(HOME)  # the arm is moved by other means while the controller is inactive
+        time.sleep(0.2)
+
+        assert change_lifecycle(probe, "smrl_controller", "activate")
+        robot.commands.wait_count(n + 3, 10.0)
+        first = command_arrays(robot.commands, n)[0]
+        assert np.max(np.abs(first - HOME)) <= spec.velocity.max() / 20.0 + 1e-6  # from where the arm is now
+        assert change_lifecycle(probe, "smrl_controller", "deactivate")
+        assert change_lifecycle(probe, "smrl_controller", "cleanup")
+        assert lifecycle_state(probe, "smrl_controller") == "unconfigured"
+        assert "cleaned up: model released" in runner.log("smrl_controller")
+        assert runner.exited() == {}
         robot.close()
 
 

@@ -29,7 +29,7 @@ from smrl_train.smac.sources import collection_plan
 
 from bundle_helpers import random_bundle
 from conftest import small_config
-from ros_harness import ros_graph, wait_until
+from ros_harness import change_lifecycle, lifecycle_state, ros_graph, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -194,6 +194,41 @@ def test_sigterm_mid_episode_saves_it_truncated_and_exits_0(assets, tmp_path: Pa
     last = s.read_episode(s.episode_paths()[-1])
     assert last.meta["interrupted"] and 0 < len(last) < length and lengths[:-1] == [length] * (len(lengths) - 1)
     assert s.stale_temp_files() == []
+
+
+def test_lifecycle_configure_opens_the_store_deactivate_ends_the_episode_activate_resumes(assets,
+                                                                                         tmp_path: Path) -> None:
+    """autostart false: nothing is opened until configure; activate records; deactivate
+    mid-episode writes it truncated (as SIGTERM does) and stops; activate records the rest and
+    the explorer exits 0 once every task has its episodes."""
+    store = tmp_path / "store"
+    length = 1200  # ~1 s per episode: the deactivate lands inside one
+    graph = explore_graph(str(assets["bundle"]), str(store), explorer_parameters={
+        "tasks": [1], "episodes_per_task": 3, "episode_length": length, "autostart": False})
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        status = probe.subscribe("/smrl_explorer/status", String, topics.LATCHED_QOS)
+        assert lifecycle_state(probe, "smrl_explorer") == "unconfigured"
+        assert not store.exists()
+        assert change_lifecycle(probe, "smrl_explorer", "configure")
+        assert lifecycle_state(probe, "smrl_explorer") == "inactive" and EpisodeStore.open(store).episode_paths() == []
+        time.sleep(0.5)
+        assert written_count(runner.log("smrl_explorer")) == 0  # configured, not recording
+        assert change_lifecycle(probe, "smrl_explorer", "activate")
+        wait_until(lambda: written_count(runner.log("smrl_explorer")) >= 1, 30.0, "an episode on disk")
+        time.sleep(0.3)
+        assert change_lifecycle(probe, "smrl_explorer", "deactivate")
+        wait_until(lambda: written_count(runner.log("smrl_explorer")) >= 2, 10.0, "the interrupted episode on disk")
+        status.wait_for(lambda m: json.loads(m[-1].data)["state"] == "inactive" and
+                        json.loads(m[-1].data)["episodes"] == 2, 5.0, "an inactive status counting 2 episodes")
+        steps = json.loads(status.latest.data)["driver_steps"]
+        time.sleep(0.5)
+        assert json.loads(status.latest.data)["driver_steps"] == steps  # inactive: the arm is not driven
+        assert change_lifecycle(probe, "smrl_explorer", "activate")
+        assert runner.wait_exit("smrl_explorer", 60.0) == 0
+        log = runner.log("smrl_explorer")
+    assert "writing the episode in progress" in log
+    lengths = check_store(store, length, allow_interrupted=True)[1]
+    assert len(lengths) == 3 and lengths[0] == length and 0 < lengths[1] < length and lengths[2] == length
 
 
 def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(assets, tmp_path: Path) -> None:

@@ -44,6 +44,17 @@ def test_offline_only_sampling_never_sees_online_rows() -> None:
     assert (buf.context(torch.tensor([0]), 200, g)[..., 0] == 2.0).any()
 
 
+def test_meta_batches_mark_which_transitions_are_offline_data() -> None:
+    buf = TaskBuffers([0, 1], 2, 1, capacity=8)
+    for t in (0, 1):
+        _fill(buf, t, 5, 1.0)
+    buf.freeze_offline()
+    _fill(buf, 0, 30, 2.0)  # collected online: task 0 only
+    b = MetaBatchSampler(buf, torch.Generator().manual_seed(0)).sample(6, 50, 4)
+    assert torch.equal(b.offline, (b.obs[:, 0] == 1.0).float())
+    assert 0.0 < float(b.offline.mean()) < 1.0
+
+
 def test_explore_fraction_takes_contexts_from_the_explore_buffer() -> None:
     rl = TaskBuffers([0, 1], 2, 1)
     ex = TaskBuffers([0, 1], 2, 1)

@@ -85,6 +85,16 @@ def test_awac_policy_loss_weights_are_constants() -> None:
     assert logp.grad.tolist() == pytest.approx([-0.25, -0.75])
 
 
+def test_awac_policy_loss_with_a_mask_averages_the_kept_rows_only() -> None:
+    logp = torch.tensor([-1.0, -2.0, -4.0], requires_grad=True)
+    w = torch.tensor([0.5, 1.5, 2.0])
+    loss = awac_policy_loss(logp, w, torch.tensor([1.0, 0.0, 1.0]))
+    assert loss.item() == pytest.approx((0.5 * 1.0 + 2.0 * 4.0) / 2)
+    loss.backward()
+    assert logp.grad.tolist() == pytest.approx([-0.25, 0.0, -1.0])
+    assert awac_policy_loss(logp, w, torch.zeros(3)).item() == 0.0
+
+
 def test_online_q_term_raw_and_normalised() -> None:
     q = torch.tensor([-2.0, -4.0])
     assert online_q_term(q, 1.0, normalize=False).item() == pytest.approx(3.0)

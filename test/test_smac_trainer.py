@@ -196,3 +196,26 @@ def test_compiled_gradients_follow_autograd() -> None:
                 assert mc[k] == pytest.approx(ma[k], rel=1e-4, abs=1e-5), (phase, k)
     for (name, p), (_, q) in zip(auto.nets.state_dict().items(), comp.nets.state_dict().items()):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+def test_online_actor_on_offline_data_imitates_only_the_datasets_actions() -> None:
+    """online.actor_data offline: the advantage-weighted term's gradient comes from the rows the
+    meta-batch marks offline; changing the collected rows' actions leaves it unchanged."""
+    import dataclasses
+
+    cfg = tiny_config("success_tuned")
+    cfg = dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, actor_data="offline"))
+    tr = SmacTrainer(cfg, OBS, ACT, seed=0)
+    tr.set_phase("online")
+    batch = random_batch(seed=5)
+    mask = (torch.arange(batch.obs.shape[0]) % 3 == 0).float()
+    batch = dataclasses.replace(batch, offline=mask)
+    torch.manual_seed(0)
+    t = tr.compute_losses(batch)
+    kept = -(mask * t.weights * t.log_prob).sum() / mask.sum()
+    assert torch.allclose(t.awr, kept)
+    # Only the rows kept carry gradient from the term.
+    per_row = torch.autograd.grad(t.awr, t.log_prob, retain_graph=True)[0]
+    assert torch.all(per_row[mask == 0] == 0) and torch.all(per_row[mask == 1] != 0)
+    with pytest.raises(ValueError, match="marks its offline rows"):
+        tr.compute_losses(dataclasses.replace(batch, offline=None))

@@ -23,7 +23,8 @@ class MetaBatch:
     """One update's data. T tasks, B RL transitions per task, C context transitions.
 
     obs/next_obs (T*B, O), action (T*B, A), reward/terminated (T*B,), context (T, C, O+A+1),
-    tasks (T,) buffer rows of the tasks.
+    tasks (T,) buffer rows of the tasks; offline (T*B,) 1.0 where the transition is one of the
+    offline dataset's (the first ``offline_size`` rows of its task), else 0.0.
     """
 
     obs: Tensor
@@ -33,6 +34,7 @@ class MetaBatch:
     terminated: Tensor
     context: Tensor
     tasks: Tensor
+    offline: Tensor | None = None
 
     @property
     def meta_batch(self) -> int:
@@ -142,12 +144,17 @@ class TaskBuffers:
 
     def gather(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False) -> Tensor:
         """``count`` transitions per task, uniformly with replacement: rows (T,) -> (T, count, width)."""
+        return self._gather(rows, count, generator, offline_only)[0]
+
+    def _gather(self, rows: Tensor, count: int, generator: torch.Generator,
+                offline_only: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`gather` and whether each drawn transition is offline data, (T, count) bools."""
         sizes = (self.offline_size if offline_only else self.size)[rows]
         if bool((sizes == 0).any()):
             raise ValueError("sampling from a task with no stored transitions")
         u = torch.rand(rows.shape[0], count, generator=generator)
         idx = (u * sizes.unsqueeze(1)).long().clamp_max(sizes.unsqueeze(1) - 1)
-        return self.data[rows.unsqueeze(1), idx]
+        return self.data[rows.unsqueeze(1), idx], idx < self.offline_size[rows].unsqueeze(1)
 
     def context(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False,
                 width: int | None = None) -> Tensor:
@@ -226,7 +233,8 @@ class MetaBatchSampler:
         rows_ok = self.rl.nonempty_rows()
         pick = torch.randint(0, rows_ok.numel(), (meta_batch,), generator=self.generator)
         rows = rows_ok[pick]
-        data = self.rl.gather(rows, batch_size, self.generator).reshape(meta_batch * batch_size, -1)
+        data, offline = self.rl._gather(rows, batch_size, self.generator)
+        data = data.reshape(meta_batch * batch_size, -1)
         context = self._context(self.rl, rows, context_size)
         k = int(round(self.explore_fraction * meta_batch))
         if self.explore is not None and k > 0:
@@ -238,4 +246,4 @@ class MetaBatchSampler:
         s = self.rl.slices
         return MetaBatch(obs=data[:, s["obs"]], action=data[:, s["action"]], reward=data[:, s["reward"]].squeeze(-1),
                          next_obs=data[:, s["next_obs"]], terminated=data[:, s["terminated"]].squeeze(-1),
-                         context=context, tasks=rows)
+                         context=context, tasks=rows, offline=offline.reshape(-1).float())

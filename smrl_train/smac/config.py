@@ -68,6 +68,7 @@ _PAPER: dict[str, Any] = {
     "online.normalize_q_term": False,
     "online.resample_latent": "step",
     "online.label_pessimism": 0.0,
+    "online.actor_data": "all",
     "eval.resample_latent": "step",
     "eval.scored_latent": "sample",
 }
@@ -227,6 +228,10 @@ class OnlineConfig:
     # batch mean |Q| (TD3+BC). Deviation; None = variant default (paper: not normalised).
     q_term_weight: float | None = None
     normalize_q_term: bool | None = None
+    # Which RL transitions the actor's advantage-weighted term imitates online: "all" (the
+    # paper: offline and collected alike) or "offline" (only the dataset's; the collected ones
+    # still train the critic, the encoder and the -Q term). Deviation; None = variant default.
+    actor_data: str | None = None
     # Keep training encoder + decoder online on the (labelled) buffers. Labels still come from
     # the frozen offline snapshot. Deviation; None = variant default (paper: frozen).
     train_encoder: bool | None = None
@@ -367,6 +372,8 @@ def _validate(cfg: SmacConfig) -> None:
                           f"critic_target 'policy' or 'expectile' (got {cfg.loss.critic_target!r})")
     if not 0.0 < cfg.loss.expectile < 1.0 or not cfg.loss.awac_weight_max > 0:
         raise ConfigError("smac.loss: need 0 < expectile < 1 and awac_weight_max > 0")
+    if cfg.online.actor_data not in ("all", "offline"):
+        raise ConfigError(f"smac.online.actor_data: expected 'all' or 'offline', got {cfg.online.actor_data!r}")
     if cfg.eval.scored_latent not in ("sample", "mean"):
         raise ConfigError(f"smac.eval.scored_latent: expected 'sample' or 'mean', got {cfg.eval.scored_latent!r}")
     if not 0.0 < cfg.loss.tau <= 1.0 or not 0.0 <= cfg.loss.gamma < 1.0:

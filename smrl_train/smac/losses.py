@@ -70,9 +70,12 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
     return (weight * diff.square()).mean()
 
 
-def awac_policy_loss(log_prob_data: Tensor, weights: Tensor) -> Tensor:
-    """mean(-w log pi(a_data | s, z)) with the weights treated as constants. (N,) -> scalar."""
-    return -(weights.detach() * log_prob_data).mean()
+def awac_policy_loss(log_prob_data: Tensor, weights: Tensor, mask: Tensor | None = None) -> Tensor:
+    """mean(-w log pi(a_data | s, z)) with the weights treated as constants; with ``mask``
+    (N,) of 0/1, the mean over the rows it keeps (0 when it keeps none). (N,) -> scalar."""
+    if mask is None:
+        return -(weights.detach() * log_prob_data).mean()
+    return -(mask * weights.detach() * log_prob_data).sum() / mask.sum().clamp_min(1.0)
 
 
 def online_q_term(q_new_min: Tensor, weight: float, normalize: bool) -> Tensor:

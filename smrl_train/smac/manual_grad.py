@@ -91,6 +91,7 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "online.q_term_weight": (_any, "any"),
     "online.normalize_q_term": (_any, "any"),
     "online.train_encoder": (_any, "any"),
+    "online.actor_data": (lambda v: v == "all", "'all'"),
 }
 
 # Fields that never reach the update: seeds, budgets, batch shapes (they are the batch's),

@@ -188,7 +188,13 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
         temperature = awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage))
         w = awac_weights(adv, temperature) if c.awac_weights == "softmax" else \
             clipped_exp_weights(adv, temperature, float(c.awac_weight_max))
-    l_awr = awac_policy_loss(log_prob, w)
+    # Online with ``online.actor_data: offline``: imitate only the dataset's actions.
+    imitated = None
+    if online and cfg.online.actor_data == "offline":
+        if batch.offline is None:
+            raise ValueError("online.actor_data: offline needs a meta-batch that marks its offline rows")
+        imitated = batch.offline
+    l_awr = awac_policy_loss(log_prob, w, imitated)
 
     # 5. The online actor term.
     q_term = online_q_term(q_pi, cfg.online.q_term_weight, bool(cfg.online.normalize_q_term)) if online \

@@ -76,3 +76,19 @@ def test_a_fitting_recording_trains_the_online_phase(setup) -> None:
 
     meta = read_meta(run)
     assert meta["finished"] and meta["source"] == "RecordedExplorationSource"
+
+
+def test_an_override_keeps_the_offline_runs_seed_unless_told(setup) -> None:
+    """``--set`` rebuilds the config from the YAML; the seed once fell back to the YAML's 0."""
+    from smrl_train.smac.checkpoint import read_meta
+
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    off = setup["tmp"] / "runs" / "offline_seed4"
+    assert main(["train", "offline", "--config", str(setup["config"]), "--data", str(setup["data"]), "--run",
+                 str(off), "--seed", "4", "--quiet", "--no-eval", "--threads", "1", *sets]) == 0
+    for extra, seed in (([], 4), (["--seed", "7"], 7)):
+        run = setup["tmp"] / "runs" / f"online_seed{seed}"
+        assert main(["train", "online", "--config", str(setup["config"]), "--data", str(setup["data"]),
+                     "--from", str(off), "--run", str(run), "--source", str(setup["rec"]), "--quiet", "--no-eval",
+                     *sets, "--set", "online.updates_per_iteration=5", *extra]) == 0
+        assert read_meta(run)["smac"]["seed"] == seed

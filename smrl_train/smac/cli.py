@@ -88,6 +88,11 @@ def _train_online(args: argparse.Namespace) -> int:
     problem = problem_from_files(args.config, args.data)
     cfg = None
     if args.smac or args.variant or args.seed is not None or args.overrides:
+        if args.seed is None and args.from_run and not args.resume:
+            # An override must not change the seed behind the user's back: keep the offline run's.
+            from smrl_train.smac.checkpoint import read_meta
+
+            args.seed = int(read_meta(args.from_run).get("smac", {}).get("seed", 0))
         cfg = _smac_cfg(args)
     source = None
     if args.source:

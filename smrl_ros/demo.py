@@ -68,13 +68,6 @@ class Budget:
     episode_length: int | None
     episodes_per_behaviour: int | None
     smac: tuple[str, ...]
-    # Episodes the explorer records per task and round, by kind (smrl_train.data.reward_free):
-    # deterministic prior-z "explore" episodes, stochastic prior-z and stochastic posterior-z
-    # ones, as SMAC's in-process collection (prior_episodes, posterior_episodes, explore_episodes).
-    # Deterministic episodes alone do not improve the agent (docs/algorithm.md section 9).
-    explore_episodes_per_task: int
-    prior_episodes_per_task: int
-    posterior_episodes_per_task: int
     adapt_tasks: int | None  # held-out tasks adapted to over ROS (None: all)
     # Collect-then-train rounds of the self-supervised phase: each round records with the newest
     # bundle, then continues the online run for its share of the iterations (SMAC collects with
@@ -90,24 +83,21 @@ BUDGETS = {
     # config/reach.yaml; full-budget results live in docs/results/.
     # The learning curve's periodic meta-tests are skipped (eval_every=0): the final meta-test
     # of each run and the adaptation over ROS are the demo's comparison.
-    # Per task visit of a round's iterations: 2 explore + 2 prior + 3 posterior episodes, the
-    # in-process loop's plan per visit. In-process replicas of this ROS path (docs/algorithm.md
-    # section 9) gained +2.8 and +5.9 over offline-only; with 1 prior + 1 posterior episode, or
-    # explore episodes only, some runs lost (one collapsed).
+    # Per task visit of a round's iterations the explorer records the recipe's in-process plan
+    # per visit (episodes_per_visit: for success_tuned 2 explore + 3 posterior episodes).
     # The in-process meta-test uses 8 runs per task on the 40 held-out tasks (320 scored episodes
     # per method: a success rate to about ±3%), of which the first 10 are also adapted to and
     # deployed over ROS (realtime, so 10 keep the demo short). The training node uses both
     # cores (the offline phase runs alone).
     "demo": Budget("demo", None, None, None, None, ("online.eval_every=0", "eval.runs_per_task=8"),
-                   explore_episodes_per_task=2, prior_episodes_per_task=2, posterior_episodes_per_task=3,
                    adapt_tasks=10, evaluate=True, rounds=4, threads=2),
     # A smoke run of every stage in about a minute (tests).
     "tiny": Budget("tiny", 3, 3, 30, 1, (
         "network.encoder_hidden=[32]", "network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]",
         "network.decoder_hidden=[16]", "offline.steps=200", "offline.log_every=50", "offline.checkpoint_every=100",
         "online.iterations=2", "online.updates_per_iteration=40", "online.tasks_per_iteration=2",
-        "online.eval_every=0", "eval.diagnostic_tasks=0"), explore_episodes_per_task=1, prior_episodes_per_task=1,
-        posterior_episodes_per_task=1, adapt_tasks=2, evaluate=True, rounds=2),
+        "online.eval_every=0", "eval.diagnostic_tasks=0", "online.explore_episodes=1", "online.prior_episodes=1",
+        "online.posterior_episodes=1"), adapt_tasks=2, evaluate=True, rounds=2),
 }
 
 
@@ -205,15 +195,25 @@ def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: li
     run_to_exit(graph, "smrl_trainer", logs, timeout=3600.0)
 
 
+def episodes_per_visit(config: Path, budget: Budget) -> dict[str, int]:
+    """What the explorer records per task visit, by kind (smrl_train.data.reward_free): the
+    recipe's in-process collection plan (``smac.online``: explore, prior, posterior episodes),
+    resolved from the config and the budget's overrides, so the ROS path collects what the
+    in-process loop would."""
+    from smrl_train.smac.problem import resolve_smac
+
+    on = resolve_smac(config, overrides=budget.smac).online
+    return {"explore": int(on.explore_episodes or 0), "prior": int(on.prior_episodes or 0),
+            "posterior": int(on.posterior_episodes)}
+
+
 def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: Budget, cfg: SmrlConfig,
                   logs: Path, tasks: Sequence[int] = (), seed: int = 0) -> dict[str, Any]:
+    plan = episodes_per_visit(config, budget)
     graph = explore_graph(str(bundle), str(store), config=str(config), explorer_parameters={
         "dataset": str(data), **({"tasks": [int(t) for t in tasks]} if tasks else {}), "seed": seed,
-        "prior_episodes": budget.prior_episodes_per_task,
-        "posterior_episodes": budget.posterior_episodes_per_task,
-        "episodes_per_task": (budget.explore_episodes_per_task + budget.prior_episodes_per_task
-                              + budget.posterior_episodes_per_task),
-        "episode_length": cfg.env.episode_length})
+        "prior_episodes": plan["prior"], "posterior_episodes": plan["posterior"],
+        "episodes_per_task": sum(plan.values()), "episode_length": cfg.env.episode_length})
     t0 = time.monotonic()
     run_to_exit(graph, "smrl_explorer", logs, timeout=3600.0, quiet=("smrl_sim",), keep=_every_25th_episode)
     wall = time.monotonic() - t0

@@ -13,8 +13,9 @@ Three recipes share one code path, selected by ``variant`` (docs/algorithm.md se
 * ``success_tuned`` (the default): tuned for held-out success. On top of ``return_tuned``: the
   linear-Gaussian encoder (evidence about z along any direction, so distance rewards can be
   intersected), in-sample value learning (IQL's expectile critic target) with clipped
-  per-sample advantage weights, the scored episode acting on the posterior mean, and twice the
-  offline updates.
+  per-sample advantage weights, the scored episode acting on the posterior mean, twice the
+  offline updates; online, no stochastic prior-z episodes and an actor that imitates only the
+  offline dataset's actions (the collected data train the critic and the encoder).
 
 Each deviation is a field here whose value ``None`` means "the variant's default", so an
 ablation overrides a single ingredient (``smac.loss.awac_beta: 100``) and keeps the rest.
@@ -62,6 +63,7 @@ _PAPER: dict[str, Any] = {
     "offline.context_episodes": 0,
     "online.context_episodes": 0,
     "online.train_encoder": False,
+    "online.prior_episodes": 2,
     "online.explore_episodes": 0,
     "online.explore_context_fraction": 0.0,
     "online.q_term_weight": 1.0,
@@ -102,6 +104,8 @@ _SUCCESS_TUNED: dict[str, Any] = {
     "offline.context_episodes": 2,
     "online.context_episodes": 2,
     "eval.scored_latent": "mean",
+    "online.prior_episodes": 0,
+    "online.actor_data": "offline",
 }
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {"paper": _PAPER, "return_tuned": _RETURN_TUNED,
@@ -202,8 +206,9 @@ class OnlineConfig:
     updates_per_iteration: int = 500
     # Episodes per task and iteration: z ~ prior resampled every step (stochastic policy),
     # then z ~ posterior of the task's context buffer (stochastic policy). Paper: 400 + 600
-    # steps = 2 + 3 episodes of 200 steps.
-    prior_episodes: int = 2
+    # steps = 2 + 3 episodes of 200 steps. The prior ones are a recipe field (None = variant
+    # default; success_tuned: 0, docs/algorithm.md section 9.4).
+    prior_episodes: int | None = None
     posterior_episodes: int = 3
     # Deterministic prior-z episodes, exactly like test-time exploration, kept in a separate
     # per-task buffer that `explore_context_fraction` of the meta-batch draws its context

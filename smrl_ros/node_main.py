@@ -120,24 +120,21 @@ class ManagedNode(LifecycleNode):
             self.cleanup()
         return self._transition("cleanup", run)
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        def run() -> None:
-            if self.active:
-                self.active = False
-                self.deactivate()
-            if self.configured:
-                self.configured = False
-                self.cleanup()
-        return self._transition("shutdown", run)
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        # A transition raised: release what it left (back to unconfigured).
+    def _release(self) -> None:
+        """Deactivate and clean up, as far as the node got."""
         if self.active:
             self.active = False
             self.deactivate()
         if self.configured:
             self.configured = False
             self.cleanup()
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("shutdown", self._release)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # A transition raised: release what it left (back to unconfigured).
+        self._release()
         return TransitionCallbackReturn.SUCCESS
 
     @property

@@ -142,7 +142,6 @@ class ControllerNode(ManagedNode):
         super().__init__("smrl_controller")
         params.declare(self, ControllerParams, read_only=tuple(
             f for f in ControllerParams.__dataclass_fields__ if f not in RUNTIME_PARAMETERS))
-        self.autostart = params.convert("autostart", self.get_parameter("autostart").value, bool)
         self.core: PolicyController | None = None
         self._entities: list[Any] = []
         self.add_on_set_parameters_callback(self._on_parameters)

@@ -203,8 +203,7 @@ def episodes_per_visit(config: Path, budget: Budget) -> dict[str, int]:
     from smrl_train.smac.problem import resolve_smac
 
     on = resolve_smac(config, overrides=budget.smac).online
-    return {"explore": int(on.explore_episodes or 0), "prior": int(on.prior_episodes or 0),
-            "posterior": int(on.posterior_episodes)}
+    return {"explore": int(on.explore_episodes), "prior": int(on.prior_episodes), "posterior": on.posterior_episodes}
 
 
 def stage_explore(config: Path, bundle: Path, data: Path, store: Path, budget: Budget, cfg: SmrlConfig,

@@ -145,7 +145,6 @@ class ExplorerNode(ManagedNode):
     def __init__(self) -> None:
         super().__init__("smrl_explorer")
         params.declare(self, ExplorerParams, read_only=tuple(ExplorerParams.__dataclass_fields__))
-        self.autostart = params.convert("autostart", self.get_parameter("autostart").value, bool)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def configure(self) -> None:
@@ -272,7 +271,6 @@ class ExplorerNode(ManagedNode):
         self._timers = []
 
     # -- the job ----------------------------------------------------------------------------------
-
     def _target_reached(self, task: int) -> bool:
         return bool(self.p.episodes_per_task) and self.count[task] >= self.target[task]
 

@@ -28,7 +28,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.signals import SignalHandlerOptions
 
 from smrl_ros.executors import make_executor
-from smrl_ros.params import ParameterError
+from smrl_ros.params import ParameterError, convert
 
 EXIT_STARTUP_REFUSED = 2
 
@@ -60,7 +60,9 @@ AUTOSTART_HELP = ("configure and activate at start-up; false: stay unconfigured 
 class ManagedNode(LifecycleNode):
     """A lifecycle node whose transitions are four plain methods: :meth:`configure` (raise
     :class:`StartupError` to refuse, the reason is logged), :meth:`activate`, :meth:`deactivate`
-    and :meth:`cleanup`. Shutting down from any state runs what is needed of the last two.
+    and :meth:`cleanup`. Shutting down from any state runs what is needed of the last two. The
+    node declares a bool parameter ``autostart`` (help: :data:`AUTOSTART_HELP`), which
+    :func:`run_node` reads.
     (rclpy turns an exception escaping a transition into a silent ERROR; here it is logged.)"""
 
     def __init__(self, name: str) -> None:
@@ -142,9 +144,15 @@ class ManagedNode(LifecycleNode):
         return str(self._state_machine.current_state[1])
 
 
-def _bring_up(node: ManagedNode) -> bool:
-    """Configure and activate (autostart); False, with the reason logged, when refused."""
-    for trigger in (node.trigger_configure, node.trigger_activate):
+def _autostart(node: ManagedNode) -> bool:
+    """Configure and activate the node when its ``autostart`` parameter asks for it; False, with
+    ``node.refusal`` saying why, when a transition (or the parameter itself) is refused."""
+    try:
+        wanted = convert("autostart", node.get_parameter("autostart").value, bool)
+    except ParameterError as exc:
+        node.refusal = str(exc)
+        return False
+    for trigger in (node.trigger_configure, node.trigger_activate) if wanted else ():
         if trigger() != TransitionCallbackReturn.SUCCESS:
             return False
     return True
@@ -163,7 +171,7 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
         rclpy.logging.get_logger(name).fatal(f"refusing to start: {exc}")
         rclpy.try_shutdown()
         return EXIT_STARTUP_REFUSED
-    if isinstance(node, ManagedNode) and getattr(node, "autostart", True) and not _bring_up(node):
+    if isinstance(node, ManagedNode) and not _autostart(node):
         rclpy.logging.get_logger(name).fatal(f"refusing to start: {node.refusal}")
         node.destroy_node()
         rclpy.try_shutdown()

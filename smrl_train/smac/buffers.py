@@ -144,9 +144,9 @@ class TaskBuffers:
 
     def gather(self, rows: Tensor, count: int, generator: torch.Generator, offline_only: bool = False) -> Tensor:
         """``count`` transitions per task, uniformly with replacement: rows (T,) -> (T, count, width)."""
-        return self._gather(rows, count, generator, offline_only)[0]
+        return self.gather_marked(rows, count, generator, offline_only)[0]
 
-    def _gather(self, rows: Tensor, count: int, generator: torch.Generator,
+    def gather_marked(self, rows: Tensor, count: int, generator: torch.Generator,
                 offline_only: bool = False) -> tuple[Tensor, Tensor]:
         """:meth:`gather` and whether each drawn transition is offline data, (T, count) bools."""
         sizes = (self.offline_size if offline_only else self.size)[rows]
@@ -233,7 +233,7 @@ class MetaBatchSampler:
         rows_ok = self.rl.nonempty_rows()
         pick = torch.randint(0, rows_ok.numel(), (meta_batch,), generator=self.generator)
         rows = rows_ok[pick]
-        data, offline = self.rl._gather(rows, batch_size, self.generator)
+        data, offline = self.rl.gather_marked(rows, batch_size, self.generator)
         data = data.reshape(meta_batch * batch_size, -1)
         context = self._context(self.rl, rows, context_size)
         k = int(round(self.explore_fraction * meta_batch))

@@ -14,7 +14,9 @@ def tiny_config(variant: str = "return_tuned", **sections: object) -> SmacConfig
     """A SmacConfig with tiny networks and budgets; ``sections`` replace whole sections."""
     base = dict(
         variant=variant,
-        network=NetworkConfig(encoder_hidden=(16,), policy_hidden=(16, 16), q_hidden=(16, 16), decoder_hidden=(8,)),
+        # The toy family declares no observation layout: the policy reads every input.
+        network=NetworkConfig(encoder_hidden=(16,), policy_hidden=(16, 16), q_hidden=(16, 16), decoder_hidden=(8,),
+                              policy_ignores=()),
         offline=OfflineConfig(steps=20, meta_batch=3, batch_size=8, context_size=5, log_every=5, checkpoint_every=10),
         online=OnlineConfig(iterations=2, tasks_per_iteration=2, updates_per_iteration=5, prior_episodes=1,
                             posterior_episodes=1, meta_batch=3, batch_size=8, context_size=5, label_context_size=10,

@@ -252,3 +252,22 @@ def test_cli_exports_a_training_run(tmp_path: Path, capsys) -> None:
     assert all(m.shape == (4, latents.latent_dim) and np.all(latents.var[t] > 0) for t, m in latents.mean.items())
     assert not np.allclose(latents.mean[0], latents.mean[1])  # each task's own context
     assert (tmp_path / "b1" / "task_latents.json").read_text() == (tmp_path / "b2" / "task_latents.json").read_text()
+
+
+def test_the_policys_ignored_inputs_stay_ignored_on_the_robot(setup, tmp_path: Path) -> None:
+    # network.policy_ignores travels inside policy.onnx: the robot side feeds the whole
+    # observation, and the joint velocities move neither the action nor the joint targets.
+    env, spec, nets = setup
+    masked = copy.deepcopy(nets)
+    n = spec.n_joints
+    masked.ignore_policy_inputs(range(n, 2 * n))  # joint_vel, as observation_layout places it
+    export_bundle(masked.encoder, masked.policy, spec, tmp_path / "bundle")
+    latent = LatentPolicyRuntime(tmp_path / "bundle" / "policy.onnx")
+    obs = _obs(spec, 10, 4)
+    z = np.random.default_rng(5).normal(size=5).astype(np.float32)
+    for i in range(10):
+        moved = obs[i].copy()
+        moved[n: 2 * n] += 3.0
+        assert np.array_equal(latent.act(obs[i], z)[0], latent.act(moved, z)[0])
+        moved[0] += 0.3
+        assert not np.allclose(latent.act(obs[i], z)[0], latent.act(moved, z)[0])

@@ -65,8 +65,11 @@ def test_explore_fraction_takes_contexts_from_the_explore_buffer() -> None:
     b = s.sample(4, 3, 6)
     assert torch.all(b.context[:2, :, 0] == 5.0) and torch.all(b.context[2:, :, 0] == 1.0)
     assert torch.all(b.obs[:, 0] == 1.0)  # RL batches always come from the RL buffer
+    # Each transition is marked with where its task's context came from (online.actor_context).
+    assert torch.equal(b.explored, torch.tensor([1.0, 1.0, 0.0, 0.0]).repeat_interleave(3))
     paper = MetaBatchSampler(rl, torch.Generator().manual_seed(0), ex, explore_fraction=0.0)
-    assert torch.all(paper.sample(4, 3, 6).context[..., 0] == 1.0)
+    b = paper.sample(4, 3, 6)
+    assert torch.all(b.context[..., 0] == 1.0) and not b.explored.any()
 
 
 def test_non_finite_rewards_are_refused() -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from smrl_train.config import ConfigError, to_dict
-from smrl_train.smac.config import VARIANT_DEFAULTS, SmacConfig, load_smac_config, paper_preset, smac_from_yaml_dict
+from smrl_train.smac.config import (
+    VARIANT_DEFAULTS,
+    NetworkConfig,
+    SmacConfig,
+    load_smac_config,
+    paper_preset,
+    smac_from_yaml_dict,
+)
 from smrl_train.smac.problem import apply_overrides, resolve_smac
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,3 +108,39 @@ def test_one_file_holds_the_family_and_the_recipe(tmp_path: Path) -> None:
     bad.write_text(text + "smac:\n  online: {iterations: many}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: smac.online.iterations: expected int"):
         load_config(bad)
+
+
+def test_policy_ignores_resolves_layout_blocks_and_names_what_is_missing() -> None:
+    from types import SimpleNamespace
+
+    from smrl_train.smac.runner import RunError, observation_entries
+
+    arm = SimpleNamespace(env=SimpleNamespace(unwrapped=SimpleNamespace(
+        observation_layout=[("joint_pos", 2), ("joint_vel", 2), ("ee_pos", 3)])))
+    assert observation_entries(arm, ("joint_vel",), "network.policy_ignores") == [2, 3]
+    assert observation_entries(arm, (), "network.policy_ignores") == []
+    with pytest.raises(RunError, match=r"policy_ignores: puck_vel not in the observation layout \(joint_pos, "):
+        observation_entries(arm, ("puck_vel",), "network.policy_ignores")
+    bare = SimpleNamespace(env=SimpleNamespace(unwrapped=SimpleNamespace()))
+    with pytest.raises(RunError, match=r"declares no observation_layout .* set smac.network.policy_ignores: \[\]"):
+        observation_entries(bare, ("joint_vel",), "network.policy_ignores")
+    assert SmacConfig().network.policy_ignores == ("joint_vel",)
+    assert SmacConfig(variant="paper").network.policy_ignores == ()
+    with pytest.raises(ConfigError, match="policy_ignores"):
+        SmacConfig(network=NetworkConfig(policy_ignores=("",)))
+
+
+def test_policy_ignores_finds_the_arms_joint_velocities() -> None:
+    from types import SimpleNamespace
+
+    from smrl_train.envs import ArmTaskEnv
+    from smrl_train.smac.runner import observation_entries
+
+    from conftest import small_config
+
+    env = ArmTaskEnv(small_config("push"))
+    n = env.arm.n_joints
+    entries = observation_entries(SimpleNamespace(env=env), SmacConfig().network.policy_ignores,
+                                  "network.policy_ignores")
+    assert entries == list(range(n, 2 * n))
+    assert dict(env.observation_layout)["joint_vel"] == n

@@ -16,6 +16,7 @@ from smrl_train.smac.losses import (
     critic_loss,
     kl_to_standard_normal,
     online_q_term,
+    regression_log_prob,
 )
 from smrl_train.smac.networks import atanh_clamped, product_of_gaussians, tanh_gaussian_log_prob
 
@@ -159,3 +160,23 @@ def test_expectile_loss_weights_the_two_sides_by_hand() -> None:
         expectile_loss(q - v, 0.9).backward()
         opt.step()
     assert 0.25 < v.item() < 1.0 and v.item() == pytest.approx(0.75, abs=1e-3)  # 0.9 * 1 (1-v) = 0.1 * 3 v
+
+
+def test_regression_log_prob_trains_the_mean_by_squared_error_and_the_std_by_likelihood() -> None:
+    # loss.actor_mean: regression. The mean's gradient is that of -w |tanh(mean) - a|^2 alone,
+    # the log-std's that of the likelihood alone; saturated data actions (|a| = 1) pull the mean
+    # no harder than any other error of the same size.
+    mean = torch.tensor([[0.3, -0.2], [0.0, 1.0]], requires_grad=True)
+    log_std = torch.tensor([[-1.0, -0.5], [0.0, -2.0]], requires_grad=True)
+    action = torch.tensor([[0.5, -1.0], [0.1, 1.0]])
+    score = regression_log_prob(mean, log_std, action, weight=10.0)
+    score.sum().backward()
+    expected_mean_grad = -10.0 * 2.0 * (torch.tanh(mean) - action) * (1 - torch.tanh(mean) ** 2)
+    assert torch.allclose(mean.grad, expected_mean_grad.detach(), atol=1e-6)
+    log_std2 = log_std.detach().clone().requires_grad_(True)
+    tanh_gaussian_log_prob(mean.detach(), log_std2, atanh_clamped(action)).sum().backward()
+    assert torch.allclose(log_std.grad, log_std2.grad)
+    # The value: the likelihood minus the weighted squared error.
+    expected = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(action)) \
+        - 10.0 * (torch.tanh(mean) - action).square().sum(-1)
+    assert torch.allclose(score, expected.detach())

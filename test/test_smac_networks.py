@@ -180,3 +180,24 @@ def test_unrolled_posterior_for_onnx_equals_the_linalg_one() -> None:
     precision, information = a @ a.transpose(1, 2) + torch.eye(5), torch.randn(6, 5)
     for x, y in zip(gaussian_posterior(precision, information), _unrolled_cholesky_posterior(precision, information)):
         assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_policy_ignores_masked_observation_entries_and_keeps_the_mask_in_its_state() -> None:
+    # network.policy_ignores: the masked entries (say the joint velocities) cannot move the
+    # action; the others still do; the mask travels in the state dict (checkpoints, ONNX).
+    torch.manual_seed(0)
+    nets = SmacNetworks(6, 2, 3, (16,), (16, 16), (16,), (8,))
+    nets.ignore_policy_inputs([2, 3])
+    obs, z = torch.randn(5, 6), torch.randn(5, 3)
+    moved = obs.clone()
+    moved[:, 2:4] += 10.0
+    assert torch.equal(nets.policy.act_mean(obs, z), nets.policy.act_mean(moved, z))
+    moved[:, 0] += 1.0
+    assert not torch.allclose(nets.policy.act_mean(obs, z), nets.policy.act_mean(moved, z))
+    copy = SmacNetworks(6, 2, 3, (16,), (16, 16), (16,), (8,))
+    copy.load_state_dict(nets.state_dict())
+    assert copy.policy.input_mask.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    # A checkpoint written before the mask existed loads reading every input.
+    old = {k: v for k, v in nets.state_dict().items() if k != "policy.input_mask"}
+    copy.load_state_dict(old)
+    assert copy.policy.input_mask.tolist() == [1.0] * 6

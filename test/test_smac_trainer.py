@@ -219,3 +219,28 @@ def test_online_actor_on_offline_data_imitates_only_the_datasets_actions() -> No
     assert torch.all(per_row[mask == 0] == 0) and torch.all(per_row[mask == 1] != 0)
     with pytest.raises(ValueError, match="marks its offline rows"):
         tr.compute_losses(dataclasses.replace(batch, offline=None))
+
+
+def test_online_actor_context_offline_imitates_only_under_offline_context_z() -> None:
+    """online.actor_context offline: the advantage-weighted term keeps the offline rows of the
+    tasks whose context came from their offline data; the exploration-context tasks' rows carry
+    no gradient from it (they still train the critic)."""
+    import dataclasses
+
+    cfg = tiny_config("success_tuned")
+    cfg = dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, actor_data="offline",
+                                                              actor_context="offline"))
+    tr = SmacTrainer(cfg, OBS, ACT, seed=0)
+    tr.set_phase("online")
+    batch = random_batch(seed=6)  # 3 tasks x 8 rows
+    offline = (torch.arange(24) % 2 == 0).float()
+    explored = torch.tensor([1.0, 0.0, 0.0]).repeat_interleave(8)  # task 0: exploration context
+    batch = dataclasses.replace(batch, offline=offline, explored=explored)
+    torch.manual_seed(0)
+    t = tr.compute_losses(batch)
+    kept = offline * (1 - explored)
+    assert torch.allclose(t.awr, -(kept * t.weights * t.log_prob).sum() / kept.sum())
+    per_row = torch.autograd.grad(t.awr, t.log_prob, retain_graph=True)[0]
+    assert torch.all(per_row[kept == 0] == 0) and torch.all(per_row[kept == 1] != 0)
+    assert t.critic.requires_grad  # the critic still learns from every row
+

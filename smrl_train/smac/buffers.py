@@ -24,7 +24,8 @@ class MetaBatch:
 
     obs/next_obs (T*B, O), action (T*B, A), reward/terminated (T*B,), context (T, C, O+A+1),
     tasks (T,) buffer rows of the tasks; offline (T*B,) 1.0 where the transition is one of the
-    offline dataset's (the first ``offline_size`` rows of its task), else 0.0.
+    offline dataset's (the first ``offline_size`` rows of its task), else 0.0; explored (T*B,)
+    1.0 where the transition's task took its context from its exploration episodes, else 0.0.
     """
 
     obs: Tensor
@@ -35,6 +36,7 @@ class MetaBatch:
     context: Tensor
     tasks: Tensor
     offline: Tensor | None = None
+    explored: Tensor | None = None
 
     @property
     def meta_batch(self) -> int:
@@ -237,13 +239,16 @@ class MetaBatchSampler:
         data = data.reshape(meta_batch * batch_size, -1)
         context = self._context(self.rl, rows, context_size)
         k = int(round(self.explore_fraction * meta_batch))
+        explored = torch.zeros(meta_batch)
         if self.explore is not None and k > 0:
             head = rows[:k]
             has = self.explore.size[head] > 0
             if bool(has.any()):
                 chosen = head[has]
                 context[:k][has] = self._context(self.explore, chosen, context_size)
+                explored[:k] = has.float()
         s = self.rl.slices
         return MetaBatch(obs=data[:, s["obs"]], action=data[:, s["action"]], reward=data[:, s["reward"]].squeeze(-1),
                          next_obs=data[:, s["next_obs"]], terminated=data[:, s["terminated"]].squeeze(-1),
-                         context=context, tasks=rows, offline=offline.reshape(-1).float())
+                         context=context, tasks=rows, offline=offline.reshape(-1).float(),
+                         explored=explored.repeat_interleave(batch_size))

@@ -30,6 +30,7 @@ embed :class:`SmacConfig` without an import cycle.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ GRADIENTS = ("autograd", "compiled", "manual")
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
 _PAPER: dict[str, Any] = {
     "network.encoder_hidden": (128, 128),
+    "network.policy_ignores": (),
     "network.context_next_obs": False,
     "offline.context_size": 64,
     "online.context_size": 64,
@@ -71,6 +73,8 @@ _PAPER: dict[str, Any] = {
     "online.resample_latent": "step",
     "online.label_pessimism": 0.0,
     "online.actor_data": "all",
+    "online.actor_context": "all",
+    "loss.actor_mean": "likelihood",
     "eval.resample_latent": "step",
     "eval.scored_latent": "sample",
 }
@@ -106,6 +110,8 @@ _SUCCESS_TUNED: dict[str, Any] = {
     "eval.scored_latent": "mean",
     "online.prior_episodes": 0,
     "online.actor_data": "offline",
+    "loss.actor_mean": "regression",
+    "network.policy_ignores": ("joint_vel",),
 }
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {"paper": _PAPER, "return_tuned": _RETURN_TUNED,
@@ -133,6 +139,13 @@ class NetworkConfig:
     # Context rows (s, a, r, s') instead of (s, a, r): a reward is measured after the step, at
     # s' (rlkit's use_next_obs_in_context, off in the paper). Deviation; None = variant default.
     context_next_obs: bool | None = None
+    # Observation blocks (names of the env's ``observation_layout``) the policy does not read.
+    # Under position-delta control a joint velocity is the previous action over the period:
+    # a policy that reads it learns to continue the data's last action (the copycat shortcut
+    # of behaviour cloning) and, at rest near the goal, barely corrects a position error, so
+    # it drifts away. The critic, the value and the encoder still read everything. Deviation;
+    # None = variant default (success_tuned: joint_vel; the others: none).
+    policy_ignores: tuple[str, ...] | None = None
     # Standardise observations (and context rewards) inside the networks with statistics of
     # the offline data. Deviation; None = variant default (paper: off).
     normalize_inputs: bool | None = None
@@ -175,6 +188,15 @@ class LossConfig:
     # default.
     critic_target: str | None = None
     expectile: float = 0.8
+    # How the actor fits the policy's mean: "likelihood", the advantage-weighted log-likelihood
+    # of the data's action under the tanh-Gaussian trains mean and std together (the paper),
+    # or "regression", the mean by advantage-weighted squared error of tanh(mean) to the data's
+    # action and the std by the weighted likelihood with the mean held fixed. Saturated data
+    # actions (|a| = 1) sit at atanh(1 - 1e-6) = 7.3 in the likelihood's pre-tanh space, outliers
+    # that blur the mean the deterministic policy acts on. Deviation; None = variant default.
+    actor_mean: str | None = None
+    # Weight of the squared error against the likelihood of the std (they share the trunk).
+    actor_regression_weight: float = 100.0
     # Learning rates (Adam, no weight decay).
     policy_lr: float = 3e-4
     q_lr: float = 3e-4
@@ -237,6 +259,11 @@ class OnlineConfig:
     # paper: offline and collected alike) or "offline" (only the dataset's; the collected ones
     # still train the critic, the encoder and the -Q term). Deviation; None = variant default.
     actor_data: str | None = None
+    # Under which z it imitates them: "all" tasks of the meta-batch (the paper), or "offline",
+    # only the tasks whose context came from their offline data, not from their exploration
+    # episodes (those still train the encoder, the decoder and the critic). Deviation; None =
+    # variant default.
+    actor_context: str | None = None
     # Keep training encoder + decoder online on the (labelled) buffers. Labels still come from
     # the frozen offline snapshot. Deviation; None = variant default (paper: frozen).
     train_encoder: bool | None = None
@@ -377,6 +404,16 @@ def _validate(cfg: SmacConfig) -> None:
                           f"critic_target 'policy' or 'expectile' (got {cfg.loss.critic_target!r})")
     if not 0.0 < cfg.loss.expectile < 1.0 or not cfg.loss.awac_weight_max > 0:
         raise ConfigError("smac.loss: need 0 < expectile < 1 and awac_weight_max > 0")
+    if not all(isinstance(name, str) and name for name in cfg.network.policy_ignores or ()):
+        raise ConfigError(f"smac.network.policy_ignores: expected observation block names, "
+                          f"got {cfg.network.policy_ignores!r}")
+    if cfg.online.actor_context not in ("all", "offline"):
+        raise ConfigError(f"smac.online.actor_context: expected 'all' or 'offline', got {cfg.online.actor_context!r}")
+    if cfg.loss.actor_mean not in ("likelihood", "regression"):
+        raise ConfigError(f"smac.loss.actor_mean: expected 'likelihood' or 'regression', got {cfg.loss.actor_mean!r}")
+    if not 0.0 < cfg.loss.actor_regression_weight < math.inf:
+        raise ConfigError(f"smac.loss.actor_regression_weight: must be > 0 and finite, "
+                          f"got {cfg.loss.actor_regression_weight!r}")
     if cfg.online.actor_data not in ("all", "offline"):
         raise ConfigError(f"smac.online.actor_data: expected 'all' or 'offline', got {cfg.online.actor_data!r}")
     if cfg.eval.scored_latent not in ("sample", "mean"):

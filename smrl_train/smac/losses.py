@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from smrl_train.smac.networks import atanh_clamped, tanh_gaussian_log_prob
+
 
 def kl_to_standard_normal(mu: Tensor, var: Tensor) -> Tensor:
     """KL(N(mu, var) || N(0, I)) summed over latent dims: (T, L) -> (T,)."""
@@ -68,6 +70,15 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
     tau > 0.5, V(s) estimates an upper expectile of Q over the data's actions. (N,) -> scalar."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
     return (weight * diff.square()).mean()
+
+
+def regression_log_prob(mean: Tensor, log_std: Tensor, action: Tensor, weight: float) -> Tensor:
+    """The actor's per-row score with ``loss.actor_mean: regression``, in place of log pi(a | s, z):
+    the tanh-Gaussian log-likelihood of the data's action with the mean held fixed (it trains
+    the std only) minus ``weight`` x the squared error of the deterministic action tanh(mean)
+    (it trains the mean only). mean, log_std, action (N, A) -> (N,)."""
+    likelihood = tanh_gaussian_log_prob(mean.detach(), log_std, atanh_clamped(action))
+    return likelihood - weight * (torch.tanh(mean) - action).square().sum(dim=-1)
 
 
 def awac_policy_loss(log_prob_data: Tensor, weights: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -72,6 +72,7 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "network.encoder_rank": (_any, "any (the product encoder has none)"),
     "network.context_next_obs": (lambda v: v is False, "False ((s, a, r) rows)"),
     "network.normalize_inputs": (_any, "any"),
+    "network.policy_ignores": (lambda v: not v, "() (the policy reads every input)"),
     "network.decoder_ensemble": (_any, "any"),
     "network.compute_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
     "loss.gamma": (_any, "any"),
@@ -85,6 +86,8 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss.awac_weight_max": (_any, "any (unused by 'softmax')"),
     "loss.critic_target": (lambda v: v == "policy", "'policy'"),
     "loss.expectile": (_any, "any (unused by 'policy')"),
+    "loss.actor_mean": (lambda v: v == "likelihood", "'likelihood'"),
+    "loss.actor_regression_weight": (_any, "any (unused by 'likelihood')"),
     "loss.policy_lr": (_any, "any"),
     "loss.q_lr": (_any, "any"),
     "loss.context_lr": (_any, "any"),
@@ -92,6 +95,7 @@ IMPLEMENTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "online.normalize_q_term": (_any, "any"),
     "online.train_encoder": (_any, "any"),
     "online.actor_data": (lambda v: v == "all", "'all'"),
+    "online.actor_context": (lambda v: v == "all", "'all'"),
 }
 
 # Fields that never reach the update: seeds, budgets, batch shapes (they are the batch's),

@@ -10,6 +10,8 @@ observation normalisation).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -275,6 +277,9 @@ class TanhGaussianPolicy(nn.Module):
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
         self.detach_z = detach_z
         self.normalizer = Normalizer(obs_dim)
+        # 1 for each observation entry the policy reads, 0 for those it ignores
+        # (``network.policy_ignores``); multiplies the normalised observation.
+        self.register_buffer("input_mask", torch.ones(obs_dim))
         self.trunk = mlp(obs_dim + latent_dim, hidden[:-1], hidden[-1]) if hidden else nn.Identity()
         width = hidden[-1] if hidden else obs_dim + latent_dim
         self.mean_head = nn.Linear(width, act_dim)
@@ -287,8 +292,13 @@ class TanhGaussianPolicy(nn.Module):
         """Gaussian parameters before tanh: obs (N, O), z (N, L) -> mean, log_std (N, A)."""
         if self.detach_z:
             z = z.detach()
-        h = self.trunk(torch.cat([self.normalizer(obs), z], dim=-1)).relu_()
+        h = self.trunk(torch.cat([self.normalizer(obs) * self.input_mask, z], dim=-1)).relu_()
         return self.mean_head(h), self.log_std_head(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints written before the input mask existed read every input.
+        state_dict.setdefault(prefix + "input_mask", torch.ones(self.obs_dim))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def act_mean(self, obs: Tensor, z: Tensor) -> Tensor:
         """Deterministic action tanh(mean) in [-1, 1]: (N, O), (N, L) -> (N, A). Export path."""
@@ -450,6 +460,11 @@ class SmacNetworks(nn.Module):
         self.decoder = RewardDecoder(obs_dim, act_dim, latent_dim, decoder_hidden, decoder_ensemble)
         # V(s, z) only for in-sample value learning (loss.critic_target: expectile).
         self.vf = StateValue(obs_dim, latent_dim, q_hidden) if state_value else None
+
+    def ignore_policy_inputs(self, entries: Sequence[int]) -> None:
+        """The policy ignores these observation entries (``network.policy_ignores``)."""
+        self.policy.input_mask.fill_(1.0)
+        self.policy.input_mask[list(entries)] = 0.0
 
     def set_statistics(self, obs_mean: Tensor, obs_std: Tensor, act_dim: int, reward_mean: float,
                        reward_std: float, normalize_inputs: bool, normalize_targets: bool) -> None:

@@ -111,6 +111,30 @@ def _apply_statistics(nets: SmacNetworks, cfg: SmacConfig, stats: Mapping[str, A
                         bool(cfg.network.normalize_inputs), bool(cfg.loss.normalize_decoder_targets))
 
 
+def observation_entries(problem: Problem, blocks: Sequence[str], key: str) -> list[int]:
+    """The observation entries of the named blocks of the env's ``observation_layout``
+    ((name, size) pairs in order); ``key`` names the config field in errors.
+
+    Raises:
+        RunError: the env declares no layout, or a name is not one of its blocks.
+    """
+    if not blocks:
+        return []
+    layout = getattr(problem.env.unwrapped, "observation_layout", None)
+    if layout is None:
+        raise RunError(f"smac.{key}: the env declares no observation_layout to find "
+                       f"{', '.join(blocks)} in; set smac.{key}: []")
+    offsets, start = {}, 0
+    for name, size in layout:
+        offsets[str(name)] = range(start, start + int(size))
+        start += int(size)
+    unknown = [b for b in blocks if b not in offsets]
+    if unknown:
+        raise RunError(f"smac.{key}: {', '.join(unknown)} not in the observation layout "
+                       f"({', '.join(offsets)})")
+    return sorted(i for b in blocks for i in offsets[b])
+
+
 def _write_config(run_dir: Path, cfg: SmacConfig, problem: Problem, run: dict[str, Any]) -> None:
     text = yaml.safe_dump({"run": run, "problem": problem.description, "smac": to_dict(cfg)}, sort_keys=False)
     (run_dir / "config.yaml").write_text(text)
@@ -161,6 +185,8 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     trainer: SmacTrainer | MetaBCTrainer = (SmacTrainer if algo == "smac" else MetaBCTrainer)(
         cfg, obs_dim, act_dim, seed=cfg.seed)
     _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
+    trainer.nets.ignore_policy_inputs(observation_entries(problem, cfg.network.policy_ignores or (),
+                                                          "network.policy_ignores"))
     sampler = MetaBatchSampler(buffers, seeded_generator(cfg.seed, _SAMPLER_STREAM),
                                context_episodes=int(cfg.offline.context_episodes or 0),
                                context_width=trainer.nets.encoder.context_dim)

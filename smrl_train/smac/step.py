@@ -33,6 +33,7 @@ from smrl_train.smac.losses import (
     expectile_loss,
     kl_to_standard_normal,
     online_q_term,
+    regression_log_prob,
 )
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, tanh_gaussian_log_prob
 
@@ -168,7 +169,10 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     with _mixed(cfg):
         mean, log_std = nets.policy(batch.obs, zd)
     mean, log_std = mean.float(), log_std.float()
-    log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
+    if c.actor_mean == "regression":
+        log_prob = regression_log_prob(mean, log_std, batch.action, float(c.actor_regression_weight))
+    else:
+        log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
     a_pi = torch.tanh(mean + log_std.exp() * noise.a_pi)  # reparameterised (used online)
     # Q(s, a~pi): the V(s) baseline, and online also the -Q term (5.), one pass for both (rlkit).
     # Q's parameters enter detached: this pass trains nothing but the policy, through a~pi.
@@ -194,6 +198,10 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
         if batch.offline is None:
             raise ValueError("online.actor_data: offline needs a meta-batch that marks its offline rows")
         imitated = batch.offline
+    # ... and with ``online.actor_context: offline``, only under z inferred from offline context.
+    if online and cfg.online.actor_context == "offline" and batch.explored is not None:
+        kept = 1.0 - batch.explored
+        imitated = kept if imitated is None else imitated * kept
     l_awr = awac_policy_loss(log_prob, w, imitated)
 
     # 5. The online actor term.

@@ -76,7 +76,8 @@ def _small_reach_config(repo: Path, tmp: Path) -> tuple[Path, Path]:
         b["episodes"] = 2
     data["arm"]["urdf"] = str(cfg.urdf_path())
     smac = to_dict(tiny_config("success_tuned"))
-    smac["network"].update(encoder_hidden=[64, 64], policy_hidden=[64, 64], q_hidden=[64, 64], decoder_hidden=[32, 32])
+    smac["network"].update(encoder_hidden=[64, 64], policy_hidden=[64, 64], q_hidden=[64, 64], decoder_hidden=[32, 32],
+                           policy_ignores=["joint_vel"])  # the default recipe's, found in the arm's layout
     smac["offline"].update(steps=3000, meta_batch=4, batch_size=64, context_size=32, log_every=500,
                            checkpoint_every=1000)
     smac["online"].update(iterations=1, updates_per_iteration=20, tasks_per_iteration=2, eval_every=0)
@@ -111,9 +112,22 @@ def test_reach_cli_end_to_end(repo: Path, tmp_path: Path) -> None:
                  "--labels", "decoder", "--quiet", "--no-eval"]) == 0
     assert main(["eval", "--config", str(config), "--data", str(data), "--run", str(on), "--quiet",
                  "--no-diagnostic"]) == 0
+    # The policy never reads the joint velocities (entries 5-9 of the 5-joint arm's observation).
+    from smrl_train.smac.runner import load_networks
+
+    assert load_networks(on)[0].policy.input_mask.tolist() == [1.0] * 5 + [0.0] * 5 + [1.0] * 3
+    # The protocol with one exploration episode, beside the protocol's two; eval.json untouched.
+    before = (on / "eval.json").read_text()
+    assert main(["eval", "--config", str(config), "--data", str(data), "--run", str(on), "--quiet",
+                 "--exploration-episodes", "1"]) == 0
+    one = json.loads((on / "eval_explore1.json").read_text())
+    assert one["eval"]["exploration_episodes"] == 1 and len(one["test"]["returns_by_episode"]) == 2
+    assert (on / "eval.json").read_text() == before
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(summary["methods"]) == {"offline_only", "smac"}
+    assert set(summary["methods"]["smac"]["success_by_exploration"]) == {"1", "2"}
+    assert "## Success by exploration episodes" in (tmp_path / "report" / "report.md").read_text()
     # Resuming a finished run is a no-op that succeeds; a second fresh run into it is refused.
     assert main(["train", "offline", "--config", str(config), "--data", str(data), "--run", str(off),
                  "--smac", str(smac), "--quiet", "--no-eval"]) == 2

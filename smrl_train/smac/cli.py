@@ -111,13 +111,27 @@ def _train_online(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
-    from smrl_train.smac.runner import evaluate_run
+    from smrl_train.smac.runner import evaluate_run, run_meta
 
     _threads(args)
     problem = problem_from_files(args.config, args.data)
     for run in args.run:
-        _print_eval(evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic))
+        if args.exploration_episodes is None:
+            _print_eval(evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic))
+            continue
+        k = args.exploration_episodes
+        if k < 0:
+            raise ConfigError(f"--exploration-episodes: must be >= 0, got {k}")
+        cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, exploration_episodes=k)
+        res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
+                           out_name=f"eval_explore{k}.json")
+        print(f"{res['method']} (seed {res['seed']}), {k} exploration episode(s): success "
+              f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
+              f"-> {run}/eval_explore{k}.json")
     return 0
 
 
@@ -203,6 +217,9 @@ def add_subcommands(subparsers: Any) -> None:
     _add_common(ev)
     ev.add_argument("--run", required=True, nargs="+", help="run directories")
     ev.add_argument("--no-diagnostic", action="store_true", help="skip the offline-vs-exploration z diagnostic")
+    ev.add_argument("--exploration-episodes", type=int, metavar="K",
+                    help="the protocol with K exploration episodes instead of the run's; writes eval_exploreK.json "
+                         "(eval.json stays the protocol's), which smrl report tabulates")
     ev.set_defaults(func=_eval)
 
     dg = subparsers.add_parser("diagnose", help="goal error of a probe on z, the trilateration bound and success, "

@@ -63,6 +63,10 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             diag = path.parent / "diagnose.json"
             if diag.exists():
                 data["diagnose"] = json.loads(diag.read_text())["table"]
+            # The protocol with another number of exploration episodes (smrl eval --exploration-episodes K).
+            data["by_exploration"] = {int(p.stem.removeprefix("eval_explore")): json.loads(p.read_text())["test"]
+                                      for p in path.parent.glob("eval_explore*.json")}
+            data["by_exploration"].setdefault(int(data["eval"]["exploration_episodes"]), data["test"])
             runs.append(data)
     return runs
 
@@ -90,6 +94,8 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
         m["updates"].append(r.get("updates"))
         m["iterations"].append(r.get("iterations"))
         m["gradients"].append(r.get("gradients", "unrecorded"))
+        for k, test in r.get("by_exploration", {}).items():
+            m.setdefault("success_by_exploration", {}).setdefault(str(k), []).append(test["success_rate"])
         random_returns.append(r["random_policy"]["final_return"])
         if r.get("diagnostic"):
             d = diagnostic.setdefault(r["method"], {k: [] for k in ("return_offline_context",
@@ -223,6 +229,25 @@ def _per_seed_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _exploration_table(summary: dict[str, Any]) -> list[str]:
+    """Success by the number of exploration episodes before the scored one (the protocol's and
+    those of ``smrl eval --exploration-episodes K``), where a run was evaluated with more than one."""
+    methods = summary["methods"]
+    counts = sorted({int(k) for m in methods.values() for k in m.get("success_by_exploration", {})})
+    if len(counts) < 2:
+        return []
+    lines = ["", "## Success by exploration episodes", "",
+             "The protocol with K exploration episodes (with rewards) before the scored episode; mean ± std over "
+             "seeds, the seeds in brackets.", "",
+             "| method | " + " | ".join(f"K = {k}" for k in counts) + " |", "|---|" + "---|" * len(counts)]
+    for n in _ordered(list(methods)):
+        by = methods[n].get("success_by_exploration", {})
+        cells = [f"{_fmt(_stats(by[str(k)]))} ({' / '.join(f'{v:.2f}' for v in by[str(k)])})" if str(k) in by else ""
+                 for k in counts]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _diagnose_table(summary: dict[str, Any]) -> list[str]:
     """`smrl diagnose` per method, mean over seeds: the goal error of a linear probe on z and
     success, with z from offline context (training tasks) vs the agent's own exploration
@@ -316,6 +341,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
             lines.append(f"| {n} | {_fmt(_stats(d['return_offline_context']))} | "
                          f"{_fmt(_stats(d['return_exploration_context']))} | {_fmt(_stats(d['z_distance']))} | "
                          f"{_fmt(_stats(d['z_spread_between_tasks']))} |")
+    lines += _exploration_table(summary)
     lines += _diagnose_table(summary)
     lines += [""] + [f"![{i}]({i})" for i in images] + [""]
     (out / "report.md").write_text("\n".join(lines))

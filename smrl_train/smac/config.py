@@ -13,9 +13,11 @@ Three recipes share one code path, selected by ``variant`` (docs/algorithm.md se
 * ``success_tuned`` (the default): tuned for held-out success. On top of ``return_tuned``: the
   linear-Gaussian encoder (evidence about z along any direction, so distance rewards can be
   intersected), in-sample value learning (IQL's expectile critic target) with clipped
-  per-sample advantage weights, the scored episode acting on the posterior mean, twice the
-  offline updates; online, no stochastic prior-z episodes and an actor that imitates only the
-  offline dataset's actions (the collected data train the critic and the encoder).
+  per-sample advantage weights, a policy that does not read the joint velocities and whose
+  mean is fitted by weighted regression in action space, the scored episode acting on the
+  posterior mean, twice the offline updates; online, no stochastic prior-z episodes and an
+  actor that imitates only the offline dataset's actions (the collected data train the critic
+  and the encoder).
 
 Each deviation is a field here whose value ``None`` means "the variant's default", so an
 ablation overrides a single ingredient (``smac.loss.awac_beta: 100``) and keeps the rest.

@@ -409,17 +409,15 @@ def _validate(cfg: SmacConfig) -> None:
     if not all(isinstance(name, str) and name for name in cfg.network.policy_ignores or ()):
         raise ConfigError(f"smac.network.policy_ignores: expected observation block names, "
                           f"got {cfg.network.policy_ignores!r}")
-    if cfg.online.actor_context not in ("all", "offline"):
-        raise ConfigError(f"smac.online.actor_context: expected 'all' or 'offline', got {cfg.online.actor_context!r}")
-    if cfg.loss.actor_mean not in ("likelihood", "regression"):
-        raise ConfigError(f"smac.loss.actor_mean: expected 'likelihood' or 'regression', got {cfg.loss.actor_mean!r}")
     if not 0.0 < cfg.loss.actor_regression_weight < math.inf:
         raise ConfigError(f"smac.loss.actor_regression_weight: must be > 0 and finite, "
                           f"got {cfg.loss.actor_regression_weight!r}")
-    if cfg.online.actor_data not in ("all", "offline"):
-        raise ConfigError(f"smac.online.actor_data: expected 'all' or 'offline', got {cfg.online.actor_data!r}")
-    if cfg.eval.scored_latent not in ("sample", "mean"):
-        raise ConfigError(f"smac.eval.scored_latent: expected 'sample' or 'mean', got {cfg.eval.scored_latent!r}")
+    for key, allowed in (("loss.actor_mean", ("likelihood", "regression")), ("online.actor_data", ("all", "offline")),
+                         ("online.actor_context", ("all", "offline")), ("eval.scored_latent", ("sample", "mean"))):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"smac.{key}: expected {' or '.join(map(repr, allowed))}, got {value!r}")
     if not 0.0 < cfg.loss.tau <= 1.0 or not 0.0 <= cfg.loss.gamma < 1.0:
         raise ConfigError("smac.loss: need 0 < tau <= 1 and 0 <= gamma < 1")
 

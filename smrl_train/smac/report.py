@@ -66,7 +66,9 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             # The protocol with another number of exploration episodes (smrl eval --exploration-episodes K).
             data["by_exploration"] = {int(p.stem.removeprefix("eval_explore")): json.loads(p.read_text())["test"]
                                       for p in path.parent.glob("eval_explore*.json")}
-            data["by_exploration"].setdefault(int(data["eval"]["exploration_episodes"]), data["test"])
+            protocol = (data.get("eval") or {}).get("exploration_episodes")  # absent in early eval.json files
+            if protocol is not None:
+                data["by_exploration"].setdefault(int(protocol), data["test"])
             runs.append(data)
     return runs
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def env_rate(config: str, seconds: float) -> float:
     from smrl_train.config import load_config
-    from smrl_train.envs import make_env
+    from smrl_train.sim.envs import make_env
 
     env = make_env(load_config(REPO / config))
     env.reset(seed=0)
@@ -60,9 +60,9 @@ def ros_rate(config: str, seconds: float, priority: int, floor: bool = False) ->
     from smrl_ros.probe import RosProbe, claim_domain_id
     from smrl_ros.realtime import set_realtime_priority
     from smrl_train.config import load_config
-    from smrl_train.control import ObservationBuilder
-    from smrl_train.envs import ArmTaskEnv
-    from smrl_train.safety import JointStateMapper, MappedState
+    from smrl_train.robot.control import ObservationBuilder
+    from smrl_train.robot.safety import JointStateMapper, MappedState
+    from smrl_train.sim.envs import ArmTaskEnv
 
     cfg = load_config(REPO / config)
     env = ArmTaskEnv(cfg)

@@ -65,7 +65,7 @@ def bench_inference(graph: object, path: Path, obs_dim: int, calls: int) -> dict
     session.run plus the copy into the input buffer and the float64 result)."""
     import torch
 
-    from smrl_train.runtime import PolicyRuntime
+    from smrl_train.robot.runtime import PolicyRuntime
 
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)

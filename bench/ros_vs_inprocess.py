@@ -5,7 +5,7 @@
 Uses a finished ``make demo`` folder: its dataset, its offline run and the reward-free episodes
 ``smrl_explorer`` recorded over DDS on the sim bridge with the offline bundle in the demo's
 first round (``recordings/round0``). It records the
-same episodes per task in-process, kind by kind (:func:`smrl_train.exploration.collect_in_process`:
+same episodes per task in-process, kind by kind (:func:`smrl_train.robot.exploration.collect_in_process`:
 same bundle, task posteriors, latent schedule and seeds, the gym env instead of the bridge), then runs the
 self-supervised phase from the same offline run on each recording, for each seed, and meta-tests
 every run on the held-out tasks. Prints final return and success per source and seed, and
@@ -37,10 +37,10 @@ def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     from smrl_train.data.recorder import EpisodeRecorder
     from smrl_train.data.reward_free import recording_manifest
     from smrl_train.data.store import EpisodeStore
-    from smrl_train.envs import ArmTaskEnv
-    from smrl_train.exploration import LatentExplorer, collect_in_process
-    from smrl_train.runtime import LatentPolicyRuntime
-    from smrl_train.task_latents import FILE_NAME, TaskLatents
+    from smrl_train.robot.exploration import LatentExplorer, collect_in_process
+    from smrl_train.robot.runtime import LatentPolicyRuntime
+    from smrl_train.robot.task_latents import FILE_NAME, TaskLatents
+    from smrl_train.sim.envs import ArmTaskEnv
 
     ros = EpisodeStore.open(demo / "recordings" / "round0")
     if (out / "manifest.json").exists():

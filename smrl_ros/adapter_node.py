@@ -10,7 +10,7 @@ start with ``adapt_on_start``) it
    meta-test protocol, docs/algorithm.md section 4), recording the
    context (s, a, r) with rewards from ``reward_topic`` (the sim bridge with ``publish_reward``);
 3. infers the posterior q(z | context) with ``encoder.onnx`` (onnxruntime, no torch) and bakes
-   its mean into an adapted policy (:func:`smrl_train.runtime.bake_latent`) in ``output_dir``;
+   its mean into an adapted policy (:func:`smrl_train.robot.runtime.bake_latent`) in ``output_dir``;
 4. hands it to the controller by setting the controller's ``model_path`` parameter (hot
    reload), resets the arm and re-enables the controller;
 5. reports the exploration returns and, unless ``evaluate_steps`` is 0, the return and final
@@ -39,9 +39,9 @@ from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot
 from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
-from smrl_train.exploration import LatentExplorer, RewardContext, episode_rng
-from smrl_train.runtime import EncoderRuntime, LatentPolicyRuntime, ModelError, bake_latent
-from smrl_train.urdf import UrdfError, load_urdf
+from smrl_train.robot.exploration import LatentExplorer, RewardContext, episode_rng
+from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, ModelError, bake_latent
+from smrl_train.sim.urdf import UrdfError, load_urdf
 
 TASK_PARAMETERS = ("task_split", "task_index", "task_goal")
 MAX_ATTEMPTS = 3  # tries per exploration episode before the adaptation is reported failed

@@ -14,12 +14,12 @@ Stepping, per mode:
   is new when its stamp or its positions differ from the last one used.
 * ``realtime`` (hardware, or the bridge in realtime mode): at ``rate_hz`` on average, on the first
   new state within half a period of each deadline (absolute deadlines,
-  :func:`smrl_train.control.period_schedule`; faster state streams are decimated).
+  :func:`smrl_train.robot.control.period_schedule`; faster state streams are decimated).
 
 With a reward topic (the adapter), a transition completes only once a reward published after
 its command has arrived: the sim bridge publishes one reward per step, right after the state.
 
-Safety is the controller's (:mod:`smrl_train.safety`): joint states mapped by name and
+Safety is the controller's (:mod:`smrl_train.robot.safety`): joint states mapped by name and
 rejected whole when malformed; observations and targets checked for non-finite values; every
 target clipped to the URDF limits and to velocity limit x period around the measured position.
 A non-finite action or a state stream that stops (``state_timeout_s``) aborts the episode and
@@ -45,11 +45,11 @@ from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
-from smrl_train.control import ObservationBuilder, period_schedule
-from smrl_train.exploration import executed_action
-from smrl_train.latent_schedule import at_home, homing_step
-from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
-from smrl_train.urdf import ArmDescription
+from smrl_train.robot.control import ObservationBuilder, period_schedule
+from smrl_train.robot.exploration import executed_action
+from smrl_train.robot.latent_schedule import at_home, homing_step
+from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
+from smrl_train.sim.urdf import ArmDescription
 
 MODES = ("lockstep", "realtime")
 RESET_MODES = ("service", "home")
@@ -166,7 +166,7 @@ class ArmDriver:
         p: driver parameters.
         arm: the robot's URDF.
         info: the model's metadata (joint names and order, observation layout, action scale,
-            control rate): a :class:`smrl_train.runtime.ModelInfo`.
+            control rate): a :class:`smrl_train.robot.runtime.ModelInfo`.
         reward_topic: pair every transition with a reward from this topic (None: reward-free).
     """
 
@@ -444,7 +444,7 @@ class ArmDriver:
             self.abort("command refused by the last check")
 
     def _publish(self, targets_model_order: np.ndarray, hold: bool = False) -> bool:
-        """Publish after the last check (:class:`~smrl_train.safety.CommandGuard`); a refused
+        """Publish after the last check (:class:`~smrl_train.robot.safety.CommandGuard`); a refused
         command publishes nothing (counted, logged) and False is returned."""
         now = time.monotonic()
         state = self._latest

@@ -1,14 +1,14 @@
 """``smrl_controller``: runs an exported adapted policy (ONNX) as a real-time control node.
 
-Data path (the node only converts; the judgement lives in :mod:`smrl_train.control` and
-:mod:`smrl_train.safety`, unit-tested without ROS):
+Data path (the node only converts; the judgement lives in :mod:`smrl_train.robot.control` and
+:mod:`smrl_train.robot.safety`, unit-tested without ROS):
 
 ``/joint_states`` -> map by name (reject bad messages) -> observation (q, qd, FK ee_pos,
 object pose) -> onnxruntime (1 intra-op + 1 inter-op thread) -> non-finite rejection,
 position and velocity clipping -> ``/forward_position_controller/commands``.
 
 Start-up refuses (exit status 2, the log names the mismatch) a model that fails the loader's
-checks (:mod:`smrl_train.runtime`) or does not fit the robot: joint names that differ from the
+checks (:mod:`smrl_train.robot.runtime`) or does not fit the robot: joint names that differ from the
 URDF's or from the ``joints`` parameter, an observation block the robot cannot build.
 
 The loop runs in its own thread on absolute deadlines, not on an rclpy timer:
@@ -19,7 +19,7 @@ The loop runs in its own thread on absolute deadlines, not on an rclpy timer:
 * ``trigger: timer``: a fixed ``rate_hz`` on the newest state, for state rates that are not a
   multiple of the policy rate.
 
-Either way, no fresh state for ``watchdog_periods`` periods holds (see :mod:`smrl_train.control`),
+Either way, no fresh state for ``watchdog_periods`` periods holds (see :mod:`smrl_train.robot.control`),
 logged once; the next fresh state resumes. Loop timing (period and compute p50/p99/max) and
 every counter go to ``/diagnostics`` each ``diagnostics_period_s``. Setting ``model_path``
 hot-reloads: the new model is loaded and checked in the parameter callback (a refusal comes back
@@ -60,10 +60,10 @@ from smrl_ros.conversions import (
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, run_node
 from smrl_ros.paths import input_path
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
-from smrl_train.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
-from smrl_train.runtime import ModelError, PolicyRuntime
-from smrl_train.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
-from smrl_train.urdf import ArmDescription, UrdfError, load_urdf
+from smrl_train.robot.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
+from smrl_train.robot.runtime import ModelError, PolicyRuntime
+from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
+from smrl_train.sim.urdf import ArmDescription, UrdfError, load_urdf
 
 TRIGGERS = ("state", "timer")
 HOLD_ACK_TIMEOUT_S = 0.5  # how long deactivate waits for the subscribers to acknowledge the hold

@@ -36,7 +36,7 @@ def stamp_to_seconds(stamp: Time) -> float:
 
 def joint_state_arrays(msg: JointState) -> tuple[list[str], np.ndarray, np.ndarray]:
     """names, positions, velocities of a JointState, unvalidated (lengths may differ: the
-    safety layer's :class:`smrl_train.safety.JointStateMapper` judges them)."""
+    safety layer's :class:`smrl_train.robot.safety.JointStateMapper` judges them)."""
     return (list(msg.name), np.asarray(msg.position, dtype=np.float64),
             np.asarray(msg.velocity, dtype=np.float64))
 

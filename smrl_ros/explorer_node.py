@@ -3,9 +3,9 @@
 It drives the arm with the adaptation bundle's latent policy (``policy.onnx``) and z drawn from
 the prior N(0, I) in numpy, redrawn as the model was trained (its ``smrl.latent_resample``
 metadata: every step for the paper recipe, once per episode for ours; the
-``resample_period`` parameter overrides it; :mod:`smrl_train.exploration`). With
+``resample_period`` parameter overrides it; :mod:`smrl_train.robot.exploration`). With
 ``posterior_episodes`` > 0 the last episodes of each task draw z from the task's posterior
-instead (the bundle's ``task_latents.json``, :mod:`smrl_train.task_latents`), and
+instead (the bundle's ``task_latents.json``, :mod:`smrl_train.robot.task_latents`), and
 ``prior_episodes`` > 0 records stochastic prior-z episodes: SMAC collects with the stochastic
 policy under prior and posterior z, and the trainer files each kind where SMAC puts it
 (:data:`smrl_train.data.reward_free.EPISODE_KINDS`). Over the standard
@@ -61,7 +61,6 @@ from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition,
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
-from smrl_train import task_latents
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import (
     EPISODE_KIND,
@@ -72,9 +71,10 @@ from smrl_train.data.reward_free import (
     recording_manifest,
 )
 from smrl_train.data.store import EpisodeStore, StoreError
-from smrl_train.exploration import LatentExplorer, describe_period, episode_rng
-from smrl_train.runtime import LatentPolicyRuntime, ModelError
-from smrl_train.urdf import UrdfError, load_urdf
+from smrl_train.robot import task_latents
+from smrl_train.robot.exploration import LatentExplorer, describe_period, episode_rng
+from smrl_train.robot.runtime import LatentPolicyRuntime, ModelError
+from smrl_train.sim.urdf import UrdfError, load_urdf
 
 ON_STOP = ("save", "drop")
 WRITTEN_POLL_S = 0.005  # how often the executor looks for episodes the writer thread finished

@@ -1,7 +1,7 @@
 """``smrl_sim``: the MuJoCo sim bridge. It looks to ROS like a ros2_control arm.
 
-It wraps the same :class:`smrl_train.arm_sim.ArmSim` as the gym env (built through
-:class:`smrl_train.envs.ArmTaskEnv`, so tasks, physics and reward are the env's own).
+It wraps the same :class:`smrl_train.sim.arm_sim.ArmSim` as the gym env (built through
+:class:`smrl_train.sim.envs.ArmTaskEnv`, so tasks, physics and reward are the env's own).
 
 Topics and services (names are parameters):
 
@@ -50,8 +50,8 @@ from smrl_ros.conversions import OK, WARN, command_array, make_joint_state, make
 from smrl_ros.node_main import StartupError, run_node
 from smrl_ros.realtime import set_realtime_priority
 from smrl_train.config import ConfigError, load_config, package_root
-from smrl_train.envs import ArmTaskEnv
-from smrl_train.tasks import Task, split_tasks
+from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.tasks import Task, split_tasks
 
 MODES = ("realtime", "lockstep")
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from smrl_train.config import ConfigError, load_config
 from smrl_train.data.store import StoreError
-from smrl_train.urdf import UrdfError
+from smrl_train.sim.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
 _PLUGINS = ("smrl_train.smac.cli", "smrl_train.export")
@@ -28,7 +28,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfErr
 def _user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the error types of the optional command groups that are installed."""
     errors = list(USER_ERRORS)
-    for module, name in (("smrl_train.runtime", "ModelError"), ("smrl_train.smac.checkpoint", "CheckpointError"),
+    for module, name in (("smrl_train.robot.runtime", "ModelError"), ("smrl_train.smac.checkpoint", "CheckpointError"),
                          ("smrl_train.export", "ExportError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))

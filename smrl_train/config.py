@@ -356,7 +356,7 @@ def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: igno
     if "root" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
         cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))  # type: ignore[type-var]
     if isinstance(cfg, SmrlConfig):
-        from smrl_train.arm_sim import check_arm  # the sim room knows the URDF and the table
+        from smrl_train.sim.arm_sim import check_arm  # the sim room knows the URDF and the table
 
         try:
             check_arm(cfg)

@@ -6,7 +6,7 @@ rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIR
 * the **adapted policy** (``kind = adapted_policy``): one task's posterior mean z baked in,
   deterministic action ``tanh(mean)``, observation normalisation inside the graph (the
   networks' own normaliser buffers), and the delta-to-target conversion of
-  :meth:`smrl_train.envs.ArmTaskEnv.action_to_targets` too:
+  :meth:`smrl_train.sim.envs.ArmTaskEnv.action_to_targets` too:
 
   ====================  =============  ===================================================
   name                  shape          meaning
@@ -26,7 +26,7 @@ rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIR
   (B, L) and ``noise`` (B, n) as inputs; action = tanh(mean + std * noise), so noise 0 is the
   deterministic policy and standard-normal noise samples the stochastic one). With these the
   robot infers z from its own context and writes its own adapted policy without torch
-  (:func:`smrl_train.runtime.bake_latent`), and explores as SMAC collects.
+  (:func:`smrl_train.robot.runtime.bake_latent`), and explores as SMAC collects.
 
 Every export is checked against torch on random inputs before it is kept: the ONNX outputs'
 largest error against a float64 evaluation of the same module may exceed twice torch's own
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 import smrl_train
 from smrl_train.config import SmrlConfig
-from smrl_train.runtime import (
+from smrl_train.robot.runtime import (
     ACTION_ABSOLUTE,
     FORMAT,
     FORMAT_VERSION,
@@ -98,7 +98,7 @@ class DeploymentSpec:
 
     @staticmethod
     def from_env(env: Any) -> DeploymentSpec:
-        """From an :class:`smrl_train.envs.ArmTaskEnv` (or a wrapper of one)."""
+        """From an :class:`smrl_train.sim.envs.ArmTaskEnv` (or a wrapper of one)."""
         u = getattr(env, "unwrapped", env)
         arm = u.arm
         return DeploymentSpec(
@@ -118,7 +118,7 @@ class DeploymentSpec:
     @staticmethod
     def from_config(cfg: SmrlConfig) -> DeploymentSpec:
         """Builds the env of ``cfg`` once to read its layout and scales."""
-        from smrl_train.envs import ArmTaskEnv
+        from smrl_train.sim.envs import ArmTaskEnv
 
         return DeploymentSpec.from_env(ArmTaskEnv(cfg))
 
@@ -439,7 +439,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from smrl_train.runtime import load_model
+    from smrl_train.robot.runtime import load_model
 
     model = load_model(args.model)
     print(json.dumps({"path": str(args.model), "kind": model.info.kind, **model.info.as_dict()}, indent=1))

@@ -12,7 +12,7 @@ A bundle folder holds::
     prior_policy.onnx   the adapted-policy form of policy.onnx with z = 0 (the prior mean):
                         what a controller can load before any adaptation
     task_latents.json   per training task, posteriors q(z | offline context) for the
-                        explorer's posterior-z episodes (:mod:`smrl_train.task_latents`;
+                        explorer's posterior-z episodes (:mod:`smrl_train.robot.task_latents`;
                         written when the export is given the offline data)
     bundle.json         which run and step it came from, and the models' hashes
 """
@@ -68,7 +68,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
     """
     from smrl_train.config import load_config
     from smrl_train.export import DeploymentSpec, export_bundle, run_metadata
-    from smrl_train.runtime import bake_latent, load_model
+    from smrl_train.robot.runtime import bake_latent, load_model
     from smrl_train.smac.runner import load_networks
 
     out = Path(out)
@@ -80,8 +80,8 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
     bake_latent(out / "policy.onnx", np.zeros(nets.policy.latent_dim, np.float32), out / "prior_policy.onnx")
     latents_file = None
     if offline is not None:
+        from smrl_train.robot.task_latents import FILE_NAME, TaskLatents
         from smrl_train.smac.config import smac_from_yaml_dict
-        from smrl_train.task_latents import FILE_NAME, TaskLatents
 
         smac = smac_from_yaml_dict(meta["smac"])
         context_size = int(smac.online.context_size)

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from smrl_train.config import SmrlConfig
-from smrl_train.envs import ArmTaskEnv
-from smrl_train.experts import JacobianExpert
-from smrl_train.tasks import Task
+from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.experts import JacobianExpert
+from smrl_train.sim.tasks import Task
 
 
 class JointGoalPolicy(nn.Module):

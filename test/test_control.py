@@ -1,11 +1,11 @@
-"""The control node's logic without ROS, on synthetic time (smrl_train.control)."""
+"""The control node's logic without ROS, on synthetic time (smrl_train.robot.control)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from smrl_train.control import (
+from smrl_train.robot.control import (
     HOLD_BAD_ACTION,
     HOLD_INFERENCE,
     HOLD_NO_OBJECT,
@@ -16,8 +16,8 @@ from smrl_train.control import (
     PolicyController,
     period_schedule,
 )
-from smrl_train.safety import MappedState, StaleStateWatchdog, TargetLimiter
-from smrl_train.urdf import forward_kinematics, load_urdf
+from smrl_train.robot.safety import MappedState, StaleStateWatchdog, TargetLimiter
+from smrl_train.sim.urdf import forward_kinematics, load_urdf
 
 from conftest import REPO, small_config
 
@@ -62,7 +62,7 @@ def test_cached_fk_equals_the_urdf_fk(arm_name: str) -> None:
 
 
 def test_observation_matches_the_sims_observation() -> None:
-    from smrl_train.envs import ArmTaskEnv
+    from smrl_train.sim.envs import ArmTaskEnv
 
     env = ArmTaskEnv(small_config("push"))
     obs, _ = env.reset(seed=3)

@@ -14,9 +14,9 @@ from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import EpisodeWriter, recording_manifest, schema_from_model, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError
-from smrl_train.exploration import LatentExplorer, RewardContext, episode_rng, executed_action
 from smrl_train.pipeline import last_csv_row, load_recordings, run_progress
-from smrl_train.runtime import LatentPolicyRuntime
+from smrl_train.robot.exploration import LatentExplorer, RewardContext, episode_rng, executed_action
+from smrl_train.robot.runtime import LatentPolicyRuntime
 
 from bundle_helpers import random_bundle
 from conftest import small_config
@@ -138,7 +138,7 @@ def test_progress_reads_only_complete_rows_of_a_growing_csv(tmp_path: Path) -> N
 def test_exploration_follows_the_models_latent_schedule(setup) -> None:
     import dataclasses
 
-    from smrl_train.exploration import ONCE_PER_EPISODE, resample_period_for
+    from smrl_train.robot.exploration import ONCE_PER_EPISODE, resample_period_for
 
     policy = setup["policy"]
     obs = np.zeros(policy.info.obs_dim, np.float32)
@@ -165,7 +165,7 @@ def test_exploration_follows_the_models_latent_schedule(setup) -> None:
 
 
 def test_task_latents_round_trip_and_bad_files_name_the_problem(tmp_path: Path) -> None:
-    from smrl_train.task_latents import TaskLatents, TaskLatentsError
+    from smrl_train.robot.task_latents import TaskLatents, TaskLatentsError
 
     mean = {3: np.arange(10, dtype=np.float32).reshape(2, 5), 7: -np.ones((2, 5), np.float32)}
     var = {t: np.full((2, 5), 0.25, np.float32) for t in mean}

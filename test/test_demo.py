@@ -91,8 +91,8 @@ def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Pa
 
     from smrl_ros.demo import BUDGETS, demo_config
     from smrl_train.config import load_config
-    from smrl_train.envs import make_env
-    from smrl_train.tasks import split_tasks
+    from smrl_train.sim.envs import make_env
+    from smrl_train.sim.tasks import split_tasks
 
     base = Path(__file__).resolve().parent.parent / "config" / "reach.yaml"
     orig = load_config(base)

@@ -8,8 +8,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from smrl_train.config import load_config
-from smrl_train.envs import ENV_IDS, ArmTaskEnv, make_env
-from smrl_train.tasks import TaskFamily, split_tasks
+from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv, make_env
+from smrl_train.sim.tasks import TaskFamily, split_tasks
 
 from conftest import CONFIGS, small_config
 

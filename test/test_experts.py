@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from smrl_train.config import load_config
-from smrl_train.envs import make_env
-from smrl_train.experts import JacobianExpert
-from smrl_train.tasks import split_tasks
+from smrl_train.sim.envs import make_env
+from smrl_train.sim.experts import JacobianExpert
+from smrl_train.sim.tasks import split_tasks
 
 from conftest import CONFIGS
 

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from smrl_train.envs import ArmTaskEnv
 from smrl_train.export import AdaptedPolicyGraph, DeploymentSpec, ExportError, export_adapted_policy, export_bundle
-from smrl_train.runtime import REQUIRED_METADATA, EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
+from smrl_train.robot.runtime import REQUIRED_METADATA, EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
+from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.networks import SmacNetworks
 
 from conftest import small_config
@@ -240,7 +240,7 @@ def test_cli_exports_a_training_run(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "bundle" / "task_latents.json").exists()  # no --data: no offline contexts
     # With the offline data: per-task posteriors for posterior-z exploration, reproducibly.
     from smrl_train.data.generate import generate_dataset
-    from smrl_train.task_latents import TaskLatents
+    from smrl_train.robot.task_latents import TaskLatents
 
     generate_dataset(small_config("reach", n_train=3, n_test=1, episode_length=20), tmp_path / "data", progress=False)
     for out in ("b1", "b2"):

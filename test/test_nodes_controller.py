@@ -14,9 +14,9 @@ from std_msgs.msg import Bool
 
 from smrl_ros import topics
 from smrl_ros.graph import GraphSpec, control_graph, controller_node
-from smrl_train.envs import ArmTaskEnv
 from smrl_train.export import DeploymentSpec, export_adapted_policy
-from smrl_train.tasks import split_tasks
+from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.tasks import split_tasks
 
 from conftest import small_config
 from ros_harness import (

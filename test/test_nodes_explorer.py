@@ -23,8 +23,8 @@ from smrl_ros.graphs import explore_graph, explorer_node
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.reward_free import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
-from smrl_train.envs import ArmTaskEnv
 from smrl_train.pipeline import RecordedExplorationSource, load_recordings
+from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.sources import collection_plan
 
 from bundle_helpers import random_bundle
@@ -237,9 +237,9 @@ def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(asse
     stochastic prior-z and one stochastic episode with z from the task's posterior in
     task_latents.json. Replaying each episode's seeds through the
     explorer logic reproduces every recorded action; the trainer's loader files the kinds apart."""
-    from smrl_train.exploration import LatentExplorer, episode_rng
-    from smrl_train.runtime import LatentPolicyRuntime
-    from smrl_train.task_latents import FILE_NAME, TaskLatents
+    from smrl_train.robot.exploration import LatentExplorer, episode_rng
+    from smrl_train.robot.runtime import LatentPolicyRuntime
+    from smrl_train.robot.task_latents import FILE_NAME, TaskLatents
 
     bundle = tmp_path / "bundle"
     shutil.copytree(assets["bundle"], bundle)
@@ -313,8 +313,8 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
     from smrl_train.config import load_config, to_dict
     from smrl_train.data.recorder import EpisodeRecorder
     from smrl_train.data.reward_free import recording_manifest
-    from smrl_train.exploration import LatentExplorer, collect_in_process
-    from smrl_train.runtime import LatentPolicyRuntime
+    from smrl_train.robot.exploration import LatentExplorer, collect_in_process
+    from smrl_train.robot.runtime import LatentPolicyRuntime
 
     base = load_config(Path(__file__).resolve().parent.parent / "config" / "reach.yaml")
     cfg = dataclasses.replace(base, env=dataclasses.replace(base.env, reset_noise=0.0))
@@ -323,7 +323,7 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
     data["arm"]["urdf"] = str(base.urdf_path())
     config = tmp_path / "reach_still.yaml"
     config.write_text(yaml.safe_dump(data))
-    from smrl_train.task_latents import FILE_NAME, TaskLatents
+    from smrl_train.robot.task_latents import FILE_NAME, TaskLatents
 
     # One episode of each kind: deterministic prior-z, stochastic prior-z, stochastic posterior-z.
     bundle = tmp_path / "bundle"

@@ -18,10 +18,10 @@ from smrl_ros import topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position
 from smrl_ros.graph import sim_graph
 from smrl_train.config import load_config
-from smrl_train.control import ObservationBuilder
-from smrl_train.envs import ArmTaskEnv
-from smrl_train.safety import JointStateMapper, MappedState
-from smrl_train.tasks import split_tasks
+from smrl_train.robot.control import ObservationBuilder
+from smrl_train.robot.safety import JointStateMapper, MappedState
+from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.tasks import split_tasks
 
 from conftest import CONFIGS, small_config
 from ros_harness import latest_status, ros_graph, wait_until

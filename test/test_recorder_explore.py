@@ -10,7 +10,7 @@ import pytest
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.store import EpisodeStore, load_task_arrays
-from smrl_train.latent_schedule import LatentSchedule, at_home, homing_step
+from smrl_train.robot.latent_schedule import LatentSchedule, at_home, homing_step
 
 from conftest import small_config
 

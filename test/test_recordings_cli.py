@@ -13,9 +13,9 @@ from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import recording_manifest
 from smrl_train.data.store import EpisodeStore
-from smrl_train.envs import ArmTaskEnv
-from smrl_train.exploration import LatentExplorer, collect_in_process
-from smrl_train.runtime import LatentPolicyRuntime
+from smrl_train.robot.exploration import LatentExplorer, collect_in_process
+from smrl_train.robot.runtime import LatentPolicyRuntime
+from smrl_train.sim.envs import ArmTaskEnv
 
 from bundle_helpers import random_bundle
 from conftest import small_config

@@ -1,11 +1,11 @@
-"""The safety layer's rules, each on its own, without ROS (smrl_train.safety)."""
+"""The safety layer's rules, each on its own, without ROS (smrl_train.robot.safety)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from smrl_train.safety import (
+from smrl_train.robot.safety import (
     GUARD_LIMITS,
     GUARD_NON_FINITE,
     GUARD_SHAPE,

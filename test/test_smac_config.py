@@ -133,7 +133,7 @@ def test_policy_ignores_resolves_layout_blocks_and_names_what_is_missing() -> No
 def test_policy_ignores_finds_the_arms_joint_velocities() -> None:
     from types import SimpleNamespace
 
-    from smrl_train.envs import ArmTaskEnv
+    from smrl_train.sim.envs import ArmTaskEnv
     from smrl_train.smac.runner import observation_entries
 
     from conftest import small_config

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from smrl_train.envs import ArmTaskEnv
+from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.tasks import split_tasks
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.diagnose import LinearProbe, diagnose, format_table
 from smrl_train.smac.trainer import build_networks
-from smrl_train.tasks import split_tasks
 
 from conftest import small_config
 from smac_helpers import tiny_config

@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from smrl_train.data.store import TaskArrays as Arrays
-from smrl_train.tasks import Task
+from smrl_train.sim.tasks import Task
 
 
 class PointDirectionEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -87,8 +87,8 @@ def toy_dataset(env: PointDirectionEnv, tasks: list[Task], episodes: int = 6, se
 
 def toy_problem(n_train: int = 12, n_test: int = 6, max_steps: int = 20, episodes: int = 6, seed: int = 0):
     """A :class:`smrl_train.smac.runner.Problem` on the point family."""
+    from smrl_train.sim.tasks import split_tasks
     from smrl_train.smac.runner import Problem
-    from smrl_train.tasks import split_tasks
 
     env = PointDirectionEnv(max_steps)
     train, test = split_tasks(env, n_train, n_test, seed)

@@ -21,9 +21,9 @@ from tqdm import tqdm
 import smrl_train
 from smrl_train.config import SmrlConfig, to_dict
 from smrl_train.data.store import EpisodeStore, episode_filename
-from smrl_train.envs import ENV_IDS, ArmTaskEnv
-from smrl_train.experts import JacobianExpert
-from smrl_train.tasks import Task, split_tasks
+from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv
+from smrl_train.sim.experts import JacobianExpert
+from smrl_train.sim.tasks import Task, split_tasks
 
 
 def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,

@@ -299,8 +299,8 @@ class EpisodeStore:
         return out
 
     def tasks(self, split: str = "train") -> list[Any]:
-        """The store's tasks of ``split`` ("train" or "test") as :class:`smrl_train.tasks.Task`."""
-        from smrl_train.tasks import Task
+        """The store's tasks of ``split`` ("train" or "test") as :class:`smrl_train.sim.tasks.Task`."""
+        from smrl_train.sim.tasks import Task
 
         return [Task.from_dict(t) for t in self.manifest["tasks"].get(split, [])]
 

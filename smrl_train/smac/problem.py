@@ -19,11 +19,11 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     """The task family of ``config`` with the offline data of the store at ``data``.
 
     Train/test tasks come from the store's manifest (so evaluation uses exactly the split the
-    data was generated for); the env is ``smrl_train.envs.make_env``.
+    data was generated for); the env is ``smrl_train.sim.envs.make_env``.
     """
     from smrl_train.data.generate import config_mismatches
     from smrl_train.data.store import EpisodeStore, StoreError
-    from smrl_train.envs import make_env
+    from smrl_train.sim.envs import make_env
 
     cfg = load_config(config)
     store = EpisodeStore.open(data)

@@ -1,7 +1,7 @@
 """The training phases, top to bottom: offline meta-training, then self-supervised online.
 
 A :class:`Problem` is all the algorithm needs from the outside world: an env factory for a
-task family following :mod:`smrl_train.tasks`' protocol, the train/test tasks, and the offline
+task family following :mod:`smrl_train.sim.tasks`' protocol, the train/test tasks, and the offline
 per-task arrays of the training tasks. The CLI builds it from a config and a dataset; the
 tests build one around a toy family.
 

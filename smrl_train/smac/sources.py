@@ -1,7 +1,7 @@
 """Where the self-supervised phase gets its episodes: a pluggable source.
 
 * :class:`EnvEpisodeSource` rolls the current policy out in an in-process gymnasium env that
-  follows the task protocol of :mod:`smrl_train.tasks` (``set_task`` then reset/step).
+  follows the task protocol of :mod:`smrl_train.sim.tasks` (``set_task`` then reset/step).
 * :class:`StoredEpisodeSource` replays reward-free episodes recorded elsewhere (the ROS
   exploration node, rosbag conversions) from per-task arrays (``load_task_arrays``).
 

@@ -2,7 +2,7 @@
 
 ``ArmSim`` speaks in absolute joint-position targets, as a ros2_control
 ``forward_position_controller`` does; turning policy actions (deltas) into targets is the
-env's job (:mod:`smrl_train.envs`), and the controller node's on the robot side.
+env's job (:mod:`smrl_train.sim.envs`), and the controller node's on the robot side.
 
 Observation layout (``observation_layout``), all in the arm's base frame:
 
@@ -24,9 +24,9 @@ import mujoco
 import numpy as np
 
 from smrl_train.config import ConfigError, SmrlConfig
-from smrl_train.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
-from smrl_train.tasks import Task
-from smrl_train.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf
+from smrl_train.sim.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
+from smrl_train.sim.tasks import Task
+from smrl_train.sim.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf
 
 
 def home_pose(cfg: SmrlConfig, arm: ArmDescription) -> np.ndarray:
@@ -161,7 +161,7 @@ class ArmSim:
         return self.data.ctrl[self._act].copy()
 
     def ee_position(self) -> np.ndarray:
-        # MuJoCo's site position; equal to smrl_train.urdf.forward_kinematics (tested), which
+        # MuJoCo's site position; equal to smrl_train.sim.urdf.forward_kinematics (tested), which
         # the robot side uses.
         return self.data.site_xpos[self._ee_site].copy()
 

@@ -3,7 +3,7 @@
 Action: joint-position deltas in [-1, 1]^n, scaled per joint by ``max_step`` (rad per control
 step = ``arm.max_step_fraction`` x velocity limit x control period) and applied as absolute
 targets ``q + a * max_step`` clipped to the URDF limits: exactly what a ros2_control
-``forward_position_controller`` receives. Observation: see :mod:`smrl_train.arm_sim`.
+``forward_position_controller`` receives. Observation: see :mod:`smrl_train.sim.arm_sim`.
 
 Rewards (``info`` carries each term under ``reward_<term>``, the success flag under ``success``
 and the distance the success radius applies to under ``goal_distance``):
@@ -23,16 +23,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from smrl_train.arm_sim import ArmSim
 from smrl_train.config import SmrlConfig
-from smrl_train.tasks import Task, sample_box
+from smrl_train.sim.arm_sim import ArmSim
+from smrl_train.sim.tasks import Task, sample_box
 
 ENV_IDS = {"reach": "smrl/Reach-v0", "push": "smrl/Push-v0"}
 
 
 class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
     """A hidden-goal task family on a URDF arm, following the task protocol of
-    :mod:`smrl_train.tasks` (``sample_tasks``, ``set_task``, ``info["success"]``)."""
+    :mod:`smrl_train.sim.tasks` (``sample_tasks``, ``set_task``, ``info["success"]``)."""
 
     metadata = {"render_modes": []}
 
@@ -153,7 +153,7 @@ for _family, _env_id in ENV_IDS.items():
     if _env_id not in gym.registry:
         gym.register(
             id=_env_id,
-            entry_point="smrl_train.envs:ArmTaskEnv",
+            entry_point="smrl_train.sim.envs:ArmTaskEnv",
             kwargs={"family": _family},
             max_episode_steps=200,
             disable_env_checker=True,

@@ -1,10 +1,12 @@
-"""``make demo``: the main job on the default sim setup, stage by stage.
+"""The scripted experts' success table, after the default offline dataset (the first ``make demo``).
 
-Stages that exist so far:
+``python -m smrl_train.sim.expert_table --out DIR``, stage by stage:
 
 1. generate the reward-labelled offline dataset of the default reach family;
 2. roll out the scripted experts on the train and held-out test tasks of both families on
    both arms and print their success table (the behaviour data's upper anchor).
+
+``make demo`` now runs the whole mission over ROS (:mod:`smrl_ros.demo`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from tqdm import tqdm
 
 from smrl_train.config import load_config
 from smrl_train.data.generate import dataset_summary, generate_dataset
-from smrl_train.envs import make_env
-from smrl_train.experts import JacobianExpert
-from smrl_train.tasks import split_tasks
+from smrl_train.sim.envs import make_env
+from smrl_train.sim.experts import JacobianExpert
+from smrl_train.sim.tasks import split_tasks
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def expert_table(config_names: list[str]) -> list[dict[str, object]]:

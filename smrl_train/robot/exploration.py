@@ -2,14 +2,14 @@
 
 The exploration node (``smrl_explorer``) and the adapter node (``smrl_adapter``) drive the arm
 with the adaptation bundle's latent policy ``pi(a | s, z)`` (``policy.onnx``, deterministic
-``tanh(mean)``) and z from :class:`smrl_train.latent_schedule.LatentSchedule`: drawn from the prior
+``tanh(mean)``) and z from :class:`smrl_train.robot.latent_schedule.LatentSchedule`: drawn from the prior
 N(0, I) and redrawn every ``resample_period`` steps (SMAC's code default: every step). That
 is the meta-test's exploration (docs/algorithm.md section 4) and our recipes'
 ``explore`` episodes, so what a robot records is the data the trainer expects.
 
 The adapter then infers the posterior q(z | context) with ``encoder.onnx`` from the context
 rows (s, a, r) it collected *with* rewards, and bakes its mean into an adapted policy
-(:func:`smrl_train.runtime.bake_latent`).
+(:func:`smrl_train.robot.runtime.bake_latent`).
 
 :func:`collect_in_process` records the same episodes in the in-process gym env; it is the
 reference the ROS path is compared against (``bench/ros_vs_inprocess.py``).
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from smrl_train.data.reward_free import EPISODE_KIND, POSTERIOR_KIND
-from smrl_train.latent_schedule import LatentSchedule
+from smrl_train.robot.latent_schedule import LatentSchedule
 
 
 class LatentPolicy(Protocol):
@@ -101,7 +101,7 @@ class LatentExplorer:
         """Start an episode of a recorded kind (:data:`smrl_train.data.reward_free.EPISODE_KINDS`):
         ``explore`` deterministic with prior z, ``prior`` stochastic with prior z, ``posterior``
         stochastic with z from the task's posterior in ``latents`` (a
-        :class:`smrl_train.task_latents.TaskLatents`, taken in turn by ``episode_index``)."""
+        :class:`smrl_train.robot.task_latents.TaskLatents`, taken in turn by ``episode_index``)."""
         if kind == POSTERIOR_KIND:
             self.begin_episode(rng, *latents.for_episode(task_index, episode_index), stochastic=True)
         else:
@@ -188,10 +188,10 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
     """Record ``episodes`` exploration episodes of ``task`` in the in-process env.
 
     The reference for the ROS path: same policy, same latent schedule, same recorder, with
-    ``env`` an :class:`smrl_train.envs.ArmTaskEnv` stepping the physics itself. ``kinds``
+    ``env`` an :class:`smrl_train.sim.envs.ArmTaskEnv` stepping the physics itself. ``kinds``
     gives each episode's kind (default all ``explore``): ``prior`` and ``posterior`` episodes
     sample the stochastic policy, ``posterior`` ones with z from ``latents``
-    (:class:`smrl_train.task_latents.TaskLatents`), as the explorer node records them.
+    (:class:`smrl_train.robot.task_latents.TaskLatents`), as the explorer node records them.
     Rewards are never read. Returns the number of transitions written.
     """
     env.set_task(task)

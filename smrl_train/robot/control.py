@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smrl_train.safety import CommandGuard, MappedState, StaleStateWatchdog, TargetLimiter, all_finite
-from smrl_train.urdf import ArmDescription, rpy_to_matrix
+from smrl_train.robot.safety import CommandGuard, MappedState, StaleStateWatchdog, TargetLimiter, all_finite
+from smrl_train.sim.urdf import ArmDescription, rpy_to_matrix
 
 # Observation blocks the robot side can build, and the size each must have.
 SUPPORTED_BLOCKS = ("joint_pos", "joint_vel", "ee_pos", "puck_pos")
@@ -36,7 +36,7 @@ HOLD_BAD_ACTION = "non_finite_action"
 
 
 class EndEffectorFK:
-    """:func:`smrl_train.urdf.forward_kinematics` with the constant parts precomputed.
+    """:func:`smrl_train.sim.urdf.forward_kinematics` with the constant parts precomputed.
 
     Same chain walk, same result (tested to 1e-12), about half the numpy calls: at a 100 Hz
     tick on a shared CPU the observation's FK was the largest share of the step.
@@ -166,7 +166,7 @@ class PolicyController:
     """One control step at a time: fresh state -> observation -> policy -> safety -> command.
 
     Args:
-        policy: ``act(obs (obs_dim,)) -> joint targets (n,)`` (a :class:`~smrl_train.runtime.PolicyRuntime`).
+        policy: ``act(obs (obs_dim,)) -> joint targets (n,)`` (a :class:`~smrl_train.robot.runtime.PolicyRuntime`).
         builder: the observation builder for the policy's layout.
         limiter: position and velocity clipping of targets (and non-finite rejection).
         watchdog: stale-state detection (timeout = watchdog periods x control period).

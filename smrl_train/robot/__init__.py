@@ -1,0 +1,12 @@
+"""What runs on the robot side: numpy + onnx + onnxruntime, never torch, MuJoCo or gymnasium.
+
+* :mod:`.runtime`          load and check exported ONNX models, run them, bake a latent in;
+* :mod:`.safety`           the safety layer the controller checks on every tick;
+* :mod:`.control`          the control node's logic: observation, tick, hold, loop timing;
+* :mod:`.latent_schedule`  z for each control step (prior or posterior) and homing;
+* :mod:`.exploration`      exploration and adaptation episodes without ROS;
+* :mod:`.task_latents`     ``task_latents.json``: per-task posteriors a bundle hands the robot.
+
+``test/test_architecture.py`` imports every module of this package in a fresh interpreter and
+checks that torch, MuJoCo and gymnasium stay out.
+"""

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def env_rate(config: str, seconds: float) -> float:
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.sim.envs import make_env
 
     env = make_env(load_config(REPO / config))
@@ -59,7 +59,7 @@ def ros_rate(config: str, seconds: float, priority: int, floor: bool = False) ->
     from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, sim_graph
     from smrl_ros.probe import RosProbe, claim_domain_id
     from smrl_ros.realtime import set_realtime_priority
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.robot.control import ObservationBuilder
     from smrl_train.robot.safety import JointStateMapper, MappedState
     from smrl_train.sim.envs import ArmTaskEnv

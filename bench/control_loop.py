@@ -38,7 +38,7 @@ def export_policy(out: Path, config: str) -> tuple[object, object, Path]:
     """A randomly initialised SMAC policy of the config's size, exported; (spec, torch graph, path)."""
     import torch
 
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.export import AdaptedPolicyGraph, DeploymentSpec, export_adapted_policy
     from smrl_train.smac.config import SmacConfig
     from smrl_train.smac.networks import TanhGaussianPolicy

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smrl_train.config import load_config  # noqa: E402
+from smrl_train.config_loader import load_config  # noqa: E402
 from smrl_train.data.generate import generate_dataset  # noqa: E402
 from smrl_train.sim.envs import make_env  # noqa: E402
 

@@ -33,7 +33,7 @@ SOURCES = ("ros", "inprocess")
 
 def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     """The in-process twin of the explorer's recording (same tasks and episode counts)."""
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.data.recorder import EpisodeRecorder
     from smrl_train.data.reward_free import recording_manifest
     from smrl_train.data.store import EpisodeStore
@@ -104,7 +104,7 @@ def main() -> int:
     args = parser.parse_args()
     demo = Path(args.demo).resolve()
     config = Path(args.config).resolve()
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     family = load_config(config).env.family
     data, offline = demo / "data" / family, demo / "runs" / "offline_only"

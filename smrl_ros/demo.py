@@ -53,7 +53,9 @@ import yaml
 from smrl_ros.graph import GraphRunner, GraphSpec, die_with_parent
 from smrl_ros.graphs import adapt_graph, explore_graph, train_graph
 from smrl_ros.run_graph import LogTail
-from smrl_train.config import SmrlConfig, load_config, package_root, to_dict
+from smrl_train.config import SmrlConfig, package_root
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import to_dict
 
 METHODS = ("offline_only", "smac")
 

@@ -49,7 +49,9 @@ from smrl_ros import params, topics
 from smrl_ros.conversions import OK, WARN, command_array, make_joint_state, make_pose, make_status, seconds_to_stamp
 from smrl_ros.node_main import StartupError, run_node
 from smrl_ros.realtime import set_realtime_priority
-from smrl_train.config import ConfigError, load_config, package_root
+from smrl_train.config import package_root
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import ConfigError
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.sim.tasks import Task, split_tasks
 

@@ -16,7 +16,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from smrl_train.config import ConfigError, load_config
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import ConfigError
 from smrl_train.data.store import StoreError
 from smrl_train.sim.urdf import UrdfError
 

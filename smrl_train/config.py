@@ -1,8 +1,11 @@
-"""Typed, validated configuration loaded from ``config/*.yaml``.
+"""The family configuration: one task family on one arm, as typed frozen dataclasses.
 
-Every section is a frozen dataclass whose fields carry their unit in a comment. The loader is
-strict: an unknown key or a value of the wrong type stops with a :class:`ConfigError` naming
-the dotted key and the expected type, so a typo never silently falls back to a default.
+Every section (``arm``, ``env``, ``tasks``, ``data``) is a frozen dataclass whose fields carry
+their unit in a comment and whose values are checked on construction; a bad value stops with a
+:class:`~smrl_train.config_schema.ConfigError` naming the dotted key. :class:`SmrlConfig` holds
+the sections and the ``smac:`` section. Files are read by
+:func:`smrl_train.config_loader.load_config`, strictly (:mod:`smrl_train.config_schema`): an
+unknown key or a value of the wrong type never silently falls back to a default.
 
 Paths in a config (the URDF) are resolved relative to the package root, which is the parent
 of the config file's folder: that holds in the source tree (``config/`` beside ``urdf/``) and
@@ -13,19 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type (message names the key)."""
+from smrl_train.config_schema import ConfigError
 
 
 def _require(ok: bool, key: str, must: str, value: Any) -> None:
@@ -193,19 +188,15 @@ class SmrlConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    # The algorithm section (``smrl_train.smac.config.SmacConfig``), validated on load so one
-    # file holds the family and the recipe; None = the SMAC defaults.
+    # The algorithm section (``smrl_train.smac.config.SmacConfig``), built from the YAML's
+    # ``smac:`` mapping by the loader (:func:`smrl_train.config_loader.load_config`) so one file
+    # holds the family and the recipe; None = the SMAC defaults.
     smac: Any = None
     # Folder against which relative paths are resolved (set by the loader, not from YAML).
     root: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.smac, dict):
-            # Imported here: smrl_train.smac.config builds on this module (and needs no torch).
-            from smrl_train.smac.config import smac_from_yaml_dict
-
-            object.__setattr__(self, "smac", smac_from_yaml_dict(self.smac))
-        elif self.smac is not None and not dataclasses.is_dataclass(self.smac):
+        if self.smac is not None and not dataclasses.is_dataclass(self.smac):
             raise ConfigError(f"smac: expected mapping (SmacConfig), got {type(self.smac).__name__}")
 
     def urdf_path(self) -> Path:
@@ -230,137 +221,3 @@ def package_root() -> Path:
         import sys
 
         return Path(sys.prefix) / "share" / "smrl_ros"
-
-
-# ---------------------------------------------------------------------------------------
-# Strict loading
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (tuple, list):
-        (inner, *_rest) = typing.get_args(tp) or (Any,)
-        return f"list of {_type_name(inner)}"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if dataclasses.is_dataclass(tp):
-        return f"mapping ({tp.__name__})"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (lists to tuples)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
-        return _build(tp, value, key)  # type: ignore[arg-type]
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
-        inner = typing.get_args(tp)[0]
-        return tuple(_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if tp is float:
-        # YAML reads 1e-3 as a string and 5 as an int; both are fine where a float is wanted.
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected float, got bool {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in fields or name == "root":
-            known = ", ".join(n for n in fields if n != "root")
-            raise ConfigError(f"unknown key '{key}' (known keys here: {known})")
-        kwargs[name] = _convert(value, hints[name], key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
-
-
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a plain mapping, strictly (unknown keys and bad types raise)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    return _build(cls, data, prefix)
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain (YAML/JSON-able) form of a config dataclass."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: ignore[assignment]
-    """Load and validate a YAML config file.
-
-    Raises:
-        ConfigError: the file is missing, not YAML, or has an unknown key or a bad type.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        raise ConfigError(f"{path}: the file is empty (a config names at least its arm and env sections)")
-    try:
-        cfg = from_dict(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if "root" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
-        cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))  # type: ignore[type-var]
-    if isinstance(cfg, SmrlConfig):
-        from smrl_train.sim.arm_sim import check_arm  # the sim room knows the URDF and the table
-
-        try:
-            check_arm(cfg)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    return cfg
-

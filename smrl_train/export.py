@@ -412,7 +412,7 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     cfg = load_config(args.config)
     nets = _load_networks(args.checkpoint)

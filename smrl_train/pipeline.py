@@ -66,7 +66,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
     ``latents_per_task`` posteriors per training task for posterior-z exploration.
     Returns the bundle description also written to ``out/bundle.json``.
     """
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.export import DeploymentSpec, export_bundle, run_metadata
     from smrl_train.robot.runtime import bake_latent, load_model
     from smrl_train.smac.runner import load_networks

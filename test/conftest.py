@@ -24,7 +24,7 @@ CONFIGS = {
 def small_config(name: str = "reach", n_train: int = 3, n_test: int = 2, episodes_per_behaviour: int = 1,
                  episode_length: int = 40):
     """A config of ``name`` shrunk for fast tests (few tasks, short episodes)."""
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     cfg = load_config(CONFIGS[name])
     behaviours = tuple(dataclasses.replace(b, episodes=episodes_per_behaviour) for b in cfg.data.behaviours)

@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from smrl_train.config import load_config
+from smrl_train.config_loader import load_config
 from smrl_train.sim.arm_sim import ArmSim
 from smrl_train.sim.urdf import UrdfError, forward_kinematics, load_urdf, parse_urdf, position_jacobian
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from smrl_train.config import ConfigError, SmrlConfig, load_config
+from smrl_train.config import SmrlConfig
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 URDF = REPO / "urdf" / "smrl_arm.urdf"

@@ -90,7 +90,7 @@ def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Pa
     import dataclasses
 
     from smrl_ros.demo import BUDGETS, demo_config
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
     from smrl_train.sim.envs import make_env
     from smrl_train.sim.tasks import split_tasks
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from smrl_train.config import load_config
+from smrl_train.config_loader import load_config
 from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv, make_env
 from smrl_train.sim.tasks import TaskFamily, split_tasks
 

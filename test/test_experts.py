@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smrl_train.config import load_config
+from smrl_train.config_loader import load_config
 from smrl_train.sim.envs import make_env
 from smrl_train.sim.experts import JacobianExpert
 from smrl_train.sim.tasks import split_tasks

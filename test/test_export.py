@@ -214,7 +214,7 @@ def test_cli_check_prints_the_metadata(setup, tmp_path: Path, capsys) -> None:
 
 def test_cli_exports_a_training_run(tmp_path: Path, capsys) -> None:
     from smrl_train.cli import main
-    from smrl_train.config import to_dict
+    from smrl_train.config_schema import to_dict
     from smrl_train.smac.checkpoint import save_checkpoint
     from smrl_train.smac.config import SmacConfig
     from smrl_train.smac.trainer import SmacTrainer

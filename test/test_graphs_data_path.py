@@ -99,7 +99,7 @@ def test_parameter_yamls_set_only_parameters_the_nodes_declare() -> None:
 
 
 def test_family_configs_are_not_confused_with_parameter_files() -> None:
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     for path in node_yaml_files():
         with pytest.raises(Exception, match="unknown key"):

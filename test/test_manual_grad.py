@@ -14,7 +14,7 @@ import random
 import pytest
 import torch
 
-from smrl_train.config import ConfigError
+from smrl_train.config_schema import ConfigError
 from smrl_train.smac import manual_grad
 from smrl_train.smac.config import SmacConfig
 from smrl_train.smac.trainer import SmacTrainer

@@ -310,7 +310,8 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
 
     import yaml
 
-    from smrl_train.config import load_config, to_dict
+    from smrl_train.config_loader import load_config
+    from smrl_train.config_schema import to_dict
     from smrl_train.data.recorder import EpisodeRecorder
     from smrl_train.data.reward_free import recording_manifest
     from smrl_train.robot.exploration import LatentExplorer, collect_in_process

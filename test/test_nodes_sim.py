@@ -17,7 +17,7 @@ from std_srvs.srv import Trigger
 from smrl_ros import topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position
 from smrl_ros.graph import sim_graph
-from smrl_train.config import load_config
+from smrl_train.config_loader import load_config
 from smrl_train.robot.control import ObservationBuilder
 from smrl_train.robot.safety import JointStateMapper, MappedState
 from smrl_train.sim.envs import ArmTaskEnv

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from smrl_train.cli import main
-from smrl_train.config import to_dict
+from smrl_train.config_schema import to_dict
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import recording_manifest

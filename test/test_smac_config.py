@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from smrl_train.config import ConfigError, to_dict
+from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.smac.config import (
     VARIANT_DEFAULTS,
     NetworkConfig,
@@ -95,7 +95,7 @@ def test_the_earlier_name_improved_loads_as_return_tuned() -> None:
 
 
 def test_one_file_holds_the_family_and_the_recipe(tmp_path: Path) -> None:
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     text = (REPO / "config" / "reach.yaml").read_text().replace("urdf/smrl_arm.urdf", str(REPO / "urdf/smrl_arm.urdf"))
     good = tmp_path / "reach_smac.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from smrl_train.config import to_dict
+from smrl_train.config_schema import to_dict
 from smrl_train.smac.config import EvalConfig, LossConfig, NetworkConfig, OfflineConfig
 from smrl_train.smac.report import write_report
 from smrl_train.smac.runner import evaluate_run, train_offline, train_online
@@ -65,7 +65,7 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
 
 def _small_reach_config(repo: Path, tmp: Path) -> tuple[Path, Path]:
     """(family config, smac config) files of a small reach setup."""
-    from smrl_train.config import load_config
+    from smrl_train.config_loader import load_config
 
     cfg = load_config(repo / "config" / "reach.yaml")
     data = to_dict(cfg)

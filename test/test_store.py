@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from smrl_train.config import to_dict
+from smrl_train.config_schema import to_dict
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.store import EpisodeStore, StoreError, load_task_arrays
 

@@ -19,7 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 import smrl_train
-from smrl_train.config import SmrlConfig, to_dict
+from smrl_train.config import SmrlConfig
+from smrl_train.config_schema import to_dict
 from smrl_train.data.store import EpisodeStore, episode_filename
 from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv
 from smrl_train.sim.experts import JacobianExpert

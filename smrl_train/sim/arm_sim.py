@@ -23,7 +23,8 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from smrl_train.config import ConfigError, SmrlConfig
+from smrl_train.config import SmrlConfig
+from smrl_train.config_schema import ConfigError
 from smrl_train.sim.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
 from smrl_train.sim.tasks import Task
 from smrl_train.sim.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf

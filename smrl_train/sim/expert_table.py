@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smrl_train.config import load_config
+from smrl_train.config_loader import load_config
 from smrl_train.data.generate import dataset_summary, generate_dataset
 from smrl_train.sim.envs import make_env
 from smrl_train.sim.experts import JacobianExpert

@@ -20,7 +20,7 @@ import shlex
 import sys
 from typing import Any
 
-from smrl_train.config import ConfigError
+from smrl_train.config_schema import ConfigError
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:

@@ -25,8 +25,8 @@ After loading, every such field holds its resolved value (``to_dict`` shows the 
 
 Network sizes and batch shapes are independent of the variant: the dataclass defaults are a
 CPU-friendly size; :func:`paper_preset` (and ``config/smac_paper.yaml``) holds the paper's code
-defaults. This module imports only :mod:`smrl_train.config` helpers so the main config can
-embed :class:`SmacConfig` without an import cycle.
+defaults. This module imports only :mod:`smrl_train.config_schema`; the config loader
+(:mod:`smrl_train.config_loader`) builds a family config's ``smac:`` section with it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from smrl_train.config import ConfigError, from_dict
+from smrl_train.config_schema import ConfigError, from_dict
 
 VARIANTS = ("paper", "return_tuned", "success_tuned")
 DEFAULT_VARIANT = "success_tuned"

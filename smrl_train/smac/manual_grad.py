@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from smrl_train.config import ConfigError
+from smrl_train.config_schema import ConfigError
 from smrl_train.smac import networks as N_
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from smrl_train.config import ConfigError, load_config, to_dict
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.smac.config import SmacConfig, load_smac_config, smac_from_yaml_dict
 from smrl_train.smac.runner import Problem
 

@@ -31,7 +31,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from smrl_train.config import to_dict
+from smrl_train.config_schema import to_dict
 from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint

@@ -39,7 +39,7 @@ def export_policy(out: Path, config: str) -> tuple[object, object, Path]:
     import torch
 
     from smrl_train.config_loader import load_config
-    from smrl_train.export import AdaptedPolicyGraph, DeploymentSpec, export_adapted_policy
+    from smrl_train.export.onnx_export import AdaptedPolicyGraph, DeploymentSpec, export_adapted_policy
     from smrl_train.smac.config import SmacConfig
     from smrl_train.smac.networks import TanhGaussianPolicy
 

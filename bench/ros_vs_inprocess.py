@@ -75,11 +75,11 @@ def train_and_eval(args: tuple[str, int, str, str, str, str]) -> dict[str, objec
     import torch
 
     from smrl_train.data.store import EpisodeStore
-    from smrl_train.pipeline import RecordedExplorationSource, load_recordings
     from smrl_train.smac.checkpoint import read_meta
     from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_online
+    from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
 
     torch.set_num_threads(1)
     problem = problem_from_files(config, data)

@@ -106,7 +106,7 @@ class TrainerNode(Node):
             self.source = None
             if p.recordings and "online" in p.phases:
                 from smrl_train.data.store import EpisodeStore
-                from smrl_train.pipeline import RecordedExplorationSource, load_recordings
+                from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
 
                 dataset = EpisodeStore.open(input_path(p.data)).manifest
                 self.source = RecordedExplorationSource(load_recordings([input_path(r) for r in p.recordings],
@@ -203,7 +203,7 @@ class TrainerNode(Node):
             return self.smac
 
     def _export(self, phase: str, run_dir: Path) -> None:
-        from smrl_train.pipeline import export_run_bundle
+        from smrl_train.export.run_bundle import export_run_bundle
 
         bundle = run_dir / "bundle"
         desc = export_run_bundle(run_dir, self.config_path, bundle, offline=self.problem.offline)
@@ -230,7 +230,7 @@ class TrainerNode(Node):
                         "iteration": meta.get("iteration"), "finished": meta.get("finished")})
 
     def _report_progress(self) -> None:
-        from smrl_train.pipeline import run_progress
+        from smrl_train.smac.logs import run_progress
 
         cur = self.current
         if cur is None:

@@ -22,7 +22,7 @@ from smrl_train.data.store import StoreError
 from smrl_train.sim.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
-_PLUGINS = ("smrl_train.smac.cli", "smrl_train.export")
+_PLUGINS = ("smrl_train.smac.cli", "smrl_train.export.cli")
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfError, FileNotFoundError)
 
 
@@ -30,7 +30,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the error types of the optional command groups that are installed."""
     errors = list(USER_ERRORS)
     for module, name in (("smrl_train.robot.runtime", "ModelError"), ("smrl_train.smac.checkpoint", "CheckpointError"),
-                         ("smrl_train.export", "ExportError")):
+                         ("smrl_train.export.onnx_export", "ExportError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):

@@ -14,7 +14,7 @@ def random_bundle(cfg: SmrlConfig, out: Path, seed: int = 0, hidden: tuple[int, 
     """encoder.onnx, policy.onnx and prior_policy.onnx of untrained networks for ``cfg``'s arm."""
     import torch
 
-    from smrl_train.export import DeploymentSpec, export_bundle
+    from smrl_train.export.onnx_export import DeploymentSpec, export_bundle
     from smrl_train.robot.runtime import bake_latent
     from smrl_train.sim.envs import ArmTaskEnv
     from smrl_train.smac.config import NetworkConfig, SmacConfig

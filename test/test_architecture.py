@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
@@ -58,3 +59,64 @@ def test_robot_room_never_imports_torch_or_mujoco() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "", f"smrl_train.robot imported: {out.stdout}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Which smrl_train modules each smrl_train module imports, at module level or inside a
+    function (a lazy import is still a dependency)."""
+    paths = {_module_name(p): p for p in (REPO / "smrl_train").rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                # `from pkg import mod` depends on pkg.mod when that is a module, else on pkg.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names]
+            graph[name].update(t for t in targets if t in paths and t != name)
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return []
+
+
+def test_import_graph_finds_lazy_imports() -> None:
+    graph = _import_graph()
+    # config_loader imports sim.arm_sim only inside load_config: still an edge.
+    assert "smrl_train.sim.arm_sim" in graph["smrl_train.config_loader"]
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_smrl_train_has_no_import_cycles() -> None:
+    cycle = _find_cycle(_import_graph())
+    assert not cycle, "import cycle: " + " -> ".join(cycle)

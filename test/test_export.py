@@ -11,7 +11,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from smrl_train.export import AdaptedPolicyGraph, DeploymentSpec, ExportError, export_adapted_policy, export_bundle
+from smrl_train.export.onnx_export import (
+    AdaptedPolicyGraph,
+    DeploymentSpec,
+    ExportError,
+    export_adapted_policy,
+    export_bundle,
+)
 from smrl_train.robot.runtime import REQUIRED_METADATA, EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.networks import SmacNetworks

@@ -89,7 +89,7 @@ def test_runner_starts_a_graph_and_stops_it_cleanly(tmp_path: Path) -> None:
 
 @pytest.mark.ros
 def test_controller_leaves_the_arm_holding_when_stopped(tmp_path: Path) -> None:
-    from smrl_train.export import DeploymentSpec, export_adapted_policy
+    from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
     from smrl_train.sim.envs import ArmTaskEnv
 
     from conftest import small_config

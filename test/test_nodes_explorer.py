@@ -23,9 +23,8 @@ from smrl_ros.graphs import explore_graph, explorer_node
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.reward_free import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
-from smrl_train.pipeline import RecordedExplorationSource, load_recordings
 from smrl_train.sim.envs import ArmTaskEnv
-from smrl_train.smac.sources import collection_plan
+from smrl_train.smac.sources import RecordedExplorationSource, collection_plan, load_recordings
 
 from bundle_helpers import random_bundle
 from conftest import small_config

@@ -17,7 +17,7 @@ from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.reward_free import recording_manifest
 from smrl_train.data.store import EpisodeStore
-from smrl_train.pipeline import BUNDLE_FILES
+from smrl_train.export.run_bundle import BUNDLE_FILES
 from smrl_train.robot.exploration import LatentExplorer, collect_in_process
 from smrl_train.robot.runtime import LatentPolicyRuntime, load_model
 from smrl_train.sim.envs import ArmTaskEnv

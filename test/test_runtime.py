@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from smrl_train.export import DeploymentSpec, export_adapted_policy
+from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
 from smrl_train.robot.runtime import (
     ModelError,
     PolicyRuntime,

@@ -170,7 +170,7 @@ def test_pessimistic_labels_are_ensemble_mean_minus_k_std() -> None:
 
 def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buffer(offline_runs: dict,
                                                                                      tmp_path) -> None:
-    from smrl_train.pipeline import RecordedExplorationSource, RecordedTaskArrays
+    from smrl_train.smac.sources import RecordedExplorationSource, RecordedTaskArrays
 
     problem = offline_runs["problem"]
     kinds = ("explore", "posterior", "explore")

@@ -282,7 +282,7 @@ class EpisodeStore:
         """Per-task transition arrays for training, keyed by task index."""
         grouped: dict[int, list[Episode]] = {}
         # An offline dataset's manifest lists its tasks; recordings are checked against their
-        # dataset by the trainer (smrl_train.pipeline), not here.
+        # dataset by the trainer (smrl_train.smac.sources.load_recordings), not here.
         known = ({int(t["index"]) for split in self.manifest["tasks"].values() for t in split}
                  if self.manifest["reward_labelled"] else set())
         for ep in self.iter_episodes():

@@ -15,7 +15,7 @@ Loading checks a model before anything runs it and refuses a bad one with a
 (a control loop must not fan out over cores it shares with the executor), warmed up at load.
 :class:`EncoderRuntime` and :class:`LatentPolicyRuntime` run the adaptation bundle, and
 :func:`bake_latent` turns ``policy.onnx`` plus an inferred z into an adapted policy, so a robot
-adapts without torch. Shapes: see :mod:`smrl_train.export`.
+adapts without torch. Shapes: see :mod:`smrl_train.export.onnx_export`.
 """
 
 from __future__ import annotations

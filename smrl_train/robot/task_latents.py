@@ -16,7 +16,7 @@ File layout (JSON, small: tasks x n x latent_dim x 2 numbers)::
      "tasks": {"<task index>": {"mean": [[L floats] x n], "var": [[L floats] x n]}}}
 
 This module is torch-free (the robot side reads it); the trainer side that fills it is
-:func:`smrl_train.pipeline.compute_task_latents`.
+:func:`smrl_train.export.run_bundle.compute_task_latents`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Modules, in the order data flows through them:
                       gradient path (and meta-BC);
 * :mod:`.manual_grad` the opt-in hand-derived gradients of the same update;
 * :mod:`.agent`       the adapting agent (prior-z exploration, posterior-z acting);
-* :mod:`.sources`     where reward-free online episodes come from (gym env or episode store);
+* :mod:`.sources`     where reward-free online episodes come from (gym env, episode store,
+                      the exploration node's recordings);
 * :mod:`.evaluation`  the meta-test protocol and the offline-vs-exploration z diagnostic;
 * :mod:`.diagnose`    ``smrl diagnose``: probe error on z, trilateration bound, success by context;
 * :mod:`.runner`      the offline and self-supervised phases, top to bottom;

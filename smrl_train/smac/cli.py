@@ -99,7 +99,7 @@ def _train_online(args: argparse.Namespace) -> int:
         # The trainer node's checks: reward-free, the dataset's schema (arm, joints, layout,
         # rate, family), known tasks, known episode kinds.
         from smrl_train.data.store import EpisodeStore
-        from smrl_train.pipeline import RecordedExplorationSource, load_recordings
+        from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
 
         source = RecordedExplorationSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
     train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,

@@ -2,7 +2,8 @@
 
 Column names are namespaced (``train/q_loss``, ``eval/final_return``, ``time/updates_per_s``)
 and fixed by the first row written. On resume, rows past the checkpoint are dropped so the
-file describes exactly the state that continues.
+file describes exactly the state that continues. :func:`run_progress` reads where a running
+run is from its ``metrics.csv`` (the training node publishes it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 class CsvLog:
@@ -76,3 +78,46 @@ class RunningMean:
         out = {f"{prefix}{k}": v / max(1, self.count) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
+
+
+# ---------------------------------------------------------------------------------------
+# Progress of a run, read from its files (the training node publishes it)
+
+
+def last_csv_row(path: str | Path) -> dict[str, float] | None:
+    """The last complete row of a metrics CSV as floats (None when there is none yet).
+
+    Safe while the trainer appends: a last line without its newline is ignored.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    lines = text.split("\n")
+    if len(lines) < 3:  # header, one row, and the empty string after the final newline
+        return None
+    header, row = lines[0].split(","), lines[-2].split(",")
+    if len(row) != len(header):
+        return None
+    out = {}
+    for key, value in zip(header, row):
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = float("nan")
+    return out
+
+
+def run_progress(run_dir: str | Path, phase: str, total: int) -> dict[str, Any]:
+    """Where a run is: ``done`` (steps or iterations), ``total``, and the newest losses.
+
+    Offline runs count updates (metrics.csv key ``step``); online runs count iterations
+    (key ``iteration``).
+    """
+    row = last_csv_row(Path(run_dir) / "metrics.csv") or {}
+    key = "step" if phase == "offline" else "iteration"
+    done = int(row.get(key, 0) or 0)
+    losses = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("train/")}
+    return {"phase": phase, "done": done, "total": int(total), "losses": losses,
+            "updates_per_s": row.get("time/updates_per_s")}

@@ -459,7 +459,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
 def load_networks(run_dir: str | Path) -> tuple[SmacNetworks, dict[str, Any]]:
     """The trained networks of a run (encoder, policy, critics, decoder) and its metadata.
 
-    This is what ``smrl_train.export`` builds its ONNX graphs from: ``nets.encoder`` maps a
+    This is what ``smrl_train.export.onnx_export`` builds its ONNX graphs from: ``nets.encoder`` maps a
     context (T, C, O + A + 1) to the posterior (T, L) x 2 and ``nets.policy.act_mean(obs, z)``
     gives the deterministic action; both carry their normalisation buffers.
     """

@@ -4,6 +4,9 @@
   follows the task protocol of :mod:`smrl_train.sim.tasks` (``set_task`` then reset/step).
 * :class:`StoredEpisodeSource` replays reward-free episodes recorded elsewhere (the ROS
   exploration node, rosbag conversions) from per-task arrays (``load_task_arrays``).
+* :class:`RecordedExplorationSource` replays the exploration node's recordings, each episode
+  with the kind it was recorded as; :func:`load_recordings` reads them, checked against the
+  training dataset.
 
 A source returns :class:`~smrl_train.smac.agent.Trajectory` objects. Asked for episodes
 without rewards (``with_rewards=False``, the decoder-labelled phase), a source returns
@@ -13,13 +16,17 @@ source never touches the reward field of its arrays.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from smrl_train.data.reward_free import EPISODE_KIND, EPISODE_KINDS, schema_mismatches
+from smrl_train.data.store import EpisodeStore, StoreError, TaskArrays
 from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode
 
 
@@ -160,4 +167,91 @@ def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str]
             out.append(EpisodeRequest(kind, mu, var, deterministic=(kind == "explore"),
                                       seed=derived_seed(*seed_parts, k), resample=(resample or {}).get(kind, "step")))
             k += 1
+    return out
+
+
+@dataclass(frozen=True)
+class RecordedTaskArrays(TaskArrays):
+    """A task's recorded episodes, concatenated, with each episode's length and kind
+    (:data:`~smrl_train.data.reward_free.EPISODE_KINDS`) in store order."""
+
+    episode_lengths: tuple[int, ...] = ()
+    episode_kinds: tuple[str, ...] = ()
+
+
+class RecordedExplorationSource(StoredEpisodeSource):
+    """Recorded episodes (the explorer node's) for the self-supervised phase.
+
+    Each episode is served with the kind it was recorded as: ``explore`` episodes
+    (deterministic, prior z: our recipes' ``explore`` kind) enter the task's RL buffer
+    and its exploration-context buffer; ``prior`` and ``posterior`` episodes (stochastic policy,
+    z from the prior or the task's posterior) enter the RL buffer only, as SMAC's do. Each
+    episode is used once, in order, as :class:`StoredEpisodeSource` does; rewards are never read
+    (the recordings have none).
+    """
+
+    def __init__(self, arrays: Mapping[int, Any]) -> None:
+        super().__init__(arrays)
+        self.kinds: dict[int, tuple[str, ...]] = {}
+        for task, a in self.arrays.items():
+            lengths = getattr(a, "episode_lengths", ())
+            if lengths:  # episode boundaries as recorded, not guessed from the flags
+                ends = np.cumsum(lengths)
+                self.episodes[task] = [slice(int(e - n), int(e)) for e, n in zip(ends, lengths)]
+            self.kinds[task] = tuple(getattr(a, "episode_kinds", ())) or (EPISODE_KIND,) * len(self.episodes[task])
+
+    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: Any,
+                with_rewards: bool) -> list[Any]:
+        first = self.cursor.get(task_id, 0)
+        trajectories = super().collect(task_id, requests, agent, with_rewards)
+        for k, t in enumerate(trajectories):
+            t.kind = self.kinds[task_id][first + k]
+        return trajectories
+
+    def remaining(self) -> int:
+        """Episodes not served yet (all tasks)."""
+        return sum(len(eps) - self.cursor[t] for t, eps in self.episodes.items())
+
+    def remaining_by_kind(self) -> dict[str, int]:
+        """Episodes not served yet, by kind."""
+        return dict(Counter(kind for t, kinds in self.kinds.items() for kind in kinds[self.cursor[t]:]))
+
+
+def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, Any]) -> dict[int, RecordedTaskArrays]:
+    """Per-task arrays of one or more reward-free recordings, checked against the dataset,
+    with each episode's length and kind.
+
+    Raises:
+        StoreError: a store is unreadable, reward-labelled, or its schema differs from the
+            dataset's (the message names the store and every differing key), an episode has
+            an unknown kind or a task the dataset does not train on (names the file), or there
+            are no episodes at all.
+    """
+    merged: dict[int, list[tuple[Any, str]]] = {}
+    known = {int(t["index"]) for t in dataset_manifest.get("tasks", {}).get("train", [])}
+    for path in paths:
+        store = EpisodeStore.open(path)
+        if store.manifest["reward_labelled"]:
+            raise StoreError(f"{path}: a recording for the self-supervised phase must be reward-free")
+        problems = schema_mismatches(store.manifest, dataset_manifest)
+        if problems:
+            raise StoreError(f"{path}: does not fit the training dataset: " + "; ".join(problems))
+        for file in store.episode_paths():
+            episode = store.read_episode(file)
+            kind = episode.meta.get("kind", EPISODE_KIND)
+            if kind not in EPISODE_KINDS:
+                raise StoreError(f"{file}: episode kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
+            if known and episode.task_index not in known:
+                raise StoreError(f"{file}: task {episode.task_index} is not one of the dataset's "
+                                 f"{len(known)} training tasks")
+            merged.setdefault(episode.task_index, []).append((episode, kind))
+    if not merged:
+        raise StoreError(f"{', '.join(str(p) for p in paths)}: no recorded episodes to train on")
+    out = {}
+    for task, episodes in sorted(merged.items()):
+        cat = {f: np.concatenate([e.arrays[f] for e, _ in episodes])
+               for f in ("obs", "action", "next_obs", "terminated", "truncated")}
+        out[task] = RecordedTaskArrays(cat["obs"], cat["action"], None, cat["next_obs"], cat["terminated"],
+                                       cat["truncated"], tuple(len(e) for e, _ in episodes),
+                                       tuple(k for _, k in episodes))
     return out

@@ -40,7 +40,8 @@ from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition,
 from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
 from smrl_train.robot.exploration import LatentExplorer, RewardContext, episode_rng
-from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, ModelError, bake_latent
+from smrl_train.robot.model_metadata import ModelError
+from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, bake_latent
 from smrl_train.sim.urdf import UrdfError, load_urdf
 
 TASK_PARAMETERS = ("task_split", "task_index", "task_goal")

@@ -166,7 +166,7 @@ class ArmDriver:
         p: driver parameters.
         arm: the robot's URDF.
         info: the model's metadata (joint names and order, observation layout, action scale,
-            control rate): a :class:`smrl_train.robot.runtime.ModelInfo`.
+            control rate): a :class:`smrl_train.robot.model_metadata.ModelInfo`.
         reward_topic: pair every transition with a reward from this topic (None: reward-free).
     """
 

@@ -61,7 +61,8 @@ from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, run_no
 from smrl_ros.paths import input_path
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
 from smrl_train.robot.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
-from smrl_train.robot.runtime import ModelError, PolicyRuntime
+from smrl_train.robot.model_metadata import ModelError
+from smrl_train.robot.runtime import PolicyRuntime
 from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
 from smrl_train.sim.urdf import ArmDescription, UrdfError, load_urdf
 

@@ -73,7 +73,8 @@ from smrl_train.data.reward_free import (
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.robot import task_latents
 from smrl_train.robot.exploration import LatentExplorer, describe_period, episode_rng
-from smrl_train.robot.runtime import LatentPolicyRuntime, ModelError
+from smrl_train.robot.model_metadata import ModelError
+from smrl_train.robot.runtime import LatentPolicyRuntime
 from smrl_train.sim.urdf import UrdfError, load_urdf
 
 ON_STOP = ("save", "drop")

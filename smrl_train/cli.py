@@ -29,7 +29,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfErr
 def _user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the error types of the optional command groups that are installed."""
     errors = list(USER_ERRORS)
-    for module, name in (("smrl_train.robot.runtime", "ModelError"), ("smrl_train.smac.checkpoint", "CheckpointError"),
+    for module, name in (("smrl_train.robot.model_metadata", "ModelError"),
+                         ("smrl_train.smac.checkpoint", "CheckpointError"),
                          ("smrl_train.export.onnx_export", "ExportError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))

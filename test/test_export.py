@@ -18,7 +18,8 @@ from smrl_train.export.onnx_export import (
     export_adapted_policy,
     export_bundle,
 )
-from smrl_train.robot.runtime import REQUIRED_METADATA, EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
+from smrl_train.robot.model_metadata import REQUIRED_METADATA
+from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.networks import SmacNetworks
 

@@ -15,7 +15,8 @@ from std_srvs.srv import Trigger
 
 from smrl_ros import topics
 from smrl_ros.graphs import adapt_graph
-from smrl_train.robot.runtime import KIND_ADAPTED, load_model
+from smrl_train.robot.model_metadata import KIND_ADAPTED
+from smrl_train.robot.runtime import load_model
 
 from bundle_helpers import random_bundle
 from conftest import small_config

@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
+from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import (
-    ModelError,
     PolicyRuntime,
     compatibility_errors,
     load_model,

@@ -45,7 +45,7 @@ def _max_step(values: Any) -> list[float]:
 
 def schema_from_model(info: Any) -> dict[str, Any]:
     """The schema keys of a store recorded with the model described by ``info``
-    (a :class:`smrl_train.robot.runtime.ModelInfo`)."""
+    (a :class:`smrl_train.robot.model_metadata.ModelInfo`)."""
     return {
         "family": info.task_family,
         "joint_names": list(info.joint_names),

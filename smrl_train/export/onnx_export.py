@@ -1,7 +1,7 @@
 """ONNX export of the deployable policy and of the torch-free adaptation bundle.
 
 Two artifacts, both self-describing (joint order, observation layout, action scale, control
-rate, arm and task family live in the ONNX ``metadata_props``; see :data:`REQUIRED_METADATA`):
+rate, arm and task family live in the ONNX ``metadata_props``; see :mod:`smrl_train.robot.model_metadata`):
 
 * the **adapted policy** (``kind = adapted_policy``): one task's posterior mean z baked in,
   deterministic action ``tanh(mean)``, observation normalisation inside the graph (the
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +52,15 @@ from torch import Tensor, nn
 
 import smrl_train
 from smrl_train.config import SmrlConfig
-from smrl_train.robot.runtime import (
-    ACTION_ABSOLUTE,
-    FORMAT,
-    FORMAT_VERSION,
+from smrl_train.robot.model_metadata import (
     KIND_ADAPTED,
     KIND_ENCODER,
     KIND_LATENT,
     REQUIRED_METADATA,
-    set_metadata,
+    deployment_metadata,
+    kind_metadata,
 )
+from smrl_train.robot.runtime import set_metadata
 
 OPSET = 17
 PARITY_ATOL = 1e-5
@@ -122,24 +120,11 @@ class DeploymentSpec:
         return DeploymentSpec.from_env(ArmTaskEnv(cfg))
 
     def metadata(self) -> dict[str, str]:
-        return {
-            "smrl.format": FORMAT,
-            "smrl.format_version": FORMAT_VERSION,
-            "smrl.version": smrl_train.__version__,
-            "smrl.joint_names": json.dumps(list(self.joint_names)),
-            "smrl.observation_layout": json.dumps([[n, k] for n, k in self.observation_layout]),
-            "smrl.action_type": ACTION_ABSOLUTE,
-            "smrl.action_output": "joint_targets",
-            "smrl.action_scale": json.dumps([float(x) for x in self.max_step]),
-            "smrl.joint_lower": json.dumps([float(x) for x in self.lower]),
-            "smrl.joint_upper": json.dumps([float(x) for x in self.upper]),
-            "smrl.joint_velocity": json.dumps([float(x) for x in self.velocity]),
-            "smrl.control_hz": repr(float(self.control_hz)),
-            "smrl.arm": self.arm,
-            "smrl.urdf_sha256": self.urdf_sha256,
-            "smrl.task_family": self.task_family,
-            **({"smrl.episode_length": str(int(self.episode_length))} if self.episode_length > 0 else {}),
-        }
+        """The deployment entries of every model's ``smrl.*`` metadata
+        (:func:`smrl_train.robot.model_metadata.deployment_metadata`)."""
+        return deployment_metadata(self.joint_names, self.observation_layout, self.max_step, self.lower, self.upper,
+                                   self.velocity, self.control_hz, self.arm, self.urdf_sha256, self.task_family,
+                                   self.episode_length)
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,8 +305,7 @@ def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: Deplo
     model = _to_onnx(graph, (obs,), ["obs"], ["action", "joint_targets"],
                      {"obs": {0: "batch"}, "action": {0: "batch"}, "joint_targets": {0: "batch"}},
                      [["batch", spec.n_joints]] * 2)
-    meta = {**spec.metadata(), "smrl.kind": KIND_ADAPTED, "smrl.latent_dim": str(policy.latent_dim),
-            "smrl.z": json.dumps([float(v) for v in z_t[0]]), **(extra_metadata or {})}
+    meta = {**spec.metadata(), **kind_metadata(KIND_ADAPTED, policy.latent_dim, z=z_t[0]), **(extra_metadata or {})}
     _finish(model, meta, path)
     obs_check = check_obs if check_obs is not None else _random_obs(spec, check_batch, np.random.default_rng(seed))
     err = _parity(path, graph, {"obs": np.asarray(obs_check, dtype=np.float32)})
@@ -348,7 +332,7 @@ def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, f
         raise ValueError("encoder and policy disagree on the latent size")
     rng = np.random.default_rng(seed)
     latent = int(policy.latent_dim)
-    base = {**spec.metadata(), "smrl.latent_dim": str(latent), **(extra_metadata or {})}
+    base = {**spec.metadata(), **kind_metadata(latent_dim=latent), **(extra_metadata or {})}
     errors: dict[str, float] = {}
 
     enc_graph = EncoderGraph(encoder).eval()
@@ -357,9 +341,9 @@ def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, f
                      {"context": {0: "batch", 1: "context"}, "mean": {0: "batch"}, "var": {0: "batch"}},
                      [["batch", latent]] * 2)
     enc_path = folder / "encoder.onnx"
-    _finish(model, {**base, "smrl.kind": KIND_ENCODER,
-                    "smrl.context_layout": json.dumps([["obs", spec.obs_dim], ["action", spec.n_joints],
-                                                       ["reward", 1]])}, enc_path)
+    _finish(model, {**base, **kind_metadata(KIND_ENCODER, context_layout=[("obs", spec.obs_dim),
+                                                                          ("action", spec.n_joints), ("reward", 1)])},
+            enc_path)
     feeds = {"context": rng.normal(size=(3, 11, encoder.context_dim)).astype(np.float32)}
     errors["encoder"] = _parity(enc_path, enc_graph, feeds)
 
@@ -370,7 +354,7 @@ def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, f
                       "joint_targets": {0: "batch"}},
                      [["batch", spec.n_joints]] * 2)
     pol_path = folder / "policy.onnx"
-    _finish(model, {**base, "smrl.kind": KIND_LATENT}, pol_path)
+    _finish(model, {**base, **kind_metadata(KIND_LATENT)}, pol_path)
     noise = rng.normal(size=(check_batch, spec.n_joints)).astype(np.float32)
     noise[: check_batch // 2] = 0.0  # half deterministic rows, half sampled
     feeds = {"obs": _random_obs(spec, check_batch, rng),

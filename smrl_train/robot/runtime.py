@@ -5,7 +5,8 @@ Loading checks a model before anything runs it and refuses a bad one with a
 
 1. the file is a single-file ONNX model (no external data: a model must not make the loader
    read other paths) that passes ``onnx.checker.check_model(full_check=True)``;
-2. every metadata key of :data:`REQUIRED_METADATA` is present and parses; the kind is the
+2. every metadata key of :data:`~smrl_train.robot.model_metadata.REQUIRED_METADATA` is present and parses
+   (:func:`~smrl_train.robot.model_metadata.parse_metadata`); the kind is the
    expected one; ``smrl.model_hash`` matches the graph and the metadata (a corrupted or edited file fails);
 3. input and output names, dtypes (float32) and shapes match the kind's contract and the
    metadata (observation size, number of joints, latent size), both in the ONNX graph and in
@@ -24,7 +25,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +34,15 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-FORMAT = "smrl-onnx"
-FORMAT_VERSION = "1"
-KIND_ADAPTED = "adapted_policy"
-KIND_LATENT = "latent_policy"
-KIND_ENCODER = "encoder"
-KINDS = (KIND_ADAPTED, KIND_LATENT, KIND_ENCODER)
-ACTION_ABSOLUTE = "joint_position_absolute"
-REQUIRED_METADATA = (
-    "smrl.format", "smrl.format_version", "smrl.kind", "smrl.version", "smrl.model_hash",
-    "smrl.joint_names", "smrl.observation_layout", "smrl.action_type", "smrl.action_output",
-    "smrl.action_scale", "smrl.joint_lower", "smrl.joint_upper", "smrl.joint_velocity",
-    "smrl.control_hz", "smrl.arm", "smrl.urdf_sha256", "smrl.task_family", "smrl.latent_dim",
+from smrl_train.robot.model_metadata import (
+    KIND_ADAPTED,
+    KIND_ENCODER,
+    KIND_LATENT,
+    ModelError,
+    ModelInfo,
+    kind_metadata,
+    parse_metadata,
 )
-
-
-class ModelError(ValueError):
-    """An ONNX model is unreadable, malformed or does not fit (the message names the problem)."""
 
 
 def _digest(graph: onnx.GraphProto, metadata: dict[str, str]) -> str:
@@ -70,121 +63,6 @@ def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in sorted(entries.items()):
         model.metadata_props.add(key=key, value=value)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """The parsed ``smrl.*`` metadata of a model. Arrays are (n_joints,) in joint order."""
-
-    kind: str
-    version: str
-    model_hash: str
-    joint_names: tuple[str, ...]
-    observation_layout: tuple[tuple[str, int], ...]
-    action_type: str
-    action_output: str
-    action_scale: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    velocity: np.ndarray
-    control_hz: float
-    arm: str
-    urdf_sha256: str
-    task_family: str
-    latent_dim: int
-    z: tuple[float, ...] | None = None
-    episode_length: int | None = None  # control steps per training episode (None: not recorded)
-    metadata: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def obs_dim(self) -> int:
-        return sum(size for _, size in self.observation_layout)
-
-    @property
-    def n_joints(self) -> int:
-        return len(self.joint_names)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able summary (for logs and ``smrl export check``)."""
-        return {
-            "kind": self.kind, "smrl_version": self.version, "model_hash": self.model_hash,
-            "arm": self.arm, "urdf_sha256": self.urdf_sha256, "task_family": self.task_family,
-            "joint_names": list(self.joint_names),
-            "observation_layout": [list(b) for b in self.observation_layout],
-            "action_type": self.action_type, "action_output": self.action_output,
-            "action_scale": self.action_scale.tolist(), "control_hz": self.control_hz,
-            "latent_dim": self.latent_dim, "z": list(self.z) if self.z is not None else None,
-            "episode_length": self.episode_length,
-        }
-
-
-def _json(meta: dict[str, str], key: str) -> Any:
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise ModelError(f"metadata {key} is not valid JSON: {meta[key]!r}") from None
-
-
-def _floats(meta: dict[str, str], key: str, n: int) -> np.ndarray:
-    value = _json(meta, key)
-    if not isinstance(value, list) or len(value) != n or not all(isinstance(v, (int, float)) for v in value):
-        raise ModelError(f"metadata {key}: expected {n} numbers (one per joint), got {meta[key]}")
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ModelError(f"metadata {key}: non-finite value in {meta[key]}")
-    return arr
-
-
-def parse_metadata(meta: dict[str, str]) -> ModelInfo:
-    """``smrl.*`` metadata -> :class:`ModelInfo`; raises :class:`ModelError` naming the key."""
-    missing = [k for k in REQUIRED_METADATA if k not in meta]
-    if missing:
-        raise ModelError(f"metadata is missing {', '.join(missing)} (not an smrl export?)")
-    if meta["smrl.format"] != FORMAT or meta["smrl.format_version"] != FORMAT_VERSION:
-        raise ModelError(f"metadata format {meta['smrl.format']} v{meta['smrl.format_version']}, "
-                         f"expected {FORMAT} v{FORMAT_VERSION}")
-    if meta["smrl.kind"] not in KINDS:
-        raise ModelError(f"metadata smrl.kind {meta['smrl.kind']!r} is not one of {', '.join(KINDS)}")
-    names = _json(meta, "smrl.joint_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names) \
-            or len(set(names)) != len(names):
-        raise ModelError(f"metadata smrl.joint_names: expected unique joint names, got {meta['smrl.joint_names']}")
-    layout = _json(meta, "smrl.observation_layout")
-    if not isinstance(layout, list) or not all(
-            isinstance(b, list) and len(b) == 2 and isinstance(b[0], str) and isinstance(b[1], int) and b[1] > 0
-            for b in layout):
-        raise ModelError(f"metadata smrl.observation_layout: expected [[name, size], ...], got "
-                         f"{meta['smrl.observation_layout']}")
-    if meta["smrl.action_type"] != ACTION_ABSOLUTE or meta["smrl.action_output"] != "joint_targets":
-        raise ModelError(f"metadata smrl.action_type {meta['smrl.action_type']!r} via "
-                         f"{meta['smrl.action_output']!r}: this runtime needs {ACTION_ABSOLUTE} via joint_targets")
-    n = len(names)
-    try:
-        control_hz = float(meta["smrl.control_hz"])
-        latent_dim = int(meta["smrl.latent_dim"])
-    except ValueError:
-        raise ModelError("metadata smrl.control_hz / smrl.latent_dim are not numbers") from None
-    if not (np.isfinite(control_hz) and control_hz > 0) or latent_dim <= 0:
-        raise ModelError(f"metadata: control_hz {control_hz} and latent_dim {latent_dim} must be > 0")
-    z = None
-    if "smrl.z" in meta:
-        z = tuple(float(v) for v in _floats(meta, "smrl.z", latent_dim))
-    episode_length = None
-    if "smrl.episode_length" in meta:
-        text = meta["smrl.episode_length"]
-        if not text.isdigit() or int(text) < 1:
-            raise ModelError(f"metadata smrl.episode_length {text!r} is not a positive integer")
-        episode_length = int(text)
-    return ModelInfo(
-        kind=meta["smrl.kind"], version=meta["smrl.version"], model_hash=meta["smrl.model_hash"],
-        joint_names=tuple(names), observation_layout=tuple((str(a), int(b)) for a, b in layout),
-        action_type=meta["smrl.action_type"], action_output=meta["smrl.action_output"],
-        action_scale=_floats(meta, "smrl.action_scale", n), lower=_floats(meta, "smrl.joint_lower", n),
-        upper=_floats(meta, "smrl.joint_upper", n), velocity=_floats(meta, "smrl.joint_velocity", n),
-        control_hz=control_hz, arm=meta["smrl.arm"], urdf_sha256=meta["smrl.urdf_sha256"],
-        task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z,
-        episode_length=episode_length, metadata=dict(meta),
-    )
 
 
 def _io_contract(info: ModelInfo) -> tuple[list[tuple[str, list[int | None]]], list[tuple[str, list[int | None]]]]:
@@ -450,7 +328,7 @@ def bake_latent(latent_policy: str | Path, z: np.ndarray, out: str | Path) -> Pa
     for i, node in enumerate(nodes):
         graph.node.insert(i, node)
     meta = {p.key: p.value for p in model.metadata_props}
-    meta.update({"smrl.kind": KIND_ADAPTED, "smrl.z": json.dumps([float(v) for v in z])})
+    meta.update(kind_metadata(KIND_ADAPTED, z=z))
     set_metadata(model, meta)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,8 @@ def ros_rate(config: str, seconds: float, priority: int, floor: bool = False) ->
 
     from smrl_ros import topics
     from smrl_ros.conversions import joint_state_arrays, make_command
-    from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, sim_graph
+    from smrl_ros.graph_runner import GraphRunner, GraphSpec, NodeSpec
+    from smrl_ros.graphs import sim_graph
     from smrl_ros.probe import RosProbe, claim_domain_id
     from smrl_ros.realtime import set_realtime_priority
     from smrl_train.config_loader import load_config

@@ -105,7 +105,8 @@ def bench_dds(model: Path | None, rate_hz: float, seconds: float, log_dir: Path,
 
     from smrl_ros import topics
     from smrl_ros.conversions import status_values
-    from smrl_ros.graph import GraphRunner, GraphSpec, NodeSpec, controller_node, die_with_parent, ros_environment
+    from smrl_ros.graph_runner import GraphRunner, GraphSpec, NodeSpec, die_with_parent, ros_environment
+    from smrl_ros.graphs import controller_node
     from smrl_ros.probe import RosProbe, claim_domain_id
 
     log_dir.mkdir(parents=True, exist_ok=True)

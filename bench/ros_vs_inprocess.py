@@ -34,8 +34,8 @@ SOURCES = ("ros", "inprocess")
 def record_in_process(demo: Path, config: Path, out: Path) -> Path:
     """The in-process twin of the explorer's recording (same tasks and episode counts)."""
     from smrl_train.config_loader import load_config
-    from smrl_train.data.recorder import EpisodeRecorder
-    from smrl_train.data.reward_free import recording_manifest
+    from smrl_train.data.episode_recorder import EpisodeRecorder
+    from smrl_train.data.recordings import recording_manifest
     from smrl_train.data.store import EpisodeStore
     from smrl_train.robot.exploration import LatentExplorer, collect_in_process
     from smrl_train.robot.runtime import LatentPolicyRuntime

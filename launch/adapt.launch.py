@@ -9,7 +9,7 @@ smrl_ros/graphs.py (smrl_ros.graphs.adapt_from_arguments), which the pip-only pa
 tests run as processes over DDS without launch.
 """
 
-from smrl_ros.graph import launch_description
+from smrl_ros.graph_runner import launch_description
 from smrl_ros.graphs import ADAPT_ARGUMENTS as ARGUMENTS
 from smrl_ros.graphs import adapt_from_arguments as build
 

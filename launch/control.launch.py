@@ -7,10 +7,11 @@
 
 With ``use_sim:=false`` only the controller starts: the real arm's driver already provides
 ``/joint_states`` and a forward position controller (its URDF goes in ``urdf_path``).
-A thin wrapper over :func:`smrl_ros.graph.control_graph`.
+A thin wrapper over :func:`smrl_ros.graphs.control_graph`.
 """
 
-from smrl_ros.graph import LaunchArgument, as_bool, control_graph, launch_description
+from smrl_ros.graph_runner import LaunchArgument, as_bool, launch_description
+from smrl_ros.graphs import control_graph
 
 ARGUMENTS = [
     LaunchArgument("model_path", "", "the adapted policy (.onnx) to run"),

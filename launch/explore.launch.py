@@ -11,7 +11,7 @@ smrl_ros/graphs.py (smrl_ros.graphs.explore_from_arguments), which the pip-only 
 tests run as processes over DDS without launch.
 """
 
-from smrl_ros.graph import launch_description
+from smrl_ros.graph_runner import launch_description
 from smrl_ros.graphs import EXPLORE_ARGUMENTS as ARGUMENTS
 from smrl_ros.graphs import explore_from_arguments as build
 

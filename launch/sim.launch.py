@@ -3,10 +3,11 @@
     ros2 launch smrl_ros sim.launch.py [config:=config/reach.yaml] [mode:=realtime|lockstep]
         [task_split:=train] [task_index:=0] [publish_reward:=false]
 
-A thin wrapper over :func:`smrl_ros.graph.sim_graph`.
+A thin wrapper over :func:`smrl_ros.graphs.sim_graph`.
 """
 
-from smrl_ros.graph import LaunchArgument, as_bool, launch_description, sim_graph
+from smrl_ros.graph_runner import LaunchArgument, as_bool, launch_description
+from smrl_ros.graphs import sim_graph
 
 ARGUMENTS = [
     LaunchArgument("config", "config/reach.yaml", "smrl config YAML (arm, task family, control rate)"),

@@ -7,7 +7,7 @@ smrl_ros/graphs.py (smrl_ros.graphs.train_from_arguments), which the pip-only pa
 tests run as processes over DDS without launch.
 """
 
-from smrl_ros.graph import launch_description
+from smrl_ros.graph_runner import launch_description
 from smrl_ros.graphs import TRAIN_ARGUMENTS as ARGUMENTS
 from smrl_ros.graphs import train_from_arguments as build
 

@@ -39,8 +39,9 @@ from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot
 from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
-from smrl_train.robot.exploration import LatentExplorer, RewardContext, episode_rng
+from smrl_train.robot.exploration import LatentExplorer, episode_rng
 from smrl_train.robot.model_metadata import ModelError
+from smrl_train.robot.reward_context import RewardContext
 from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, bake_latent
 from smrl_train.sim.urdf import UrdfError, load_urdf
 

@@ -47,7 +47,7 @@ from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
 from smrl_train.robot.control import ObservationBuilder, period_schedule
 from smrl_train.robot.exploration import executed_action
-from smrl_train.robot.latent_schedule import at_home, homing_step
+from smrl_train.robot.homing import at_home, homing_step
 from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
 from smrl_train.sim.urdf import ArmDescription
 

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from smrl_ros.graph import GraphRunner, GraphSpec, die_with_parent
+from smrl_ros.graph_runner import GraphRunner, GraphSpec, die_with_parent
 from smrl_ros.graphs import adapt_graph, explore_graph, train_graph
 from smrl_ros.run_graph import LogTail
 from smrl_train.config import SmrlConfig, package_root
@@ -198,7 +198,7 @@ def stage_train(config: Path, data: Path, runs: Path, budget: Budget, phases: li
 
 
 def episodes_per_visit(config: Path, budget: Budget) -> dict[str, int]:
-    """What the explorer records per task visit, by kind (smrl_train.data.reward_free): the
+    """What the explorer records per task visit, by kind (smrl_train.data.recordings): the
     recipe's in-process collection plan (``smac.online``: explore, prior, posterior episodes),
     resolved from the config and the budget's overrides, so the ROS path collects what the
     in-process loop would."""

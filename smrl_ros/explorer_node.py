@@ -8,7 +8,7 @@ metadata: every step for the paper recipe, once per episode for ours; the
 instead (the bundle's ``task_latents.json``, :mod:`smrl_train.robot.task_latents`), and
 ``prior_episodes`` > 0 records stochastic prior-z episodes: SMAC collects with the stochastic
 policy under prior and posterior z, and the trainer files each kind where SMAC puts it
-(:data:`smrl_train.data.reward_free.EPISODE_KINDS`). Over the standard
+(:data:`smrl_train.data.recordings.EPISODE_KINDS`). Over the standard
 topics (``/joint_states`` in, by joint name; ``/forward_position_controller/commands`` out,
 reliable) with the controller's safety layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
 
@@ -61,8 +61,8 @@ from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition,
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
-from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.reward_free import (
+from smrl_train.data.episode_recorder import EpisodeRecorder
+from smrl_train.data.recordings import (
     EPISODE_KIND,
     POSTERIOR_KIND,
     PRIOR_KIND,

@@ -1,25 +1,29 @@
-"""The node graphs of the data path (explore, adapt, train) as plain Python data.
+"""Every node graph of smrl_ros (sim, control, explore, adapt, train) as plain Python data.
 
 Each graph has a builder taking typed arguments (used by the tests and ``make demo``, run
-through :class:`smrl_ros.graph.GraphRunner`) and a ``*_from_arguments`` twin taking the
-string launch arguments of its launch file (``launch/*.launch.py`` are two lines over it, via
-:func:`smrl_ros.graph.launch_description`). Node parameters come from the ROS parameter files
-``config/*_nodes.yaml`` (``/**/<node>: ros__parameters:``), then from the builder's arguments,
-which override them.
+through :class:`smrl_ros.graph_runner.GraphRunner`); the data path's graphs also have a
+``*_from_arguments`` twin taking the string launch arguments of its launch file
+(``launch/*.launch.py`` are two lines over it, via
+:func:`smrl_ros.graph_runner.launch_description`). Node parameters come from the ROS parameter
+files ``config/*_nodes.yaml`` (``/**/<node>: ros__parameters:``), then from the builder's
+arguments, which override them.
 
 ===========  ===============================================  ====================================
 graph        nodes                                            launch file
 ===========  ===============================================  ====================================
-sim          smrl_sim (:func:`smrl_ros.graph.sim_graph`)       ``sim.launch.py``
+sim          smrl_sim (:func:`sim_graph`)                     ``sim.launch.py``
+control      smrl_sim (realtime) + smrl_controller            ``control.launch.py``
+             (:func:`control_graph`)
 explore      smrl_sim (lockstep) + smrl_explorer              ``explore.launch.py``
 adapt        smrl_sim (realtime, rewards) + smrl_controller   ``adapt.launch.py``
              (paused until adapted) + smrl_adapter
 train        smrl_trainer                                     ``train.launch.py``
 ===========  ===============================================  ====================================
 
-With ``use_sim: false`` the explore and adapt graphs leave the sim bridge out: the arm's driver
-already provides ``/joint_states`` and the forward position controller, and the explorer /
-adapter switch to real-arm defaults (realtime stepping, homing between episodes, no sim task).
+With ``use_sim: false`` the control, explore and adapt graphs leave the sim bridge out: the
+arm's driver already provides ``/joint_states`` and the forward position controller, and the
+explorer / adapter switch to real-arm defaults (realtime stepping, homing between episodes, no
+sim task).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from smrl_ros.graph import GraphSpec, LaunchArgument, NodeSpec, as_bool, sim_node
+from smrl_ros.graph_runner import GraphSpec, LaunchArgument, NodeSpec, as_bool
 from smrl_train.config import package_root
 
 DEFAULT_CONFIG = "config/reach.yaml"
@@ -49,6 +53,38 @@ def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """A launch-argument string as a parameter value: YAML scalars and lists (``[0.0, 0.3]``)."""
     return yaml.safe_load(text) if text.strip() else ""
+
+
+# ---------------------------------------------------------------------------------------
+# The deployment path: the sim bridge alone, and the controller driving an arm
+
+
+def sim_node(config: str = "config/reach.yaml", mode: str = "realtime", **parameters: Any) -> NodeSpec:
+    """The MuJoCo sim bridge (``smrl_sim``)."""
+    return NodeSpec("smrl_sim", "smrl_ros.sim_node", "smrl_sim",
+                    parameters={"config": config, "mode": mode, **parameters})
+
+
+def controller_node(model_path: str, **parameters: Any) -> NodeSpec:
+    """The ONNX control node (``smrl_controller``)."""
+    return NodeSpec("smrl_controller", "smrl_ros.controller_node", "smrl_controller",
+                    parameters={"model_path": model_path, **parameters})
+
+
+def sim_graph(config: str = "config/reach.yaml", mode: str = "realtime", **sim_parameters: Any) -> GraphSpec:
+    """The sim bridge alone (``launch/sim.launch.py``)."""
+    return GraphSpec("sim", (sim_node(config, mode, **sim_parameters),))
+
+
+def control_graph(model_path: str, use_sim: bool = True, config: str = "config/reach.yaml",
+                  sim_parameters: Mapping[str, Any] | None = None,
+                  controller_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
+    """The adapted policy driving an arm: the controller, plus the sim bridge when ``use_sim``
+    (on a real arm its driver already provides the topics). ``launch/control.launch.py``."""
+    nodes = [controller_node(model_path, **dict(controller_parameters or {}))]
+    if use_sim:
+        nodes.insert(0, sim_node(config, "realtime", **dict(sim_parameters or {})))
+    return GraphSpec("control", tuple(nodes))
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,7 +278,7 @@ def train_from_arguments(values: Mapping[str, str]) -> GraphSpec:
 
 
 # The launch files of the data path, their argument lists and graph builders (``sim.launch.py``
-# and ``control.launch.py`` are the deployment path's, over :mod:`smrl_ros.graph`).
+# and ``control.launch.py``, the deployment path's, declare theirs over sim_graph and control_graph).
 LAUNCH_FILES = {
     "explore.launch.py": (EXPLORE_ARGUMENTS, explore_from_arguments),
     "adapt.launch.py": (ADAPT_ARGUMENTS, adapt_from_arguments),

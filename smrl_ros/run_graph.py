@@ -6,7 +6,7 @@
 Every launch file in ``launch/`` is two lines over a plain-Python description (``ARGUMENTS``
 and ``build``); this reads the same description, checks the ``name:=value`` arguments against
 it (unknown names and values outside ``choices`` are refused, naming the known ones), starts
-each node as ``python -m <module> --ros-args ...`` (:class:`smrl_ros.graph.GraphRunner`) and
+each node as ``python -m <module> --ros-args ...`` (:class:`smrl_ros.graph_runner.GraphRunner`) and
 streams their logs with a prefix. Ctrl-C stops them all (SIGINT, then SIGTERM, then SIGKILL);
 when a node exits (the explorer and the trainer do when their job is done) the others are
 stopped too. The exit status is 0 when every node exited 0.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from smrl_ros.graph import GraphRunner
+from smrl_ros.graph_runner import GraphRunner
 from smrl_train.config import package_root
 
 

@@ -2,7 +2,7 @@
 
 Every ROS test gets its own ``ROS_DOMAIN_ID`` (claimed machine-wide, see
 :func:`smrl_ros.probe.claim_domain_id`), starts its nodes as subprocesses through
-:class:`smrl_ros.graph.GraphRunner` and stops them in the fixture's teardown, whatever happens.
+:class:`smrl_ros.graph_runner.GraphRunner` and stops them in the fixture's teardown, whatever happens.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 
 from smrl_ros.conversions import status_values
-from smrl_ros.graph import GraphRunner, GraphSpec
+from smrl_ros.graph_runner import GraphRunner, GraphSpec
 from smrl_ros.probe import DomainClaim, Inbox, RosProbe, claim_domain_id, wait_until
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,8 @@ import yaml
 from sensor_msgs.msg import JointState
 
 from smrl_ros import topics
-from smrl_ros.graph import GraphSpec, NodeSpec, control_graph, controller_node, params_yaml, sim_graph
+from smrl_ros.graph_runner import GraphSpec, NodeSpec, params_yaml
+from smrl_ros.graphs import control_graph, controller_node, sim_graph
 
 from conftest import REPO
 from ros_harness import FakeRobot, command_arrays, ros_graph
@@ -119,7 +120,7 @@ def test_nodes_die_with_a_killed_runner(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from smrl_ros.graph import ros_environment
+    from smrl_ros.graph_runner import ros_environment
     from smrl_ros.probe import claim_domain_id
 
     claim = claim_domain_id()

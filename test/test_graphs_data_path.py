@@ -12,7 +12,7 @@ import pytest
 import yaml
 from rcl_interfaces.srv import GetParameters
 
-from smrl_ros.graph import GraphSpec
+from smrl_ros.graph_runner import GraphSpec
 from smrl_ros.graphs import (
     LAUNCH_FILES,
     adapt_from_arguments,

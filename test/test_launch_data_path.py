@@ -3,7 +3,7 @@
 They need launch, launch_ros and launch_pytest (a ROS 2 install, or the launch stack's wheels
 that ``make test`` installs into an overlay when they are present) and this package built with
 ``colcon build``; elsewhere the module is skipped with that reason. The same graphs also run
-as real processes over DDS through :class:`smrl_ros.graph.GraphRunner` (``test_nodes_*.py``,
+as real processes over DDS through :class:`smrl_ros.graph_runner.GraphRunner` (``test_nodes_*.py``,
 ``test_graphs_data_path.py``).
 """
 

@@ -13,7 +13,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool
 
 from smrl_ros import topics
-from smrl_ros.graph import GraphSpec, control_graph, controller_node
+from smrl_ros.graph_runner import GraphSpec
+from smrl_ros.graphs import control_graph, controller_node
 from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.sim.tasks import split_tasks

@@ -18,10 +18,10 @@ import pytest
 from std_msgs.msg import String
 
 from smrl_ros import topics
-from smrl_ros.graph import GraphSpec, sim_node
-from smrl_ros.graphs import explore_graph, explorer_node
+from smrl_ros.graph_runner import GraphSpec
+from smrl_ros.graphs import explore_graph, explorer_node, sim_node
 from smrl_train.data.generate import generate_dataset
-from smrl_train.data.reward_free import schema_mismatches
+from smrl_train.data.recordings import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.sources import RecordedExplorationSource, collection_plan, load_recordings
@@ -311,8 +311,8 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
 
     from smrl_train.config_loader import load_config
     from smrl_train.config_schema import to_dict
-    from smrl_train.data.recorder import EpisodeRecorder
-    from smrl_train.data.reward_free import recording_manifest
+    from smrl_train.data.episode_recorder import EpisodeRecorder
+    from smrl_train.data.recordings import recording_manifest
     from smrl_train.robot.exploration import LatentExplorer, collect_in_process
     from smrl_train.robot.runtime import LatentPolicyRuntime
 

@@ -16,7 +16,7 @@ from std_srvs.srv import Trigger
 
 from smrl_ros import topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position
-from smrl_ros.graph import sim_graph
+from smrl_ros.graphs import sim_graph
 from smrl_train.config_loader import load_config
 from smrl_train.robot.control import ObservationBuilder
 from smrl_train.robot.safety import JointStateMapper, MappedState
@@ -175,8 +175,8 @@ def test_bad_commands_are_dropped_whole_and_counted(tmp_path: Path) -> None:
 def test_a_negative_seed_is_refused_at_start_naming_it(make: str, tmp_path: Path) -> None:
     # seed:=-1 once crashed the explorer (exit 139 under the EventsExecutor) and gave the sim a
     # traceback; every seed parameter now has its range, checked before anything else.
-    from smrl_ros.graph import GraphSpec, sim_node
-    from smrl_ros.graphs import adapter_node, explorer_node
+    from smrl_ros.graph_runner import GraphSpec
+    from smrl_ros.graphs import adapter_node, explorer_node, sim_node
 
     node = {"sim": lambda: sim_node("config/reach.yaml", seed=-1),
             "explorer": lambda: explorer_node(str(tmp_path / "bundle"), str(tmp_path / "store"), seed=-1),

@@ -13,9 +13,9 @@ from std_msgs.msg import String
 
 from smrl_ros import topics
 from smrl_ros.graphs import train_graph
+from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.generate import generate_dataset
-from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.reward_free import recording_manifest
+from smrl_train.data.recordings import recording_manifest
 from smrl_train.data.store import EpisodeStore
 from smrl_train.export.run_bundle import BUNDLE_FILES
 from smrl_train.robot.exploration import LatentExplorer, collect_in_process

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.generate import generate_dataset
-from smrl_train.data.recorder import EpisodeRecorder
 from smrl_train.data.store import EpisodeStore, load_task_arrays
-from smrl_train.robot.latent_schedule import LatentSchedule, at_home, homing_step
+from smrl_train.robot.homing import at_home, homing_step
+from smrl_train.robot.latent_schedule import LatentSchedule
 
 from conftest import small_config
 

@@ -9,9 +9,9 @@ import yaml
 
 from smrl_train.cli import main
 from smrl_train.config_schema import to_dict
+from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.generate import generate_dataset
-from smrl_train.data.recorder import EpisodeRecorder
-from smrl_train.data.reward_free import recording_manifest
+from smrl_train.data.recordings import recording_manifest
 from smrl_train.data.store import EpisodeStore
 from smrl_train.robot.exploration import LatentExplorer, collect_in_process
 from smrl_train.robot.runtime import LatentPolicyRuntime

@@ -59,7 +59,7 @@ def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any]) -> list[str]:
     and the control rate (not the episode length: the config's is the meta-test's horizon,
     and data of shorter episodes is fine). The one check the CLI and the nodes make before
     a config and a dataset (or a recording) are used together."""
-    from smrl_train.data.reward_free import schema_mismatches
+    from smrl_train.data.recordings import schema_mismatches
 
     mine = store_manifest(ArmTaskEnv(cfg), cfg, reward_labelled=False, tasks={}, generator={})
     problems = schema_mismatches(mine, manifest, ("config", "data"))

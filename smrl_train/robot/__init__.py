@@ -4,8 +4,10 @@
 * :mod:`.runtime`          load and check exported ONNX models, run them, bake a latent in;
 * :mod:`.safety`           the safety layer the controller checks on every tick;
 * :mod:`.control`          the control node's logic: observation, tick, hold, loop timing;
-* :mod:`.latent_schedule`  z for each control step (prior or posterior) and homing;
+* :mod:`.latent_schedule`  z for each control step (prior or posterior);
 * :mod:`.exploration`      exploration and adaptation episodes without ROS;
+* :mod:`.reward_context`   the adapter's context rows (s, a, r), collected with rewards;
+* :mod:`.homing`           joint targets back to the home pose between episodes on a real arm;
 * :mod:`.task_latents`     ``task_latents.json``: per-task posteriors a bundle hands the robot.
 
 ``test/test_architecture.py`` imports every module of this package in a fresh interpreter and

@@ -8,8 +8,8 @@ is the meta-test's exploration (docs/algorithm.md section 4) and our recipes'
 ``explore`` episodes, so what a robot records is the data the trainer expects.
 
 The adapter then infers the posterior q(z | context) with ``encoder.onnx`` from the context
-rows (s, a, r) it collected *with* rewards, and bakes its mean into an adapted policy
-(:func:`smrl_train.robot.runtime.bake_latent`).
+rows (s, a, r) it collected *with* rewards (:class:`smrl_train.robot.reward_context.RewardContext`),
+and bakes its mean into an adapted policy (:func:`smrl_train.robot.runtime.bake_latent`).
 
 :func:`collect_in_process` records the same episodes in the in-process gym env; it is the
 reference the ROS path is compared against (``bench/ros_vs_inprocess.py``).
@@ -18,12 +18,11 @@ reference the ROS path is compared against (``bench/ros_vs_inprocess.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from smrl_train.data.reward_free import EPISODE_KIND, POSTERIOR_KIND
+from smrl_train.data.recordings import EPISODE_KIND, POSTERIOR_KIND
 from smrl_train.robot.latent_schedule import LatentSchedule
 
 
@@ -98,7 +97,7 @@ class LatentExplorer:
 
     def begin_kind(self, kind: str, rng: np.random.Generator, task_index: int = 0, episode_index: int = 0,
                    latents: Any = None) -> None:
-        """Start an episode of a recorded kind (:data:`smrl_train.data.reward_free.EPISODE_KINDS`):
+        """Start an episode of a recorded kind (:data:`smrl_train.data.recordings.EPISODE_KINDS`):
         ``explore`` deterministic with prior z, ``prior`` stochastic with prior z, ``posterior``
         stochastic with z from the task's posterior in ``latents`` (a
         :class:`smrl_train.robot.task_latents.TaskLatents`, taken in turn by ``episode_index``)."""
@@ -130,55 +129,6 @@ def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndar
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
     delta = (np.asarray(safe_target, dtype=np.float64) - np.asarray(q, dtype=np.float64)) / np.asarray(max_step)
     return np.clip(delta, -1.0, 1.0).astype(np.float32)
-
-
-@dataclass
-class RewardContext:
-    """Context rows (s, a, r), or (s, a, r, s') when the encoder reads the next observation,
-    that an adapter collects with rewards, episode by episode."""
-
-    obs_dim: int
-    act_dim: int
-    next_obs: bool = False
-    rows: list[np.ndarray] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)
-    _episode_return: float = 0.0
-    _episode_steps: int = 0
-
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray | None = None) -> None:
-        """One transition: obs (O,), action (A,), a finite reward, and next_obs (O,) when the
-        rows hold it."""
-        if not np.isfinite(reward):
-            raise ValueError(f"non-finite reward {reward}")
-        parts = [np.asarray(obs, np.float32).reshape(self.obs_dim),
-                 np.asarray(action, np.float32).reshape(self.act_dim), np.array([reward], np.float32)]
-        if self.next_obs:
-            if next_obs is None:
-                raise ValueError("this context holds (s, a, r, s') rows: next_obs is needed")
-            parts.append(np.asarray(next_obs, np.float32).reshape(self.obs_dim))
-        self.rows.append(np.concatenate(parts))
-        self._episode_return += float(reward)
-        self._episode_steps += 1
-
-    def end_episode(self) -> float:
-        """Close the episode in progress; returns its return."""
-        ret = self._episode_return
-        if self._episode_steps:
-            self.returns.append(ret)
-        self._episode_return, self._episode_steps = 0.0, 0
-        return ret
-
-    def drop_episode(self) -> None:
-        """Forget the rows of the episode in progress (it was aborted)."""
-        if self._episode_steps:
-            del self.rows[-self._episode_steps:]
-        self._episode_return, self._episode_steps = 0.0, 0
-
-    def array(self) -> np.ndarray:
-        """All rows (C, O + A + 1 [+ O]) float32."""
-        if not self.rows:
-            return np.zeros((0, self.obs_dim + self.act_dim + 1 + (self.obs_dim if self.next_obs else 0)), np.float32)
-        return np.stack(self.rows)
 
 
 def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: Any, episodes: int,

@@ -1,4 +1,4 @@
-"""Robot-side exploration logic in numpy: latent schedules and homing between episodes.
+"""Robot-side exploration logic in numpy: the latent z for each control step.
 
 The exploration node conditions the exported policy on z drawn here: from the prior
 N(0, I) and, as in SMAC's code default (``exploration_resample_latent_period=1``), resampled
@@ -47,21 +47,3 @@ class LatentSchedule:
             self._z = (self.mean + np.sqrt(self.var) * self.rng.standard_normal(self.latent_dim)).astype(np.float32)
         self._step += 1
         return self._z
-
-
-def homing_step(q: np.ndarray, home: np.ndarray, max_step: np.ndarray) -> np.ndarray:
-    """Next joint target on the way from ``q`` to ``home``, no joint moving more than ``max_step``.
-
-    All joints arrive together (the step is scaled by the slowest joint), so the arm moves on a
-    straight line in joint space. Shapes (n,).
-    """
-    delta = np.asarray(home, dtype=float) - np.asarray(q, dtype=float)
-    scale = np.max(np.abs(delta) / np.asarray(max_step, dtype=float))
-    if scale <= 1.0:
-        return np.asarray(home, dtype=float).copy()
-    return q + delta / scale
-
-
-def at_home(q: np.ndarray, home: np.ndarray, tolerance: float = 0.01) -> bool:
-    """Whether every joint is within ``tolerance`` rad of the home pose."""
-    return bool(np.all(np.abs(np.asarray(q) - np.asarray(home)) <= tolerance))

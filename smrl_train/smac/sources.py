@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from smrl_train.data.reward_free import EPISODE_KIND, EPISODE_KINDS, schema_mismatches
+from smrl_train.data.recordings import EPISODE_KIND, EPISODE_KINDS, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError, TaskArrays
 from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode
 
@@ -173,7 +173,7 @@ def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str]
 @dataclass(frozen=True)
 class RecordedTaskArrays(TaskArrays):
     """A task's recorded episodes, concatenated, with each episode's length and kind
-    (:data:`~smrl_train.data.reward_free.EPISODE_KINDS`) in store order."""
+    (:data:`~smrl_train.data.recordings.EPISODE_KINDS`) in store order."""
 
     episode_lengths: tuple[int, ...] = ()
     episode_kinds: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
-"""Node graphs as plain Python data, run as subprocesses or translated into launch files.
+"""Node graphs as plain Python data, and the two ways to run one: subprocesses or a launch file.
 
 A :class:`GraphSpec` lists :class:`NodeSpec` s (module, console script, parameters, parameter
-files, remaps). Two consumers share each description:
+files, remaps); the graphs themselves are defined in :mod:`smrl_ros.graphs`. Two consumers
+share each description:
 
 * :class:`GraphRunner` starts every node as ``python -m <module> --ros-args ...`` (no
   ``launch``, no ``ros2`` CLI: the pip-only path, the tests and ``make demo``);
@@ -98,38 +99,6 @@ def params_yaml(parameters: Mapping[str, Any]) -> str:
     """A parameter file applying ``parameters`` to any node (``/**``)."""
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in parameters.items()}
     return yaml.safe_dump({"/**": {"ros__parameters": plain}}, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------------
-# The graphs of the deployment path (issue 5 adds explorer/adapter/trainer graphs here)
-
-
-def sim_node(config: str = "config/reach.yaml", mode: str = "realtime", **parameters: Any) -> NodeSpec:
-    """The MuJoCo sim bridge (``smrl_sim``)."""
-    return NodeSpec("smrl_sim", "smrl_ros.sim_node", "smrl_sim",
-                    parameters={"config": config, "mode": mode, **parameters})
-
-
-def controller_node(model_path: str, **parameters: Any) -> NodeSpec:
-    """The ONNX control node (``smrl_controller``)."""
-    return NodeSpec("smrl_controller", "smrl_ros.controller_node", "smrl_controller",
-                    parameters={"model_path": model_path, **parameters})
-
-
-def sim_graph(config: str = "config/reach.yaml", mode: str = "realtime", **sim_parameters: Any) -> GraphSpec:
-    """The sim bridge alone (``launch/sim.launch.py``)."""
-    return GraphSpec("sim", (sim_node(config, mode, **sim_parameters),))
-
-
-def control_graph(model_path: str, use_sim: bool = True, config: str = "config/reach.yaml",
-                  sim_parameters: Mapping[str, Any] | None = None,
-                  controller_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
-    """The adapted policy driving an arm: the controller, plus the sim bridge when ``use_sim``
-    (on a real arm its driver already provides the topics). ``launch/control.launch.py``."""
-    nodes = [controller_node(model_path, **dict(controller_parameters or {}))]
-    if use_sim:
-        nodes.insert(0, sim_node(config, "realtime", **dict(sim_parameters or {})))
-    return GraphSpec("control", tuple(nodes))
 
 
 # ---------------------------------------------------------------------------------------

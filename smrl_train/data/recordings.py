@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smrl_train.data.recorder import EpisodeRecorder
+from smrl_train.data.episode_recorder import EpisodeRecorder
 
 # Manifest keys a recording must share with the dataset it is trained with.
 SCHEMA_KEYS = ("family", "joint_names", "observation_layout", "obs_dim", "act_dim", "action", "control_hz")

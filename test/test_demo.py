@@ -64,7 +64,7 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
 
 
 def test_verdict_needs_the_in_process_difference_above_two_standard_errors_and_the_deployed_sign() -> None:
-    from smrl_ros.demo import verdict
+    from smrl_ros.demo_report import verdict
 
     def method(deployed: list[float], per_task: list[float]) -> dict:
         return {"deployed_return": deployed, "deployed_return_mean": sum(deployed) / len(deployed),
@@ -89,7 +89,7 @@ def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Pa
     deployed ones) and the training tasks."""
     import dataclasses
 
-    from smrl_ros.demo import BUDGETS, demo_config
+    from smrl_ros.demo_stages import BUDGETS, demo_config
     from smrl_train.config_loader import load_config
     from smrl_train.sim.envs import make_env
     from smrl_train.sim.tasks import split_tasks
@@ -110,7 +110,7 @@ def test_demo_budget_meta_tests_more_held_out_tasks_than_it_deploys(tmp_path: Pa
 
 
 def test_meta_test_progress_is_read_from_the_progress_bar_in_a_log(tmp_path: Path) -> None:
-    from smrl_ros.demo import _tqdm_position
+    from smrl_ros.demo_stages import _tqdm_position
 
     log = tmp_path / "eval.log"
     assert _tqdm_position(log) == "starting"
@@ -122,7 +122,7 @@ def test_meta_test_progress_is_read_from_the_progress_bar_in_a_log(tmp_path: Pat
 def test_a_meta_test_is_kept_only_when_newer_than_the_checkpoint_and_complete(tmp_path: Path) -> None:
     import os
 
-    from smrl_ros.demo import _evaluated
+    from smrl_ros.demo_stages import _evaluated
 
     ckpt, ev = tmp_path / "checkpoint.safetensors", tmp_path / "eval.json"
     assert not _evaluated(tmp_path, 3)
@@ -137,7 +137,7 @@ def test_a_meta_test_is_kept_only_when_newer_than_the_checkpoint_and_complete(tm
 
 
 def test_the_terminal_shows_the_first_and_every_25th_episode_line_and_all_others() -> None:
-    from smrl_ros.demo import _every_25th_episode
+    from smrl_ros.demo_stages import _every_25th_episode
 
     shown = [n for n in range(1, 101) if _every_25th_episode(f"episode {n} written (task 1 #0, 200 steps): f")]
     assert shown == [1, 25, 50, 75, 100]

@@ -43,7 +43,7 @@ from smrl_train.robot.exploration import LatentExplorer, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.reward_context import RewardContext
 from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, bake_latent
-from smrl_train.sim.urdf import UrdfError, load_urdf
+from smrl_train.robot.urdf import UrdfError, load_urdf
 
 TASK_PARAMETERS = ("task_split", "task_index", "task_goal")
 MAX_ATTEMPTS = 3  # tries per exploration episode before the adaptation is reported failed

@@ -49,7 +49,7 @@ from smrl_train.robot.control import ObservationBuilder, period_schedule
 from smrl_train.robot.exploration import executed_action
 from smrl_train.robot.homing import at_home, homing_step
 from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
-from smrl_train.sim.urdf import ArmDescription
+from smrl_train.robot.urdf import ArmDescription
 
 MODES = ("lockstep", "realtime")
 RESET_MODES = ("service", "home")

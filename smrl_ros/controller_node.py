@@ -64,7 +64,7 @@ from smrl_train.robot.control import LoopStats, ObservationBuilder, PolicyContro
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import PolicyRuntime
 from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
-from smrl_train.sim.urdf import ArmDescription, UrdfError, load_urdf
+from smrl_train.robot.urdf import ArmDescription, UrdfError, load_urdf
 
 TRIGGERS = ("state", "timer")
 HOLD_ACK_TIMEOUT_S = 0.5  # how long deactivate waits for the subscribers to acknowledge the hold

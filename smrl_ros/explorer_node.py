@@ -75,7 +75,7 @@ from smrl_train.robot import task_latents
 from smrl_train.robot.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import LatentPolicyRuntime
-from smrl_train.sim.urdf import UrdfError, load_urdf
+from smrl_train.robot.urdf import UrdfError, load_urdf
 
 ON_STOP = ("save", "drop")
 WRITTEN_POLL_S = 0.005  # how often the executor looks for episodes the writer thread finished

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
 from smrl_train.data.store import StoreError
-from smrl_train.sim.urdf import UrdfError
+from smrl_train.robot.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
 _PLUGINS = ("smrl_train.smac.cli", "smrl_train.export.cli")

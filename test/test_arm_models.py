@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from smrl_train.config_loader import load_config
+from smrl_train.robot.urdf import UrdfError, forward_kinematics, load_urdf, parse_urdf, position_jacobian
 from smrl_train.sim.arm_sim import ArmSim
-from smrl_train.sim.urdf import UrdfError, forward_kinematics, load_urdf, parse_urdf, position_jacobian
 
 from conftest import CONFIGS
 

@@ -17,7 +17,7 @@ from smrl_train.robot.control import (
     period_schedule,
 )
 from smrl_train.robot.safety import MappedState, StaleStateWatchdog, TargetLimiter
-from smrl_train.sim.urdf import forward_kinematics, load_urdf
+from smrl_train.robot.urdf import forward_kinematics, load_urdf
 
 from conftest import REPO, small_config
 

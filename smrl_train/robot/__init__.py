@@ -1,5 +1,6 @@
 """What runs on the robot side: numpy + onnx + onnxruntime, never torch, MuJoCo or gymnasium.
 
+* :mod:`.urdf`             the arm from its URDF: joints, limits, forward kinematics, Jacobian;
 * :mod:`.model_metadata`   the ``smrl.*`` ONNX metadata: keys, types, version, writer, reader;
 * :mod:`.runtime`          load and check exported ONNX models, run them, bake a latent in;
 * :mod:`.safety`           the safety layer the controller checks on every tick;

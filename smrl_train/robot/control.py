@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from smrl_train.robot.safety import CommandGuard, MappedState, StaleStateWatchdog, TargetLimiter, all_finite
-from smrl_train.sim.urdf import ArmDescription, rpy_to_matrix
+from smrl_train.robot.urdf import ArmDescription, rpy_to_matrix
 
 # Observation blocks the robot side can build, and the size each must have.
 SUPPORTED_BLOCKS = ("joint_pos", "joint_vel", "ee_pos", "puck_pos")
@@ -36,7 +36,7 @@ HOLD_BAD_ACTION = "non_finite_action"
 
 
 class EndEffectorFK:
-    """:func:`smrl_train.sim.urdf.forward_kinematics` with the constant parts precomputed.
+    """:func:`smrl_train.robot.urdf.forward_kinematics` with the constant parts precomputed.
 
     Same chain walk, same result (tested to 1e-12), about half the numpy calls: at a 100 Hz
     tick on a shared CPU the observation's FK was the largest share of the step.

@@ -1,6 +1,5 @@
 """The MuJoCo simulation and its task families: what training and the sim bridge run on.
 
-* :mod:`.urdf`      parse a URDF: joints, limits, links, forward kinematics and Jacobian (numpy);
 * :mod:`.mjcf`      the MuJoCo model built from the URDF at run time (MjSpec), plus the scene;
 * :mod:`.arm_sim`   arm + task physics, shared by the gym env and the ROS sim bridge;
 * :mod:`.tasks`     tasks as immutable values and the task protocol every family follows;
@@ -8,6 +7,6 @@
 * :mod:`.experts`   scripted Jacobian experts (the offline dataset's behaviour policies);
 * :mod:`.expert_table` the experts' success table on both families and both arms.
 
-Importing this package itself imports nothing heavy; :mod:`.urdf` is numpy-only, so the robot
-side (:mod:`smrl_train.robot.control`, the ROS nodes) reads arm descriptions from it.
+Importing this package itself imports nothing heavy. The arm's description (URDF parsing,
+kinematics) lives in the robot room, :mod:`smrl_train.robot.urdf`: the simulator is built from it.
 """

@@ -25,9 +25,9 @@ import numpy as np
 
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import ConfigError
+from smrl_train.robot.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf
 from smrl_train.sim.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_Z, build_model
 from smrl_train.sim.tasks import Task
-from smrl_train.sim.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf
 
 
 def home_pose(cfg: SmrlConfig, arm: ArmDescription) -> np.ndarray:
@@ -162,7 +162,7 @@ class ArmSim:
         return self.data.ctrl[self._act].copy()
 
     def ee_position(self) -> np.ndarray:
-        # MuJoCo's site position; equal to smrl_train.sim.urdf.forward_kinematics (tested), which
+        # MuJoCo's site position; equal to smrl_train.robot.urdf.forward_kinematics (tested), which
         # the robot side uses.
         return self.data.site_xpos[self._ee_site].copy()
 

@@ -2,7 +2,7 @@
 
 They read only the observation (joint positions, end-effector and puck positions) and the
 goal, compute a Cartesian velocity for the end effector, and map it to joint deltas with
-damped least squares on the URDF's position Jacobian (:func:`smrl_train.sim.urdf.position_jacobian`),
+damped least squares on the URDF's position Jacobian (:func:`smrl_train.robot.urdf.position_jacobian`),
 with a null-space pull toward the home pose so redundant arms keep a sane posture. Noise and
 wrong goals turn them into the behaviour policies of mixed competence the offline dataset needs.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from smrl_train.robot.urdf import ArmDescription, position_jacobian
 from smrl_train.sim.mjcf import PUCK_RADIUS, TABLE_TOP_Z
-from smrl_train.sim.urdf import ArmDescription, position_jacobian
 
 EE_RADIUS = 0.02  # the pusher sphere of both shipped URDFs
 CART_SPEED = 0.04  # m per control step the expert asks of the end effector

@@ -1,7 +1,7 @@
 """Build the MuJoCo model of an arm from its URDF at run time (MjSpec), plus the task scene.
 
 The URDF stays the single description of the arm: joint names, order, limits, inertias and
-geometry come from :mod:`smrl_train.sim.urdf`; this module adds only what a URDF cannot say:
+geometry come from :mod:`smrl_train.robot.urdf`; this module adds only what a URDF cannot say:
 position-servo actuators (what a ros2_control position interface provides), gravity
 compensation (real position-controlled arms compensate gravity in their drives), rotor
 armature, the table, the goal marker and, for the push family, the puck.
@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 
 from smrl_train.config import ArmConfig
-from smrl_train.sim.urdf import ArmDescription, Geometry, rpy_to_matrix
+from smrl_train.robot.urdf import ArmDescription, Geometry, rpy_to_matrix
 
 TABLE_TOP_Z = 0.0
 PUCK_RADIUS = 0.03

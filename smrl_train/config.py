@@ -137,10 +137,14 @@ class TasksConfig:
         _require(self.seed >= 0, "tasks.seed", ">= 0", self.seed)
 
 
+BEHAVIOUR_KINDS = ("expert", "wrong_goal", "corrected", "random")
+
+
 @dataclass(frozen=True)
 class BehaviourConfig:
     # "expert" (scripted, aims at the true goal), "wrong_goal" (expert aiming at another
-    # task's goal) or "random" (uniform actions).
+    # task's goal), "corrected" (the wrong goal for the first half of the episode, then the
+    # true goal: a learner that recovers from its mistake) or "random" (uniform actions).
     kind: str = "expert"
     # Std of Gaussian noise added to the expert's action (in [-1, 1] action units).
     noise: float = 0.0
@@ -148,9 +152,9 @@ class BehaviourConfig:
     episodes: int = 1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("expert", "wrong_goal", "random"):
+        if self.kind not in BEHAVIOUR_KINDS:
             raise ConfigError(
-                f"data.behaviours.kind: expected 'expert', 'wrong_goal' or 'random', got {self.kind!r}"
+                f"data.behaviours.kind: expected one of {', '.join(BEHAVIOUR_KINDS)}, got {self.kind!r}"
             )
         _require(0.0 <= self.noise < math.inf, "data.behaviours.noise", ">= 0 and finite", self.noise)
         _require(self.episodes >= 1, "data.behaviours.episodes", ">= 1", self.episodes)

@@ -37,6 +37,34 @@ def test_same_seed_gives_byte_identical_dataset(tmp_path: Path) -> None:
     assert _files(other.path)["episodes/task0000_ep000000.safetensors"] != fa["episodes/task0000_ep000000.safetensors"]
 
 
+def test_corrected_behaviour_follows_a_wrong_goal_then_the_true_one(tmp_path: Path) -> None:
+    import dataclasses
+
+    from smrl_train.config import BehaviourConfig
+    from smrl_train.sim.envs import ArmTaskEnv
+    from smrl_train.sim.experts import JacobianExpert
+
+    cfg = small_config("reach", n_train=1, episode_length=40)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, behaviours=(
+        BehaviourConfig("corrected", 0.0, 1), BehaviourConfig("wrong_goal", 0.0, 1))))
+    store = generate_dataset(cfg, tmp_path / "d", progress=False)
+    corrected, wrong = (store.read_episode(p) for p in store.episode_paths())
+    true_goal = np.asarray(store.manifest["tasks"]["train"][0]["goal"])
+    meta, arrays = corrected.meta, corrected.arrays
+    assert meta["behaviour"] == "corrected" and meta["true_goal_from_step"] == 20
+    followed = np.asarray(meta["goal_followed"])
+    assert np.linalg.norm(followed - true_goal) > 0.05  # the first half aims elsewhere
+    # Noise-free, so every action is the expert's: toward the wrong goal, then the true one.
+    env = ArmTaskEnv(cfg)
+    expert = JacobianExpert(env.arm, env.max_step, env.sim.home, "reach")
+    for t in (0, 19, 20, 39):
+        aim = followed if t < 20 else true_goal
+        np.testing.assert_allclose(arrays["action"][t], np.clip(expert.act(arrays["obs"][t], aim), -1, 1), atol=1e-6)
+    ee = slice(10, 13)
+    assert (np.linalg.norm(arrays["next_obs"][-1, ee] - true_goal)
+            < np.linalg.norm(wrong.arrays["next_obs"][-1, ee] - true_goal))
+
+
 def test_loader_gives_per_task_arrays_consistent_with_the_manifest(tmp_path: Path) -> None:
     cfg = small_config("reach")
     store = generate_dataset(cfg, tmp_path / "d", progress=False)

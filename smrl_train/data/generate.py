@@ -117,23 +117,39 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True) ->
         rng = np.random.default_rng([cfg.data.seed, task.index, index])
         env.set_task(task)
         goal = np.asarray(task.goal)
-        if behaviour.kind == "wrong_goal":
+        if behaviour.kind in ("wrong_goal", "corrected"):
             # Another goal of the same family: competent behaviour for the wrong task.
             goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
-        noise = behaviour.noise
-
-        def policy(obs: np.ndarray, goal: np.ndarray = goal, kind: str = behaviour.kind,
-                   rng: np.random.Generator = rng, noise: float = noise) -> np.ndarray:
-            if kind == "random":
-                return rng.uniform(-1.0, 1.0, size=env.action_space.shape)
-            return expert.act(obs, goal) + noise * rng.standard_normal(env.action_space.shape)
-
+        # "corrected" heads for the true goal from half the episode on.
+        switch = cfg.env.episode_length // 2 if behaviour.kind == "corrected" else cfg.env.episode_length
+        policy = _behaviour_policy(expert, behaviour.kind, behaviour.noise, goal, np.asarray(task.goal),
+                                   switch, rng, env.action_space.shape)
         arrays = rollout(env, policy, seed=int(rng.integers(2**31)), episode_length=cfg.env.episode_length)
-        store.write_episode(task.index, index, arrays,
-                            meta={"behaviour": behaviour.kind, "noise": noise,
-                                  "goal_followed": [float(g) for g in goal]})
+        meta: dict[str, Any] = {"behaviour": behaviour.kind, "noise": behaviour.noise,
+                                "goal_followed": [float(g) for g in goal]}
+        if behaviour.kind == "corrected":
+            meta["true_goal_from_step"] = switch
+        store.write_episode(task.index, index, arrays, meta=meta)
     bar.close()
     return store
+
+
+def _behaviour_policy(expert: JacobianExpert, kind: str, noise: float, goal: np.ndarray,
+                      true_goal: np.ndarray, switch: int, rng: np.random.Generator,
+                      shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """The action function of one behaviour episode: uniform actions ("random"), or the expert
+    aiming at ``goal`` for the first ``switch`` steps and at ``true_goal`` after (plus noise)."""
+    step = 0
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        nonlocal step
+        if kind == "random":
+            return rng.uniform(-1.0, 1.0, size=shape)
+        aim = goal if step < switch else true_goal
+        step += 1
+        return expert.act(obs, aim) + noise * rng.standard_normal(shape)
+
+    return policy
 
 
 def dataset_summary(store: EpisodeStore) -> dict[str, Any]:

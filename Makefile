@@ -31,6 +31,7 @@ $(STAMP): requirements.txt setup.py package.xml
 
 test: $(STAMP)
 	$(BIN)/ruff check smrl_train smrl_ros test bench launch
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow" test
 	$(MAKE) --no-print-directory test-launch
 

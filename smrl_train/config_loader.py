@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import yaml
 
@@ -23,7 +23,11 @@ from smrl_train.smac.config import smac_from_yaml_dict
 T = TypeVar("T")
 
 
-def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: ignore[assignment]
+@overload
+def load_config(path: str | Path) -> SmrlConfig: ...
+@overload
+def load_config(path: str | Path, cls: type[T]) -> T: ...
+def load_config(path: str | Path, cls: type[Any] = SmrlConfig) -> Any:
     """Load and validate a YAML config file.
 
     Raises:
@@ -49,11 +53,11 @@ def load_config(path: str | Path, cls: type[T] = SmrlConfig) -> T:  # type: igno
     try:
         cfg = from_dict(cls, data)
         if smac is not None:
-            cfg = dataclasses.replace(cfg, smac=smac_from_yaml_dict(smac))  # type: ignore[type-var]
+            cfg = dataclasses.replace(cfg, smac=smac_from_yaml_dict(smac))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if "root" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
-        cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))  # type: ignore[type-var]
+    if "root" in {f.name for f in dataclasses.fields(cls)}:
+        cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))
     if isinstance(cfg, SmrlConfig):
         from smrl_train.sim.arm_sim import check_arm  # the sim room knows the URDF and the table
 

@@ -10,9 +10,11 @@ from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.smac.config import (
     VARIANT_DEFAULTS,
     NetworkConfig,
+    OfflineConfig,
     SmacConfig,
     load_smac_config,
     paper_preset,
+    resolved,
     smac_from_yaml_dict,
 )
 from smrl_train.smac.problem import apply_overrides, resolve_smac
@@ -30,6 +32,14 @@ def test_variant_fills_every_deviation_field(variant: str) -> None:
     cfg = SmacConfig(variant=variant)
     for key, value in VARIANT_DEFAULTS[variant].items():
         assert _get(cfg, key) == value, key
+
+
+def test_resolved_reads_a_recipe_field_and_refuses_an_unresolved_one() -> None:
+    cfg = SmacConfig(variant="paper", offline=OfflineConfig(steps=7))
+    assert resolved(cfg.offline.steps) == 7 and resolved(cfg.offline.context_size) == 64
+    assert resolved(cfg.network.policy_ignores) == ()  # a falsy value is a value
+    with pytest.raises(ValueError, match="SmacConfig"):
+        resolved(OfflineConfig().steps)  # a section on its own keeps the recipe's None
 
 
 def test_paper_preset_is_the_authors_code() -> None:

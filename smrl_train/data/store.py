@@ -217,7 +217,7 @@ class EpisodeStore:
                   "terminated": np.bool_, "truncated": np.bool_, "success": np.bool_, "timestamp": np.float64}
         out: dict[str, np.ndarray] = {}
         for name in names:
-            arr = np.ascontiguousarray(np.asarray(arrays[name]).astype(dtypes[name], copy=False))
+            arr: np.ndarray = np.ascontiguousarray(np.asarray(arrays[name]).astype(dtypes[name], copy=False))
             want = shapes.get(name, (t,))
             if arr.shape != want:
                 raise StoreError(f"{what}: '{name}' has shape {arr.shape}, expected {want}")

@@ -43,7 +43,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -64,6 +64,34 @@ from smrl_train.robot.runtime import set_metadata
 
 OPSET = 17
 PARITY_ATOL = 1e-5
+
+
+class ExportablePolicy(Protocol):
+    """What :func:`export_adapted_policy` needs of a policy module (:class:`TanhGaussianPolicy`,
+    or a scripted stand-in): its sizes and the deterministic action, obs (N, O), z (N, L) ->
+    (N, A) in [-1, 1]."""
+
+    obs_dim: int
+    act_dim: int
+    latent_dim: int
+
+    def act_mean(self, obs: Tensor, z: Tensor) -> Tensor: ...
+
+
+class ExportableLatentPolicy(ExportablePolicy, Protocol):
+    """What :func:`export_bundle` needs besides: the Gaussian before tanh, obs (N, O), z (N, L)
+    -> mean, log_std (N, A)."""
+
+    def __call__(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class ExportableEncoder(Protocol):
+    """A context encoder module: context (T, C, D) -> posterior mean, variance (T, L)."""
+
+    context_dim: int
+    latent_dim: int
+
+    def __call__(self, context: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,10 @@ class DeploymentSpec:
 class _TargetHead(nn.Module):
     """Normalised delta (B, n) + observation (B, obs_dim) -> absolute targets (B, n)."""
 
+    max_step: Tensor
+    lower: Tensor
+    upper: Tensor
+
     def __init__(self, spec: DeploymentSpec) -> None:
         super().__init__()
         self.n = spec.n_joints
@@ -150,7 +182,9 @@ class _TargetHead(nn.Module):
 class AdaptedPolicyGraph(nn.Module):
     """obs (B, obs_dim) -> action (B, n) in [-1, 1], joint_targets (B, n); z fixed (1, L)."""
 
-    def __init__(self, policy: nn.Module, z: Tensor, spec: DeploymentSpec) -> None:
+    z: Tensor
+
+    def __init__(self, policy: ExportablePolicy, z: Tensor, spec: DeploymentSpec) -> None:
         super().__init__()
         self.policy = policy
         self.register_buffer("z", torch.as_tensor(z, dtype=torch.float32).reshape(1, -1))
@@ -170,7 +204,7 @@ class LatentPolicyGraph(nn.Module):
     targets come from the same head, so a robot never computes them by hand.
     """
 
-    def __init__(self, policy: nn.Module, spec: DeploymentSpec) -> None:
+    def __init__(self, policy: ExportableLatentPolicy, spec: DeploymentSpec) -> None:
         super().__init__()
         self.policy = policy
         self.head = _TargetHead(spec)
@@ -184,7 +218,7 @@ class LatentPolicyGraph(nn.Module):
 class EncoderGraph(nn.Module):
     """context (B, C, D) -> posterior mean (B, L), var (B, L)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: ExportableEncoder) -> None:
         super().__init__()
         self.encoder = encoder
 
@@ -215,7 +249,10 @@ def _to_onnx(module: nn.Module, args: tuple[Tensor, ...], input_names: list[str]
         # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
         # onnxscript (not a dependency); for these static MLPs both give the same graph.
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buf, input_names=input_names, output_names=output_names,
+        # f: torch annotates a path, but this (TorchScript, dynamo=False) exporter writes to any
+        # binary file object, as torch.onnx.export itself passes it on.
+        torch.onnx.export(module, args, buf,  # type: ignore[arg-type]
+                          input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
                           do_constant_folding=True)
     model = onnx.load_from_string(buf.getvalue())
@@ -280,7 +317,7 @@ def _random_obs(spec: DeploymentSpec, batch: int, rng: np.random.Generator) -> n
     return obs
 
 
-def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: DeploymentSpec,
+def export_adapted_policy(policy: ExportablePolicy, z: np.ndarray | Tensor, spec: DeploymentSpec,
                           path: str | Path, extra_metadata: dict[str, str] | None = None,
                           check_batch: int = 64, seed: int = 0, check_obs: np.ndarray | None = None) -> float:
     """Write the adapted policy (z baked in) to ``path``; returns the parity error.
@@ -316,7 +353,7 @@ def export_adapted_policy(policy: nn.Module, z: np.ndarray | Tensor, spec: Deplo
     return err
 
 
-def export_bundle(encoder: nn.Module, policy: nn.Module, spec: DeploymentSpec, folder: str | Path,
+def export_bundle(encoder: ExportableEncoder, policy: ExportableLatentPolicy, spec: DeploymentSpec, folder: str | Path,
                   extra_metadata: dict[str, str] | None = None, check_batch: int = 16,
                   seed: int = 0) -> dict[str, float]:
     """Write ``folder/encoder.onnx`` and ``folder/policy.onnx``; returns their parity errors.

@@ -76,10 +76,10 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
     latents_file = None
     if offline is not None:
         from smrl_train.robot.task_latents import FILE_NAME, TaskLatents
-        from smrl_train.smac.config import smac_from_yaml_dict
+        from smrl_train.smac.config import resolved, smac_from_yaml_dict
 
         smac = smac_from_yaml_dict(meta["smac"])
-        context_size = int(smac.online.context_size)
+        context_size = int(resolved(smac.online.context_size))
         mean, var = compute_task_latents(nets.encoder, offline, context_size, latents_per_task, int(smac.seed))
         TaskLatents(nets.policy.latent_dim, mean, var,
                     {"context_size": context_size, "per_task": latents_per_task, "source": "offline context",

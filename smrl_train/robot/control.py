@@ -43,15 +43,17 @@ class EndEffectorFK:
     """
 
     def __init__(self, arm: ArmDescription) -> None:
-        self._steps: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        # Per joint: offset, fixed rotation, and for an actuated joint its axis' cross-product
+        # matrix K and K^2 (None for a fixed joint).
+        self._steps: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]] = []
         for joint in arm.chain:
             fixed_rot = rpy_to_matrix(joint.rpy)
             if joint.kind == "fixed":
-                self._steps.append((np.asarray(joint.xyz, dtype=float), fixed_rot, None, None))
+                self._steps.append((np.asarray(joint.xyz, dtype=float), fixed_rot, None))
             else:
                 x, y, z = joint.axis
                 k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-                self._steps.append((np.asarray(joint.xyz, dtype=float), fixed_rot, k, k @ k))
+                self._steps.append((np.asarray(joint.xyz, dtype=float), fixed_rot, (k, k @ k)))
         self._eye = np.eye(3)
 
     def __call__(self, q: np.ndarray) -> np.ndarray:
@@ -59,10 +61,11 @@ class EndEffectorFK:
         rot = self._eye
         pos = np.zeros(3)
         i = 0
-        for xyz, fixed_rot, k, k2 in self._steps:
+        for xyz, fixed_rot, axis in self._steps:
             pos = pos + rot @ xyz
             rot = rot @ fixed_rot
-            if k is not None:
+            if axis is not None:
+                k, k2 = axis
                 angle = float(q[i])
                 i += 1
                 # Rodrigues, as urdf.axis_angle_matrix

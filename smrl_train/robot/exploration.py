@@ -24,6 +24,7 @@ import numpy as np
 
 from smrl_train.data.recordings import EPISODE_KIND, POSTERIOR_KIND
 from smrl_train.robot.latent_schedule import LatentSchedule
+from smrl_train.robot.task_latents import TaskLatents
 
 
 class LatentPolicy(Protocol):
@@ -96,13 +97,16 @@ class LatentExplorer:
         self.noise_rng = rng.spawn(1)[0] if stochastic else None
 
     def begin_kind(self, kind: str, rng: np.random.Generator, task_index: int = 0, episode_index: int = 0,
-                   latents: Any = None) -> None:
+                   latents: TaskLatents | None = None) -> None:
         """Start an episode of a recorded kind (:data:`smrl_train.data.recordings.EPISODE_KINDS`):
         ``explore`` deterministic with prior z, ``prior`` stochastic with prior z, ``posterior``
         stochastic with z from the task's posterior in ``latents`` (a
         :class:`smrl_train.robot.task_latents.TaskLatents`, taken in turn by ``episode_index``)."""
         if kind == POSTERIOR_KIND:
-            self.begin_episode(rng, *latents.for_episode(task_index, episode_index), stochastic=True)
+            if latents is None:
+                raise ValueError("a posterior episode needs the task latents")
+            mean, var = latents.for_episode(task_index, episode_index)
+            self.begin_episode(rng, mean, var, stochastic=True)
         else:
             self.begin_episode(rng, stochastic=kind != EPISODE_KIND)
 
@@ -134,7 +138,7 @@ def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndar
 def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: Any, episodes: int,
                        seed: int, episode_length: int, first_episode: int = 0,
                        meta: dict[str, Any] | None = None, kinds: Sequence[str] | None = None,
-                       latents: Any = None) -> int:
+                       latents: TaskLatents | None = None) -> int:
     """Record ``episodes`` exploration episodes of ``task`` in the in-process env.
 
     The reference for the ROS path: same policy, same latent schedule, same recorder, with

@@ -21,21 +21,25 @@ class UrdfError(ValueError):
     """The URDF is malformed or outside the supported subset (message names the element)."""
 
 
+Vec3 = tuple[float, float, float]
+Rgba = tuple[float, float, float, float]
+
+
 @dataclass(frozen=True)
 class Geometry:
     kind: str  # "box" | "cylinder" | "sphere"
     size: tuple[float, ...]  # box: full extents (x, y, z); cylinder: (radius, length); sphere: (radius,)
-    xyz: tuple[float, float, float]
-    rpy: tuple[float, float, float]
-    rgba: tuple[float, float, float, float] = (0.7, 0.7, 0.7, 1.0)
+    xyz: Vec3
+    rpy: Vec3
+    rgba: Rgba = (0.7, 0.7, 0.7, 1.0)
 
 
 @dataclass(frozen=True)
 class Link:
     name: str
     mass: float
-    com: tuple[float, float, float]
-    inertia_rpy: tuple[float, float, float]
+    com: Vec3
+    inertia_rpy: Vec3
     # (ixx, iyy, izz, ixy, ixz, iyz) about the centre of mass, in the inertial frame.
     inertia: tuple[float, float, float, float, float, float]
     visuals: tuple[Geometry, ...]
@@ -48,9 +52,9 @@ class Joint:
     kind: str  # "revolute" | "continuous" | "fixed"
     parent: str
     child: str
-    xyz: tuple[float, float, float]
-    rpy: tuple[float, float, float]
-    axis: tuple[float, float, float]
+    xyz: Vec3
+    rpy: Vec3
+    axis: Vec3
     lower: float
     upper: float
     velocity: float
@@ -116,16 +120,26 @@ def _floats(text: str | None, n: int, what: str, default: tuple[float, ...] | No
     return values
 
 
-def _origin(elem: ET.Element | None, what: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _vec3(text: str | None, what: str, default: Vec3 | None = None) -> Vec3:
+    x, y, z = _floats(text, 3, what, default)
+    return x, y, z
+
+
+def _rgba(text: str | None, what: str) -> Rgba:
+    r, g, b, a = _floats(text, 4, what)
+    return r, g, b, a
+
+
+def _origin(elem: ET.Element | None, what: str) -> tuple[Vec3, Vec3]:
     if elem is None:
         return (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
     return (
-        _floats(elem.get("xyz"), 3, f"{what} origin xyz", (0.0, 0.0, 0.0)),
-        _floats(elem.get("rpy"), 3, f"{what} origin rpy", (0.0, 0.0, 0.0)),
+        _vec3(elem.get("xyz"), f"{what} origin xyz", (0.0, 0.0, 0.0)),
+        _vec3(elem.get("rpy"), f"{what} origin rpy", (0.0, 0.0, 0.0)),
     )
 
 
-def _geometry(elem: ET.Element, what: str, materials: dict[str, tuple[float, ...]]) -> Geometry:
+def _geometry(elem: ET.Element, what: str, materials: dict[str, Rgba]) -> Geometry:
     xyz, rpy = _origin(elem.find("origin"), what)
     geom = elem.find("geometry")
     if geom is None or len(geom) != 1:
@@ -141,15 +155,15 @@ def _geometry(elem: ET.Element, what: str, materials: dict[str, tuple[float, ...
         raise UrdfError(f"{what}: geometry '{shape.tag}' is not supported (primitives only)")
     if not all(np.isfinite(size)) or min(size) <= 0:
         raise UrdfError(f"{what}: bad {shape.tag} dimensions {size}")
-    rgba: tuple[float, ...] = (0.7, 0.7, 0.7, 1.0)
+    rgba: Rgba = (0.7, 0.7, 0.7, 1.0)
     material = elem.find("material")
     if material is not None:
         color = material.find("color")
         if color is not None:
-            rgba = _floats(color.get("rgba"), 4, f"{what} color")
+            rgba = _rgba(color.get("rgba"), f"{what} color")
         elif material.get("name") in materials:
             rgba = materials[material.get("name", "")]
-    return Geometry(shape.tag, size, xyz, rpy, rgba)  # type: ignore[arg-type]
+    return Geometry(shape.tag, size, xyz, rpy, rgba)
 
 
 def load_urdf(path: str | Path, ee_link: str) -> ArmDescription:
@@ -175,18 +189,19 @@ def parse_urdf(raw: bytes, ee_link: str, source: str = "<urdf>") -> ArmDescripti
     if root.tag != "robot":
         raise UrdfError(f"{source}: top-level element is <{root.tag}>, expected <robot>")
 
-    materials: dict[str, tuple[float, ...]] = {}
+    materials: dict[str, Rgba] = {}
     for mat in root.findall("material"):
         color = mat.find("color")
         if color is not None:
-            materials[mat.get("name", "")] = _floats(color.get("rgba"), 4, "material color")
+            materials[mat.get("name", "")] = _rgba(color.get("rgba"), "material color")
 
     links: dict[str, Link] = {}
     for elem in root.findall("link"):
         name = elem.get("name", "")
         inertial = elem.find("inertial")
+        inertia: tuple[float, float, float, float, float, float]
         if inertial is None:
-            mass, com, irpy, inertia = 0.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0,) * 6
+            mass, com, irpy, inertia = 0.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         else:
             mass_elem = inertial.find("mass")
             mass = float(mass_elem.get("value", "nan")) if mass_elem is not None else float("nan")
@@ -194,14 +209,15 @@ def parse_urdf(raw: bytes, ee_link: str, source: str = "<urdf>") -> ArmDescripti
             ie = inertial.find("inertia")
             if ie is None:
                 raise UrdfError(f"link {name}: <inertial> without <inertia>")
-            inertia = tuple(float(ie.get(k, "0")) for k in ("ixx", "iyy", "izz", "ixy", "ixz", "iyz"))
+            ixx, iyy, izz, ixy, ixz, iyz = (float(ie.get(k, "0")) for k in ("ixx", "iyy", "izz", "ixy", "ixz", "iyz"))
+            inertia = (ixx, iyy, izz, ixy, ixz, iyz)
             if not (mass > 0) or min(inertia[:3]) <= 0:
                 raise UrdfError(f"link {name}: mass and principal inertias must be > 0")
         visuals = tuple(_geometry(v, f"link {name} visual", materials) for v in elem.findall("visual"))
         collisions = tuple(
             _geometry(c, f"link {name} collision", materials) for c in elem.findall("collision")
         )
-        links[name] = Link(name, mass, com, irpy, inertia, visuals, collisions)  # type: ignore[arg-type]
+        links[name] = Link(name, mass, com, irpy, inertia, visuals, collisions)
 
     joints_by_child: dict[str, Joint] = {}
     for elem in root.findall("joint"):
@@ -215,12 +231,11 @@ def parse_urdf(raw: bytes, ee_link: str, source: str = "<urdf>") -> ArmDescripti
             raise UrdfError(f"joint {name}: needs <parent> and <child>")
         xyz, rpy = _origin(elem.find("origin"), f"joint {name}")
         axis_elem = elem.find("axis")
-        axis = _floats(axis_elem.get("xyz") if axis_elem is not None else None, 3, f"joint {name} axis",
-                       (1.0, 0.0, 0.0))
+        axis = _vec3(axis_elem.get("xyz") if axis_elem is not None else None, f"joint {name} axis", (1.0, 0.0, 0.0))
         norm = float(np.linalg.norm(axis))
         if kind != "fixed" and norm == 0:
             raise UrdfError(f"joint {name}: zero axis")
-        axis = tuple(a / norm for a in axis) if norm else axis
+        axis = (axis[0] / norm, axis[1] / norm, axis[2] / norm) if norm else axis
         lower = upper = velocity = effort = 0.0
         limit = elem.find("limit")
         if kind == "revolute":
@@ -241,7 +256,7 @@ def parse_urdf(raw: bytes, ee_link: str, source: str = "<urdf>") -> ArmDescripti
         damping = float(dyn.get("damping", "0")) if dyn is not None else 0.0
         friction = float(dyn.get("friction", "0")) if dyn is not None else 0.0
         joint = Joint(
-            name, kind, parent.get("link", ""), child.get("link", ""), xyz, rpy, axis,  # type: ignore[arg-type]
+            name, kind, parent.get("link", ""), child.get("link", ""), xyz, rpy, axis,
             lower, upper, velocity, effort, damping, friction,
         )
         if joint.child in joints_by_child:

@@ -171,6 +171,12 @@ class ArmSim:
             return None
         return self.data.qpos[self._puck_qadr:self._puck_qadr + 3].copy()
 
+    def _puck_qpos(self, n: int) -> np.ndarray:
+        """The first ``n`` position entries of the puck's free joint (a view); push only."""
+        if self._puck_qadr is None:
+            raise RuntimeError(f"the {self.family} family has no puck")
+        return self.data.qpos[self._puck_qadr:self._puck_qadr + n]
+
     def observation(self) -> np.ndarray:
         """The policy's observation (obs_dim,) float32; see the module docstring."""
         parts = [self.data.qpos[self._qadr], self.data.qvel[self._dadr], self.data.site_xpos[self._ee_site]]
@@ -183,7 +189,7 @@ class ArmSim:
         """Reach: |ee - goal|; push: |puck_xy - goal| (m)."""
         if self.family == "reach":
             return float(np.linalg.norm(self.data.site_xpos[self._ee_site] - self.goal))
-        puck = self.data.qpos[self._puck_qadr:self._puck_qadr + 2]
+        puck = self._puck_qpos(2)
         return float(np.linalg.norm(puck - self.goal))
 
     def reward_terms(self, action: np.ndarray) -> dict[str, float]:
@@ -194,7 +200,7 @@ class ArmSim:
         }
         if self.family == "push":
             ee = self.data.site_xpos[self._ee_site]
-            puck = self.data.qpos[self._puck_qadr:self._puck_qadr + 3]
+            puck = self._puck_qpos(3)
             terms["reward_near"] = -self.cfg.env.push_reach_weight * float(np.linalg.norm(ee - puck))
         return terms
 

@@ -35,6 +35,9 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
     :mod:`smrl_train.sim.tasks` (``sample_tasks``, ``set_task``, ``info["success"]``)."""
 
     metadata = {"render_modes": []}
+    # Boxes (gym.Env declares any Space): their shape is always known.
+    action_space: gym.spaces.Box
+    observation_space: gym.spaces.Box
 
     def __init__(self, config: SmrlConfig | None = None, family: str | None = None) -> None:
         cfg = config if config is not None else SmrlConfig()

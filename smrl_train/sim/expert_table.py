@@ -14,25 +14,31 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from tqdm import tqdm
 
 from smrl_train.config_loader import load_config
 from smrl_train.data.generate import dataset_summary, generate_dataset
-from smrl_train.sim.envs import make_env
+from smrl_train.sim.envs import ArmTaskEnv, make_env
 from smrl_train.sim.experts import JacobianExpert
 from smrl_train.sim.tasks import split_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 
+# One line of the table: an arm and family's experts on one split of its tasks.
+ExpertRow = TypedDict("ExpertRow", {"config": str, "arm": str, "family": str, "split": str, "tasks": int,
+                                    "success": float, "return": float})
 
-def expert_table(config_names: list[str]) -> list[dict[str, object]]:
-    rows = []
+
+def expert_table(config_names: list[str]) -> list[ExpertRow]:
+    rows: list[ExpertRow] = []
     for name in config_names:
         cfg = load_config(REPO / "config" / f"{name}.yaml")
         env = make_env(cfg)
         u = env.unwrapped
+        assert isinstance(u, ArmTaskEnv)
         expert = JacobianExpert(u.arm, u.max_step, u.sim.home, u.family)
         train, test = split_tasks(u, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
         for split, tasks in (("train", train), ("test", test)):
@@ -43,7 +49,7 @@ def expert_table(config_names: list[str]) -> list[dict[str, object]]:
                 total = 0.0
                 for _ in range(cfg.env.episode_length):
                     obs, r, _, _, info = env.step(expert.act(obs, np.array(task.goal)))
-                    total += r
+                    total += float(r)
                 successes.append(info["success"])
                 returns.append(total)
             rows.append({"config": name, "arm": u.arm.name, "family": u.family, "split": split,

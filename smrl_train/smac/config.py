@@ -35,7 +35,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -46,6 +46,7 @@ DEFAULT_VARIANT = "success_tuned"
 # Earlier names of a recipe, still accepted (runs of the time record them).
 VARIANT_ALIASES = {"improved": "return_tuned"}
 GRADIENTS = ("autograd", "compiled", "manual")
+T = TypeVar("T")
 
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
 _PAPER: dict[str, Any] = {
@@ -118,6 +119,16 @@ _SUCCESS_TUNED: dict[str, Any] = {
 # Values each variant gives to the fields left at None. Keys are "<section>.<field>".
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {"paper": _PAPER, "return_tuned": _RETURN_TUNED,
                                                "success_tuned": _SUCCESS_TUNED}
+
+
+def resolved(value: T | None) -> T:
+    """A recipe field (declared ``X | None``, None = the variant's default) as the code reads it:
+    :class:`SmacConfig` replaces every such None by the recipe's value when it is built, so a
+    section of a loaded config never holds one. Raises if it does (a section built on its own)."""
+    if value is None:
+        raise ValueError("a recipe field is still None: build the section inside a SmacConfig, "
+                         "which resolves it to the variant's default")
+    return value
 
 
 @dataclass(frozen=True)
@@ -397,10 +408,10 @@ def _validate(cfg: SmacConfig) -> None:
     if cfg.network.encoder_aggregation not in ("product", "mean", "linear_gaussian"):
         raise ConfigError(f"smac.network.encoder_aggregation: expected 'product', 'mean' or 'linear_gaussian', "
                           f"got {cfg.network.encoder_aggregation!r}")
-    for key, value in (("online.resample_latent", cfg.online.resample_latent),
-                       ("eval.resample_latent", cfg.eval.resample_latent)):
-        if value not in ("step", "episode"):
-            raise ConfigError(f"smac.{key}: expected 'step' or 'episode', got {value!r}")
+    for key, period in (("online.resample_latent", cfg.online.resample_latent),
+                        ("eval.resample_latent", cfg.eval.resample_latent)):
+        if period not in ("step", "episode"):
+            raise ConfigError(f"smac.{key}: expected 'step' or 'episode', got {period!r}")
     if cfg.loss.awac_weights not in ("softmax", "clipped") or cfg.loss.critic_target not in ("policy", "expectile"):
         raise ConfigError(f"smac.loss: awac_weights must be 'softmax' or 'clipped' (got {cfg.loss.awac_weights!r}), "
                           f"critic_target 'policy' or 'expectile' (got {cfg.loss.critic_target!r})")

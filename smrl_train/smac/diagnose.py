@@ -50,6 +50,8 @@ from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
 _DIAGNOSE_STREAM = 11_000
 PROBE_CONTEXTS = 4  # offline contexts per training task the probe is fitted on
 RIDGE = 1e-3  # ridge penalty of the probe, relative to the number of rows
+# A context's transitions as arrays: obs (n, O), action (n, A), reward (n,), next_obs (n, O).
+Transitions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def task_parameter(task: Any) -> np.ndarray | None:
@@ -123,7 +125,7 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
 
     rows: list[dict[str, Any]] = []
 
-    def score(split: str, source: str, task: Any, idx: int, context: torch.Tensor, transitions: tuple[np.ndarray, ...],
+    def score(split: str, source: str, task: Any, idx: int, context: torch.Tensor, transitions: Transitions,
               episode_seed: int) -> None:
         goal = task_parameter(task)
         agent = AdaptiveAgent(encoder, policy, seeded_generator(episode_seed), cfg.deterministic,
@@ -163,8 +165,9 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
             for k in episodes:
                 part = trajs[:k]
                 context = torch.from_numpy(np.concatenate([t.context(width=encoder.context_dim) for t in part]))
-                transitions = tuple(np.concatenate([getattr(t, f) for t in part]) for f in
-                                    ("obs", "action", "reward", "next_obs"))
+                obs, action, reward, next_obs = (np.concatenate([getattr(t, f) for t in part]) for f in
+                                                 ("obs", "action", "reward", "next_obs"))
+                transitions: Transitions = (obs, action, reward, next_obs)
                 score(split, f"explore {k}", task, idx, context, transitions,
                       derived_seed(seed, _DIAGNOSE_STREAM + 4, idx, k))
             bar.update(1)

@@ -71,7 +71,9 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
             trajs, _, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
                                            (seed, _EVAL_STREAM + 1, idx, run), str(cfg.scored_latent))
             curves.append([t.episode_return for t in trajs])
-            finals.append(trajs[-1].episode_return)
+            final_return = trajs[-1].episode_return
+            assert final_return is not None  # the protocol's episodes run with rewards
+            finals.append(final_return)
             successes.append(float(bool(trajs[-1].success)))
         rows.append({"task": idx, "final_return": float(np.mean(finals)), "success": float(np.mean(successes)),
                      "returns_by_episode": np.mean(np.asarray(curves, float), axis=0).tolist()})

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from smrl_train.config_schema import ConfigError
 from smrl_train.smac import networks as N_
 from smrl_train.smac.buffers import MetaBatch
-from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.config import SmacConfig, resolved
 from smrl_train.smac.losses import awac_temperature, awac_weights, bellman_target, kl_to_standard_normal
 from smrl_train.smac.networks import (
     ACTION_CLAMP,
@@ -42,6 +42,7 @@ from smrl_train.smac.networks import (
     LOG_STD_MIN,
     VAR_MIN,
     ContextEncoder,
+    Normalizer,
     SmacNetworks,
     tanh_gaussian_log_prob,
 )
@@ -195,6 +196,12 @@ def mlp_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return _f32(x), inputs
 
 
+@overload
+def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor,
+                 input_grad: Literal[False] = False) -> tuple[list[tuple[Tensor, Tensor]], None]: ...
+@overload
+def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor,
+                 input_grad: Literal[True]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]: ...
 def mlp_backward(layers: Layers, inputs: list[Tensor], g: Tensor,
                  input_grad: bool = False) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
     """Gradients of a plain MLP from the output gradient g (N, out).
@@ -245,6 +252,12 @@ def ensemble_forward(layers: Layers, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     return (h * w.transpose(1, 2)).sum(-1) + b.view(e, 1), inputs
 
 
+@overload
+def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_rows: int | None = None,
+                      input_cols: None = None) -> tuple[list[tuple[Tensor, Tensor]], None]: ...
+@overload
+def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_rows: int | None = None, *,
+                      input_cols: slice) -> tuple[list[tuple[Tensor, Tensor]], Tensor]: ...
 def ensemble_backward(layers: Layers, inputs: list[Tensor], g: Tensor, weight_rows: int | None = None,
                       input_cols: slice | None = None) -> tuple[list[tuple[Tensor, Tensor]], Tensor | None]:
     """Gradients from g (E, N) = dLoss/d output.
@@ -293,6 +306,7 @@ class _Nets:
 
 def _policy_layers(nets: SmacNetworks) -> Layers:
     p = nets.policy
+    assert isinstance(p.trunk, nn.Sequential)  # hidden layers: check_implemented refuses an empty policy_hidden
     head = (torch.cat([p.mean_head.weight, p.log_std_head.weight]), torch.cat([p.mean_head.bias, p.log_std_head.bias]))
     return [*linear_layers(p.trunk), head]
 
@@ -315,7 +329,7 @@ def _collect(nets: SmacNetworks, dtype: torch.dtype) -> _Nets:
                  decoder_ensemble=ens)
 
 
-def _normalise(x: Tensor, normalizer: nn.Module) -> Tensor:
+def _normalise(x: Tensor, normalizer: Normalizer) -> Tensor:
     return (x - normalizer.mean) / normalizer.std
 
 
@@ -380,7 +394,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
         target_r = (batch.reward - nets.decoder.reward_mean) / nets.decoder.reward_std
         err = pred - target_r
         mse = err.square().mean()
-        l_ctx = mse + float(c.kl_weight) * kl
+        l_ctx = mse + float(resolved(c.kl_weight)) * kl
     else:
         mse, l_ctx = zero, zero
 
@@ -413,7 +427,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
     log_prob = tanh_gaussian_log_prob(mean, log_std, u)
     q_pi_min, q_pi_idx = q_pi_all.min(0)
     adv = q_pred.min(0).values - q_pi_min
-    w = awac_weights(adv, awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage)))
+    w = awac_weights(adv, awac_temperature(adv, float(resolved(c.awac_beta)), bool(c.awac_normalize_advantage)))
     l_awr = -(w * log_prob).mean()
 
     # ---- backward --------------------------------------------------------------------------
@@ -431,7 +445,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
         # -Q term through the reparameterised a~pi = tanh(m + s eps) to the policy, not to Q's
         # weights (the a~pi rows join the critic's backward pass for the input gradient only).
         # min_k routes the gradient to the member that attained it (as torch.min).
-        weight = float(cfg.online.q_term_weight)
+        weight = float(resolved(cfg.online.q_term_weight))
         norm = q_pi_min.abs().mean().clamp_min(1e-6) if cfg.online.normalize_q_term else torch.ones(())
         q_term = -weight * q_pi_min.mean() / norm
         g_qmin = (-weight / N) / norm
@@ -462,7 +476,7 @@ def step_core(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Nois
         grads["decoder"] = [g for pair in dec_grads for g in pair]
         # z = mu + sqrt(var) eps per task; KL = 0.5 sum (var + mu^2 - 1 - log var), mean over T.
         g_zt = g_z.view(T, B, L).sum(1)
-        kw = float(c.kl_weight) / T
+        kw = float(resolved(c.kl_weight)) / T
         g_mu = g_zt + kw * mu
         g_var = g_zt * eps_z / (2.0 * std_z) + kw * 0.5 * (1.0 - var.reciprocal())
         # Product of Gaussians: var = 1 / S, mu = var M with S = sum prec_n, M = sum mu_n prec_n.

@@ -29,6 +29,9 @@ class Normalizer(nn.Module):
     Shapes: mean, std (D,); input (..., D).
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
@@ -150,15 +153,15 @@ def _unrolled_cholesky_posterior(precision: Tensor, information: Tensor) -> tupl
             for k in range(j):
                 acc = acc - low[i][k] * low[j][k]
             low[i][j] = acc / low[j][j]
-    # inv[i][j] = (L^-1)_ij for j <= i, by forward substitution.
-    inv: list[list[Tensor | None]] = [[None] * n for _ in range(n)]
+    # inv[i, j] = (L^-1)_ij for j <= i, by forward substitution.
+    inv: dict[tuple[int, int], Tensor] = {}
     for j in range(n):
-        inv[j][j] = low[j][j].reciprocal()
+        inv[j, j] = low[j][j].reciprocal()
         for i in range(j + 1, n):
-            acc = low[i][j] * inv[j][j]
+            acc = low[i][j] * inv[j, j]
             for k in range(j + 1, i):
-                acc = acc + low[i][k] * inv[k][j]  # type: ignore[operator]
-            inv[i][j] = -acc / low[i][i]
+                acc = acc + low[i][k] * inv[k, j]
+            inv[i, j] = -acc / low[i][i]
     # mean: L h = info by forward, then L^T mean = h by back substitution (as cholesky_solve;
     # multiplying by the explicit inverse loses digits on a badly conditioned precision).
     half: list[Tensor] = []
@@ -175,7 +178,13 @@ def _unrolled_cholesky_posterior(precision: Tensor, information: Tensor) -> tupl
         mean_rev.append(acc / low[i][i])
     mean = torch.stack(mean_rev[::-1], -1)
     # Sigma = L^-T L^-1: var_i = sum_k (L^-1)_ki^2.
-    var = torch.stack([sum(inv[k][i] * inv[k][i] for k in range(i, n)) for i in range(n)], -1)  # type: ignore[misc]
+    var_terms: list[Tensor] = []
+    for i in range(n):
+        acc = inv[i, i] * inv[i, i]
+        for k in range(i + 1, n):
+            acc = acc + inv[k, i] * inv[k, i]
+        var_terms.append(acc)
+    var = torch.stack(var_terms, -1)
     return mean, var
 
 
@@ -235,7 +244,8 @@ class LinearGaussianEncoder(nn.Module):
 
 # Any context encoder: context (T, C, O + A + 1) -> posterior mean, variance (T, L).
 Encoder = ContextEncoder | MeanPoolEncoder | LinearGaussianEncoder
-ENCODERS = {"product": ContextEncoder, "mean": MeanPoolEncoder, "linear_gaussian": LinearGaussianEncoder}
+ENCODERS: dict[str, type[Encoder]] = {"product": ContextEncoder, "mean": MeanPoolEncoder,
+                                      "linear_gaussian": LinearGaussianEncoder}
 
 
 def sample_gaussian(mu: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -270,6 +280,8 @@ class TanhGaussianPolicy(nn.Module):
     z is detached on entry (the actor never trains the encoder) unless ``detach_z`` is off,
     which only the meta-behaviour-cloning baseline uses.
     """
+
+    input_mask: Tensor
 
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
                  detach_z: bool = True) -> None:
@@ -401,6 +413,9 @@ class RewardDecoder(nn.Module):
     like the twin critic); the prediction is their mean and their spread measures how far a
     transition lies from the data they were fitted on (our uncertainty-aware labels).
     """
+
+    reward_mean: Tensor
+    reward_std: Tensor
 
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, hidden: tuple[int, ...],
                  ensemble: int = 1) -> None:

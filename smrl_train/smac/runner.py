@@ -35,7 +35,7 @@ from smrl_train.config_schema import to_dict
 from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
-from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, smac_from_yaml_dict
+from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
 from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, RunningMean
@@ -214,13 +214,14 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
 
     # Loop: sample a meta-batch, update, log averages, checkpoint.
     o = cfg.offline
-    total = o.steps if stop_after is None else min(o.steps, stop_after)
+    steps, context_size = resolved(o.steps), resolved(o.context_size)
+    total = steps if stop_after is None else min(steps, stop_after)
     running = RunningMean()
-    bar = _progress(o.steps, trainer.steps, f"offline {method}", progress)
+    bar = _progress(steps, trainer.steps, f"offline {method}", progress)
     tick = time.perf_counter()
     try:
         while trainer.steps < total:
-            batch = sampler.sample(o.meta_batch, o.batch_size, o.context_size)
+            batch = sampler.sample(o.meta_batch, o.batch_size, context_size)
             running.add(trainer.update(batch))
             bar.update(1)
             if trainer.steps % o.log_every == 0:
@@ -236,7 +237,7 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
         raise
     finally:
         bar.close()
-    checkpoint(finished=trainer.steps >= o.steps)
+    checkpoint(finished=trainer.steps >= steps)
     return run_dir
 
 
@@ -266,7 +267,8 @@ def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, 
     rl = TaskBuffers.from_task_arrays(problem.offline)
     explore = TaskBuffers(rl.task_ids, obs_dim, act_dim, capacity=256)
     sampler = MetaBatchSampler(rl, seeded_generator(cfg.seed, _SAMPLER_STREAM, 1), explore,
-                               float(cfg.online.explore_context_fraction), int(cfg.online.context_episodes or 0),
+                               float(resolved(cfg.online.explore_context_fraction)),
+                               int(cfg.online.context_episodes or 0),
                                trainer.nets.encoder.context_dim)
     return OnlineState(trainer, labeller, rl, explore, sampler)
 
@@ -310,9 +312,10 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
         def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
             if kind != "posterior":
                 return prior
-            return nets.encoder(st.rl.context(row, int(on.context_size), label_gen, width=nets.encoder.context_dim))
+            context = st.rl.context(row, resolved(on.context_size), label_gen, width=nets.encoder.context_dim)
+            return nets.encoder(context)
 
-        plan = collection_plan([("prior", on.prior_episodes), ("posterior", on.posterior_episodes),
+        plan = collection_plan([("prior", resolved(on.prior_episodes)), ("posterior", on.posterior_episodes),
                                 ("explore", int(on.explore_episodes or 0))], latent_for,
                                (cfg.seed, _COLLECT_STREAM + 1, it, tid),
                                {"prior": str(on.resample_latent), "posterior": str(on.resample_latent),
@@ -432,7 +435,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
             t1 = time.perf_counter()
             running = RunningMean()
             for _ in range(on.updates_per_iteration):
-                running.add(st.trainer.update(st.sampler.sample(on.meta_batch, on.batch_size, on.context_size)))
+                running.add(st.trainer.update(st.sampler.sample(on.meta_batch, on.batch_size,
+                                                                resolved(on.context_size))))
                 bar.update(1)
             t2 = time.perf_counter()
             st.iteration += 1

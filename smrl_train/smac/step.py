@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from smrl_train.smac.buffers import MetaBatch
-from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.config import SmacConfig, resolved
 from smrl_train.smac.losses import (
     awac_policy_loss,
     awac_temperature,
@@ -144,7 +144,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     if train_ctx:
         with _mixed(cfg):
             pred = nets.decoder.members(batch.obs, batch.action, z).float()  # (E, N): each member regresses
-        l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(c.kl_weight),
+        l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(resolved(c.kl_weight)),
                                       nets.decoder.reward_mean, nets.decoder.reward_std)
     else:
         kl = kl_to_standard_normal(mu, var).mean().detach()
@@ -152,10 +152,13 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
 
     # 3. Critic: the value of s' from the target critics at the policy's action (the paper), or
     #    from V(s') fitted in-sample to an upper expectile of Qbar(s, a_data) (IQL).
-    expectile = c.critic_target == "expectile"
+    # V(s, z) under the expectile target (the networks hold one exactly then), else None.
+    vf = nets.vf if c.critic_target == "expectile" else None
+    if c.critic_target == "expectile" and vf is None:
+        raise ValueError("loss.critic_target: expectile needs networks with V(s, z) (build_networks of this config)")
     with torch.no_grad(), _mixed(cfg):
-        if expectile:
-            v_next = nets.vf(batch.next_obs, zd).float()
+        if vf is not None:
+            v_next = vf(batch.next_obs, zd).float()
         else:
             mean_n, log_std_n = nets.policy(batch.next_obs, z_next)
             a_next = torch.tanh(mean_n.float() + log_std_n.float().exp() * noise.a_next)
@@ -178,18 +181,18 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     # Q's parameters enter detached: this pass trains nothing but the policy, through a~pi.
     with torch.set_grad_enabled(online and torch.is_grad_enabled()), _mixed(cfg):
         q_pi = nets.qf(batch.obs, a_pi if online else a_pi.detach(), zd, detach_params=True).float().min(dim=0).values
-    if expectile:  # A = Qbar(s, a) - V(s); V learns the expectile of the same Qbar
+    if vf is not None:  # expectile: A = Qbar(s, a) - V(s); V learns the expectile of the same Qbar
         with torch.no_grad(), _mixed(cfg):
             q_data = nets.qf_target(batch.obs, batch.action, zd).float().min(dim=0).values
         with _mixed(cfg):
-            v = nets.vf(batch.obs, zd).float()
+            v = vf(batch.obs, zd).float()
         l_v = expectile_loss(q_data - v, float(c.expectile))
         adv = q_data - v.detach()
     else:  # A = min Q(s, a) - min Q(s, a~pi), Q(s, a) reused from the critic pass
         l_v = torch.zeros(())
         adv = q_pred.detach().min(dim=0).values - q_pi.detach()
     with torch.no_grad():
-        temperature = awac_temperature(adv, float(c.awac_beta), bool(c.awac_normalize_advantage))
+        temperature = awac_temperature(adv, float(resolved(c.awac_beta)), bool(c.awac_normalize_advantage))
         w = awac_weights(adv, temperature) if c.awac_weights == "softmax" else \
             clipped_exp_weights(adv, temperature, float(c.awac_weight_max))
     # Online with ``online.actor_data: offline``: imitate only the dataset's actions.
@@ -205,7 +208,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     l_awr = awac_policy_loss(log_prob, w, imitated)
 
     # 5. The online actor term.
-    q_term = online_q_term(q_pi, cfg.online.q_term_weight, bool(cfg.online.normalize_q_term)) if online \
+    q_term = online_q_term(q_pi, resolved(cfg.online.q_term_weight), bool(cfg.online.normalize_q_term)) if online \
         else torch.zeros(())
     total = l_ctx + l_q + l_v + l_awr + q_term
     return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr,

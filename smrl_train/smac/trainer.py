@@ -20,6 +20,7 @@ update is one ``_foreach_lerp_``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from smrl_train.smac import manual_grad
 from smrl_train.smac.buffers import MetaBatch
-from smrl_train.smac.config import SmacConfig
+from smrl_train.smac.config import SmacConfig, resolved
 from smrl_train.smac.losses import kl_to_standard_normal
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, sample_gaussian, tanh_gaussian_log_prob
 from smrl_train.smac.step import PHASES, LossTerms, Noise, per_task, step_losses, trains_context
@@ -42,7 +43,7 @@ def build_networks(cfg: SmacConfig, obs_dim: int, act_dim: int, detach_policy_z:
     n = cfg.network
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed if seed is None else seed)
-        return SmacNetworks(obs_dim, act_dim, n.latent_dim, n.encoder_hidden, n.policy_hidden, n.q_hidden,
+        return SmacNetworks(obs_dim, act_dim, n.latent_dim, resolved(n.encoder_hidden), n.policy_hidden, n.q_hidden,
                             n.decoder_hidden, detach_policy_z=detach_policy_z,
                             encoder_aggregation=str(n.encoder_aggregation), encoder_rank=int(n.encoder_rank),
                             state_value=cfg.loss.critic_target == "expectile",
@@ -60,15 +61,15 @@ class _LeanFusedAdam(torch.optim.Adam):
     Parameters without a gradient are skipped, as ``Adam.step`` does.
     """
 
-    def __init__(self, params: list[torch.nn.Parameter], lr: float) -> None:
+    def __init__(self, params: Iterable[Tensor], lr: float) -> None:
         super().__init__(params, lr=lr, fused=True)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         work = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            states = [self.state.get(p) for p in params]
+            states: list[dict[str, Any]] = [self.state.get(p, {}) for p in params]  # {}: no state yet
             if closure is not None or any(not st for st in states) or group["amsgrad"] or group["maximize"]:
                 return super().step(closure)
             work.append((group, params, states))
@@ -85,7 +86,7 @@ class _LeanFusedAdam(torch.optim.Adam):
         return None
 
 
-def _adam(params: list[torch.nn.Parameter], lr: float, lean: bool = False) -> torch.optim.Adam:
+def _adam(params: Iterable[Tensor], lr: float, lean: bool = False) -> torch.optim.Adam:
     """Adam with torch's fused CPU kernel; ``lean`` skips its bookkeeping (manual path only)."""
     return _LeanFusedAdam(params, lr) if lean else torch.optim.Adam(params, lr=lr, fused=True)
 
@@ -122,9 +123,9 @@ class SmacTrainer:
         loss = cfg.loss
         self.context_params = list(self.nets.encoder.parameters()) + list(self.nets.decoder.parameters())
         # The critics' optimiser also steps V(s, z) where there is one (expectile targets).
-        self.q_params = list(self.nets.qf.parameters())
-        self.v_params = list(self.nets.vf.parameters()) if self.nets.vf is not None else []
-        self.q_target_params = list(self.nets.qf_target.parameters())
+        self.q_params: list[Tensor] = list(self.nets.qf.parameters())
+        self.v_params: list[Tensor] = list(self.nets.vf.parameters()) if self.nets.vf is not None else []
+        self.q_target_params: list[Tensor] = list(self.nets.qf_target.parameters())
         self.policy_params = list(self.nets.policy.parameters())
         self.opt_context = _adam(self.context_params, loss.context_lr, lean=manual)
         self.opt_q = _adam(self.q_params + self.v_params, loss.q_lr, lean=manual)
@@ -232,7 +233,7 @@ class MetaBCTrainer:
         mean, log_std = self.nets.policy(batch.obs, z)
         log_prob = tanh_gaussian_log_prob(mean, log_std, atanh_clamped(batch.action))
         kl = kl_to_standard_normal(mu, var).mean()
-        loss = -log_prob.mean() + float(self.cfg.loss.kl_weight) * kl
+        loss = -log_prob.mean() + float(resolved(self.cfg.loss.kl_weight)) * kl
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

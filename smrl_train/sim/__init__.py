@@ -5,7 +5,6 @@
 * :mod:`.tasks`     tasks as immutable values and the task protocol every family follows;
 * :mod:`.envs`      the gymnasium families ``smrl/Reach-v0`` and ``smrl/Push-v0``;
 * :mod:`.experts`   scripted Jacobian experts (the offline dataset's behaviour policies);
-* :mod:`.expert_table` the experts' success table on both families and both arms.
 
 Importing this package itself imports nothing heavy. The arm's description (URDF parsing,
 kinematics) lives in the robot room, :mod:`smrl_train.robot.urdf`: the simulator is built from it.

@@ -12,6 +12,7 @@ import yaml
 
 from smrl_train.config_schema import to_dict
 from smrl_train.smac.config import EvalConfig, LossConfig, NetworkConfig, OfflineConfig
+from smrl_train.smac.experiment import record_cost
 from smrl_train.smac.report import write_report
 from smrl_train.smac.runner import evaluate_run, train_offline, train_online
 
@@ -50,7 +51,11 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
         for labels, name in (("decoder", "smac"), ("true", "oracle")):
             on = train_online(problem, runs / f"seed{seed}" / name, offline_run=off, labels=labels, progress=False)
             evaluate_run(problem, on, progress=False)
+    for name in ("offline_only", "smac", "oracle"):  # as smrl experiment records it, seed 0 only
+        record_cost(runs / "seed0" / name, cpu_s=90.0, wall_s=50.0)
+    record_cost(runs / "seed0" / "smac", cpu_s=30.0, wall_s=20.0)  # a resumed stage adds its share
     summary = write_report([runs], tmp_path / "report", command="pytest")
+    assert summary["methods"]["smac"]["cpu_s"] == [120.0, None]
     for name in ("offline_only", "smac", "oracle"):
         m = summary["methods"][name]
         assert len(m["final_return"]) == 2 and len(m["success_rate"]) == 2 and m["seeds"] == [0, 1]
@@ -58,6 +63,7 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     assert "gap_closed" in summary and set(summary["diagnostic"]) == {"offline_only", "smac", "oracle"}
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| smac | " in report and "paired difference" in report  # the per-seed table
+    assert "CPU time of these runs: 0.08 CPU-hours (sum over 3 runs; 3 earlier runs did not record it)." in report
     for f in ("summary.json", "report.md", "methods.png", "curve.png", "diagnostic.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0, f
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["command"] == "pytest"

@@ -88,6 +88,18 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoint.safetensors").exists()
 
 
+def record_cost(run_dir: Path, cpu_s: float, wall_s: float) -> None:
+    """Add one stage's CPU and wall seconds (training, evaluation, diagnosis) to ``cost.json``.
+
+    CPU seconds are this process's (every thread), so a benchmark's CPU budget is the sum over
+    its runs whatever ``--jobs`` ran them side by side. A stage resumed after a kill adds the
+    resumed part to what the finished invocations recorded (the killed one's share is lost)."""
+    path = run_dir / "cost.json"
+    cost = json.loads(path.read_text()) if path.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
+    cost = {"cpu_s": round(cost["cpu_s"] + cpu_s, 1), "wall_s": round(cost["wall_s"] + wall_s, 1)}
+    path.write_text(json.dumps(cost) + "\n")
+
+
 def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
     """All stages of one seed; returns {method: eval summary}."""
     import torch
@@ -111,11 +123,12 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
         if _finished(run_dir):
             results[name] = json.loads((run_dir / "eval.json").read_text())["test"]
             return
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         fn(run_dir, _has_checkpoint(run_dir))
         res = evaluate_run(problem, run_dir, progress=spec.progress, diagnostic=False)
         if spec.diagnose_tasks and name != "meta_bc":
             diagnose_run(problem, run_dir, n_tasks=spec.diagnose_tasks, episodes=(1, 2), progress=spec.progress)
+        record_cost(run_dir, cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - t0)
         results[name] = res["test"]
         print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "
               f"success {res['test']['success_rate']:.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -69,6 +69,8 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             protocol = (data.get("eval") or {}).get("exploration_episodes")  # absent in early eval.json files
             if protocol is not None:
                 data["by_exploration"].setdefault(int(protocol), data["test"])
+            cost = path.parent / "cost.json"  # written by smrl experiment (absent in earlier runs)
+            data["cpu_s"] = json.loads(cost.read_text())["cpu_s"] if cost.exists() else None
             runs.append(data)
     return runs
 
@@ -88,7 +90,7 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
     for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
         m = methods.setdefault(r["method"], {"final_return": [], "success_rate": [], "seeds": [], "runs": [],
                                              "variant": r["variant"], "labels": r["labels"], "phase": r["phase"],
-                                             "updates": [], "iterations": [], "gradients": []})
+                                             "updates": [], "iterations": [], "gradients": [], "cpu_s": []})
         m["final_return"].append(r["test"]["final_return"])
         m["success_rate"].append(r["test"]["success_rate"])
         m["seeds"].append(r["seed"])
@@ -96,6 +98,7 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
         m["updates"].append(r.get("updates"))
         m["iterations"].append(r.get("iterations"))
         m["gradients"].append(r.get("gradients", "unrecorded"))
+        m["cpu_s"].append(r.get("cpu_s"))
         for k, test in r.get("by_exploration", {}).items():
             m.setdefault("success_by_exploration", {}).setdefault(str(k), []).append(test["success_rate"])
         random_returns.append(r["random_policy"]["final_return"])
@@ -286,6 +289,18 @@ def _diagnose_table(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cost_lines(summary: dict[str, Any]) -> list[str]:
+    """The CPU time of the runs (training, evaluation and diagnosis of each stage, from the
+    ``cost.json`` that ``smrl experiment`` writes), and how many runs recorded it."""
+    costs = [c for m in summary["methods"].values() for c in m.get("cpu_s", [])]
+    known = [c for c in costs if c is not None]
+    if not known:
+        return []
+    line = f"CPU time of these runs: {sum(known) / 3600:.2f} CPU-hours (sum over {len(known)} runs"
+    line += ")." if len(known) == len(costs) else f"; {len(costs) - len(known)} earlier runs did not record it)."
+    return [line, ""]
+
+
 def _fmt(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
@@ -308,15 +323,19 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
         lines += [notes, ""]
     lines += ["Held-out test tasks; meta-test protocol of the paper (2 exploration episodes with z ~ prior, "
               "then the posterior z and the deterministic policy); mean ± std over seeds.", "",
-              "| method | seeds | final return | success rate | updates | gradients | description |",
-              "|---|---|---|---|---|---|---|"]
+              "| method | seeds | final return | success rate | updates | gradients | CPU min per seed "
+              "| description |",
+              "|---|---|---|---|---|---|---|---|"]
     for n in _ordered(list(summary["methods"])):
         m = summary["methods"][n]
         ups = sorted({u for u in m["updates"] if u is not None})
+        cpu = [c / 60 for c in m.get("cpu_s", []) if c is not None]
         lines.append(f"| {n} | {len(m['seeds'])} | {_fmt(m['final_return_stats'])} | "
                      f"{_fmt(m['success_rate_stats'])} | {', '.join(map(str, ups))} | "
-                     f"{', '.join(sorted(set(m['gradients'])))} | {DESCRIPTION.get(n, 'ablation')} |")
+                     f"{', '.join(sorted(set(m['gradients'])))} | {f'{np.median(cpu):.0f}' if cpu else ''} | "
+                     f"{DESCRIPTION.get(n, 'ablation')} |")
     lines += ["", f"Random policy: final return {summary['random_policy_final_return']:.2f}.", ""]
+    lines += _cost_lines(summary)
     lines += _per_seed_table(summary) + [""]
     for suffix in SUFFIXES:
         if f"gap_closed{suffix}" not in summary:

@@ -79,7 +79,7 @@ def train_and_eval(args: tuple[str, int, str, str, str, str]) -> dict[str, objec
     from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_online
-    from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
+    from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
     torch.set_num_threads(1)
     problem = problem_from_files(config, data)
@@ -88,7 +88,7 @@ def train_and_eval(args: tuple[str, int, str, str, str, str]) -> dict[str, objec
     if not (run / "eval.json").exists():
         arrays = load_recordings([rec], EpisodeStore.open(data).manifest)
         train_online(problem, run, offline_run=offline, labels="decoder", cfg=cfg,
-                     source=RecordedExplorationSource(arrays), resume=(run / "checkpoint.safetensors").exists(),
+                     source=RecordedEpisodeSource(arrays), resume=(run / "checkpoint.safetensors").exists(),
                      progress=False, method=f"smac_{source}")
         evaluate_run(problem, run, progress=False, diagnostic=False)
     test = json.loads((run / "eval.json").read_text())["test"]

@@ -63,7 +63,7 @@ from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, reques
 from smrl_ros.paths import input_path, output_path
 from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.recordings import (
-    EPISODE_KIND,
+    EXPLORE_KIND,
     POSTERIOR_KIND,
     PRIOR_KIND,
     EpisodeWriter,
@@ -330,11 +330,11 @@ class ExplorerNode(ManagedNode):
         """Each block of ``episodes_per_task`` episodes of a task in order: explore ones, then
         ``prior_episodes``, then the last ``posterior_episodes`` (recording forever: all explore)."""
         if not self.p.episodes_per_task:
-            return EPISODE_KIND
+            return EXPLORE_KIND
         k = episode_index % self.p.episodes_per_task
         first_prior = self.p.episodes_per_task - self.p.prior_episodes - self.p.posterior_episodes
         if k < first_prior:
-            return EPISODE_KIND
+            return EXPLORE_KIND
         return PRIOR_KIND if k < first_prior + self.p.prior_episodes else POSTERIOR_KIND
 
     def _on_transition(self, tr: Transition) -> None:
@@ -344,7 +344,7 @@ class ExplorerNode(ManagedNode):
     def _episode_meta(self, interrupted: bool = False) -> dict[str, Any]:
         assert self.task is not None
         kind = self._episode_kind(self.count[self.task])
-        return {"kind": kind, "stochastic": kind != EPISODE_KIND, "source": "smrl_explorer",
+        return {"kind": kind, "stochastic": kind != EXPLORE_KIND, "source": "smrl_explorer",
                 "episode_seed": [self.p.seed, self.task, self.count[self.task]],
                 "resample_period": self.explorer.resample_period, "mode": self.p.mode, "interrupted": interrupted}
 

@@ -106,10 +106,10 @@ class TrainerNode(Node):
             self.source = None
             if p.recordings and "online" in p.phases:
                 from smrl_train.data.store import EpisodeStore
-                from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
+                from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
                 dataset = EpisodeStore.open(input_path(p.data)).manifest
-                self.source = RecordedExplorationSource(load_recordings([input_path(r) for r in p.recordings],
+                self.source = RecordedEpisodeSource(load_recordings([input_path(r) for r in p.recordings],
                                                                         dataset))
         except Exception as exc:  # noqa: BLE001 - config, store and parameter errors all refuse the start
             raise StartupError(f"{type(exc).__name__}: {exc}") from None

@@ -24,7 +24,7 @@ from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recordings import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
 from smrl_train.sim.envs import ArmTaskEnv
-from smrl_train.smac.sources import RecordedExplorationSource, collection_plan, load_recordings
+from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
 from bundle_helpers import random_bundle
 from conftest import small_config
@@ -105,9 +105,8 @@ def test_explorer_records_reward_free_episodes_the_training_loader_reads(assets,
     a = arrays[0]
     assert np.allclose(a.next_obs[:29], a.obs[1:30])  # consecutive steps chain
     assert load_recordings([store], dataset)[2].obs.shape == (60, dataset["obs_dim"])
-    source = RecordedExplorationSource(load_recordings([store], dataset))
-    plan = collection_plan([("prior", 3)], lambda kind: (None, None), (0,))
-    trajs = source.collect(0, plan, agent=None, with_rewards=False)
+    source = RecordedEpisodeSource(load_recordings([store], dataset))
+    trajs = source.take(0, 3, with_rewards=False)
     assert [len(t) for t in trajs] == [30, 30] and all(t.reward is None and t.kind == "explore" for t in trajs)
     # The recorded transitions are the physics: the in-process env replays them.
     assert replay_error(store) < 2e-3
@@ -270,11 +269,10 @@ def test_prior_and_posterior_episodes_sample_the_policy_and_are_filed_apart(asse
             replays[stochastic] = np.stack([explorer.act(o)[0] for o in e.arrays["obs"]])
         gap = {st: float(np.max(np.abs(r - e.arrays["action"]))) for st, r in replays.items()}
         assert gap[e.meta["stochastic"]] < 1e-5 and gap[not e.meta["stochastic"]] > 1e-3, (e.meta["kind"], gap)
-    source = RecordedExplorationSource(load_recordings([store], EpisodeStore.open(assets["data"]).manifest))
+    source = RecordedEpisodeSource(load_recordings([store], EpisodeStore.open(assets["data"]).manifest))
     assert source.remaining_by_kind() == {"explore": 3, "prior": 3, "posterior": 3}
-    plan = collection_plan([("prior", 3)], lambda kind: (None, None), (0,))
-    assert [t.kind for t in source.collect(2, plan, agent=None, with_rewards=False)] == ["explore", "prior",
-                                                                                          "posterior"]
+    assert [t.kind for t in source.take(2, 3, with_rewards=False)] == ["explore", "prior", "posterior"]
+    assert source.remaining_by_kind() == {"explore": 2, "prior": 2, "posterior": 2}
 
 
 def test_posterior_episodes_without_task_latents_refuse_to_start(assets, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_trainer_node_trains_offline_then_on_recordings_and_announces(assets, tm
             # The improved recipe explores with z drawn once per episode; the robot must too.
             assert info.metadata["smrl.latent_resample"] == "episode"
     meta = read_meta(tmp_path / "runs" / "smac")
-    assert meta["finished"] and meta["source"] == "RecordedExplorationSource"
+    assert meta["finished"] and meta["source"] == "RecordedEpisodeSource"
     assert sum(meta["source_state"]["cursor"].values()) > 0  # recorded episodes were used
 
 

@@ -75,7 +75,7 @@ def test_a_fitting_recording_trains_the_online_phase(setup) -> None:
     from smrl_train.smac.checkpoint import read_meta
 
     meta = read_meta(run)
-    assert meta["finished"] and meta["source"] == "RecordedExplorationSource"
+    assert meta["finished"] and meta["source"] == "RecordedEpisodeSource"
 
 
 def test_an_override_keeps_the_offline_runs_seed_unless_told(setup) -> None:

@@ -13,7 +13,7 @@ import torch
 from smrl_train.smac.checkpoint import read_checkpoint
 from smrl_train.smac.logs import read_csv
 from smrl_train.smac.runner import train_offline, train_online
-from smrl_train.smac.sources import StoredEpisodeSource, split_episodes
+from smrl_train.smac.sources import RecordedEpisodeSource, split_episodes
 
 from smac_helpers import tiny_config
 from toy_family import PointDirectionEnv, toy_problem
@@ -82,18 +82,29 @@ def _recorded(problem, reward: str):
 @pytest.mark.parametrize("reward", ["nan", "absent"])
 def test_stored_reward_free_source(offline_runs: dict, tmp_path, reward: str) -> None:
     problem = offline_runs["problem"]
-    source = StoredEpisodeSource(_recorded(problem, reward))
+    source = RecordedEpisodeSource(_recorded(problem, reward))
     run = train_online(problem, tmp_path / reward, offline_run=offline_runs["runs"]["paper"], labels="decoder",
                        source=source, progress=False)
     state, meta = read_checkpoint(run)
     online = torch.cat([state["rl"][f"rows/{i}"] for i in range(4)])
     assert online.shape[0] > 0 and torch.isfinite(online).all()
-    assert meta["source"] == "StoredEpisodeSource" and sum(meta["source_state"]["cursor"].values()) > 0
+    assert meta["source"] == "RecordedEpisodeSource"
+    # Each task visit takes the recipe's episodes per visit (no requests), up to what the task has.
+    from smrl_train.smac.config import resolved, smac_from_yaml_dict
+    from smrl_train.smac.runner import collection_visits
+
+    cfg = smac_from_yaml_dict(meta["smac"])
+    on = cfg.online
+    per_visit = resolved(on.prior_episodes) + on.posterior_episodes + int(on.explore_episodes or 0)
+    visits = collection_visits(cfg, sorted(problem.offline), 0, cfg.online.iterations)
+    assert per_visit > 0 and visits
+    assert {int(t): n for t, n in meta["source_state"]["cursor"].items()} == {
+        t: min(len(source.episodes[t]), per_visit * visits.get(t, 0)) for t in sorted(problem.offline)}
 
 
 def test_stored_source_cannot_serve_the_oracle_without_rewards(offline_runs: dict, tmp_path) -> None:
     problem = offline_runs["problem"]
-    source = StoredEpisodeSource(_recorded(problem, "absent"))
+    source = RecordedEpisodeSource(_recorded(problem, "absent"))
     with pytest.raises(ValueError, match="reward-free"):
         train_online(problem, tmp_path / "o", offline_run=offline_runs["runs"]["paper"], labels="true", source=source,
                      progress=False)
@@ -170,7 +181,7 @@ def test_pessimistic_labels_are_ensemble_mean_minus_k_std() -> None:
 
 def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buffer(offline_runs: dict,
                                                                                      tmp_path) -> None:
-    from smrl_train.smac.sources import RecordedExplorationSource, RecordedTaskArrays
+    from smrl_train.smac.sources import RecordedEpisodeSource, RecordedTaskArrays
 
     problem = offline_runs["problem"]
     kinds = ("explore", "posterior", "explore")
@@ -179,7 +190,7 @@ def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buf
         n = 10 * len(kinds)
         recorded[task] = RecordedTaskArrays(a.obs[:n], a.action[:n], None, a.next_obs[:n], a.terminated[:n],
                                             a.truncated[:n], (10,) * len(kinds), kinds)
-    source = RecordedExplorationSource(recorded)
+    source = RecordedEpisodeSource(recorded)
     assert source.remaining_by_kind() == {"explore": 2 * 4, "posterior": 1 * 4}
     run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
                        source=source, progress=False)

@@ -23,7 +23,8 @@ from smrl_train.data.episode_recorder import EpisodeRecorder
 
 # Manifest keys a recording must share with the dataset it is trained with.
 SCHEMA_KEYS = ("family", "joint_names", "observation_layout", "obs_dim", "act_dim", "action", "control_hz")
-# The kinds of episode the exploration node records (each episode file's meta "kind"):
+# The kinds of episode, one vocabulary for the in-process online loop (its requests and
+# trajectories), the exploration node (each episode file's meta "kind") and the trainer:
 # "explore": deterministic policy, z ~ N(0, I) redrawn every `resample_period` steps; exactly
 #   the meta-test's exploration episodes (and our recipes' "explore" episodes): they
 #   enter the trainer's RL buffer and its exploration-context buffer.
@@ -31,10 +32,12 @@ SCHEMA_KEYS = ("family", "joint_names", "observation_layout", "obs_dim", "act_di
 #   RL buffer only.
 # "posterior": stochastic policy, z ~ the task's posterior from the trainer's offline context
 #   (task_latents.json): SMAC's posterior-z collection; RL buffer only.
-EPISODE_KIND = "explore"
+EXPLORE_KIND = "explore"
 PRIOR_KIND = "prior"
 POSTERIOR_KIND = "posterior"
-EPISODE_KINDS = (EPISODE_KIND, PRIOR_KIND, POSTERIOR_KIND)
+EPISODE_KINDS = (EXPLORE_KIND, PRIOR_KIND, POSTERIOR_KIND)
+# Replayed episodes whose store names no kind (a reward-labelled store, an import): RL buffer only.
+UNNAMED_KIND = "recorded"
 
 
 def _max_step(values: Any) -> list[float]:

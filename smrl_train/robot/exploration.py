@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from smrl_train.data.recordings import EPISODE_KIND, POSTERIOR_KIND
+from smrl_train.data.recordings import EXPLORE_KIND, POSTERIOR_KIND
 from smrl_train.robot.latent_schedule import LatentSchedule
 from smrl_train.robot.task_latents import TaskLatents
 
@@ -108,7 +108,7 @@ class LatentExplorer:
             mean, var = latents.for_episode(task_index, episode_index)
             self.begin_episode(rng, mean, var, stochastic=True)
         else:
-            self.begin_episode(rng, stochastic=kind != EPISODE_KIND)
+            self.begin_episode(rng, stochastic=kind != EXPLORE_KIND)
 
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """obs (O,) -> normalised action (A,) and absolute joint targets (A,) for this step."""
@@ -151,7 +151,7 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
     env.set_task(task)
     written = 0
     for i, k in enumerate(range(first_episode, first_episode + episodes)):
-        kind = kinds[i] if kinds is not None else EPISODE_KIND
+        kind = kinds[i] if kinds is not None else EXPLORE_KIND
         explorer.begin_kind(kind, episode_rng(seed, task.index, k), task.index, k, latents)
         obs, _ = env.reset(seed=int(episode_rng(seed, task.index, k).integers(2**31)))
         for _ in range(episode_length):
@@ -162,7 +162,7 @@ def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: 
             if terminated:
                 break
         written += recorder.steps_in_progress
-        recorder.finish(truncated=True, meta={**(meta or {}), "kind": kind, "stochastic": kind != EPISODE_KIND,
+        recorder.finish(truncated=True, meta={**(meta or {}), "kind": kind, "stochastic": kind != EXPLORE_KIND,
                                               "episode_seed": int(k)})
     return written
 

@@ -99,9 +99,9 @@ def _train_online(args: argparse.Namespace) -> int:
         # The trainer node's checks: reward-free, the dataset's schema (arm, joints, layout,
         # rate, family), known tasks, known episode kinds.
         from smrl_train.data.store import EpisodeStore
-        from smrl_train.smac.sources import RecordedExplorationSource, load_recordings
+        from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
-        source = RecordedExplorationSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
+        source = RecordedEpisodeSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
     train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,
                  method=args.method, resume=args.resume, progress=not args.quiet)
     print(f"online run written to {args.run}")

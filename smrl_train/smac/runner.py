@@ -32,6 +32,7 @@ import yaml
 from tqdm import tqdm
 
 from smrl_train.config_schema import to_dict
+from smrl_train.data.recordings import EXPLORE_KIND, POSTERIOR_KIND, PRIOR_KIND
 from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
@@ -40,7 +41,7 @@ from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_i
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, RunningMean
 from smrl_train.smac.networks import SmacNetworks
-from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, collection_plan
+from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, RecordedSource, collection_plan
 from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer, build_networks
 
 ALGOS = ("smac", "meta_bc")
@@ -294,10 +295,12 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
                       train_ids: Sequence[int]) -> dict[str, float]:
     """Collect on this iteration's training tasks, label, and add to the task buffers.
 
-    Per task: ``prior_episodes`` with z ~ N(0, I) (stochastic policy), ``posterior_episodes``
-    with z ~ q(z | context from the task's buffer), and ``explore_episodes`` deterministic
-    prior-z episodes (improved recipe). Rewards: the frozen decoder with z_r from the task's
-    offline context, once per trajectory (``decoder``), or the env's (``true``, the oracle).
+    Per task visit: ``prior_episodes`` with z ~ N(0, I) (stochastic policy),
+    ``posterior_episodes`` with z ~ q(z | context from the task's buffer), and
+    ``explore_episodes`` deterministic prior-z episodes (our recipes); a policy source is asked
+    for them by request, a recorded source gives its next as many episodes, each of its recorded
+    kind. Rewards: the frozen decoder with z_r from the task's offline context, once per
+    trajectory (``decoder``), or the env's (``true``, the oracle).
     """
     on, it = cfg.online, st.iteration
     tasks = iteration_tasks(cfg, train_ids, it)
@@ -305,22 +308,26 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
     prior = (torch.zeros(1, nets.latent_dim), torch.ones(1, nets.latent_dim))
     agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), deterministic=False)
     label_gen = seeded_generator(cfg.seed, _LABEL_STREAM, it)
+    per_visit = [(PRIOR_KIND, resolved(on.prior_episodes)), (POSTERIOR_KIND, on.posterior_episodes),
+                 (EXPLORE_KIND, int(on.explore_episodes or 0))]
+    with_rewards = labels == "true"
     counts = {"transitions": 0.0, "episodes": 0.0}
     for tid in tasks:
         row = torch.tensor([st.rl.row_of[tid]])
+        if isinstance(source, RecordedSource):
+            trajectories = source.take(tid, sum(n for _, n in per_visit), with_rewards)
+        else:
+            def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
+                if kind != POSTERIOR_KIND:
+                    return prior
+                context = st.rl.context(row, resolved(on.context_size), label_gen, width=nets.encoder.context_dim)
+                return nets.encoder(context)
 
-        def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
-            if kind != "posterior":
-                return prior
-            context = st.rl.context(row, resolved(on.context_size), label_gen, width=nets.encoder.context_dim)
-            return nets.encoder(context)
-
-        plan = collection_plan([("prior", resolved(on.prior_episodes)), ("posterior", on.posterior_episodes),
-                                ("explore", int(on.explore_episodes or 0))], latent_for,
-                               (cfg.seed, _COLLECT_STREAM + 1, it, tid),
-                               {"prior": str(on.resample_latent), "posterior": str(on.resample_latent),
-                                "explore": str(cfg.eval.resample_latent)})
-        for traj in source.collect(tid, plan, agent, with_rewards=(labels == "true")):
+            resample = {PRIOR_KIND: str(on.resample_latent), POSTERIOR_KIND: str(on.resample_latent),
+                        EXPLORE_KIND: str(cfg.eval.resample_latent)}
+            plan = collection_plan(per_visit, latent_for, (cfg.seed, _COLLECT_STREAM + 1, it, tid), resample)
+            trajectories = source.collect(tid, plan, agent, with_rewards)
+        for traj in trajectories:
             if labels == "decoder":
                 ctx = st.rl.context(row, on.label_context_size, label_gen, offline_only=True,
                                     width=st.labeller.encoder.context_dim)[0]
@@ -329,7 +336,7 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
                 assert traj.reward is not None
                 reward = traj.reward
             st.rl.add(tid, traj.obs, traj.action, reward, traj.next_obs, traj.terminated)
-            if traj.kind == "explore":
+            if traj.kind == EXPLORE_KIND:
                 st.explore.add(tid, traj.obs, traj.action, reward, traj.next_obs, traj.terminated)
             counts["transitions"] += len(traj)
             counts["episodes"] += 1

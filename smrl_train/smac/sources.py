@@ -1,17 +1,23 @@
-"""Where the self-supervised phase gets its episodes: a pluggable source.
+"""Where the self-supervised phase gets its episodes: two kinds of source, two contracts.
 
-* :class:`EnvEpisodeSource` rolls the current policy out in an in-process gymnasium env that
-  follows the task protocol of :mod:`smrl_train.sim.tasks` (``set_task`` then reset/step).
-* :class:`StoredEpisodeSource` replays reward-free episodes recorded elsewhere (the ROS
-  exploration node, rosbag conversions) from per-task arrays (``load_task_arrays``).
-* :class:`RecordedExplorationSource` replays the exploration node's recordings, each episode
-  with the kind it was recorded as; :func:`load_recordings` reads them, checked against the
-  training dataset.
+* A **policy source** acts: the online loop asks it for episodes of a training task by
+  :class:`EpisodeRequest` (kind, latent distribution, seed) and it rolls the current policy out.
+  :class:`EnvEpisodeSource` does so in an in-process gymnasium env that follows the task protocol
+  of :mod:`smrl_train.sim.tasks` (``set_task`` then reset/step).
+* A **recorded source** replays: :class:`RecordedEpisodeSource` serves episodes recorded
+  elsewhere (the ROS exploration node, a replayed store), each once and in order, with the kind
+  it was recorded as; the online loop takes as many per task visit as its recipe collects and
+  builds no requests for them. What to record is decided before: the trainer's schedule of task
+  visits (:func:`smrl_train.smac.runner.collection_visits`) and the recipe's episodes per visit
+  and their kinds, which the exploration node is given as parameters.
+  :func:`load_recordings` reads the exploration node's stores, checked against the training
+  dataset.
 
-A source returns :class:`~smrl_train.smac.agent.Trajectory` objects. Asked for episodes
-without rewards (``with_rewards=False``, the decoder-labelled phase), a source returns
-trajectories whose ``reward`` is None: the env source drops rewards as they arrive, the stored
-source never touches the reward field of its arrays.
+Kinds are :data:`smrl_train.data.recordings.EPISODE_KINDS` everywhere (and ``UNNAMED_KIND`` for
+a replayed store that names none). A source returns :class:`~smrl_train.smac.agent.Trajectory`
+objects. Asked for episodes without rewards (``with_rewards=False``, the decoder-labelled
+phase), a source returns trajectories whose ``reward`` is None: the env source drops rewards as
+they arrive, the recorded source never touches the reward field of its arrays.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from smrl_train.data.recordings import EPISODE_KIND, EPISODE_KINDS, schema_mismatches
+from smrl_train.data.recordings import EPISODE_KINDS, EXPLORE_KIND, UNNAMED_KIND, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError, TaskArrays
 from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode
 
@@ -34,8 +40,8 @@ from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_e
 class EpisodeRequest:
     """One episode the online phase wants: its latent distribution and how to act.
 
-    kind: "prior" (z ~ N(0, I), stochastic), "posterior" (z ~ q(z | task context),
-    stochastic) or "explore" (z ~ N(0, I), deterministic: like test-time exploration).
+    kind: ``prior`` (z ~ N(0, I), stochastic), ``posterior`` (z ~ q(z | task context),
+    stochastic) or ``explore`` (z ~ N(0, I), deterministic: like test-time exploration).
     mu, var (1, L) of the latent distribution; seed fixes the episode's randomness;
     resample: draw z every "step" or once per "episode".
     """
@@ -48,8 +54,8 @@ class EpisodeRequest:
     resample: str = "step"
 
 
-class EpisodeSource(Protocol):
-    """Anything that turns requests for a training task into trajectories."""
+class PolicySource(Protocol):
+    """Acts: turns requests for a training task into trajectories of the current policy."""
 
     def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
                 with_rewards: bool) -> list[Trajectory]: ...
@@ -57,6 +63,20 @@ class EpisodeSource(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def load_state(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class RecordedSource(Protocol):
+    """Replays: a training task's next recorded episodes, each with its recorded kind."""
+
+    def take(self, task_id: int, count: int, with_rewards: bool) -> list[Trajectory]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: Mapping[str, Any]) -> None: ...
+
+
+EpisodeSource = PolicySource | RecordedSource
 
 
 class EnvEpisodeSource:
@@ -103,59 +123,6 @@ def split_episodes(terminated: np.ndarray, truncated: np.ndarray) -> list[slice]
     return out
 
 
-class StoredEpisodeSource:
-    """Serve recorded reward-free episodes, each once, in order, per task.
-
-    Every episode counts as one answer to a request (of any kind; they are labelled
-    ``recorded``); when a task's episodes run out it returns fewer or none. The rewards of
-    reward-labelled stores are ignored when ``with_rewards`` is False, and reward-free stores
-    cannot serve the true-reward oracle.
-
-    Args:
-        arrays: per-task arrays (``TaskArrays``-like) keyed by training task index.
-    """
-
-    def __init__(self, arrays: Mapping[int, Any]) -> None:
-        self.arrays = dict(arrays)
-        self.episodes = {t: split_episodes(a.terminated, a.truncated) for t, a in self.arrays.items()}
-        self.cursor = {t: 0 for t in self.arrays}
-
-    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
-                with_rewards: bool) -> list[Trajectory]:
-        if task_id not in self.arrays:
-            return []
-        a = self.arrays[task_id]
-        out = []
-        for _ in requests:
-            k = self.cursor[task_id]
-            if k >= len(self.episodes[task_id]):
-                break
-            self.cursor[task_id] = k + 1
-            s = self.episodes[task_id][k]
-            reward = None
-            if with_rewards:
-                if a.reward is None:
-                    raise ValueError(f"task {task_id}: the stored episodes are reward-free; "
-                                     "true-reward labels need a reward-labelled store")
-                reward = np.asarray(a.reward[s], np.float32)
-            out.append(Trajectory(obs=np.asarray(a.obs[s], np.float32), action=np.asarray(a.action[s], np.float32),
-                                  next_obs=np.asarray(a.next_obs[s], np.float32),
-                                  terminated=np.asarray(a.terminated[s], bool),
-                                  truncated=np.asarray(a.truncated[s], bool), reward=reward, kind="recorded"))
-        return out
-
-    @property
-    def task_ids(self) -> list[int]:
-        return sorted(self.arrays)
-
-    def state(self) -> dict[str, Any]:
-        return {"cursor": {str(k): v for k, v in self.cursor.items()}}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        for k, v in state.get("cursor", {}).items():
-            self.cursor[int(k)] = int(v)
-
-
 def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str], tuple[torch.Tensor, torch.Tensor]],
                     seed_parts: Sequence[int], resample: Mapping[str, str] | None = None) -> list[EpisodeRequest]:
     """Requests for (kind, count) pairs; latents from ``latent_for(kind)``; seeds derived
@@ -164,7 +131,7 @@ def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str]
     for kind, count in kinds:
         for _ in range(count):
             mu, var = latent_for(kind)
-            out.append(EpisodeRequest(kind, mu, var, deterministic=(kind == "explore"),
+            out.append(EpisodeRequest(kind, mu, var, deterministic=(kind == EXPLORE_KIND),
                                       seed=derived_seed(*seed_parts, k), resample=(resample or {}).get(kind, "step")))
             k += 1
     return out
@@ -179,34 +146,61 @@ class RecordedTaskArrays(TaskArrays):
     episode_kinds: tuple[str, ...] = ()
 
 
-class RecordedExplorationSource(StoredEpisodeSource):
-    """Recorded episodes (the explorer node's) for the self-supervised phase.
+class RecordedEpisodeSource:
+    """Serve recorded episodes, each once, in order, per task, with the kind it was recorded as.
 
-    Each episode is served with the kind it was recorded as: ``explore`` episodes
-    (deterministic, prior z: our recipes' ``explore`` kind) enter the task's RL buffer
-    and its exploration-context buffer; ``prior`` and ``posterior`` episodes (stochastic policy,
-    z from the prior or the task's posterior) enter the RL buffer only, as SMAC's do. Each
-    episode is used once, in order, as :class:`StoredEpisodeSource` does; rewards are never read
-    (the recordings have none).
+    ``explore`` episodes (deterministic, prior z: our recipes' ``explore`` kind) enter the
+    task's RL buffer and its exploration-context buffer; ``prior`` and ``posterior`` episodes
+    (stochastic policy, z from the prior or the task's posterior) and unnamed ones enter the RL
+    buffer only, as SMAC's do. When a task's episodes run out it returns fewer or none. Rewards
+    are read only when asked for (``with_rewards``: the oracle on a reward-labelled store);
+    recordings have none, and a reward-free store cannot serve the oracle.
+
+    Args:
+        arrays: per-task arrays keyed by training task index: :class:`RecordedTaskArrays`
+            (episode boundaries and kinds as recorded) or any ``TaskArrays``-like (episodes
+            split at terminated/truncated steps, kind ``UNNAMED_KIND``).
     """
 
     def __init__(self, arrays: Mapping[int, Any]) -> None:
-        super().__init__(arrays)
+        self.arrays = dict(arrays)
+        self.episodes: dict[int, list[slice]] = {}
         self.kinds: dict[int, tuple[str, ...]] = {}
         for task, a in self.arrays.items():
             lengths = getattr(a, "episode_lengths", ())
             if lengths:  # episode boundaries as recorded, not guessed from the flags
                 ends = np.cumsum(lengths)
                 self.episodes[task] = [slice(int(e - n), int(e)) for e, n in zip(ends, lengths)]
-            self.kinds[task] = tuple(getattr(a, "episode_kinds", ())) or (EPISODE_KIND,) * len(self.episodes[task])
+            else:
+                self.episodes[task] = split_episodes(a.terminated, a.truncated)
+            self.kinds[task] = tuple(getattr(a, "episode_kinds", ())) or (UNNAMED_KIND,) * len(self.episodes[task])
+        self.cursor = {t: 0 for t in self.arrays}
 
-    def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: Any,
-                with_rewards: bool) -> list[Any]:
-        first = self.cursor.get(task_id, 0)
-        trajectories = super().collect(task_id, requests, agent, with_rewards)
-        for k, t in enumerate(trajectories):
-            t.kind = self.kinds[task_id][first + k]
-        return trajectories
+    def take(self, task_id: int, count: int, with_rewards: bool) -> list[Trajectory]:
+        """The task's next ``count`` episodes (fewer when they run out)."""
+        if task_id not in self.arrays:
+            return []
+        a, first = self.arrays[task_id], self.cursor[task_id]
+        out = []
+        for k in range(first, min(first + count, len(self.episodes[task_id]))):
+            s = self.episodes[task_id][k]
+            reward = None
+            if with_rewards:
+                if a.reward is None:
+                    raise ValueError(f"task {task_id}: the stored episodes are reward-free; "
+                                     "true-reward labels need a reward-labelled store")
+                reward = np.asarray(a.reward[s], np.float32)
+            out.append(Trajectory(obs=np.asarray(a.obs[s], np.float32), action=np.asarray(a.action[s], np.float32),
+                                  next_obs=np.asarray(a.next_obs[s], np.float32),
+                                  terminated=np.asarray(a.terminated[s], bool),
+                                  truncated=np.asarray(a.truncated[s], bool), reward=reward,
+                                  kind=self.kinds[task_id][k]))
+        self.cursor[task_id] = first + len(out)
+        return out
+
+    @property
+    def task_ids(self) -> list[int]:
+        return sorted(self.arrays)
 
     def remaining(self) -> int:
         """Episodes not served yet (all tasks)."""
@@ -215,6 +209,13 @@ class RecordedExplorationSource(StoredEpisodeSource):
     def remaining_by_kind(self) -> dict[str, int]:
         """Episodes not served yet, by kind."""
         return dict(Counter(kind for t, kinds in self.kinds.items() for kind in kinds[self.cursor[t]:]))
+
+    def state(self) -> dict[str, Any]:
+        return {"cursor": {str(k): v for k, v in self.cursor.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        for k, v in state.get("cursor", {}).items():
+            self.cursor[int(k)] = int(v)
 
 
 def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, Any]) -> dict[int, RecordedTaskArrays]:
@@ -238,7 +239,7 @@ def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, 
             raise StoreError(f"{path}: does not fit the training dataset: " + "; ".join(problems))
         for file in store.episode_paths():
             episode = store.read_episode(file)
-            kind = episode.meta.get("kind", EPISODE_KIND)
+            kind = episode.meta.get("kind", EXPLORE_KIND)
             if kind not in EPISODE_KINDS:
                 raise StoreError(f"{file}: episode kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
             if known and episode.task_index not in known:

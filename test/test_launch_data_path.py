@@ -10,6 +10,7 @@ as real processes over DDS through :class:`smrl_ros.graph_runner.GraphRunner` (`
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.wait_for_message import wait_for_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 
 from launch import LaunchDescription  # noqa: E402
 from smrl_ros import topics  # noqa: E402
@@ -78,6 +79,59 @@ def sim_launch():
 def test_sim_launch_publishes_joint_states(ros_node) -> None:
     ok, msg = wait_for_message(JointState, ros_node, topics.JOINT_STATES, time_to_wait=30.0)
     assert ok and len(msg.name) == 5
+
+
+@launch_pytest.fixture
+def control_launch(assets):
+    return include("control.launch.py", model_path=str(assets["bundle"] / "prior_policy.onnx"))
+
+
+@pytest.mark.launch(fixture=control_launch)
+def test_control_launch_drives_the_arm(ros_node) -> None:
+    from smrl_ros.probe import Inbox
+
+    commands: Inbox[Float64MultiArray] = Inbox()
+    states: Inbox[JointState] = Inbox()
+    ros_node.create_subscription(Float64MultiArray, topics.COMMANDS, commands._put, topics.COMMAND_QOS)
+    ros_node.create_subscription(JointState, topics.JOINT_STATES, states._put, topics.STATE_SUB_QOS)
+    deadline = time.monotonic() + 60.0
+    first = None
+    while time.monotonic() < deadline:
+        rclpy.spin_once(ros_node, timeout_sec=0.2)
+        if first is None and len(commands) and len(states):
+            first = list(states.latest.position)
+        if first is not None and len(commands) >= 20 and max(
+                abs(a - b) for a, b in zip(states.latest.position, first)) > 0.01:
+            break
+    assert len(commands) >= 20, f"{len(commands)} commands from smrl_controller within 60 s"
+    assert len(commands.latest.data) == 5 and all(math.isfinite(v) for v in commands.latest.data)
+    assert max(abs(a - b) for a, b in zip(states.latest.position, first)) > 0.01, "the commands move the sim arm"
+
+
+@launch_pytest.fixture
+def control_launch_inactive(assets):
+    return include("control.launch.py", model_path=str(assets["bundle"] / "prior_policy.onnx"), autostart="false")
+
+
+@pytest.mark.launch(fixture=control_launch_inactive)
+def test_control_launch_without_autostart_leaves_the_controller_unconfigured(ros_node) -> None:
+    from lifecycle_msgs.srv import GetState
+
+    from smrl_ros.probe import Inbox
+
+    commands: Inbox[Float64MultiArray] = Inbox()
+    ros_node.create_subscription(Float64MultiArray, topics.COMMANDS, commands._put, topics.COMMAND_QOS)
+    client = ros_node.create_client(GetState, "/smrl_controller/get_state")
+    assert client.wait_for_service(timeout_sec=30.0), "the controller's lifecycle services are not up"
+    future = client.call_async(GetState.Request())
+    rclpy.spin_until_future_complete(ros_node, future, timeout_sec=10.0)
+    assert future.result() is not None and future.result().current_state.label == "unconfigured"
+    ok, _ = wait_for_message(JointState, ros_node, topics.JOINT_STATES, time_to_wait=30.0)
+    assert ok, "the sim bridge runs"
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        rclpy.spin_once(ros_node, timeout_sec=0.1)
+    assert len(commands) == 0, "an unconfigured controller commands nothing"
 
 
 @launch_pytest.fixture

@@ -100,49 +100,6 @@ class RunningMean:
 
 
 # ---------------------------------------------------------------------------------------
-# Progress of a run, read from its files (the training node publishes it)
-
-
-def last_csv_row(path: str | Path) -> dict[str, float] | None:
-    """The last complete row of a metrics CSV as floats (None when there is none yet).
-
-    Safe while the trainer appends: a last line without its newline is ignored.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    lines = text.split("\n")
-    if len(lines) < 3:  # header, one row, and the empty string after the final newline
-        return None
-    header, row = lines[0].split(","), lines[-2].split(",")
-    if len(row) != len(header):
-        return None
-    out = {}
-    for key, value in zip(header, row):
-        try:
-            out[key] = float(value)
-        except ValueError:
-            out[key] = float("nan")
-    return out
-
-
-def run_progress(run_dir: str | Path, phase: str, total: int) -> dict[str, Any]:
-    """Where a run is: ``done`` (steps or iterations), ``total``, and the newest losses.
-
-    Offline runs count updates (metrics.csv key ``step``); online runs count iterations
-    (key ``iteration``).
-    """
-    row = last_csv_row(Path(run_dir) / "metrics.csv") or {}
-    key = "step" if phase == "offline" else "iteration"
-    done = int(row.get(key, 0) or 0)
-    losses = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("train/")}
-    return {"phase": phase, "done": done, "total": int(total), "losses": losses,
-            "updates_per_s": row.get("time/updates_per_s")}
-
-
-# ---------------------------------------------------------------------------------------
 # Progress of a running run (the training node publishes it)
 
 

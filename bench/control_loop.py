@@ -39,12 +39,12 @@ def export_policy(out: Path, config: str) -> tuple[object, object, Path]:
     import torch
 
     from smrl_train.config_loader import load_config
-    from smrl_train.export.onnx_export import AdaptedPolicyGraph, DeploymentSpec, export_adapted_policy
+    from smrl_train.export.onnx_export import AdaptedPolicyGraph, export_adapted_policy, spec_from_config
     from smrl_train.smac.config import SmacConfig
     from smrl_train.smac.networks import TanhGaussianPolicy
 
     cfg = load_config(REPO / config)
-    spec = DeploymentSpec.from_config(cfg)
+    spec = spec_from_config(cfg)
     net = SmacConfig().network
     torch.manual_seed(0)
     policy = TanhGaussianPolicy(spec.obs_dim, spec.n_joints, net.latent_dim, net.policy_hidden).eval()

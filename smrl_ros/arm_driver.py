@@ -189,7 +189,7 @@ class ArmDriver:
         self.episode_length = episode_length(p, info)
         self.limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
         self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
-        self.max_step = np.asarray(info.action_scale, dtype=np.float64)
+        self.max_step = np.asarray(info.max_step, dtype=np.float64)
         self.home: np.ndarray | None = None
         if p.home:
             if len(p.home) != arm.n_joints:

@@ -1,8 +1,9 @@
 """The ``main()`` every smrl node shares: init, construct, spin, clean shutdown.
 
 rclpy's own signal handlers shut the context down at once, before the node could publish a
-last hold command; here SIGINT and SIGTERM set a flag that the spin loop checks (within its
-0.1 s timeout), so the node's ``stop()`` still runs with a live context. A flag, not an
+last hold command; here SIGINT and SIGTERM set :data:`STOP`, the one flag every smrl node
+stops by: the spin loop checks it (within its 0.1 s timeout), so the node's ``stop()`` still
+runs with a live context, and the trainer's runner checks it between updates. A flag, not an
 exception: a Python exception raised by the handler while rclpy's executor is converting a
 callback's arguments surfaces as pybind11's ``RuntimeError: Unable to convert call argument``
 (seen with the EventsExecutor), which would skip the clean exit. A :class:`StartupError` (bad
@@ -19,6 +20,7 @@ active itself, and a refused configure exits with status 2 like any refused star
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +39,18 @@ class StartupError(RuntimeError):
     """The node refuses to start (the message names the problem)."""
 
 
-_signalled = False
+STOP = threading.Event()  # set by SIGINT and SIGTERM once stop_on_signals() is called
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    global _signalled
-    _signalled = True
+    if not STOP.is_set():  # Event.set takes a lock: a second signal finds the flag set and leaves it
+        STOP.set()
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM set :data:`STOP` (and raise nothing)."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def request_exit(node: Any) -> None:
@@ -163,8 +171,7 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
     ``autostart``: configure and activate it), spin until SIGINT/SIGTERM, then its ``stop()``
     if any (a :class:`ManagedNode`: the shutdown transition). Returns the process exit status."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     try:
         node = make_node()
     except (StartupError, ParameterError) as exc:
@@ -187,7 +194,7 @@ def run_node(make_node: Callable[[], Any], name: str, args: list[str] | None = N
             node.start()
         # spin_once with a timeout, not spin(): a blocking wait inside rcl would keep Python's
         # signal handler (and so the clean shutdown) from running until the next message.
-        while rclpy.ok() and not _signalled and not getattr(node, "smrl_exit_requested", False):
+        while rclpy.ok() and not STOP.is_set() and not getattr(node, "smrl_exit_requested", False):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -8,16 +8,18 @@ node adds:
   more reward-free episode stores, checked against the dataset's schema; without recordings
   the phase collects in the in-process sim, as ``smrl train online`` does);
 * progress on ``~/progress`` (std_msgs/String, JSON: phase, steps or iterations done and
-  total, losses, updates/s, ETA) and on the log, every ``progress_period_s``;
+  total, losses, updates/s, ETA) and on the log, every ``progress_period_s``, from the rows
+  the runner hands an in-memory logger (:class:`smrl_train.smac.logs.LatestMetrics`);
 * every new checkpoint and exported adaptation bundle announced on ``~/checkpoints``
   (std_msgs/String, JSON, latched): the bundle (``encoder.onnx``, ``policy.onnx``,
   ``prior_policy.onnx``) is what the explorer, the adapter and the controller load.
 
 Runs go to ``run_dir/<offline_run>`` and ``run_dir/<online_run>``, bundles to ``.../bundle``.
 A finished phase is skipped, an interrupted one resumed from its checkpoint (``resume``), so a
-restarted node continues where it stopped. SIGINT/SIGTERM checkpoint the phase in progress and
-exit 0. Training runs in the main thread (where the signals land, so the runner's own
-checkpoint-on-interrupt path runs); the ROS executor spins in a background thread.
+restarted node continues where it stopped. SIGINT/SIGTERM set the flag every smrl node stops
+by (:data:`smrl_ros.node_main.STOP`); the runner asks it before each update (offline) or
+iteration (online, so a stop waits for the iteration's end), checkpoints and returns, and the
+node exits 0. Training runs in the main thread, the ROS executor in a background one.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from std_msgs.msg import String
 
 from smrl_ros import params, topics
 from smrl_ros.executors import make_executor
-from smrl_ros.node_main import EXIT_STARTUP_REFUSED, StartupError
+from smrl_ros.node_main import EXIT_STARTUP_REFUSED, STOP, StartupError, stop_on_signals
 from smrl_ros.paths import input_path, output_path
 from smrl_train.smac.config import VARIANT_ALIASES, VARIANTS
 
@@ -137,6 +139,7 @@ class TrainerNode(Node):
         import torch
 
         from smrl_train.smac.checkpoint import CheckpointError, read_meta
+        from smrl_train.smac.logs import LatestMetrics
         from smrl_train.smac.runner import evaluate_run, train_offline, train_online
 
         if self.p.threads:
@@ -144,6 +147,9 @@ class TrainerNode(Node):
         offline_dir = self.root / self.p.offline_run
         online_dir = self.root / self.p.online_run
         for phase in self.p.phases:
+            if STOP.is_set():
+                self.get_logger().info(f"interrupted before the {phase} phase; start again to continue")
+                return
             run_dir = offline_dir if phase == "offline" else online_dir
             try:
                 meta = read_meta(run_dir)
@@ -157,21 +163,30 @@ class TrainerNode(Node):
                 total = self.smac.offline.steps if online_cfg is None else online_cfg.online.iterations
                 if phase == "online" and self.p.online_until:
                     total = min(total, self.p.online_until)
-                self.current = {"phase": phase, "run": run_dir, "total": total, "t0": time.monotonic()}
+                done = int(meta.get("step" if phase == "offline" else "iteration", 0)) if meta else 0
+                progress = LatestMetrics(done)
+                self.current = {"phase": phase, "run": run_dir, "total": total, "t0": time.monotonic(),
+                                "log": progress}
                 self._samples, self._logged_done = [], -1
                 self.get_logger().info(f"{phase}: {'resuming' if resume else 'starting'} {run_dir}")
                 if phase == "offline":
-                    train_offline(self.problem, self.smac, run_dir, resume=resume, progress=False)
+                    train_offline(self.problem, self.smac, run_dir, resume=resume, progress=False,
+                                  loggers=[progress], should_stop=STOP.is_set)
                 else:
                     # The recipe given to this node (smac_file, variant, seed, overrides) trains the
                     # online phase too; without any, the run's own (resumed) or the offline run's.
                     explicit = online_cfg if self._recipe_given() else None
                     train_online(self.problem, run_dir, offline_run=offline_dir, labels=self.p.labels, cfg=explicit,
                                  source=self.source, resume=resume, progress=False,
-                                 stop_after_iterations=self.p.online_until or None)
+                                 stop_after_iterations=self.p.online_until or None, loggers=[progress],
+                                 should_stop=STOP.is_set)
                 self._report_progress()
                 elapsed = time.monotonic() - self.current["t0"]
                 self.current = None
+                if STOP.is_set():
+                    self._announce_checkpoint(phase, run_dir)
+                    self.get_logger().info("interrupted: the phase in progress is checkpointed; start again to resume")
+                    return
                 self.get_logger().info(f"{phase}: done in {elapsed:.0f} s")
             self._announce_checkpoint(phase, run_dir, force=True)
             if self.p.export:
@@ -230,12 +245,10 @@ class TrainerNode(Node):
                         "iteration": meta.get("iteration"), "finished": meta.get("finished")})
 
     def _report_progress(self) -> None:
-        from smrl_train.smac.logs import run_progress
-
         cur = self.current
         if cur is None:
             return
-        prog = run_progress(cur["run"], cur["phase"], cur["total"])
+        prog = cur["log"].progress(cur["phase"], cur["total"])
         now = time.monotonic()
         self._samples.append((now, prog["done"]))
         self._samples = self._samples[-30:]
@@ -255,16 +268,11 @@ class TrainerNode(Node):
         self._announce_checkpoint(cur["phase"], cur["run"])
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: list[str] | None = None) -> int:
     """Like :func:`smrl_ros.node_main.run_node`, with the roles of the threads swapped: the
     training runs in the main thread, the executor in a background one."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     try:
         node = TrainerNode()
     except StartupError as exc:
@@ -273,10 +281,10 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_STARTUP_REFUSED
     executor = make_executor()
     executor.add_node(node)
-    stop = threading.Event()
+    finished = threading.Event()
 
     def spin() -> None:
-        while not stop.is_set() and rclpy.ok():
+        while not finished.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)
 
     thread = threading.Thread(target=spin, name="smrl_trainer_executor", daemon=True)
@@ -284,11 +292,8 @@ def main(args: list[str] | None = None) -> int:
     status = 0
     try:
         node.run()
-        if not node.p.exit_when_done:
-            while True:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        node.get_logger().info("interrupted: the phase in progress is checkpointed; start again to resume")
+        while not node.p.exit_when_done and not STOP.is_set():
+            time.sleep(0.2)
     except Exception as exc:  # noqa: BLE001 - a failed run is logged and reported by the exit status
         node.get_logger().fatal(f"training failed: {type(exc).__name__}: {exc}")
         status = EXIT_TRAINING_FAILED
@@ -296,7 +301,7 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(0.2)  # let the last announcements go out
-        stop.set()
+        finished.set()
         thread.join(timeout=2.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()

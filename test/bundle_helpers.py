@@ -14,14 +14,14 @@ def random_bundle(cfg: SmrlConfig, out: Path, seed: int = 0, hidden: tuple[int, 
     """encoder.onnx, policy.onnx and prior_policy.onnx of untrained networks for ``cfg``'s arm."""
     import torch
 
-    from smrl_train.export.onnx_export import DeploymentSpec, export_bundle
+    from smrl_train.export.onnx_export import export_bundle, spec_from_env
     from smrl_train.robot.runtime import bake_latent
     from smrl_train.sim.envs import ArmTaskEnv
     from smrl_train.smac.config import NetworkConfig, SmacConfig
     from smrl_train.smac.trainer import build_networks
 
     env = ArmTaskEnv(cfg)
-    spec = DeploymentSpec.from_env(env)
+    spec = spec_from_env(env)
     smac = SmacConfig(seed=seed, network=NetworkConfig(encoder_hidden=hidden, policy_hidden=hidden, q_hidden=hidden,
                                                        decoder_hidden=hidden))
     nets = build_networks(smac, spec.obs_dim, spec.n_joints)

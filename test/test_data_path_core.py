@@ -17,7 +17,7 @@ from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.robot.exploration import LatentExplorer, episode_rng, executed_action
 from smrl_train.robot.reward_context import RewardContext
 from smrl_train.robot.runtime import LatentPolicyRuntime
-from smrl_train.smac.logs import last_csv_row, run_progress
+from smrl_train.smac.logs import LatestMetrics
 from smrl_train.smac.sources import load_recordings
 
 from bundle_helpers import random_bundle
@@ -125,16 +125,14 @@ def test_latent_draws_are_fixed_by_seed_task_and_episode(setup) -> None:
     assert not np.array_equal(actions(0, 1, 2)[0], actions(0, 1, 2)[1])  # z redrawn every step
 
 
-def test_progress_reads_only_complete_rows_of_a_growing_csv(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.csv"
-    assert last_csv_row(path) is None
-    path.write_text("step,train/q_loss,time/updates_per_s\n250,1.5,80\n")
-    assert last_csv_row(path) == {"step": 250.0, "train/q_loss": 1.5, "time/updates_per_s": 80.0}
-    with open(path, "a") as f:
-        f.write("500,1.2")  # a row being written
-    assert last_csv_row(path)["step"] == 250.0
-    prog = run_progress(tmp_path, "offline", 6000)
-    assert prog["done"] == 250 and prog["total"] == 6000 and prog["losses"] == {"q_loss": 1.5}
+def test_progress_is_the_newest_row_a_run_logged() -> None:
+    log = LatestMetrics(done=250)  # a resumed run starts where its checkpoint is
+    assert log.progress("offline", 6000) == {"phase": "offline", "done": 250, "total": 6000, "losses": {},
+                                             "updates_per_s": None}
+    log.log(500, {"train/q_loss": 1.5, "time/updates_per_s": 80.0})
+    log.log(500, {"step": 20, "eval/final_return": -3.0})  # an eval row keeps the newest losses
+    prog = log.progress("offline", 6000)
+    assert prog["done"] == 500 and prog["losses"] == {"q_loss": 1.5} and prog["updates_per_s"] == 80.0
 
 
 def test_exploration_follows_the_models_latent_schedule(setup) -> None:

@@ -13,12 +13,12 @@ import torch
 
 from smrl_train.export.onnx_export import (
     AdaptedPolicyGraph,
-    DeploymentSpec,
     ExportError,
     export_adapted_policy,
     export_bundle,
+    spec_from_env,
 )
-from smrl_train.robot.model_metadata import REQUIRED_METADATA
+from smrl_train.robot.model_metadata import REQUIRED_METADATA, DeploymentSpec
 from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, PolicyRuntime, bake_latent
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.smac.networks import SmacNetworks
@@ -29,7 +29,7 @@ from conftest import small_config
 @pytest.fixture(scope="module", params=["reach", "push"])
 def setup(request):
     env = ArmTaskEnv(small_config(request.param))
-    spec = DeploymentSpec.from_env(env)
+    spec = spec_from_env(env)
     torch.manual_seed(0)
     nets = SmacNetworks(spec.obs_dim, spec.n_joints, 5, (32, 32), (32, 32), (32, 32), (16, 16))
     # Non-trivial normalisation, so the test covers it being inside the graph.
@@ -76,7 +76,7 @@ def test_metadata_describes_the_deployment(setup, tmp_path: Path) -> None:
     assert info.joint_names == env.arm.joint_names
     assert info.observation_layout == tuple(env.observation_layout)
     assert info.action_type == "joint_position_absolute" and info.action_output == "joint_targets"
-    np.testing.assert_allclose(info.action_scale, env.max_step)
+    np.testing.assert_allclose(info.max_step, env.max_step)
     assert info.control_hz == env.cfg.env.control_hz and info.task_family == env.family
     assert info.arm == env.arm.name and info.urdf_sha256 == env.arm.urdf_sha256
     assert info.z == (0.0,) * 5 and info.latent_dim == 5
@@ -229,7 +229,7 @@ def test_cli_exports_a_training_run(tmp_path: Path, capsys) -> None:
     from conftest import CONFIGS
 
     env = ArmTaskEnv(small_config("reach"))
-    spec = DeploymentSpec.from_env(env)
+    spec = spec_from_env(env)
     cfg = SmacConfig()
     trainer = SmacTrainer(cfg, spec.obs_dim, spec.n_joints)
     run = tmp_path / "run"

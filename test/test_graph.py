@@ -90,14 +90,14 @@ def test_runner_starts_a_graph_and_stops_it_cleanly(tmp_path: Path) -> None:
 
 @pytest.mark.ros
 def test_controller_leaves_the_arm_holding_when_stopped(tmp_path: Path) -> None:
-    from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
+    from smrl_train.export.onnx_export import export_adapted_policy, spec_from_env
     from smrl_train.sim.envs import ArmTaskEnv
 
     from conftest import small_config
     from standin_policy import JointGoalPolicy
 
     env = ArmTaskEnv(small_config("reach"))
-    spec = DeploymentSpec.from_env(env)
+    spec = spec_from_env(env)
     home = env.sim.home
     model = tmp_path / "far.onnx"
     export_adapted_policy(JointGoalPolicy(spec.obs_dim, spec.n_joints), home + 1.0, spec, model)

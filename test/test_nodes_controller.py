@@ -15,7 +15,8 @@ from std_msgs.msg import Bool
 from smrl_ros import topics
 from smrl_ros.graph_runner import GraphSpec
 from smrl_ros.graphs import control_graph, controller_node
-from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
+from smrl_train.export.onnx_export import export_adapted_policy, spec_from_env
+from smrl_train.robot.model_metadata import DeploymentSpec
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.sim.tasks import split_tasks
 
@@ -44,7 +45,7 @@ def env() -> ArmTaskEnv:
 
 @pytest.fixture(scope="module")
 def spec(env: ArmTaskEnv) -> DeploymentSpec:
-    return DeploymentSpec.from_env(env)
+    return spec_from_env(env)
 
 
 def goal_model(spec: DeploymentSpec, z: np.ndarray, path: Path) -> Path:

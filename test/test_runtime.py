@@ -13,8 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
-from smrl_train.robot.model_metadata import ModelError
+from smrl_train.export.onnx_export import export_adapted_policy, spec_from_env
+from smrl_train.robot.model_metadata import KIND_LATENT, DeploymentSpec, ModelError, kind_metadata, parse_metadata
 from smrl_train.robot.runtime import (
     PolicyRuntime,
     compatibility_errors,
@@ -31,7 +31,7 @@ from standin_policy import JointGoalPolicy
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
     env = ArmTaskEnv(small_config("reach"))
-    spec = DeploymentSpec.from_env(env)
+    spec = spec_from_env(env)
     path = tmp_path_factory.mktemp("models") / "good.onnx"
     export_adapted_policy(JointGoalPolicy(spec.obs_dim, spec.n_joints), env.sim.home, spec, path)
     return path
@@ -91,6 +91,20 @@ def external_data(model: onnx.ModelProto) -> None:
     init.data_location = TensorProto.EXTERNAL
     init.external_data.add(key="location", value="../../etc/passwd")
     init.ClearField("raw_data")
+
+
+def test_the_schema_reads_back_the_deployment_spec_it_writes() -> None:
+    """One schema: what DeploymentSpec.as_metadata() writes, parse_metadata reads back as the same
+    spec (a ModelInfo is one), with episode length 0 meaning "not recorded" both ways."""
+    spec = spec_from_env(ArmTaskEnv(small_config("reach")))
+    for length in (spec.episode_length, 0):
+        written = DeploymentSpec(**{**vars(spec), "episode_length": length})
+        meta = {**written.as_metadata(), **kind_metadata(KIND_LATENT, latent_dim=3), "smrl.model_hash": "0"}
+        info = parse_metadata(meta)
+        assert isinstance(info, DeploymentSpec) and info.kind == KIND_LATENT and info.latent_dim == 3
+        assert ("smrl.episode_length" in meta) == (length > 0)
+        for name, value in vars(written).items():
+            np.testing.assert_array_equal(getattr(info, name), value, err_msg=name)
 
 
 CASES = [

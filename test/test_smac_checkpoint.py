@@ -1,14 +1,18 @@
-"""Checkpoints: pickle-free, atomic, and resuming gives the state of an uninterrupted run."""
+"""Checkpoints: pickle-free, atomic, and resuming gives the state of an uninterrupted run
+(also after a stop asked for by ``should_stop``); extra loggers see the CSV files' rows."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
 
 from smrl_train.smac.checkpoint import CheckpointError, flatten_state, read_checkpoint, save_checkpoint, unflatten_state
+from smrl_train.smac.logs import read_csv
 from smrl_train.smac.runner import RunError, train_offline, train_online
 from smrl_train.smac.trainer import SmacTrainer
 
@@ -84,6 +88,67 @@ def test_online_resume_equals_uninterrupted(problem, tmp_path) -> None:
     b, mb = read_checkpoint(part)
     assert ma["iteration"] == mb["iteration"] == 3 and _equal_states(a, b)
     assert (full / "eval_curve.csv").read_text() == (part / "eval_curve.csv").read_text()
+
+
+def _true_after(calls: int) -> Callable[[], bool]:
+    """A should_stop that says stop from its (calls + 1)-th question on."""
+    asked = itertools.count()
+    return lambda: next(asked) >= calls
+
+
+def test_a_stop_asked_for_checkpoints_and_the_resumed_run_ends_as_an_uninterrupted_one(problem, tmp_path) -> None:
+    cfg = tiny_config()  # 20 steps, checkpoint every 10
+    cfg = dataclasses.replace(cfg, online=dataclasses.replace(cfg.online, iterations=3))
+    full = train_offline(problem, cfg, tmp_path / "full", progress=False)
+    part = train_offline(problem, cfg, tmp_path / "part", progress=False, should_stop=_true_after(7))
+    assert read_checkpoint(part)[1]["step"] == 7 and not read_checkpoint(part)[1]["finished"]
+    train_offline(problem, cfg, part, progress=False, resume=True)
+    (a, ma), (b, mb) = read_checkpoint(full), read_checkpoint(part)
+    assert ma == mb and mb["step"] == 20 and mb["finished"] and _equal_states(a, b)
+
+    online_full = train_online(problem, tmp_path / "on_full", offline_run=full, progress=False)
+    online_part = train_online(problem, tmp_path / "on_part", offline_run=full, progress=False,
+                               should_stop=_true_after(1))
+    assert read_checkpoint(online_part)[1]["iteration"] == 1 and not read_checkpoint(online_part)[1]["finished"]
+    train_online(problem, online_part, progress=False, resume=True)
+    (a, ma), (b, mb) = read_checkpoint(online_full), read_checkpoint(online_part)
+    assert mb["iteration"] == 3 and mb["finished"] and _equal_states(a, b)
+    assert (online_full / "eval_curve.csv").read_text() == (online_part / "eval_curve.csv").read_text()
+
+
+class _Rows:
+    """A MetricsLogger that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.closed = False
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _as_written(rows: list[tuple[int, dict[str, float]]], key: str) -> list[dict[str, float]]:
+    """Rows as a CSV with the step in column ``key`` holds them (6 significant digits)."""
+    return [{key: float(step), **{k: float(f"{v:.6g}") for k, v in metrics.items()}} for step, metrics in rows]
+
+
+def test_extra_loggers_get_the_rows_the_csv_files_get(problem, tmp_path) -> None:
+    cfg = tiny_config()  # offline: a row every 5 updates; online: 2 iterations, a curve point each
+    offline = _Rows()
+    parent = train_offline(problem, cfg, tmp_path / "off", progress=False, loggers=[offline])
+    assert offline.closed and [step for step, _ in offline.rows] == [5, 10, 15, 20]
+    assert _as_written(offline.rows, "step") == read_csv(parent / "metrics.csv")
+    online = _Rows()
+    run = train_online(problem, tmp_path / "on", offline_run=parent, progress=False, loggers=[online])
+    train = [r for r in online.rows if "train/q_loss" in r[1]]
+    curve = [r for r in online.rows if "eval/final_return" in r[1]]
+    assert online.closed and len(train) + len(curve) == len(online.rows)
+    assert [step for step, _ in curve] == [0, 1, 2]
+    assert _as_written(train, "iteration") == read_csv(run / "metrics.csv")
+    assert _as_written(curve, "iteration") == read_csv(run / "eval_curve.csv")
 
 
 def test_runs_refuse_to_be_overwritten_or_resumed_wrongly(problem, tmp_path) -> None:

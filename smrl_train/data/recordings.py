@@ -55,7 +55,7 @@ def schema_from_model(info: Any) -> dict[str, Any]:
         "observation_layout": [[name, size] for name, size in info.observation_layout],
         "obs_dim": int(info.obs_dim),
         "act_dim": int(info.n_joints),
-        "action": {"type": "joint_position_delta", "bounds": [-1.0, 1.0], "max_step": _max_step(info.action_scale)},
+        "action": {"type": "joint_position_delta", "bounds": [-1.0, 1.0], "max_step": _max_step(info.max_step)},
         "control_hz": float(info.control_hz),
     }
 

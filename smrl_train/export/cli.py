@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from smrl_train.export.onnx_export import DeploymentSpec, export_adapted_policy
+from smrl_train.export.onnx_export import export_adapted_policy, spec_from_config
 
 
 def _load_networks(checkpoint: str) -> Any:
@@ -40,7 +40,7 @@ def _cmd_policy(args: argparse.Namespace) -> int:
         z = np.array(_parse_floats(args.z, "--z"), dtype=np.float32)
     else:
         z = np.zeros(nets.policy.latent_dim, dtype=np.float32)  # the prior mean
-    err = export_adapted_policy(nets.policy, z, DeploymentSpec.from_config(cfg), args.out)
+    err = export_adapted_policy(nets.policy, z, spec_from_config(cfg), args.out)
     print(f"wrote {args.out} (ONNX error beyond twice torch's float32 error {err:.1e})")
     return 0
 

@@ -1,7 +1,9 @@
 """ONNX export of the deployable policy and of the torch-free adaptation bundle.
 
-Two artifacts, both self-describing (joint order, observation layout, action scale, control
-rate, arm and task family live in the ONNX ``metadata_props``; see :mod:`smrl_train.robot.model_metadata`):
+Two artifacts, both self-describing: joint order, observation layout, action scale, control
+rate, arm and task family, a :class:`~smrl_train.robot.model_metadata.DeploymentSpec` taken
+from the training env (:func:`spec_from_env`), live in the ONNX ``metadata_props``, written by
+the schema module the robot side reads them with (:mod:`smrl_train.robot.model_metadata`):
 
 * the **adapted policy** (``kind = adapted_policy``): one task's posterior mean z baked in,
   deterministic action ``tanh(mean)``, observation normalisation inside the graph (the
@@ -41,7 +43,6 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,7 +58,7 @@ from smrl_train.robot.model_metadata import (
     KIND_ENCODER,
     KIND_LATENT,
     REQUIRED_METADATA,
-    deployment_metadata,
+    DeploymentSpec,
     kind_metadata,
 )
 from smrl_train.robot.runtime import set_metadata
@@ -94,65 +95,30 @@ class ExportableEncoder(Protocol):
     def __call__(self, context: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
-@dataclass(frozen=True)
-class DeploymentSpec:
-    """What the robot side must agree on with the model: taken from the training env.
+def spec_from_env(env: Any) -> DeploymentSpec:
+    """The deployment contract of an :class:`smrl_train.sim.envs.ArmTaskEnv` (or a wrapper of one)."""
+    u = getattr(env, "unwrapped", env)
+    arm = u.arm
+    return DeploymentSpec(
+        joint_names=tuple(arm.joint_names),
+        observation_layout=tuple((str(n), int(k)) for n, k in u.observation_layout),
+        max_step=np.asarray(u.max_step, dtype=np.float64),
+        lower=np.asarray(arm.lower, dtype=np.float64),
+        upper=np.asarray(arm.upper, dtype=np.float64),
+        velocity=np.asarray(arm.velocity, dtype=np.float64),
+        control_hz=float(u.cfg.env.control_hz),
+        arm=str(arm.name),
+        urdf_sha256=str(arm.urdf_sha256),
+        task_family=str(u.family),
+        episode_length=int(u.cfg.env.episode_length),
+    )
 
-    ``max_step``, ``lower``, ``upper``, ``velocity`` are (n_joints,) in ``joint_names`` order.
-    """
 
-    joint_names: tuple[str, ...]
-    observation_layout: tuple[tuple[str, int], ...]
-    max_step: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    velocity: np.ndarray
-    control_hz: float
-    arm: str
-    urdf_sha256: str
-    task_family: str
-    episode_length: int = 0  # control steps per training episode (0: not recorded)
+def spec_from_config(cfg: SmrlConfig) -> DeploymentSpec:
+    """Builds the env of ``cfg`` once to read its layout and scales."""
+    from smrl_train.sim.envs import ArmTaskEnv
 
-    @property
-    def obs_dim(self) -> int:
-        return sum(size for _, size in self.observation_layout)
-
-    @property
-    def n_joints(self) -> int:
-        return len(self.joint_names)
-
-    @staticmethod
-    def from_env(env: Any) -> DeploymentSpec:
-        """From an :class:`smrl_train.sim.envs.ArmTaskEnv` (or a wrapper of one)."""
-        u = getattr(env, "unwrapped", env)
-        arm = u.arm
-        return DeploymentSpec(
-            joint_names=tuple(arm.joint_names),
-            observation_layout=tuple((str(n), int(k)) for n, k in u.observation_layout),
-            max_step=np.asarray(u.max_step, dtype=np.float64),
-            lower=np.asarray(arm.lower, dtype=np.float64),
-            upper=np.asarray(arm.upper, dtype=np.float64),
-            velocity=np.asarray(arm.velocity, dtype=np.float64),
-            control_hz=float(u.cfg.env.control_hz),
-            arm=str(arm.name),
-            urdf_sha256=str(arm.urdf_sha256),
-            task_family=str(u.family),
-            episode_length=int(u.cfg.env.episode_length),
-        )
-
-    @staticmethod
-    def from_config(cfg: SmrlConfig) -> DeploymentSpec:
-        """Builds the env of ``cfg`` once to read its layout and scales."""
-        from smrl_train.sim.envs import ArmTaskEnv
-
-        return DeploymentSpec.from_env(ArmTaskEnv(cfg))
-
-    def metadata(self) -> dict[str, str]:
-        """The deployment entries of every model's ``smrl.*`` metadata
-        (:func:`smrl_train.robot.model_metadata.deployment_metadata`)."""
-        return deployment_metadata(self.joint_names, self.observation_layout, self.max_step, self.lower, self.upper,
-                                   self.velocity, self.control_hz, self.arm, self.urdf_sha256, self.task_family,
-                                   self.episode_length)
+    return spec_from_env(ArmTaskEnv(cfg))
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,7 +308,7 @@ def export_adapted_policy(policy: ExportablePolicy, z: np.ndarray | Tensor, spec
     model = _to_onnx(graph, (obs,), ["obs"], ["action", "joint_targets"],
                      {"obs": {0: "batch"}, "action": {0: "batch"}, "joint_targets": {0: "batch"}},
                      [["batch", spec.n_joints]] * 2)
-    meta = {**spec.metadata(), **kind_metadata(KIND_ADAPTED, policy.latent_dim, z=z_t[0]), **(extra_metadata or {})}
+    meta = {**spec.as_metadata(), **kind_metadata(KIND_ADAPTED, policy.latent_dim, z=z_t[0]), **(extra_metadata or {})}
     _finish(model, meta, path)
     obs_check = check_obs if check_obs is not None else _random_obs(spec, check_batch, np.random.default_rng(seed))
     err = _parity(path, graph, {"obs": np.asarray(obs_check, dtype=np.float32)})
@@ -369,7 +335,7 @@ def export_bundle(encoder: ExportableEncoder, policy: ExportableLatentPolicy, sp
         raise ValueError("encoder and policy disagree on the latent size")
     rng = np.random.default_rng(seed)
     latent = int(policy.latent_dim)
-    base = {**spec.metadata(), **kind_metadata(latent_dim=latent), **(extra_metadata or {})}
+    base = {**spec.as_metadata(), **kind_metadata(latent_dim=latent), **(extra_metadata or {})}
     errors: dict[str, float] = {}
 
     enc_graph = EncoderGraph(encoder).eval()

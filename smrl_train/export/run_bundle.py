@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from smrl_train.data.store import TaskArrays
-from smrl_train.export.onnx_export import DeploymentSpec, export_bundle
+from smrl_train.export.onnx_export import export_bundle, spec_from_config
 
 BUNDLE_FILES = ("encoder.onnx", "policy.onnx", "prior_policy.onnx")
 _TASK_LATENT_STREAM = 7_000  # seed stream of the export's context draws
@@ -68,7 +68,7 @@ def export_run_bundle(run_dir: str | Path, config: str | Path, out: str | Path,
 
     out = Path(out)
     nets, meta = load_networks(run_dir)
-    spec = DeploymentSpec.from_config(load_config(config))
+    spec = spec_from_config(load_config(config))
     parity = export_bundle(nets.encoder, nets.policy, spec, out,
                            extra_metadata={"smrl.run": str(run_dir), "smrl.method": str(meta.get("method")),
                                            "smrl.step": str(meta.get("step")), **run_metadata(meta)})

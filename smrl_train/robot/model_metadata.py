@@ -1,11 +1,16 @@
 """The ``smrl.*`` metadata of an exported ONNX model: keys, types, version, writer and reader.
 
 Every model smrl exports carries its deployment contract in the ONNX ``metadata_props`` (all
-values strings; lists as JSON). This module is the one definition of those keys, torch-free
-(numpy and the standard library): the export writes them with :func:`deployment_metadata`
-and :func:`kind_metadata`, the robot-side loader (:mod:`smrl_train.robot.runtime`) reads and
-validates them with :func:`parse_metadata` into a :class:`ModelInfo`. The hash
-(``smrl.model_hash``) is computed over the graph and these entries by
+values strings; lists as JSON). This module is the one definition of that schema, torch-free
+(numpy and the standard library), so the export and the robot side cannot drift apart:
+
+* :class:`DeploymentSpec`, the contract's fields; the export (:mod:`smrl_train.export.onnx_export`)
+  writes them with :meth:`DeploymentSpec.as_metadata`, and each model's kind with
+  :func:`kind_metadata`;
+* :func:`parse_metadata`, which the loader (:mod:`smrl_train.robot.runtime`) reads and
+  validates them with, into a :class:`ModelInfo`: the same spec plus the model's kind and identity.
+
+The hash (``smrl.model_hash``) is computed over the graph and these entries by
 :func:`smrl_train.robot.runtime.set_metadata`.
 
 ==========================  =========================  ==========================================
@@ -64,6 +69,7 @@ REQUIRED_METADATA = (
     "smrl.control_hz", "smrl.arm", "smrl.urdf_sha256", "smrl.task_family", "smrl.latent_dim",
 )
 
+
 class ModelError(ValueError):
     """An ONNX model is unreadable, malformed or does not fit (the message names the problem)."""
 
@@ -72,30 +78,55 @@ def _json_floats(values: Any) -> str:
     return json.dumps([float(x) for x in values])
 
 
-def deployment_metadata(joint_names: Sequence[str], observation_layout: Sequence[tuple[str, int]],
-                        action_scale: Any, lower: Any, upper: Any, velocity: Any, control_hz: float, arm: str,
-                        urdf_sha256: str, task_family: str, episode_length: int = 0) -> dict[str, str]:
-    """The entries every kind carries (all but ``smrl.kind``, ``smrl.latent_dim`` and the
-    hash), as ``metadata_props`` strings. Per-joint arrays are in ``joint_names`` order;
-    ``episode_length`` 0 leaves ``smrl.episode_length`` out."""
-    return {
-        "smrl.format": FORMAT,
-        "smrl.format_version": FORMAT_VERSION,
-        "smrl.version": smrl_train.__version__,
-        "smrl.joint_names": json.dumps(list(joint_names)),
-        "smrl.observation_layout": json.dumps([[n, k] for n, k in observation_layout]),
-        "smrl.action_type": ACTION_ABSOLUTE,
-        "smrl.action_output": ACTION_OUTPUT,
-        "smrl.action_scale": _json_floats(action_scale),
-        "smrl.joint_lower": _json_floats(lower),
-        "smrl.joint_upper": _json_floats(upper),
-        "smrl.joint_velocity": _json_floats(velocity),
-        "smrl.control_hz": repr(float(control_hz)),
-        "smrl.arm": arm,
-        "smrl.urdf_sha256": urdf_sha256,
-        "smrl.task_family": task_family,
-        **({"smrl.episode_length": str(int(episode_length))} if episode_length > 0 else {}),
-    }
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What the robot side must agree on with a model (the export takes it from the training
+    env: :func:`smrl_train.export.onnx_export.spec_from_env`). ``max_step`` (written as
+    ``smrl.action_scale``), ``lower``, ``upper`` and ``velocity`` are (n_joints,) in
+    ``joint_names`` order."""
+
+    joint_names: tuple[str, ...]
+    observation_layout: tuple[tuple[str, int], ...]
+    max_step: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    control_hz: float
+    arm: str
+    urdf_sha256: str
+    task_family: str
+    episode_length: int = 0  # control steps per training episode (0: not recorded)
+
+    @property
+    def obs_dim(self) -> int:
+        return sum(size for _, size in self.observation_layout)
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    def as_metadata(self) -> dict[str, str]:
+        """The entries every kind carries (all but ``smrl.kind``, ``smrl.latent_dim`` and the
+        hash), as ``metadata_props`` strings; ``episode_length`` 0 leaves
+        ``smrl.episode_length`` out."""
+        return {
+            "smrl.format": FORMAT,
+            "smrl.format_version": FORMAT_VERSION,
+            "smrl.version": smrl_train.__version__,
+            "smrl.joint_names": json.dumps(list(self.joint_names)),
+            "smrl.observation_layout": json.dumps([[n, k] for n, k in self.observation_layout]),
+            "smrl.action_type": ACTION_ABSOLUTE,
+            "smrl.action_output": ACTION_OUTPUT,
+            "smrl.action_scale": _json_floats(self.max_step),
+            "smrl.joint_lower": _json_floats(self.lower),
+            "smrl.joint_upper": _json_floats(self.upper),
+            "smrl.joint_velocity": _json_floats(self.velocity),
+            "smrl.control_hz": repr(float(self.control_hz)),
+            "smrl.arm": self.arm,
+            "smrl.urdf_sha256": self.urdf_sha256,
+            "smrl.task_family": self.task_family,
+            **({"smrl.episode_length": str(int(self.episode_length))} if self.episode_length > 0 else {}),
+        }
 
 
 def kind_metadata(kind: str | None = None, latent_dim: int | None = None, z: Any = None,
@@ -113,37 +144,19 @@ def kind_metadata(kind: str | None = None, latent_dim: int | None = None, z: Any
     return meta
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """The parsed ``smrl.*`` metadata of a model. Arrays are (n_joints,) in joint order."""
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo(DeploymentSpec):
+    """The parsed ``smrl.*`` metadata of a model: its :class:`DeploymentSpec`, what kind of
+    model it is, and where it came from (``metadata``: every entry, as read)."""
 
     kind: str
     version: str
     model_hash: str
-    joint_names: tuple[str, ...]
-    observation_layout: tuple[tuple[str, int], ...]
     action_type: str
     action_output: str
-    action_scale: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    velocity: np.ndarray
-    control_hz: float
-    arm: str
-    urdf_sha256: str
-    task_family: str
     latent_dim: int
     z: tuple[float, ...] | None = None
-    episode_length: int | None = None  # control steps per training episode (None: not recorded)
     metadata: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def obs_dim(self) -> int:
-        return sum(size for _, size in self.observation_layout)
-
-    @property
-    def n_joints(self) -> int:
-        return len(self.joint_names)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary (for logs and ``smrl export check``)."""
@@ -153,9 +166,9 @@ class ModelInfo:
             "joint_names": list(self.joint_names),
             "observation_layout": [list(b) for b in self.observation_layout],
             "action_type": self.action_type, "action_output": self.action_output,
-            "action_scale": self.action_scale.tolist(), "control_hz": self.control_hz,
+            "action_scale": self.max_step.tolist(), "control_hz": self.control_hz,
             "latent_dim": self.latent_dim, "z": list(self.z) if self.z is not None else None,
-            "episode_length": self.episode_length,
+            "episode_length": self.episode_length or None,
         }
 
 
@@ -210,7 +223,7 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
     z = None
     if "smrl.z" in meta:
         z = tuple(float(v) for v in _floats(meta, "smrl.z", latent_dim))
-    episode_length = None
+    episode_length = 0
     if "smrl.episode_length" in meta:
         text = meta["smrl.episode_length"]
         if not text.isdigit() or int(text) < 1:
@@ -220,7 +233,7 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
         kind=meta["smrl.kind"], version=meta["smrl.version"], model_hash=meta["smrl.model_hash"],
         joint_names=tuple(names), observation_layout=tuple((str(a), int(b)) for a, b in layout),
         action_type=meta["smrl.action_type"], action_output=meta["smrl.action_output"],
-        action_scale=_floats(meta, "smrl.action_scale", n), lower=_floats(meta, "smrl.joint_lower", n),
+        max_step=_floats(meta, "smrl.action_scale", n), lower=_floats(meta, "smrl.joint_lower", n),
         upper=_floats(meta, "smrl.joint_upper", n), velocity=_floats(meta, "smrl.joint_velocity", n),
         control_hz=control_hz, arm=meta["smrl.arm"], urdf_sha256=meta["smrl.urdf_sha256"],
         task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z,

@@ -1,22 +1,37 @@
-"""Metrics as CSV files under the run directory (TensorBoard is optional and not installed).
+"""Where a run's metrics go: the :class:`MetricsLogger` interface and its writers.
 
-Column names are namespaced (``train/q_loss``, ``eval/final_return``, ``time/updates_per_s``)
-and fixed by the first row written. On resume, rows past the checkpoint are dropped so the
-file describes exactly the state that continues. :func:`run_progress` reads where a running
-run is from its ``metrics.csv`` (the training node publishes it).
+The runner writes every row to its CSV files (:class:`CsvLog`: ``metrics.csv``,
+``eval_curve.csv``) and to the extra loggers its caller passes: :class:`LatestMetrics` keeps
+the newest row in memory (the training node publishes it as progress); a TensorBoard writer
+would be one more (``add_scalar(name, value, step)`` per entry; tensorboard is not a
+dependency). Names are namespaced (``train/q_loss``, ``eval/final_return``,
+``time/updates_per_s``). A CSV's columns are fixed by its first row; on resume, rows past the
+checkpoint are dropped so the file describes exactly the state that continues.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+class MetricsLogger(Protocol):
+    """Receives a run's metric rows. ``step`` is the run's x-axis: updates in the offline
+    phase, iterations in the online one; ``metrics`` maps namespaced names to numbers (an
+    online row also carries ``step``, the update count). ``close`` ends the run's logging."""
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CsvLog:
-    """Append-only CSV with a header; ``truncate_after`` supports resuming."""
+    """One CSV file as a :class:`MetricsLogger`: append-only, a header, the step in column
+    ``key``; ``truncate_after`` supports resuming."""
 
     def __init__(self, path: str | Path, key: str = "step") -> None:
         self.path = Path(path)
@@ -26,13 +41,17 @@ class CsvLog:
             with open(self.path, newline="") as f:
                 self.columns = next(csv.reader(f), None)
 
-    def write(self, row: Mapping[str, float | int | str]) -> None:
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        row = {self.key: step, **metrics}
         if self.columns is None:
             self.columns = [self.key] + sorted(k for k in row if k != self.key)
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.columns)
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self.columns])
+
+    def close(self) -> None:
+        """Nothing to do: every row is written and closed at once."""
 
     def truncate_after(self, value: int) -> None:
         """Drop rows whose key column exceeds ``value``."""
@@ -81,43 +100,32 @@ class RunningMean:
 
 
 # ---------------------------------------------------------------------------------------
-# Progress of a run, read from its files (the training node publishes it)
+# Progress of a running run (the training node publishes it)
 
 
-def last_csv_row(path: str | Path) -> dict[str, float] | None:
-    """The last complete row of a metrics CSV as floats (None when there is none yet).
+class LatestMetrics:
+    """A :class:`MetricsLogger` that keeps the newest value of every metric and the step of
+    the newest row, for a reader on another thread. ``done`` starts where a resumed run
+    continues from (its checkpoint's step or iteration)."""
 
-    Safe while the trainer appends: a last line without its newline is ignored.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    lines = text.split("\n")
-    if len(lines) < 3:  # header, one row, and the empty string after the final newline
-        return None
-    header, row = lines[0].split(","), lines[-2].split(",")
-    if len(row) != len(header):
-        return None
-    out = {}
-    for key, value in zip(header, row):
-        try:
-            out[key] = float(value)
-        except ValueError:
-            out[key] = float("nan")
-    return out
+    def __init__(self, done: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._done = int(done)
+        self._metrics: dict[str, float] = {}
 
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        with self._lock:
+            self._done = int(step)
+            self._metrics.update(metrics)
 
-def run_progress(run_dir: str | Path, phase: str, total: int) -> dict[str, Any]:
-    """Where a run is: ``done`` (steps or iterations), ``total``, and the newest losses.
+    def close(self) -> None:
+        """Nothing to release: the values stay readable."""
 
-    Offline runs count updates (metrics.csv key ``step``); online runs count iterations
-    (key ``iteration``).
-    """
-    row = last_csv_row(Path(run_dir) / "metrics.csv") or {}
-    key = "step" if phase == "offline" else "iteration"
-    done = int(row.get(key, 0) or 0)
-    losses = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("train/")}
-    return {"phase": phase, "done": done, "total": int(total), "losses": losses,
-            "updates_per_s": row.get("time/updates_per_s")}
+    def progress(self, phase: str, total: int) -> dict[str, Any]:
+        """Where the run is: ``phase``, ``done`` and ``total`` (updates offline, iterations
+        online), the newest ``losses`` (``train/`` names without the prefix), ``updates_per_s``."""
+        with self._lock:
+            done, metrics = self._done, dict(self._metrics)
+        losses = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("train/")}
+        return {"phase": phase, "done": done, "total": int(total), "losses": losses,
+                "updates_per_s": metrics.get("time/updates_per_s")}

@@ -13,6 +13,11 @@ Run directory (one per phase and method)::
     checkpoint.safetensors     latest state (weights, Adam, RNG, online buffers); atomic
     checkpoint.json            its metadata, human-readable
     eval.json                  final meta-test + z diagnostic (written by evaluate_run)
+
+Hooks for the caller: ``loggers`` receive every row the CSV files get
+(:class:`smrl_train.smac.logs.MetricsLogger`), and ``should_stop``, asked between updates
+(offline) or iterations (online), ends the run early with a checkpoint, which ``resume``
+continues exactly: how a node stops training on a signal without an exception.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpo
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
 from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
-from smrl_train.smac.logs import CsvLog, RunningMean
+from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean
 from smrl_train.smac.networks import SmacNetworks
 from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, RecordedSource, collection_plan
 from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer, build_networks
@@ -156,6 +161,11 @@ def _check_same_config(run_dir: Path, meta: Mapping[str, Any], cfg: SmacConfig) 
         raise RunError(f"{run_dir}: the config differs from the checkpoint's; resume with the same config")
 
 
+def _log(loggers: Sequence[MetricsLogger], step: int, metrics: Mapping[str, float]) -> None:
+    for logger in loggers:
+        logger.log(step, metrics)
+
+
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
     return tqdm(total=total, initial=initial, desc=desc, unit="upd", disable=not enabled, dynamic_ncols=True,
                 mininterval=1.0, smoothing=0.05)
@@ -167,12 +177,16 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
 
 def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, algo: str = "smac",
                   method: str | None = None, resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None) -> Path:
+                  stop_after: int | None = None, loggers: Sequence[MetricsLogger] = (),
+                  should_stop: Callable[[], bool] | None = None) -> Path:
     """Meta-train on the offline data for ``cfg.offline.steps`` updates (or resume a run).
 
     ``method`` names the run's report row (default: offline_only[_paper] or meta_bc).
     ``stop_after`` ends the loop after that many total updates with a checkpoint, as an
-    interruption would (used by tests). Returns the run directory.
+    interruption would (used by tests). ``loggers`` get each metrics.csv row (keyed by the
+    update count) and are closed at the end. ``should_stop`` is asked before every update:
+    True ends the loop there with a checkpoint, as ``stop_after`` does. A KeyboardInterrupt
+    (Ctrl-C on ``smrl train``) checkpoints too and propagates. Returns the run directory.
     """
     if algo not in ALGOS:
         raise RunError(f"unknown algorithm {algo!r} (expected one of {', '.join(ALGOS)})")
@@ -197,6 +211,7 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
             "obs_dim": obs_dim, "act_dim": act_dim,
             "task_ids": buffers.task_ids, "step": 0, "finished": False, "problem": problem.description}
     log = CsvLog(run_dir / "metrics.csv")
+    logs = [log, *loggers]
     if resuming:
         state, old = read_checkpoint(run_dir)
         _check_same_config(run_dir, old, cfg)
@@ -221,15 +236,15 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     bar = _progress(steps, trainer.steps, f"offline {method}", progress)
     tick = time.perf_counter()
     try:
-        while trainer.steps < total:
+        while trainer.steps < total and not (should_stop is not None and should_stop()):
             batch = sampler.sample(o.meta_batch, o.batch_size, context_size)
             running.add(trainer.update(batch))
             bar.update(1)
             if trainer.steps % o.log_every == 0:
                 now = time.perf_counter()
-                row = {"step": trainer.steps, **running.pop(), "time/updates_per_s": o.log_every / (now - tick)}
+                row = {**running.pop(), "time/updates_per_s": o.log_every / (now - tick)}
                 tick = now
-                log.write(row)
+                _log(logs, trainer.steps, row)
                 bar.set_postfix(q=f"{row.get('train/q_loss', 0):.3g}", pi=f"{row.get('train/policy_loss', 0):.3g}")
             if trainer.steps % o.checkpoint_every == 0 and trainer.steps < total:
                 checkpoint()
@@ -238,6 +253,8 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
         raise
     finally:
         bar.close()
+        for logger in logs:
+            logger.close()
     checkpoint(finished=trainer.steps >= steps)
     return run_dir
 
@@ -346,13 +363,18 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
 def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Path | None = None,
                  labels: str = "decoder", cfg: SmacConfig | None = None, source: EpisodeSource | None = None,
                  method: str | None = None, resume: bool = False, progress: bool = True,
-                 stop_after_iterations: int | None = None) -> Path:
+                 stop_after_iterations: int | None = None, loggers: Sequence[MetricsLogger] = (),
+                 should_stop: Callable[[], bool] | None = None) -> Path:
     """The self-supervised phase from a finished offline run (or resume an online run).
 
     ``method`` names the run's report row (default from labels and variant).
     ``labels="decoder"`` is SMAC (the source is asked for reward-free episodes); ``"true"`` is
     the online oracle. ``cfg`` defaults to the offline run's config; its network section must
-    match. ``source`` defaults to the problem's env.
+    match. ``source`` defaults to the problem's env. ``stop_after_iterations`` ends the run
+    after that many iterations in all, with a checkpoint. ``loggers`` get each metrics.csv and
+    eval_curve.csv row (keyed by the iteration) and are closed at the end. ``should_stop`` is
+    asked before every iteration (an iteration is never cut short: only its end can be
+    resumed): True ends the run there with a checkpoint.
     """
     if labels not in LABELS:
         raise RunError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
@@ -390,6 +412,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         "step": st.trainer.steps, "finished": False, "problem": problem.description, "source": "env"}
     log = CsvLog(run_dir / "metrics.csv", key="iteration")
     curve = CsvLog(run_dir / "eval_curve.csv", key="iteration")
+    logs, curve_logs = [log, *loggers], [curve, *loggers]
     if source is None:
         source = EnvEpisodeSource(problem.env, problem.train_by_index(), problem.max_steps)
     else:
@@ -424,8 +447,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                         dataclasses.replace(cfg.eval, runs_per_task=cfg.eval.curve_runs_per_task),
                         derived_seed(cfg.seed, _CURVE_STREAM),
                         problem.max_steps)
-        curve.write({"iteration": st.iteration, "step": st.trainer.steps, "eval/final_return": res["final_return"],
-                     "eval/success_rate": res["success_rate"]})
+        _log(curve_logs, st.iteration, {"step": st.trainer.steps, "eval/final_return": res["final_return"],
+                                         "eval/success_rate": res["success_rate"]})
 
     # Loop: collect and label, then update actor and critic; evaluate and checkpoint.
     on = cfg.online
@@ -436,7 +459,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     try:
         if st.iteration == 0 and on.eval_every and not resuming:
             curve_point()  # the starting point: the offline agent
-        while st.iteration < last:
+        while st.iteration < last and not (should_stop is not None and should_stop()):
             t0 = time.perf_counter()
             counts = collect_iteration(st, source, labels, cfg, train_ids)
             t1 = time.perf_counter()
@@ -447,11 +470,11 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                 bar.update(1)
             t2 = time.perf_counter()
             st.iteration += 1
-            row = {"iteration": st.iteration, "step": st.trainer.steps, **running.pop(),
+            row = {"step": st.trainer.steps, **running.pop(),
                    "data/online_transitions": float((st.rl.size - st.rl.offline_size).sum()),
                    "data/collected": counts["transitions"], "time/collect_s": t1 - t0,
                    "time/updates_per_s": on.updates_per_iteration / max(t2 - t1, 1e-9)}
-            log.write(row)
+            _log(logs, st.iteration, row)
             bar.set_postfix(it=st.iteration, q=f"{row.get('train/q_loss', 0):.3g}")
             if on.eval_every and (st.iteration % on.eval_every == 0 or st.iteration == on.iterations):
                 curve_point()
@@ -459,6 +482,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                 checkpoint()
     finally:
         bar.close()
+        for logger in [log, curve, *loggers]:
+            logger.close()
     checkpoint()
     return run_dir
 

@@ -58,15 +58,6 @@ ABORT_REASONS = {HOLD_INFERENCE: "policy error", HOLD_BAD_ACTION: "non-finite ac
                  HOLD_REFUSED: "command refused by the last check"}
 
 
-def episode_length(requested: int, info: Any) -> int:
-    """Steps per episode: ``requested`` when set, else the model's (its metadata)."""
-    steps = requested or getattr(info, "episode_length", None) or 0
-    if steps < 1:
-        raise ValueError("parameter 'episode_length': required, the model does not record its episode length "
-                         "(exported by an older smrl)")
-    return steps
-
-
 @dataclass(frozen=True)
 class Transition:
     """One step: obs, next_obs (O,) f32, action (A,) f32 as executed, the next state's stamp
@@ -136,12 +127,15 @@ class EpisodeDriver:
         if mode not in MODES:
             raise ValueError(f"mode: expected lockstep or realtime, got {mode!r}")
         self.joint_names = tuple(info.joint_names)
+        self.builder = ObservationBuilder(arm, self.joint_names, info.observation_layout)  # checks the names
         order = [arm.joint_names.index(n) for n in self.joint_names]
         self.period = 1.0 / float(info.control_hz)  # the action's time base, whatever the loop rate
-        self.episode_length = episode_length(steps, info)
+        self.episode_length = steps or getattr(info, "episode_length", None) or 0
+        if self.episode_length < 1:
+            raise ValueError("parameter 'episode_length': required, the model does not record its episode length "
+                             "(exported by an older smrl)")
         self.limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
         self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
-        self.builder = ObservationBuilder(arm, self.joint_names, info.observation_layout)
         self.policy_step = PolicyStep(self.builder, self.limiter, self.guard, info.action_scale)
         self.home: np.ndarray | None = None
         if home:
@@ -151,8 +145,8 @@ class EpisodeDriver:
         elif reset_service is None:
             raise ValueError("parameter 'home': required without a reset service (the pose to return to)")
         self.mode, self.reset_service, self.rewarded = mode, reset_service, rewarded
-        self.home_tolerance, self.reset_timeout_s, self.state_timeout_s = home_tolerance, reset_timeout_s, \
-            state_timeout_s
+        self.home_tolerance = home_tolerance
+        self.reset_timeout_s, self.state_timeout_s = reset_timeout_s, state_timeout_s
         self.homing_step_size = homing_speed * self.limiter.max_step
         self.loop_period = 1.0 / (rate_hz or float(info.control_hz))
         self._next_deadline = period_schedule(self.loop_period)
@@ -165,7 +159,8 @@ class EpisodeDriver:
         self.on_ready: Callable[[], None] = _noop
         # ... and the arm's: publish a command (n,) in the model's joint order (it passed the
         # guard); call the reset service and answer :meth:`on_reset_answer` with the request's
-        # number (False: the service is not there yet, check_timeouts retries); log (level, message).
+        # number (False: the service is not there yet, check_timeouts retries); log (level
+        # "warning" or "error", message).
         self.publish: Callable[[np.ndarray], None] = _noop
         self.request_reset: Callable[[int], bool] = _no_reset_service
         self.log: Callable[[str, str], None] = _noop
@@ -179,7 +174,7 @@ class EpisodeDriver:
         self._last_progress = 0.0
         self._object: np.ndarray | None = None
         self._commanded = False
-        self._steps_left = 0
+        self._steps_wanted = 0
         self._episode_steps = 0
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (obs, executed action)
         self._reset_request = 0  # number of the last reset service request
@@ -265,7 +260,7 @@ class EpisodeDriver:
         if self.phase != self.READY:
             raise RuntimeError(f"run() needs a ready arm (phase is {self.phase})")
         self.phase = self.RUNNING
-        self._steps_left = steps
+        self._steps_wanted = steps
         self._episode_steps = 0
         self._pending = None
         self._deadline = None
@@ -355,7 +350,7 @@ class EpisodeDriver:
     def _step(self, state: _State, now: float) -> None:
         # The state that completes the episode's last transition is only observed: no command
         # follows it (and the policy, whose latent schedule counts its calls, is not asked).
-        last = self._pending is not None and self._episode_steps + 1 >= self._steps_left
+        last = self._pending is not None and self._episode_steps + 1 >= self._steps_wanted
         if last:
             out = self.policy_step.observe(state.mapped, self._object)
         else:

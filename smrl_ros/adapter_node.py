@@ -17,7 +17,8 @@ start with ``adapt_on_start``) it
    success of the deployed policy over that many steps: on the log and on ``~/result``
    (std_msgs/String, JSON, latched).
 
-Arm driving, resets and safety are :class:`smrl_ros.arm_driver.ArmDriver`'s, as in the explorer.
+Arm driving, resets and safety are :class:`smrl_train.robot.episode_driver.EpisodeDriver`'s (on the
+node: :class:`smrl_ros.arm_driver.ArmDriver`), as in the explorer.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, one_shot
+from smrl_ros.arm_driver import ArmDriver, DriverParams, one_shot
 from smrl_ros.node_main import StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
+from smrl_train.robot.episode_driver import EpisodeEnd, Transition
 from smrl_train.robot.exploration import LatentExplorer, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.reward_context import RewardContext
@@ -126,10 +128,11 @@ class AdapterNode(Node):
         self._eval_rewards: list[float] | None = None
         self._success: bool | None = None
 
-        self.driver.policy = self.explorer.act
-        self.driver.on_transition = self._on_transition
-        self.driver.on_episode_end = self._on_episode_end
-        self.driver.on_ready = self._on_ready
+        core = self.driver.core
+        core.policy = self.explorer.act
+        core.on_transition = self._on_transition
+        core.on_episode_end = self._on_episode_end
+        core.on_ready = self._on_ready
         self.pub_result = self.create_publisher(String, "~/result", topics.LATCHED_QOS)
         self.create_subscription(Float64, p.reward_topic, self._on_eval_reward, topics.DEFAULT_QOS)
         if p.success_topic:
@@ -139,7 +142,7 @@ class AdapterNode(Node):
         self.add_post_set_parameters_callback(self._on_parameters)
         self.get_logger().info(
             f"adapting {info.task_family} with {bundle} ({p.exploration_episodes} exploration episode(s) of "
-            f"{self.driver.episode_length} steps, rewards from {p.reward_topic}, {p.mode} mode); adapted policies "
+            f"{self.driver.core.episode_length} steps, rewards from {p.reward_topic}, {p.mode} mode); adapted policies "
             f"go to {self.output_dir}" + (f" and to /{p.controller_node}" if p.controller_node else ""))
 
     # -- triggers --------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ class AdapterNode(Node):
         if self.phase == "exploring":
             episode = len(self.collected.returns)
             self.explorer.begin_episode(episode_rng(self.p.seed, self.adaptations, episode))
-            self.driver.run(self.driver.episode_length)
+            self.driver.run(self.driver.core.episode_length)
         elif self.phase == "deploying":
             self._enable_controller()
 
@@ -280,7 +283,7 @@ class AdapterNode(Node):
         self.driver.set_node_parameters(self.p.controller_node, {"model_path": str(out)}, reloaded)
 
     def _evaluate_steps(self) -> int:
-        return self.driver.episode_length if self.p.evaluate_steps < 0 else self.p.evaluate_steps
+        return self.driver.core.episode_length if self.p.evaluate_steps < 0 else self.p.evaluate_steps
 
     def _enable_controller(self) -> None:
         def enabled(ok: bool, why: str) -> None:

@@ -1,29 +1,16 @@
-"""Episodes of a policy on an arm over ROS topics: the part the explorer and the adapter share.
+"""The episode driver's ROS side: what the explorer and the adapter create on their node.
 
-:class:`ArmDriver` lives inside a node (it creates the node's subscriptions, publisher and
-service clients) and runs one episode at a time, driven by the node's executor:
+:class:`ArmDriver` creates the joint-state, object-pose and reward subscriptions, the command
+publisher, the reset and parameter service clients and a timeout timer on the node; it converts
+each message (:mod:`smrl_ros.conversions`; joint states mapped by name, rejected whole when
+malformed) and hands it, with the time it arrived, to
+:class:`smrl_train.robot.episode_driver.EpisodeDriver`, which holds the episodes' logic (resets,
+lockstep and realtime stepping, reward pairing, safety, aborts) and calls back to publish a
+command, call the reset service or log.
 
-``reset()`` (the sim bridge's ``~/reset`` Trigger, or homing under the safety limits on a real
-arm) -> ``on_ready`` -> ``run(steps)`` -> ``on_transition`` per step -> ``on_episode_end``.
-
-Stepping, per mode:
-
-* ``lockstep`` (the sim bridge's lockstep mode): every command makes the bridge step one control
-  period and answer with a state; each *new* state completes the pending transition and the
-  next action goes out at once. The bridge republishes its last state when idle, so a state
-  is new when its stamp or its positions differ from the last one used.
-* ``realtime`` (hardware, or the bridge in realtime mode): at ``rate_hz`` on average, on the first
-  new state within half a period of each deadline (absolute deadlines,
-  :func:`smrl_train.robot.control.period_schedule`; faster state streams are decimated).
-
-With a reward topic (the adapter), a transition completes only once a reward published after
-its command has arrived: the sim bridge publishes one reward per step, right after the state.
-
-Safety is the controller's (:mod:`smrl_train.robot.safety`): joint states mapped by name and
-rejected whole when malformed; observations and targets checked for non-finite values; every
-target clipped to the URDF limits and to velocity limit x period around the measured position.
-A non-finite action or a state stream that stops (``state_timeout_s``) aborts the episode and
-holds the arm where it is.
+The owner sets the episode's callbacks on ``driver.core`` (``policy``, ``on_transition``,
+``on_episode_end``, ``on_ready``) and drives episodes with :meth:`ArmDriver.reset`,
+:meth:`~ArmDriver.run`, :meth:`~ArmDriver.abort` and :meth:`~ArmDriver.stop`.
 """
 
 from __future__ import annotations
@@ -45,15 +32,12 @@ from std_srvs.srv import Trigger
 
 from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
-from smrl_train.robot.control import ObservationBuilder, period_schedule
-from smrl_train.robot.exploration import executed_action
-from smrl_train.robot.homing import at_home, homing_step
-from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, TargetLimiter, all_finite
+from smrl_train.robot.episode_driver import MODES, EpisodeDriver
+from smrl_train.robot.safety import JointStateMapper, MappedState
 from smrl_train.robot.urdf import ArmDescription
 
-MODES = ("lockstep", "realtime")
 RESET_MODES = ("service", "home")
-SETTLED_VELOCITY = 0.05  # rad/s: homing is done when every joint is slower than this
+TIMEOUT_CHECK_S = 0.1  # how often the core checks for a stale state stream or a late reset
 
 
 @dataclass(frozen=True)
@@ -112,54 +96,8 @@ def one_shot(node: Node, delay: float, fn: Callable[[], None]) -> None:
     box.append(node.create_timer(delay, fire))
 
 
-def episode_length(p: DriverParams, info: Any) -> int:
-    """Steps per episode: the parameter when set, else the model's (its metadata)."""
-    steps = p.episode_length or getattr(info, "episode_length", None) or 0
-    if steps < 1:
-        raise ValueError("parameter 'episode_length': required, the model does not record its episode length "
-                         "(exported by an older smrl)")
-    return steps
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One step: obs, next_obs (O,) f32, action (A,) f32 as executed, the next state's stamp
-    (s) and the reward (adapter only)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    next_obs: np.ndarray
-    stamp: float
-    reward: float | None
-
-
-@dataclass(frozen=True)
-class EpisodeEnd:
-    """How an episode ended: ``completed`` after all its steps, else aborted for ``reason``."""
-
-    steps: int
-    completed: bool
-    reason: str = ""
-
-
-@dataclass
-class _State:
-    mapped: MappedState
-    stamp: float
-    key: tuple[Any, ...]
-    received: float
-
-
-def _noop(*_args: Any) -> None:
-    return None
-
-
-def _no_policy(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    raise RuntimeError("no policy set")
-
-
 class ArmDriver:
-    """Runs episodes of ``policy`` on the arm; see the module docstring.
+    """Runs episodes on the arm over ROS topics; see the module docstring.
 
     Args:
         node: the owning node (subscriptions, publisher, clients and a timer are created on it).
@@ -170,77 +108,38 @@ class ArmDriver:
         reward_topic: pair every transition with a reward from this topic (None: reward-free).
     """
 
-    IDLE, RESETTING, READY, RUNNING = "idle", "resetting", "ready", "running"
-
     def __init__(self, node: Node, p: DriverParams, arm: ArmDescription, info: Any,
                  reward_topic: str | None = None) -> None:
-        self.node, self.p, self.info = node, p, info
+        self.node, self.p = node, p
         self.log = node.get_logger()
-        self.joint_names = tuple(info.joint_names)
-        self.command_joints = tuple(p.joints or arm.joint_names)
-        if sorted(self.command_joints) != sorted(self.joint_names):
-            raise ValueError(f"parameter 'joints' {list(self.command_joints)} must name the model's joints "
-                             f"{list(self.joint_names)}")
-        self._to_command = np.array([self.joint_names.index(n) for n in self.command_joints])
-        self.mapper = JointStateMapper(self.joint_names, p.ignore_unknown_joints)
-        self.builder = ObservationBuilder(arm, self.joint_names, info.observation_layout)
-        order = [arm.joint_names.index(n) for n in self.joint_names]
-        self.period = 1.0 / float(info.control_hz)  # the action's time base, whatever the loop rate
-        self.episode_length = episode_length(p, info)
-        self.limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
-        self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], self.period)
-        self.max_step = np.asarray(info.max_step, dtype=np.float64)
-        self.home: np.ndarray | None = None
-        if p.home:
-            if len(p.home) != arm.n_joints:
-                raise ValueError(f"parameter 'home': {len(p.home)} values for {arm.n_joints} joints")
-            home_urdf = np.clip(np.asarray(p.home, dtype=np.float64), arm.lower, arm.upper)
-            self.home = home_urdf[order]
-        self.homing_step_size = p.homing_speed * self.limiter.max_step
-        rate = p.rate_hz or float(info.control_hz)
-        self.loop_period = 1.0 / rate
-        self._next_deadline = period_schedule(self.loop_period)
-        self._deadline: float | None = None
-
-        # Callbacks the owner sets.
-        self.policy: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] = _no_policy
-        self.on_transition: Callable[[Transition], None] = _noop
-        self.on_episode_end: Callable[[EpisodeEnd], None] = _noop
-        self.on_ready: Callable[[], None] = _noop
-
-        self.phase = self.IDLE
-        self.counters = {"steps": 0, "commands": 0, "episodes_aborted": 0, "non_finite_actions": 0,
-                         "non_finite_observations": 0, "resets": 0, "reset_retries": 0,
-                         "commands_refused": 0}
-        self._latest: _State | None = None
-        self._last_key: tuple[Any, ...] | None = None
-        self._last_progress = time.monotonic()
-        self._object: np.ndarray | None = None
-        self._commanded = False
-        self._steps_left = 0
-        self._episode_steps = 0
-        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (obs, executed action)
-        self._reset_request_time = 0.0
-        self._reset_response_time: float | None = None
-        self._reset_future: Any = None
-        self._reset_warned = False
-        self._reward_topic = reward_topic
-        self._reward: float | None = None
-        self._reward_count = 0
-        self._reward_count_at_command = 0
+        joint_names = tuple(info.joint_names)
+        command_joints = tuple(p.joints or arm.joint_names)
+        if sorted(command_joints) != sorted(joint_names):
+            raise ValueError(f"parameter 'joints' {list(command_joints)} must name the model's joints "
+                             f"{list(joint_names)}")
+        self._to_command = np.array([joint_names.index(n) for n in command_joints])
+        self.mapper = JointStateMapper(joint_names, p.ignore_unknown_joints)
+        reset_service = p.reset_service if p.reset_mode == "service" else None
+        self.core = EpisodeDriver(
+            arm, info, mode=p.mode, rate_hz=p.rate_hz, steps=p.episode_length, reset_service=reset_service, home=p.home,
+            homing_speed=p.homing_speed, home_tolerance=p.home_tolerance, reset_timeout_s=p.reset_timeout_s,
+            state_timeout_s=p.state_timeout_s, rewarded=bool(reward_topic))
+        self.core.publish = self._publish
+        self.core.request_reset = self._request_reset
+        self.core.log = self._log
 
         self.pub_command = node.create_publisher(Float64MultiArray, p.command_topic, topics.COMMAND_QOS)
         self._subscriptions = [node.create_subscription(JointState, p.joint_states_topic, self._on_joint_state,
                                                         topics.STATE_SUB_QOS)]
-        if self.builder.needs_object:
+        if self.core.builder.needs_object:
             self._subscriptions.append(node.create_subscription(PoseStamped, p.object_pose_topic,
                                                                 self._on_object_pose, topics.STATE_SUB_QOS))
         if reward_topic:
             self._subscriptions.append(node.create_subscription(Float64, reward_topic, self._on_reward,
                                                                 topics.DEFAULT_QOS))
-        self._reset_client = node.create_client(Trigger, p.reset_service) if p.reset_mode == "service" else None
+        self._reset_client = node.create_client(Trigger, reset_service) if reset_service is not None else None
         self._param_clients: dict[str, Any] = {}
-        self._timer = node.create_timer(0.1, self._check_timeouts)
+        self._timer = node.create_timer(TIMEOUT_CHECK_S, lambda: self.core.check_timeouts(time.monotonic()))
 
     def close(self) -> None:
         """Destroy the topics, clients and timer the driver made on its node (lifecycle cleanup)."""
@@ -256,250 +155,64 @@ class ArmDriver:
         node.destroy_publisher(self.pub_command)
         self._subscriptions, self._param_clients, self._reset_client = [], {}, None
 
-    # -- inputs ------------------------------------------------------------------------------
+    # -- episode control (owner API): the core's, at the time of the call ----------------------------
+    def reset(self) -> None:
+        """Bring the arm to the start of an episode; ``core.on_ready`` follows."""
+        self.core.reset(time.monotonic())
+
+    def run(self, steps: int) -> None:
+        """Start an episode of ``steps`` steps from the ready state (after ``core.on_ready``)."""
+        self.core.run(steps, time.monotonic())
+
+    def abort(self, reason: str) -> None:
+        """End the episode in progress now (not completed), holding the arm where it is."""
+        self.core.abort(reason, time.monotonic())
+
+    def stop(self) -> None:
+        """Stop commanding (shutdown): hold if an episode or homing was under way."""
+        self.core.stop(time.monotonic())
+
+    # -- messages in -------------------------------------------------------------------------------
     def _on_joint_state(self, msg: JointState) -> None:
         names, position, velocity = joint_state_arrays(msg)
         result = self.mapper.map(names, position, velocity)
         if not isinstance(result, MappedState):
             self.log.warning(f"rejected a joint state: {result.reason} ({result.detail})", throttle_duration_sec=1.0)
             return
-        stamp = msg.header.stamp
-        key = (stamp.sec, stamp.nanosec, result.position.tobytes())
-        if key == self._last_key:
-            return  # the bridge republishing a state already used
-        self._latest = _State(result, stamp_to_seconds(stamp), key, time.monotonic())
-        self._advance()
+        self.core.on_joint_state(result, stamp_to_seconds(msg.header.stamp), time.monotonic())
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
-        position = pose_position(msg)
-        if all_finite(position):
-            self._object = position
-        else:
+        if not self.core.on_object(pose_position(msg)):
             self.log.warning("rejected a non-finite object pose", throttle_duration_sec=1.0)
 
     def _on_reward(self, msg: Float64) -> None:
-        if not np.isfinite(msg.data):
+        if not self.core.on_reward(msg.data, time.monotonic()):
             self.log.warning("rejected a non-finite reward", throttle_duration_sec=1.0)
-            return
-        self._reward = float(msg.data)
-        self._reward_count += 1
-        if self.phase == self.RUNNING:
-            self._advance()
 
-    # -- episode control (owner API) -------------------------------------------------------------
-    def reset(self) -> None:
-        """Bring the arm to the start of an episode; ``on_ready`` follows."""
-        self.phase = self.RESETTING
-        self._reset_warned = False
-        self._reset_request_time = time.monotonic()
-        self._reset_response_time = None
-        self.counters["resets"] += 1
-        self.guard.forget()  # a reset service moves the arm by other means
-        if self._reset_client is not None:
-            self._call_reset()
-        else:
-            self._advance()
-
-    def run(self, steps: int) -> None:
-        """Start an episode of ``steps`` steps from the ready state (after ``on_ready``)."""
-        if self.phase != self.READY:
-            raise RuntimeError(f"run() needs a ready arm (phase is {self.phase})")
-        self.phase = self.RUNNING
-        self._steps_left = steps
-        self._episode_steps = 0
-        self._pending = None
-        self._deadline = None
-        self._last_progress = time.monotonic()
-        self._act_on_latest()
-
-    def abort(self, reason: str) -> None:
-        """End the episode in progress now (not completed), holding the arm where it is."""
-        if self.phase != self.RUNNING:
-            return
-        self.phase = self.IDLE
-        self.counters["episodes_aborted"] += 1
-        self.hold()
-        self.on_episode_end(EpisodeEnd(self._episode_steps, False, reason))
-
-    def stop(self) -> None:
-        """Stop commanding (shutdown): hold if an episode was running."""
-        if self.phase in (self.RUNNING, self.RESETTING) and self._commanded:
-            self.hold()
-        self.phase = self.IDLE
-
-    def hold(self) -> None:
-        """One command holding the arm at its measured position (a forward controller keeps it)."""
-        if self._latest is not None and self._commanded:
-            self._publish(self.limiter.hold_target(self._latest.mapped.position), hold=True)
-
-    # -- the step ---------------------------------------------------------------------------
-    def _due(self, now: float) -> bool:
-        if self.p.mode == "lockstep":
-            return True
-        # Deadlines lie on an absolute grid (the mean rate is rate_hz whatever the tolerance);
-        # half a period of tolerance keeps a state stream at exactly rate_hz from skipping
-        # ticks on jitter.
-        return self._deadline is None or now >= self._deadline - self.loop_period / 2
-
-    def _consume(self, state: _State) -> None:
-        self._last_key = state.key
-        self._last_progress = time.monotonic()
-        if self.p.mode == "realtime":
-            self._deadline, _ = self._next_deadline(time.monotonic(), self._deadline)
-
-    def _advance(self) -> None:
-        state = self._latest
-        if state is None or state.key == self._last_key:
-            return
-        if self.phase == self.RESETTING:
-            self._advance_reset(state)
-        elif self.phase == self.RUNNING:
-            if not self._due(time.monotonic()):
-                return
-            if self._reward_topic and self._pending is not None and self._reward_count <= self._reward_count_at_command:
-                return  # the step's reward has not arrived yet; _on_reward comes back here
-            self._step(state)
-
-    def _advance_reset(self, state: _State) -> None:
-        if self._reset_client is not None:
-            # Lockstep: the bridge publishes the reset state before it answers, and nothing else
-            # moves it, so any new state since the request is it. Realtime: states keep coming;
-            # only one received after the answer is surely post-reset.
-            since = self._reset_request_time if self.p.mode == "lockstep" else self._reset_response_time
-            if self._reset_response_time is None or since is None or state.received < since:
-                return
-            self._ready(state)
-            return
-        if not self._due(time.monotonic()):
-            return
-        assert self.home is not None
-        q, qd = state.mapped.position, state.mapped.velocity
-        if at_home(q, self.home, self.p.home_tolerance) and np.max(np.abs(qd)) < SETTLED_VELOCITY:
-            self._ready(state)
-            return
-        self._consume(state)
-        target = self.limiter.limit(homing_step(q, self.home, self.homing_step_size), q,
-                                    self.guard.reference(time.monotonic()))
-        if target is not None:
-            self._publish(target)
-
-    def _ready(self, state: _State) -> None:
-        self.phase = self.READY
-        self._latest = state
-        self._last_key = None  # run() acts on this state
-        self.on_ready()
-
-    def _act_on_latest(self) -> None:
-        state = self._latest
-        if state is None:
-            self.abort("no joint state")
-            return
-        self._step(state)
-
-    def _observation(self, state: _State) -> np.ndarray | None:
-        if self.builder.needs_object and self._object is None:
-            return None
-        obs = self.builder.build(state.mapped.position, state.mapped.velocity, self._object)
-        if not all_finite(obs):
-            self.counters["non_finite_observations"] += 1
-            return None
-        return obs
-
-    def _step(self, state: _State) -> None:
-        obs = self._observation(state)
-        if obs is None:
-            if self.builder.needs_object and self._object is None:
-                return  # wait for the object pose
-            self.abort("non-finite observation")
-            return
-        self._consume(state)
-        if self._pending is not None:
-            prev_obs, prev_action = self._pending
-            reward = self._reward if self._reward_topic else None
-            self._pending = None
-            self._episode_steps += 1
-            self.counters["steps"] += 1
-            self.on_transition(Transition(prev_obs, prev_action, obs, state.stamp, reward))
-            if self._episode_steps >= self._steps_left:
-                self.phase = self.IDLE
-                self.on_episode_end(EpisodeEnd(self._episode_steps, True))
-                return
-        q = state.mapped.position
-        try:
-            action, target = self.policy(obs)
-        except Exception as exc:  # noqa: BLE001 - a failing policy must end in a hold, not a crash
-            self.log.error(f"policy failed: {type(exc).__name__}: {exc}")
-            self.counters["non_finite_actions"] += 1
-            self.abort("policy error")
-            return
-        safe = self.limiter.limit(target, q, self.guard.reference(time.monotonic())) if all_finite(action) else None
-        if safe is None:
-            self.counters["non_finite_actions"] += 1
-            self.abort("non-finite action")
-            return
-        self._pending = (obs, executed_action(action, target, safe, q, self.max_step))
-        self._reward_count_at_command = self._reward_count
-        if not self._publish(safe):
-            self._pending = None
-            self.abort("command refused by the last check")
-
-    def _publish(self, targets_model_order: np.ndarray, hold: bool = False) -> bool:
-        """Publish after the last check (:class:`~smrl_train.robot.safety.CommandGuard`); a refused
-        command publishes nothing (counted, logged) and False is returned."""
-        now = time.monotonic()
-        state = self._latest
-        if hold or state is None:
-            admitted = self.guard.admit_hold(targets_model_order, now)
-        else:
-            admitted = self.guard.admit(targets_model_order, state.mapped.position, now)
-        if not admitted:
-            self.counters["commands_refused"] += 1
-            self.log.error(f"command refused by the last check ({self.guard.last_refusal})",
-                           throttle_duration_sec=1.0)
-            return False
-        self._commanded = True
-        self.counters["commands"] += 1
+    # -- what the core asks for --------------------------------------------------------------------
+    def _publish(self, targets_model_order: np.ndarray) -> None:
         self.pub_command.publish(make_command(targets_model_order[self._to_command]))
-        return True
 
-    # -- reset service and timeouts -------------------------------------------------------------
-    def _call_reset(self) -> None:
+    def _request_reset(self, request: int) -> bool:
         assert self._reset_client is not None
         if not self._reset_client.service_is_ready():
-            return  # retried by the timer
-        self._reset_request_time = time.monotonic()
+            return False
         future = self._reset_client.call_async(Trigger.Request())
-        self._reset_future = future
-        future.add_done_callback(self._on_reset_response)
 
-    def _on_reset_response(self, future: Any) -> None:
-        if future is not self._reset_future or self.phase != self.RESETTING:
-            return
-        result = future.result()
-        if result is None or not result.success:
-            self.log.error(f"reset failed: {getattr(result, 'message', 'no answer')}")
-            return
-        self._reset_response_time = time.monotonic()
-        self._advance()
+        def answered(f: Any) -> None:
+            result = f.result()
+            self.core.on_reset_answer(request, result is not None and result.success,
+                                      getattr(result, "message", "no answer"), time.monotonic())
 
-    def _check_timeouts(self) -> None:
-        now = time.monotonic()
-        if self.phase == self.RUNNING and now - self._last_progress > self.p.state_timeout_s:
-            self.log.warning(f"no new joint state for {self.p.state_timeout_s:g} s: dropping the episode")
-            self.abort("stale joint state")
-        elif self.phase == self.RESETTING:
-            waited = now - self._reset_request_time
-            if self._reset_client is not None and self._reset_future is None:
-                self._call_reset()  # the service was not there yet
-            elif waited > self.p.reset_timeout_s:
-                self.counters["reset_retries"] += 1
-                if self._reset_client is not None:
-                    self.log.warning(f"no reset after {waited:.0f} s ({self.p.reset_service}): retrying")
-                    self._reset_future = None
-                    self._call_reset()
-                elif not self._reset_warned:
-                    self._reset_warned = True
-                    self.log.warning(f"homing for {waited:.0f} s without reaching the home pose")
+        future.add_done_callback(answered)
+        return True
+
+    def _log(self, level: str, message: str) -> None:
+        # rclpy refuses one call site logging at two severities: a call site each.
+        if level == "error":
+            self.log.error(message)
+        else:
+            self.log.warning(message)
 
     # -- sim bridge parameters ----------------------------------------------------------------
     def set_node_parameters(self, node_name: str, values: Mapping[str, Any],

@@ -60,7 +60,14 @@ from smrl_ros.conversions import (
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, run_node
 from smrl_ros.paths import input_path
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
-from smrl_train.robot.control import LoopStats, ObservationBuilder, PolicyController, TickResult, period_schedule
+from smrl_train.robot.control import (
+    HOLD_REFUSED,
+    LoopStats,
+    ObservationBuilder,
+    PolicyController,
+    TickResult,
+    period_schedule,
+)
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import PolicyRuntime
 from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
@@ -190,8 +197,7 @@ class ControllerNode(ManagedNode):
         self.reloads = 0
         self.reload_failures = 0
         self.missed_periods = 0
-        self.enabled = p.enabled
-        self.suppressed_commands = 0
+        self.core.enabled = p.enabled
         self.stats = LoopStats()
         self._pending: tuple[PolicyRuntime, str] | None = None
         self._lock = threading.Lock()
@@ -253,7 +259,7 @@ class ControllerNode(ManagedNode):
     def _on_parameters(self, changed: list[rclpy.parameter.Parameter]) -> SetParametersResult:
         if self.core is None:
             return SetParametersResult(successful=True)  # unconfigured: read at configure
-        enabled = self.enabled
+        enabled = self.core.enabled
         for param in changed:
             if param.name == "enabled":
                 try:
@@ -279,9 +285,9 @@ class ControllerNode(ManagedNode):
                 self.get_logger().error(f"model not reloaded: {exc}")
                 return SetParametersResult(successful=False, reason=str(exc))
             self._pending = (runtime, path)  # swapped in by the loop between two ticks
-        if enabled != self.enabled:
-            self.enabled = enabled
-            self.guard.forget()  # the arm may have moved meanwhile (the adapter explores with it)
+        if enabled != self.core.enabled:
+            with self._lock:  # between two ticks
+                self.core.set_enabled(enabled)
             self.get_logger().info("commands enabled" if enabled else "commands disabled (enabled: false)")
         return SetParametersResult(successful=True)
 
@@ -309,7 +315,8 @@ class ControllerNode(ManagedNode):
         self._running.set()
         self._thread = threading.Thread(target=self._loop, name="smrl_control_loop", daemon=True)
         self._thread.start()
-        self.get_logger().info("active: commanding" if self.enabled else "active (commands disabled: enabled false)")
+        self.get_logger().info("active: commanding" if self.core.enabled else
+                               "active (commands disabled: enabled false)")
 
     def deactivate(self) -> None:
         """Stop the loop and leave the arm holding where it is."""
@@ -319,12 +326,13 @@ class ControllerNode(ManagedNode):
         if getattr(self, "_latency_fd", None) is not None:
             os.close(self._latency_fd)  # releases the latency request
             self._latency_fd = None
-        state = self.core.state
-        if state is not None and self.core.hold_reason is None and rclpy.ok(context=self.context):
+        if self.core.hold_reason is None and rclpy.ok(context=self.context):
             # Leave the arm holding where it is, not heading for the last policy target.
-            self._publish(self.core.limiter.hold_target(state.position), hold=True)
-            # The hold must reach the arm before a cleanup or shutdown destroys the publisher.
-            self.pub_command.wait_for_all_acked(Duration(seconds=HOLD_ACK_TIMEOUT_S))
+            hold = self.core.hold_command(time.monotonic())
+            if hold is not None:
+                self._publish(hold)
+                # The hold must reach the arm before a cleanup or shutdown destroys the publisher.
+                self.pub_command.wait_for_all_acked(Duration(seconds=HOLD_ACK_TIMEOUT_S))
         self.core.forget_state()
         self.get_logger().info("inactive: holding, no commands until activated")
 
@@ -343,9 +351,9 @@ class ControllerNode(ManagedNode):
             self._run_loop()
         except Exception as exc:  # noqa: BLE001 - a dead loop must not pass silently
             self.get_logger().fatal(f"control loop failed ({type(exc).__name__}: {exc}); holding and exiting")
-            state = self.core.state
-            if state is not None:
-                self._publish(self.core.limiter.hold_target(state.position))
+            hold = self.core.hold_command(time.monotonic())
+            if hold is not None:
+                self._publish(hold)
             os.kill(os.getpid(), signal.SIGTERM)  # the supervisor (launch, the graph runner) sees the exit
 
     def _run_loop(self) -> None:
@@ -391,30 +399,18 @@ class ControllerNode(ManagedNode):
 
     def _handle(self, result: TickResult) -> None:
         if result.command is not None:
-            self._publish(result.command, result.hold is not None)
+            self._publish(result.command)
         if result.event:
-            # rclpy refuses one call site logging at two severities: two call sites.
+            # rclpy refuses one call site logging at two severities: a call site each.
             if result.hold is None:
                 self.get_logger().info(result.event)
+            elif result.hold == HOLD_REFUSED:
+                self.get_logger().error(result.event, throttle_duration_sec=1.0)
             else:
                 self.get_logger().warning(result.event)
 
-    def _publish(self, targets_model_order: np.ndarray, hold: bool = False) -> None:
-        if not self.enabled:
-            self.suppressed_commands += 1
-            return
-        now = time.monotonic()
-        state = self.core.state
-        admitted = self.guard.admit_hold(targets_model_order, now) if hold or state is None else \
-            self.guard.admit(targets_model_order, state.position, now)
-        if not admitted:
-            self.get_logger().error(f"command refused by the last check ({self.guard.last_refusal}): holding",
-                                    throttle_duration_sec=1.0)
-            if hold or state is None:
-                return
-            targets_model_order = self.core.limiter.hold_target(state.position)
-            if not self.guard.admit_hold(targets_model_order, now):
-                return
+    def _publish(self, targets_model_order: np.ndarray) -> None:
+        """Publish a command the core returned (it passed the guard), in the command topic's order."""
         self.pub_command.publish(make_command(targets_model_order[self._to_command]))
 
     # -- diagnostics (executor thread) -------------------------------------------------------------
@@ -432,8 +428,7 @@ class ControllerNode(ManagedNode):
             "missed_periods": self.missed_periods,
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
-            "enabled": self.enabled,
-            "suppressed_commands": self.suppressed_commands,
+            "enabled": self.core.enabled,
             **{f"guard_{k}": v for k, v in self.guard.refused.items()},
         }
 

@@ -10,7 +10,9 @@ instead (the bundle's ``task_latents.json``, :mod:`smrl_train.robot.task_latents
 policy under prior and posterior z, and the trainer files each kind where SMAC puts it
 (:data:`smrl_train.data.recordings.EPISODE_KINDS`). Over the standard
 topics (``/joint_states`` in, by joint name; ``/forward_position_controller/commands`` out,
-reliable) with the controller's safety layer (:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
+reliable) with the controller's safety layer and policy step (episodes by
+:class:`smrl_train.robot.episode_driver.EpisodeDriver`, on the node by
+:class:`smrl_ros.arm_driver.ArmDriver`). It never subscribes to a reward.
 
 Each episode of a task becomes one file of an episode store (:mod:`smrl_train.data.store`)
 whose manifest has the training dataset's schema with ``reward_labelled: false``: obs,
@@ -57,7 +59,7 @@ from std_msgs.msg import String
 
 import smrl_train
 from smrl_ros import params, topics
-from smrl_ros.arm_driver import ArmDriver, DriverParams, EpisodeEnd, Transition, episode_length
+from smrl_ros.arm_driver import ArmDriver, DriverParams
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, request_exit, run_node
 from smrl_ros.paths import input_path, output_path
@@ -72,6 +74,7 @@ from smrl_train.data.recordings import (
 )
 from smrl_train.data.store import EpisodeStore, StoreError
 from smrl_train.robot import task_latents
+from smrl_train.robot.episode_driver import EpisodeDriver, EpisodeEnd, Transition
 from smrl_train.robot.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import LatentPolicyRuntime
@@ -172,7 +175,7 @@ class ExplorerNode(ManagedNode):
                          "episode_kinds": {"explore": p.episodes_per_task - p.prior_episodes - p.posterior_episodes,
                                            "prior": p.prior_episodes, "posterior": p.posterior_episodes},
                          "resample_period": self.explorer.resample_period, "seed": p.seed}
-            manifest = recording_manifest(info, episode_length=episode_length(p, info), generator=generator,
+            manifest = recording_manifest(info, episode_length=self.driver.core.episode_length, generator=generator,
                                           dataset_manifest=dataset)
             self.store = EpisodeStore.create(output_path(p.store), manifest)
         except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:  # TaskLatentsError too
@@ -208,10 +211,11 @@ class ExplorerNode(ManagedNode):
         self._timers = [self.create_timer(WRITTEN_POLL_S, self._poll_written)]
         self.writer = EpisodeWriter(self._written.append)
 
-        self.driver.policy = self.explorer.act
-        self.driver.on_transition = self._on_transition
-        self.driver.on_episode_end = self._on_episode_end
-        self.driver.on_ready = self._maybe_run
+        core = self.driver.core
+        core.policy = self.explorer.act
+        core.on_transition = self._on_transition
+        core.on_episode_end = self._on_episode_end
+        core.on_ready = self._maybe_run
         self.pub_status = self.create_publisher(String, "~/status", topics.LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
         self._timers.append(self.create_timer(p.status_period_s, self._publish_status))
@@ -226,7 +230,7 @@ class ExplorerNode(ManagedNode):
             + f") into {self.store.path}: tasks {list(self.tasks)}, "
             + (f"{p.episodes_per_task} episode(s) each per listing ({todo} to go)" if p.episodes_per_task
                else "until stopped")
-            + f", {self.driver.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
+            + f", {self.driver.core.episode_length} steps, {p.mode} mode, reset by {p.reset_mode}")
 
     def activate(self) -> None:
         """Record: from the first task (in order) that still needs episodes."""
@@ -312,7 +316,7 @@ class ExplorerNode(ManagedNode):
 
     def _maybe_run(self) -> None:
         """Start the next episode once the arm is ready and the previous episode is on disk."""
-        if not self.active or self.driver.phase != ArmDriver.READY or self.writer.pending or \
+        if not self.active or self.driver.core.phase != EpisodeDriver.READY or self.writer.pending or \
                 self.state in ("done", "failed"):
             return
         assert self.task is not None
@@ -324,7 +328,7 @@ class ExplorerNode(ManagedNode):
         self._episode_t0 = time.monotonic()
         if self.t_start is None:
             self.t_start = self._episode_t0
-        self.driver.run(self.driver.episode_length)
+        self.driver.run(self.driver.core.episode_length)
 
     def _episode_kind(self, episode_index: int) -> str:
         """Each block of ``episodes_per_task`` episodes of a task in order: explore ones, then
@@ -423,9 +427,9 @@ class ExplorerNode(ManagedNode):
             "state": self.state, "task": self.task, "store": str(self.store.path),
             "episodes": self.episodes_written, "steps": self.steps_written,
             "episodes_dropped": self.episodes_dropped, "episodes_in_store": len(self.store.episode_paths()),
-            "steps_per_s": self.driver.counters["steps"] / elapsed if elapsed > 0 else 0.0,
+            "steps_per_s": self.driver.core.counters["steps"] / elapsed if elapsed > 0 else 0.0,
             "elapsed_s": elapsed, "per_task": {str(t): c for t, c in self.count.items()},
-            **{f"driver_{k}": v for k, v in self.driver.counters.items()},
+            **{f"driver_{k}": v for k, v in self.driver.core.counters.items()},
             "rejected_states": sum(self.driver.mapper.rejected.values()),
         }
 

@@ -9,6 +9,7 @@ from smrl_train.robot.control import (
     HOLD_BAD_ACTION,
     HOLD_INFERENCE,
     HOLD_NO_OBJECT,
+    HOLD_REFUSED,
     HOLD_STALE,
     EndEffectorFK,
     LoopStats,
@@ -16,7 +17,7 @@ from smrl_train.robot.control import (
     PolicyController,
     period_schedule,
 )
-from smrl_train.robot.safety import MappedState, StaleStateWatchdog, TargetLimiter
+from smrl_train.robot.safety import CommandGuard, MappedState, StaleStateWatchdog, TargetLimiter
 from smrl_train.robot.urdf import forward_kinematics, load_urdf
 
 from conftest import REPO, small_config
@@ -39,11 +40,11 @@ class ScriptedPolicy:
         return obs[:5].astype(float) + 0.01
 
 
-def make_controller(layout=LAYOUT) -> tuple[PolicyController, ScriptedPolicy]:
+def make_controller(layout=LAYOUT, guard: CommandGuard | None = None) -> tuple[PolicyController, ScriptedPolicy]:
     policy = ScriptedPolicy()
     builder = ObservationBuilder(ARM, ARM.joint_names, layout)
     limiter = TargetLimiter(ARM.lower, ARM.upper, ARM.velocity, period=0.05)
-    return PolicyController(policy, builder, limiter, StaleStateWatchdog(0.15)), policy
+    return PolicyController(policy, builder, limiter, StaleStateWatchdog(0.15), guard), policy
 
 
 def state(q0: float = 0.3) -> MappedState:
@@ -159,6 +160,38 @@ def test_push_models_wait_for_an_object_pose_and_reject_non_finite_ones() -> Non
     assert ctl.on_object(np.array([0.4, 0.0, 0.015])) is True
     ctl.on_state(state(), 0.05)
     assert ctl.step(0.05).command is not None
+
+
+def test_commands_pass_the_guard_and_a_paused_controller_publishes_nothing() -> None:
+    guard = CommandGuard(ARM.lower, ARM.upper, ARM.velocity, 0.05)
+    ctl, _ = make_controller(guard=guard)
+    ctl.on_state(state(0.3), 0.0)
+    first = ctl.step(0.0).command
+    assert first is not None and guard.admitted == 1
+    np.testing.assert_array_equal(guard.previous, first)  # the next step is bounded from it too
+    ctl.set_enabled(False)
+    assert guard.previous is None  # the arm may move while paused
+    ctl.on_state(state(0.31), 0.05)
+    assert ctl.step(0.05).command is None and ctl.counters["suppressed_commands"] == 1
+    assert guard.admitted == 1 and ctl.hold_command(0.05) is None and ctl.counters["suppressed_commands"] == 2
+    ctl.set_enabled(True)
+    ctl.on_state(state(0.32), 0.1)
+    np.testing.assert_allclose(ctl.step(0.1).command, state(0.32).position + 0.01)
+    np.testing.assert_array_equal(ctl.hold_command(0.1), state(0.32).position)
+    assert guard.admitted == 3 and ctl.counters["commands"] == 3
+
+
+def test_a_command_the_guard_refuses_is_replaced_by_a_hold_and_retried_next_tick() -> None:
+    # A guard 10x stricter than the limiter (a bug in the layers above, as the guard assumes).
+    guard = CommandGuard(ARM.lower, ARM.upper, ARM.velocity, 0.005)
+    ctl, _ = make_controller(guard=guard)
+    ctl.on_state(state(0.3), 0.0)
+    result = ctl.step(0.0)
+    assert result.hold == HOLD_REFUSED and "refused by the last check" in result.event
+    np.testing.assert_array_equal(result.command, state(0.3).position)  # the hold, admitted
+    assert guard.refused["step_above_velocity_limit"] == 1 and guard.admitted == 1
+    ctl.on_state(state(0.3), 0.05)
+    assert ctl.step(0.05).hold == HOLD_REFUSED and guard.refused["step_above_velocity_limit"] == 2
 
 
 def test_period_schedule_uses_absolute_deadlines_and_counts_missed_periods() -> None:

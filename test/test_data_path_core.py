@@ -14,7 +14,8 @@ from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recordings import EpisodeWriter, recording_manifest, schema_from_model, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError
-from smrl_train.robot.exploration import LatentExplorer, episode_rng, executed_action
+from smrl_train.robot.control import executed_action
+from smrl_train.robot.exploration import LatentExplorer, episode_rng
 from smrl_train.robot.reward_context import RewardContext
 from smrl_train.robot.runtime import LatentPolicyRuntime
 from smrl_train.smac.logs import LatestMetrics

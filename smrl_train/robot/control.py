@@ -1,8 +1,14 @@
-"""The control node's logic without ROS: observation building, the tick, hold, loop timing.
+"""The control node's logic without ROS: observation building, the policy step, the tick, hold,
+loop timing.
+
+:class:`PolicyStep` is the one step every loop that runs a policy on the arm takes: observation
+-> policy -> non-finite check -> limits -> the guard's last check -> the action executed. The
+controller's tick (:class:`PolicyController`) and the explorer's and adapter's episodes
+(:class:`smrl_train.robot.episode_driver.EpisodeDriver`) both take it.
 
 :class:`PolicyController` is what ``smrl_controller`` calls on every tick; the node only
-converts messages and publishes. Time is passed in, so every rule (watchdog, hold on an
-inference error, hold on a non-finite action) is unit-tested deterministically
+converts messages and publishes what it returns. Time is passed in, so every rule (watchdog,
+hold on an inference error, hold on a non-finite action) is unit-tested deterministically
 (``test/test_control.py``), and then once more over DDS (``test/test_nodes_controller.py``).
 
 Hold: entering a hold publishes exactly one command, the last measured position (clipped to
@@ -33,6 +39,7 @@ HOLD_NO_OBJECT = "no_object_pose"
 HOLD_BAD_OBS = "non_finite_observation"
 HOLD_INFERENCE = "inference_error"
 HOLD_BAD_ACTION = "non_finite_action"
+HOLD_REFUSED = "command_refused"
 
 
 class EndEffectorFK:
@@ -152,12 +159,108 @@ class LoopStats:
         return old
 
 
+def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndarray, q: np.ndarray,
+                    max_step: np.ndarray) -> np.ndarray:
+    """The normalised action (A,) the published ``safe_target`` amounts to.
+
+    When the safety layer left the model's target alone (the normal case: the model's own
+    target head already clips to the joint limits, and its step is half the velocity limit)
+    this is the model's ``action``, as the in-process env records it. When the safety layer
+    changed the target, the recorded action is the delta actually commanded,
+    ``(safe_target - q) / max_step`` clipped to [-1, 1], so the data never claims an action
+    the arm did not get.
+    """
+    if np.array_equal(np.asarray(safe_target, dtype=np.float64), np.asarray(target, dtype=np.float64)):
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+    delta = (np.asarray(safe_target, dtype=np.float64) - np.asarray(q, dtype=np.float64)) / np.asarray(max_step)
+    return np.clip(delta, -1.0, 1.0).astype(np.float32)
+
+
+# A policy as the step calls it: obs (O,) -> (normalised action (A,) or None, joint targets (A,)).
+# An adapted policy gives targets only; a latent policy gives both (the action is recorded).
+Act = Callable[[np.ndarray], tuple[np.ndarray | None, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one policy step decided.
+
+    ``command`` (n,) is the safe target to publish (admitted by the guard when the step
+    admitted it) and ``action`` the normalised action it amounts to (None for a targets-only
+    policy). Without a command, ``fault`` is the hold reason and ``detail`` says why. ``obs``
+    is the observation once built, also when a later stage failed.
+    """
+
+    obs: np.ndarray | None = None
+    command: np.ndarray | None = None
+    action: np.ndarray | None = None
+    fault: str | None = None
+    detail: str = ""
+
+
+class PolicyStep:
+    """The step every loop on the arm takes: observation -> policy -> non-finite check ->
+    limits -> the guard's last check -> the action executed.
+
+    Args:
+        builder: the observation builder for the policy's layout.
+        limiter: non-finite rejection, position and velocity clipping of targets.
+        guard: the last check before publishing (None: commands come back unchecked); its recent
+            previous command bounds the limiter's step too (so the two agree).
+        max_step: the model's max step per joint (A,), to express a target the safety layer
+            changed as the action the arm got (:func:`executed_action`); needed by policies
+            that give an action.
+    """
+
+    def __init__(self, builder: ObservationBuilder, limiter: TargetLimiter, guard: CommandGuard | None = None,
+                 max_step: np.ndarray | None = None) -> None:
+        self.builder = builder
+        self.limiter = limiter
+        self.guard = guard
+        self.max_step = None if max_step is None else np.asarray(max_step, dtype=np.float64)
+
+    def observe(self, state: MappedState, object_pos: np.ndarray | None) -> StepOutcome:
+        """The observation alone; a fault when the object pose is missing or a value is non-finite."""
+        if self.builder.needs_object and object_pos is None:
+            return StepOutcome(fault=HOLD_NO_OBJECT, detail="no object pose received yet")
+        obs = self.builder.build(state.position, state.velocity, object_pos)
+        if not all_finite(obs):
+            return StepOutcome(fault=HOLD_BAD_OBS, detail="non-finite observation")
+        return StepOutcome(obs)
+
+    def __call__(self, act: Act, state: MappedState, object_pos: np.ndarray | None, now: float,
+                 admit: bool = True) -> StepOutcome:
+        """One step on ``state`` at ``now`` (monotonic s). ``admit`` False: the command is computed
+        but the guard does not admit it (it will not be published: the controller is paused)."""
+        seen = self.observe(state, object_pos)
+        obs = seen.obs
+        if obs is None:
+            return seen
+        try:
+            action, targets = act(obs)
+        except Exception as exc:  # noqa: BLE001 - any failure of inference must end in a hold
+            return StepOutcome(obs, fault=HOLD_INFERENCE, detail=f"{type(exc).__name__}: {exc}")
+        q = state.position
+        safe = None
+        if action is None or all_finite(action):
+            safe = self.limiter.limit(targets, q, self.guard.reference(now) if self.guard is not None else None)
+        if safe is None:
+            return StepOutcome(obs, fault=HOLD_BAD_ACTION, detail="non-finite action from the policy")
+        if admit and self.guard is not None and not self.guard.admit(safe, q, now):
+            return StepOutcome(obs, fault=HOLD_REFUSED, detail=self.guard.last_refusal)
+        if action is None:
+            return StepOutcome(obs, safe)
+        assert self.max_step is not None, "a policy that gives actions needs the max_step"
+        return StepOutcome(obs, safe, executed_action(action, targets, safe, q, self.max_step))
+
+
 @dataclass(frozen=True)
 class TickResult:
-    """What one tick decided: a command (n,) in the model's joint order, or None.
+    """What one tick decided: a command (n,) in the model's joint order to publish (admitted by
+    the guard when the controller has one), or None.
 
-    ``hold`` is the active hold reason (None when acting); ``event`` is a message to log once
-    (entering or leaving a hold, an inference error).
+    ``hold`` is the reason this tick holds (None when acting); ``event`` is a message to log once
+    (entering or leaving a hold, an inference error, a refused command).
     """
 
     command: np.ndarray | None
@@ -165,16 +268,25 @@ class TickResult:
     event: str | None = None
 
 
+# What a hold entered on a step's fault logs ({} is the fault's detail).
+HOLD_MESSAGES = {
+    HOLD_NO_OBJECT: "no object pose received yet: holding",
+    HOLD_BAD_OBS: "non-finite observation: holding",
+    HOLD_INFERENCE: "inference failed ({}): holding",
+    HOLD_BAD_ACTION: "non-finite action from the policy: holding",
+}
+
+
 class PolicyController:
-    """One control step at a time: fresh state -> observation -> policy -> safety -> command.
+    """One control step at a time: fresh state -> :class:`PolicyStep` -> command or hold.
 
     Args:
         policy: ``act(obs (obs_dim,)) -> joint targets (n,)`` (a :class:`~smrl_train.robot.runtime.PolicyRuntime`).
         builder: the observation builder for the policy's layout.
         limiter: position and velocity clipping of targets (and non-finite rejection).
         watchdog: stale-state detection (timeout = watchdog periods x control period).
-        guard: the owner's last check before publishing; its recent previous command bounds the
-            limiter's step too (so the two agree).
+        guard: the last check before publishing: every command returned passed it, and its
+            recent previous command bounds the limiter's step too (so the two agree).
     """
 
     def __init__(self, policy: object, builder: ObservationBuilder, limiter: TargetLimiter,
@@ -184,13 +296,15 @@ class PolicyController:
         self.limiter = limiter
         self.watchdog = watchdog
         self.guard = guard
+        self.policy_step = PolicyStep(builder, limiter, guard)
+        self.enabled = True
         self.state: MappedState | None = None
         self.state_time: float | None = None
         self._state_seq = 0
         self._seen_seq = 0
         self.object_pos: np.ndarray | None = None
         self.hold_reason: str | None = HOLD_NO_STATE
-        self.counters = {"ticks": 0, "commands": 0, "hold_commands": 0, "holds": 0,
+        self.counters = {"ticks": 0, "commands": 0, "hold_commands": 0, "holds": 0, "suppressed_commands": 0,
                          "inference_errors": 0, "non_finite_observations": 0, "object_poses_rejected": 0}
         self.last_error = ""
 
@@ -221,6 +335,13 @@ class PolicyController:
         """Swap the policy (the node calls this between two ticks)."""
         self.policy = policy
 
+    def set_enabled(self, enabled: bool) -> None:
+        """Publish commands or not (paused, every step still runs and is counted as suppressed);
+        the guard forgets the previous command, the arm may have moved meanwhile."""
+        self.enabled = enabled
+        if self.guard is not None:
+            self.guard.forget()
+
     @property
     def has_new_state(self) -> bool:
         return self._state_seq != self._seen_seq
@@ -233,7 +354,7 @@ class PolicyController:
             return TickResult(None, self.hold_reason)
         if self.watchdog.check(now) == "stale":
             return self._hold(HOLD_STALE, f"no fresh joint state for {self.watchdog.timeout * 1e3:.0f} ms: "
-                                          "holding position until one arrives")
+                                          "holding position until one arrives", now)
         return TickResult(None, self.hold_reason)
 
     def step(self, now: float) -> TickResult:
@@ -245,25 +366,12 @@ class PolicyController:
         status = self.watchdog.check(now)
         if status == "stale":
             return self._hold(HOLD_STALE, f"no fresh joint state for {self.watchdog.timeout * 1e3:.0f} ms: "
-                                          "holding position until one arrives")
+                                          "holding position until one arrives", now)
         if status == "still_stale":
             return TickResult(None, self.hold_reason)
-        if self.builder.needs_object and self.object_pos is None:
-            return self._hold(HOLD_NO_OBJECT, "no object pose received yet: holding")
-        obs = self.builder.build(self.state.position, self.state.velocity, self.object_pos)
-        if not all_finite(obs):
-            self.counters["non_finite_observations"] += 1
-            return self._hold(HOLD_BAD_OBS, "non-finite observation: holding")
-        try:
-            targets = self.policy.act(obs)  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - any failure of inference must end in a hold
-            self.counters["inference_errors"] += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return self._hold(HOLD_INFERENCE, f"inference failed ({self.last_error}): holding")
-        previous = self.guard.reference(now) if self.guard is not None else None
-        safe = self.limiter.limit(targets, self.state.position, previous)
-        if safe is None:
-            return self._hold(HOLD_BAD_ACTION, "non-finite action from the policy: holding")
+        out = self.policy_step(self._act, self.state, self.object_pos, now, admit=self.enabled)
+        if out.command is None:
+            return self._on_fault(out, now)
         event = None
         if self.hold_reason is not None:
             event = f"resuming after hold ({self.hold_reason})" if self.hold_reason != HOLD_NO_STATE else \
@@ -272,7 +380,31 @@ class PolicyController:
         elif recovered:
             event = "fresh joint state again: commanding"
         self.counters["commands"] += 1
-        return TickResult(safe, None, event)
+        if not self.enabled:
+            self.counters["suppressed_commands"] += 1
+            return TickResult(None, None, event)
+        return TickResult(out.command, None, event)
+
+    def hold_command(self, now: float) -> np.ndarray | None:
+        """The command that holds the arm where it is, admitted by the guard (deactivation, a
+        dead loop); None without a state or while commands are disabled."""
+        return None if self.state is None else self._admitted_hold(now)
+
+    def _act(self, obs: np.ndarray) -> tuple[None, np.ndarray]:
+        return None, self.policy.act(obs)  # type: ignore[attr-defined]
+
+    def _on_fault(self, out: StepOutcome, now: float) -> TickResult:
+        assert out.fault is not None
+        if out.fault == HOLD_REFUSED:
+            # This tick holds; the hold reason stays, so the next tick tries the policy again.
+            return TickResult(self._admitted_hold(now), HOLD_REFUSED,
+                              f"command refused by the last check ({out.detail}): holding")
+        if out.fault == HOLD_BAD_OBS:
+            self.counters["non_finite_observations"] += 1
+        elif out.fault == HOLD_INFERENCE:
+            self.counters["inference_errors"] += 1
+            self.last_error = out.detail
+        return self._hold(out.fault, HOLD_MESSAGES[out.fault].format(out.detail), now)
 
     def _consume_state(self) -> bool:
         """Feed the watchdog with a state not yet seen; True when that ends a stale period."""
@@ -281,14 +413,23 @@ class PolicyController:
         self._seen_seq = self._state_seq
         return self.watchdog.feed(self.state_time)
 
-    def _hold(self, reason: str, message: str) -> TickResult:
+    def _hold(self, reason: str, message: str, now: float) -> TickResult:
         if self.hold_reason == reason:
             return TickResult(None, reason)
         self.hold_reason = reason
         self.counters["holds"] += 1
-        assert self.state is not None
         self.counters["hold_commands"] += 1
-        return TickResult(self.limiter.hold_target(self.state.position), reason, message)
+        return TickResult(self._admitted_hold(now), reason, message)
+
+    def _admitted_hold(self, now: float) -> np.ndarray | None:
+        assert self.state is not None
+        if not self.enabled:
+            self.counters["suppressed_commands"] += 1
+            return None
+        target = self.limiter.hold_target(self.state.position)
+        if self.guard is not None and not self.guard.admit_hold(target, now):
+            return None
+        return target
 
 
 def period_schedule(period: float) -> Callable[[float, float | None], tuple[float, int]]:

@@ -118,23 +118,6 @@ class LatentExplorer:
         return self.policy.act(obs, z, self.noise_rng.standard_normal(self.policy.info.n_joints).astype(np.float32))
 
 
-def executed_action(action: np.ndarray, target: np.ndarray, safe_target: np.ndarray, q: np.ndarray,
-                    max_step: np.ndarray) -> np.ndarray:
-    """The normalised action (A,) the published ``safe_target`` amounts to.
-
-    When the safety layer left the model's target alone (the normal case: the model's own
-    target head already clips to the joint limits, and its step is half the velocity limit)
-    this is the model's ``action``, as the in-process env records it. When the safety layer
-    changed the target, the recorded action is the delta actually commanded,
-    ``(safe_target - q) / max_step`` clipped to [-1, 1], so the data never claims an action
-    the arm did not get.
-    """
-    if np.array_equal(np.asarray(safe_target, dtype=np.float64), np.asarray(target, dtype=np.float64)):
-        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-    delta = (np.asarray(safe_target, dtype=np.float64) - np.asarray(q, dtype=np.float64)) / np.asarray(max_step)
-    return np.clip(delta, -1.0, 1.0).astype(np.float32)
-
-
 def collect_in_process(env: Any, explorer: LatentExplorer, recorder: Any, task: Any, episodes: int,
                        seed: int, episode_length: int, first_episode: int = 0,
                        meta: dict[str, Any] | None = None, kinds: Sequence[str] | None = None,

@@ -1,8 +1,8 @@
 """Homing between episodes on a real arm: joint targets on the way home, and when it is there.
 
 With no sim bridge to reset the arm, the exploration and adapter nodes drive it back to the
-home pose between episodes (``reset_mode: home``, :mod:`smrl_ros.arm_driver`), a bounded step
-per control period. numpy only.
+home pose between episodes (``reset_mode: home``, :mod:`smrl_train.robot.episode_driver`), a
+bounded step per control period. numpy only.
 """
 
 from __future__ import annotations

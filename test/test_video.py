@@ -3,12 +3,24 @@ demo's filmstrip, and one-line errors where nothing can be rendered."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+import yaml
 
+from smrl_train.cli import main
+from smrl_train.config_schema import to_dict
+from smrl_train.data.store import EpisodeStore
 from smrl_train.sim.render import RenderError, check_rendering
+from smrl_train.smac.config import EvalConfig
 
-from conftest import small_config
+from conftest import REPO, small_config
+from smac_helpers import tiny_config
 
 EPISODE_LENGTH = 30
 TILE = (240, 320, 3)  # one picture: height, width, RGB
@@ -24,6 +36,53 @@ def _rendering() -> str:
 
 NO_RENDERING = _rendering()
 needs_rendering = pytest.mark.skipif(bool(NO_RENDERING), reason=NO_RENDERING or "rendering works")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small reach config and dataset, and a 20-update offline run on it (one meta-test run per task)."""
+    from smrl_train.data.generate import generate_dataset
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import evaluate_run, train_offline
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("video")
+    cfg = small_config("reach", n_train=3, n_test=2, episode_length=EPISODE_LENGTH)
+    data = to_dict(cfg)
+    data.pop("root")
+    data.pop("smac")
+    data["arm"]["urdf"] = str(cfg.urdf_path())
+    config = tmp / "reach_small.yaml"
+    config.write_text(yaml.safe_dump(data))
+    generate_dataset(cfg, tmp / "data", progress=False)
+    smac = tiny_config("success_tuned", eval=EvalConfig(runs_per_task=1, diagnostic_tasks=0))
+    problem = problem_from_files(config, tmp / "data")
+    run = train_offline(problem, smac, tmp / "runs" / "offline_only", progress=False)
+    evaluate_run(problem, run, progress=False)
+    return {"config": config, "data": tmp / "data", "run": Path(run), "tmp": tmp}
+
+
+def _read_mp4(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return iio.imread(path, plugin="FFMPEG")
+
+
+@needs_rendering
+def test_data_render_writes_a_stored_episode(tiny_run: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ep.mp4"
+    assert main(["data", "render", str(tiny_run["data"]), "--task", "1", "--episode", "2", "--out", str(out)]) == 0
+    assert "task 1 episode 2" in capsys.readouterr().out
+    frames = _read_mp4(out)
+    assert frames.shape == (EPISODE_LENGTH + 1, *TILE)
+    assert frames[0].std() > 10  # a picture, not a blank
+    # Without --task, episodes are counted across the store in file order.
+    n = [p.name for p in EpisodeStore.open(tiny_run["data"]).episode_paths()].index("task0001_ep000002.safetensors")
+    assert main(["data", "render", str(tiny_run["data"]), "--episode", str(n), "--out", str(tmp_path / "n.mp4")]) == 0
+    assert np.array_equal(_read_mp4(tmp_path / "n.mp4"), frames)
+    assert main(["data", "render", str(tiny_run["data"]), "--episode", "99"]) == 2
+    assert "out of range" in capsys.readouterr().err
 
 
 @needs_rendering
@@ -44,3 +103,24 @@ def test_goal_marker_is_drawn_at_the_goal_in_the_scene_only(family: str) -> None
     assert changed.sum() > 50, changed.sum()  # a marker of the 5 cm success radius, seen from 1.6 m
     r, g, b = (marked[changed][:, i].astype(int) for i in range(3))
     assert np.mean(g > np.maximum(r, b)) > 0.9  # green where it changed
+
+
+def test_missing_imageio_is_one_line_saying_what_to_install(tiny_run: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "imageio", None)  # import imageio raises ImportError
+    assert main(["data", "render", str(tiny_run["data"]), "--episode", "0", "--out", "x.mp4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install" in err[0] and "imageio-ffmpeg" in err[0], err
+
+
+def test_no_opengl_context_is_one_line_saying_to_set_mujoco_gl(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    """GLFW without a display cannot create a context; an unknown MUJOCO_GL fails MuJoCo's import."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    cases = {gl: ["data", "render", str(tiny_run["data"]), "--episode", "0", "--out", str(tmp_path / "x.mp4")]
+             for gl in ("glfw", "invalid")}
+    for gl, args in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "smrl_train.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env={**env, "MUJOCO_GL": gl, "PYTHONPATH": str(REPO)}, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "MUJOCO_GL=egl" in lines[0], (gl, proc.stderr)
+    assert not list(tmp_path.glob("**/*.mp4"))

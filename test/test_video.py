@@ -3,10 +3,12 @@ demo's filmstrip, and one-line errors where nothing can be rendered."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,6 +70,49 @@ def _read_mp4(path: Path) -> np.ndarray:
     return iio.imread(path, plugin="FFMPEG")
 
 
+def _without_timing(path: Path) -> dict[str, Any]:
+    res = json.loads(path.read_text())
+    res.pop("eval_seconds")
+    return res
+
+
+@needs_rendering
+def test_eval_video_films_the_scored_episodes_and_changes_no_result(tiny_run: dict[str, Path],
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    args = ["eval", "--config", str(tiny_run["config"]), "--data", str(tiny_run["data"]), "--run",
+            str(tiny_run["run"]), "--quiet", "--no-diagnostic", "--threads", "1"]
+    assert main(args) == 0
+    plain = _without_timing(tiny_run["run"] / "eval.json")
+    videos = tiny_run["tmp"] / "videos"
+    assert main([*args, "--video", str(videos), "--video-tasks", "1"]) == 0
+    assert _without_timing(tiny_run["run"] / "eval.json") == plain
+    out = capsys.readouterr().out
+    files = sorted(videos.iterdir())
+    assert [f.name for f in files] == ["offline_only_seed0_task0000.mp4"], files
+    assert f"video {files[0]}" in out
+    frames = _read_mp4(files[0])
+    # Two exploration episodes and the scored one side by side, 4 white pixels apart; every
+    # state of the episode, the first to the last.
+    assert frames.shape == (EPISODE_LENGTH + 1, TILE[0], 3 * TILE[1] + 2 * 4, 3)
+    assert frames[:, :, TILE[1]:TILE[1] + 4].min() > 200
+
+
+@needs_rendering
+def test_protocol_episodes_are_the_episodes_the_meta_test_scores(tiny_run: dict[str, Path]) -> None:
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import evaluate_run, protocol_episodes
+    from smrl_train.smac.video import AdaptationFilm
+
+    problem = problem_from_files(tiny_run["config"], tiny_run["data"])
+    film = AdaptationFilm(n_tasks=2)
+    res = evaluate_run(problem, tiny_run["run"], progress=False, diagnostic=False, on_run=film.keep)
+    replayed = protocol_episodes(problem, tiny_run["run"], [problem.test_tasks[1]])[0]
+    kept = film.runs[1][1]
+    assert [t.episode_return for t in replayed] == [t.episode_return for t in kept]
+    assert np.array_equal(replayed[-1].obs, kept[-1].obs)
+    assert replayed[-1].episode_return == pytest.approx(res["test"]["tasks"][1]["final_return"])
+
+
 @needs_rendering
 def test_data_render_writes_a_stored_episode(tiny_run: dict[str, Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
@@ -116,8 +161,9 @@ def test_missing_imageio_is_one_line_saying_what_to_install(tiny_run: dict[str, 
 def test_no_opengl_context_is_one_line_saying_to_set_mujoco_gl(tiny_run: dict[str, Path], tmp_path: Path) -> None:
     """GLFW without a display cannot create a context; an unknown MUJOCO_GL fails MuJoCo's import."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    cases = {gl: ["data", "render", str(tiny_run["data"]), "--episode", "0", "--out", str(tmp_path / "x.mp4")]
-             for gl in ("glfw", "invalid")}
+    cases = {"glfw": ["data", "render", str(tiny_run["data"]), "--episode", "0", "--out", str(tmp_path / "x.mp4")],
+             "invalid": ["eval", "--config", str(tiny_run["config"]), "--data", str(tiny_run["data"]),
+                         "--run", str(tiny_run["run"]), "--video", str(tmp_path / "v")]}
     for gl, args in cases.items():
         proc = subprocess.run([sys.executable, "-m", "smrl_train.cli", *args], capture_output=True, text=True,
                               cwd=tmp_path, env={**env, "MUJOCO_GL": gl, "PYTHONPATH": str(REPO)}, timeout=120)

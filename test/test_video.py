@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,34 @@ def test_no_opengl_context_is_one_line_saying_to_set_mujoco_gl(tiny_run: dict[st
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "MUJOCO_GL=egl" in lines[0], (gl, proc.stderr)
     assert not list(tmp_path.glob("**/*.mp4"))
+
+
+@needs_rendering
+def test_demo_filmstrip_shows_both_methods_on_one_held_out_task(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from smrl_ros.demo_report import write_filmstrip
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run["run"], runs / "offline_only")
+    shutil.copytree(tiny_run["run"], runs / "smac")  # a stand-in for the online run
+    film = write_filmstrip(tmp_path / "report", tiny_run["config"], tiny_run["data"], runs, task=1)
+    assert film["file"] == "filmstrip.png" and film["task"] == 1 and set(film["methods"]) == {"offline_only", "smac"}
+    scored = json.loads((tiny_run["run"] / "eval.json").read_text())["test"]["tasks"][1]["final_return"]
+    assert film["methods"]["smac"]["return"] == pytest.approx(scored)  # the meta-test's scored episode
+    width, height = Image.open(tmp_path / "report" / "filmstrip.png").size
+    assert width > 2 * height  # frames in a row, two rows
+
+
+def test_demo_filmstrip_is_a_note_where_nothing_renders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import smrl_train.sim.render as render
+    from smrl_ros.demo_report import _filmstrip_lines, write_filmstrip
+
+    def no_gl(mp4: bool = True) -> None:
+        raise RenderError("cannot render: no OpenGL context (test); set MUJOCO_GL=egl to render without a display")
+
+    monkeypatch.setattr(render, "check_rendering", no_gl)
+    film = write_filmstrip(tmp_path, tmp_path / "none.yaml", tmp_path / "none", tmp_path / "runs")
+    assert film == {"note": "No filmstrip: cannot render: no OpenGL context (test); set MUJOCO_GL=egl to render "
+                            "without a display."}
+    assert _filmstrip_lines(film) == ["", film["note"]] and not (tmp_path / "filmstrip.png").exists()

@@ -108,7 +108,7 @@ def test_protocol_episodes_are_the_episodes_the_meta_test_scores(tiny_run: dict[
     film = AdaptationFilm(n_tasks=2)
     res = evaluate_run(problem, tiny_run["run"], progress=False, diagnostic=False, on_run=film.keep)
     replayed = protocol_episodes(problem, tiny_run["run"], [problem.test_tasks[1]])[0]
-    kept = film.runs[1][1]
+    kept = film.runs[1][2]
     assert [t.episode_return for t in replayed] == [t.episode_return for t in kept]
     assert np.array_equal(replayed[-1].obs, kept[-1].obs)
     assert replayed[-1].episode_return == pytest.approx(res["test"]["tasks"][1]["final_return"])

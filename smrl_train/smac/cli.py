@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smrl_train.config_schema import ConfigError
+
+if TYPE_CHECKING:
+    from smrl_train.smac.video import AdaptationFilm
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -147,7 +150,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_film(film: Any, args: argparse.Namespace, res: dict[str, Any]) -> None:
+def _write_film(film: AdaptationFilm, args: argparse.Namespace, res: dict[str, Any]) -> None:
     import time
 
     from smrl_train.config_loader import load_config

@@ -40,19 +40,19 @@ class AdaptationFilm:
 
     def __init__(self, n_tasks: int) -> None:
         self.n_tasks = n_tasks
-        self.runs: list[tuple[Any, list[Trajectory]]] = []
+        self.runs: list[tuple[int, Any, list[Trajectory]]] = []
 
     def keep(self, pos: int, task: Any, run: int, trajs: list[Trajectory]) -> None:
         """The ``on_run`` hook of the meta-test."""
         if run == 0 and pos < self.n_tasks:
-            self.runs.append((task, trajs))
+            self.runs.append((pos, task, trajs))
 
     def write(self, cfg: SmrlConfig, out_dir: str | Path, stem: str) -> list[tuple[Path, int]]:
         """One MP4 per kept task, ``out_dir/<stem>_task<index>.mp4`` at the control rate (real
         time); returns each file and its frame count."""
         written = []
         with EpisodeRenderer(cfg) as renderer:
-            for pos, (task, trajs) in enumerate(self.runs):
+            for pos, task, trajs in self.runs:
                 path = Path(out_dir) / f"{stem}_task{task_index(task, pos):04d}.mp4"
                 written.append((path, write_mp4(path, renderer.frames(adaptation_clips(task, trajs)),
                                                 cfg.env.control_hz)))

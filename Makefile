@@ -50,8 +50,9 @@ test-launch: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow test
 
+# MUJOCO_GL=egl: MuJoCo's offscreen renderer (the report's filmstrip) needs no display.
 demo: $(STAMP)
-	$(BIN)/python -m smrl_ros.demo --out demo_out
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python -m smrl_ros.demo --out demo_out
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -36,8 +36,11 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        # torch is needed for training and export, not on the robot side.
-        "train": ["torch>=2.2"],
+        # torch is needed for training and export, not on the robot side; evaluation's videos
+        # (smrl eval --video) come with it.
+        "train": ["torch>=2.2", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
+        # MP4s of episodes (smrl data render, smrl eval --video); imageio-ffmpeg ships ffmpeg.
+        "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         "test": ["pytest"],
     },
     zip_safe=True,

@@ -19,10 +19,12 @@
    side (one ROS domain each): the adapter (``smrl_adapter``) explores each task with rewards
    from the sim bridge (realtime), infers z, writes the adapted policy and hot-loads it into
    the controller (``smrl_controller``), which then runs it for one episode;
-7. **report** (``report/report.md``, ``report/demo.png``, ``report/summary.json``): per
-   held-out task, offline-only vs SMAC: exploration returns, deployed return and success, the
-   in-process meta-test of the same runs, the controller's loop timing, the collection rate
-   and the wall time of every stage.
+7. **report** (``report/report.md``, ``report/demo.png``, ``report/filmstrip.png``,
+   ``report/summary.json``): per held-out task, offline-only vs SMAC: exploration returns,
+   deployed return and success, the in-process meta-test of the same runs, the controller's
+   loop timing, the collection rate and the wall time of every stage; and pictures of both
+   runs' adapted episode on the first held-out task (skipped with a note where MuJoCo cannot
+   render: ``make demo`` sets ``MUJOCO_GL=egl`` unless it is set).
 
 Every node runs as its own process, started from the graph descriptions of
 :mod:`smrl_ros.graphs` with the parameter files of ``config/``, exactly as the launch files
@@ -45,7 +47,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from smrl_ros.demo_report import summarise, verdict, write_report
+from smrl_ros.demo_report import summarise, verdict, write_filmstrip, write_report
 from smrl_ros.demo_stages import (
     BUDGETS,
     METHODS,
@@ -112,13 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "gradients": resolve_smac(config, overrides=budget.smac).gradients,
                    "data": {k: data_summary[k] for k in ("episodes", "transitions")}, "collection": collection,
                    "adaptation": adapt, "methods": methods, "verdict": verdict(methods),
+                   "filmstrip": write_filmstrip(out / "report", config, data, runs, task=tasks[0]),
                    "stage_seconds": dict(Stage.times), "stage_load_average": dict(Stage.load),
                    "wall_s": time.monotonic() - t_start}
         report = write_report(out / "report", summary)
         summary["wall_s"] = time.monotonic() - t_start
         (out / "report" / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     print(f"\n{summary['verdict']}")
-    print(f"report: {report} (+ demo.png, summary.json); demo finished in {summary['wall_s'] / 60:.1f} min")
+    print(f"report: {report} (+ demo.png, filmstrip.png, summary.json); demo finished in "
+          f"{summary['wall_s'] / 60:.1f} min")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""The report of ``make demo`` (:mod:`smrl_ros.demo`): ``report.md``, ``demo.png`` and the verdict.
+"""The report of ``make demo`` (:mod:`smrl_ros.demo`): ``report.md``, ``demo.png``,
+``filmstrip.png`` and the verdict.
 
 :func:`summarise` gathers, per method, the deployed adaptation results and the in-process
 meta-test; :func:`verdict` compares offline-only and SMAC per held-out task (paired
-differences); :func:`write_report` writes the markdown and the figure.
+differences); :func:`write_filmstrip` draws both methods' adapted episode on one held-out task;
+:func:`write_report` writes the markdown and the figure.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
              "rewards from `/reward`, the posterior mean baked into an "
              "ONNX policy that the controller node hot-loads, then one deployed episode. One run per task "
              "(single seed): differences of a few tasks are within noise.", "",
-             "![demo](demo.png)", "",
+             "![demo](demo.png)", *_filmstrip_lines(summary.get("filmstrip")), "",
              "| method | deployed return (mean) | success rate | in-process meta-test return | in-process success |",
              "|---|---|---|---|---|"]
     for m in methods:
@@ -135,6 +137,43 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
               "`docs/results/`."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def write_filmstrip(out: Path, config: Path, data: Path, runs: Path, task: int = 0) -> dict[str, Any]:
+    """``filmstrip.png`` in ``out``: held-out task ``task``'s scored episode of the in-process
+    meta-test (its first run, the same seeds), one row per method, with the end effector's path
+    against the goal. Where nothing can be rendered, a one-line note instead."""
+    from smrl_train.config_loader import load_config
+    from smrl_train.sim.render import RenderError, check_rendering
+    from smrl_train.smac.problem import problem_from_files
+    from smrl_train.smac.runner import protocol_episodes
+    from smrl_train.smac.video import write_filmstrip as draw
+
+    try:
+        check_rendering(mp4=False)
+    except RenderError as exc:
+        print(f"   filmstrip skipped: {exc}", flush=True)
+        return {"note": f"No filmstrip: {exc}."}
+    problem = problem_from_files(config, data)
+    held_out = problem.test_tasks[task]
+    rows, outcome = [], {}
+    for m in METHODS:
+        scored = protocol_episodes(problem, runs / m, [held_out])[0][-1]
+        rows.append((m, held_out, scored))
+        outcome[m] = {"return": scored.episode_return, "success": bool(scored.success)}
+    out.mkdir(parents=True, exist_ok=True)
+    draw(out / "filmstrip.png", load_config(config), rows)
+    return {"file": "filmstrip.png", "task": held_out.index, "methods": outcome}
+
+
+def _filmstrip_lines(film: Mapping[str, Any] | None) -> list[str]:
+    if not film:
+        return []
+    if "file" not in film:
+        return ["", film["note"]]
+    return ["", f"Held-out task {film['task']} after adaptation (the in-process meta-test's first run, its "
+                "scored episode), offline-only above SMAC; the orange line is the end effector's path, the green "
+                "marker the hidden goal's success radius:", "", f"![filmstrip]({film['file']})"]
 
 
 def _meta_test_note(summary: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
     smrl data generate --config config/reach.yaml --out data/reach
     smrl data info data/reach
+    smrl data render data/reach --episode 0 --out episode0.mp4
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their
 modules through ``add_subcommands(subparsers)``. Known user errors (bad config, bad store, bad
@@ -31,7 +32,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors = list(USER_ERRORS)
     for module, name in (("smrl_train.robot.model_metadata", "ModelError"),
                          ("smrl_train.smac.checkpoint", "CheckpointError"),
-                         ("smrl_train.export.onnx_export", "ExportError")):
+                         ("smrl_train.export.onnx_export", "ExportError"),
+                         ("smrl_train.sim.render", "RenderError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -78,6 +80,51 @@ def _data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_render(args: argparse.Namespace) -> int:
+    from smrl_train.sim.render import check_rendering
+
+    check_rendering()  # before MuJoCo is first imported: it reads MUJOCO_GL then
+    from smrl_train.data.generate import config_mismatches, manifest_config
+    from smrl_train.data.store import EpisodeStore, StoreError, episode_filename
+    from smrl_train.sim.render import Clip, EpisodeRenderer, episode_states, write_mp4
+
+    store = EpisodeStore.open(args.store)
+    m = store.manifest
+    if args.config:
+        cfg = load_config(args.config)
+        problems = config_mismatches(cfg, m)
+        if problems:
+            raise StoreError(f"{args.store}: not episodes of the arm {args.config} describes: " + "; ".join(problems))
+    else:
+        cfg = manifest_config(m, args.store)
+    paths = store.episode_paths()
+    if args.task is not None:
+        path = store.path / "episodes" / episode_filename(args.task, args.episode)
+        if path not in paths:
+            raise StoreError(f"{args.store}: no episode {args.episode} of task {args.task}")
+    elif 0 <= args.episode < len(paths):
+        path = paths[args.episode]
+    else:
+        raise StoreError(f"{args.store}: --episode {args.episode} out of range (the store holds {len(paths)} "
+                         "episodes, numbered from 0; or give --task and the task's episode index)")
+    ep = store.read_episode(path)
+    task, index = ep.task_index, int(ep.meta["episode_index"])
+    goals = {int(t["index"]): t["goal"] for split in m["tasks"].values() for t in split}
+    text = f"task {task} episode {index}"
+    for key in ("behaviour", "kind"):
+        if key in ep.meta:
+            text += f" ({ep.meta[key]})"
+    if m["reward_labelled"]:
+        text += f": return {float(ep.arrays['reward'].sum()):.1f}" + (", success" if ep.arrays["success"][-1] else "")
+    out = args.out or f"task{task:04d}_ep{index:06d}.mp4"
+    with EpisodeRenderer(cfg) as renderer:
+        clip = Clip(episode_states(ep.arrays["obs"], ep.arrays["next_obs"]), goals.get(task), text)
+        frames = write_mp4(out, renderer.frames([clip]), m["control_hz"])
+    note = "" if task in goals else "; the manifest lists no such task, so no goal is drawn"
+    print(f"wrote {out}: {text}, {frames} frames at {m['control_hz']:g} fps{note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smrl", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_data_info)
+    ren = data_sub.add_parser("render", help="MP4 of a stored episode, with its hidden goal drawn")
+    ren.add_argument("store")
+    ren.add_argument("--episode", type=int, required=True,
+                     help="the store's N-th episode (from 0, in file order), or with --task that task's episode N")
+    ren.add_argument("--task", type=int, help="task index (the episode files' taskNNNN)")
+    ren.add_argument("--out", help="MP4 file (default taskNNNN_epNNNNNN.mp4 here)")
+    ren.add_argument("--config", help="family config (default: the one in the store's manifest)")
+    ren.set_defaults(func=_data_render)
 
     for name in _PLUGINS:
         try:

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.ros
 
 def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from smrl_ros.demo import main
+    from smrl_ros.demo_stages import METHODS
 
     assert main(["--budget", "tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -61,6 +62,9 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
     report = (tmp_path / "report" / "report.md").read_text()
     assert "offline_only" in report and "smac" in report and "Loop timing" in report
     assert (tmp_path / "report" / "demo.png").stat().st_size > 0
+    # Both runs' adapted episode on the first held-out task (the tests render with MUJOCO_GL=egl).
+    assert summary["filmstrip"]["task"] == 0 and set(summary["filmstrip"]["methods"]) == set(METHODS)
+    assert "![filmstrip](filmstrip.png)" in report and (tmp_path / "report" / "filmstrip.png").stat().st_size > 0
 
 
 def test_verdict_needs_the_in_process_difference_above_two_standard_errors_and_the_deployed_sign() -> None:

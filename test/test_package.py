@@ -39,3 +39,6 @@ def test_setup_declares_ranges_and_requirements_pin_exact_versions() -> None:
     pins = [p for p in pins if p and not p.startswith("setuptools")]
     assert pins and all("==" in p for p in pins), pins
     assert "torch==2.13.0" in pins  # the local CPU build; an unpinned torch pulls CUDA
+    # MP4s (smrl data render, smrl eval --video): pinned here, an extra of their own in setup.py.
+    assert {p.split("==")[0] for p in pins} >= {"imageio", "imageio-ffmpeg"}
+    assert '"video": ["imageio>=' in setup

@@ -21,7 +21,7 @@ from tqdm import tqdm
 import smrl_train
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import to_dict
-from smrl_train.data.store import EpisodeStore, episode_filename
+from smrl_train.data.store import EpisodeStore, StoreError, episode_filename
 from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv
 from smrl_train.sim.experts import JacobianExpert
 from smrl_train.sim.tasks import Task, split_tasks
@@ -50,6 +50,25 @@ def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,
         "generator": generator,
         "config": config,
     }
+
+
+def manifest_config(manifest: dict[str, Any], where: str) -> SmrlConfig:
+    """The config a store at ``where`` was written with (its manifest's ``config``, relative
+    paths resolved against the package root), checked against the store like a given one."""
+    from smrl_train.config_schema import ConfigError, from_dict
+
+    data = manifest.get("config")
+    if not isinstance(data, dict):
+        raise StoreError(f"{where}: the manifest carries no config; pass --config")
+    try:
+        cfg = from_dict(SmrlConfig, {k: v for k, v in data.items() if k != "smac"})
+    except ConfigError as exc:
+        raise StoreError(f"{where}: the manifest's config: {exc}; pass --config") from None
+    problems = config_mismatches(cfg, manifest)
+    if problems:
+        raise StoreError(f"{where}: the manifest's config does not describe its episodes ({'; '.join(problems)}); "
+                         "pass --config")
+    return cfg
 
 
 def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any]) -> list[str]:

@@ -133,6 +133,21 @@ class ArmSim:
             self.set_task(self.task)
         mujoco.mj_forward(self.model, self.data)
 
+    def set_pose(self, obs: np.ndarray) -> None:
+        """Pose the model as observation ``obs`` records it (joint positions; the puck's centre,
+        upright), at rest and without stepping: replays and pictures of recorded episodes."""
+        obs = np.asarray(obs, dtype=float)
+        n = self.arm.n_joints
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._qadr] = obs[:n]
+        self.data.ctrl[self._act] = obs[:n]
+        if self._puck_qadr is not None:
+            a = self._puck_qadr
+            self.data.qpos[a:a + 7] = [*obs[2 * n + 3:2 * n + 6], 1, 0, 0, 0]
+        if self.task is not None:
+            self.set_task(self.task)
+        mujoco.mj_forward(self.model, self.data)
+
     def set_position_targets(self, q_target: np.ndarray) -> None:
         """Absolute joint targets (n_joints,), clipped to the URDF limits."""
         q_target = np.asarray(q_target, dtype=float)

@@ -3,7 +3,7 @@
     smrl train offline --config config/reach.yaml --data data/reach --run runs/r/offline [--variant paper]
     smrl train online  --config config/reach.yaml --data data/reach --from runs/r/offline \\
                        --run runs/r/smac --labels decoder|true [--source DIR]
-    smrl eval          --config config/reach.yaml --data data/reach --run runs/r/smac
+    smrl eval          --config config/reach.yaml --data data/reach --run runs/r/smac [--video videos/]
     smrl diagnose      runs/r/smac
     smrl report        --runs runs/r --out docs/results/reach
     smrl experiment    --config config/reach.yaml --data data/reach --out runs/r --seeds 0 1 2 --jobs 2
@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smrl_train.config_schema import ConfigError
+
+if TYPE_CHECKING:
+    from smrl_train.smac.video import AdaptationFilm
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -113,26 +116,53 @@ def _train_online(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import dataclasses
 
+    if args.video:
+        if args.video_tasks < 1:
+            raise ConfigError(f"--video-tasks: must be >= 1, got {args.video_tasks}")
+        from smrl_train.sim.render import check_rendering
+
+        check_rendering()  # before minutes of evaluation, and before MuJoCo is first imported
     from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, run_meta
+    from smrl_train.smac.video import AdaptationFilm
 
     _threads(args)
     problem = problem_from_files(args.config, args.data)
+    k = args.exploration_episodes
+    if k is not None and k < 0:
+        raise ConfigError(f"--exploration-episodes: must be >= 0, got {k}")
     for run in args.run:
-        if args.exploration_episodes is None:
-            _print_eval(evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic))
-            continue
-        k = args.exploration_episodes
-        if k < 0:
-            raise ConfigError(f"--exploration-episodes: must be >= 0, got {k}")
-        cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, exploration_episodes=k)
-        res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
-                           out_name=f"eval_explore{k}.json")
-        print(f"{res['method']} (seed {res['seed']}), {k} exploration episode(s): success "
-              f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
-              f"-> {run}/eval_explore{k}.json")
+        film = AdaptationFilm(args.video_tasks) if args.video else None
+        hook = film.keep if film else None
+        if k is None:
+            res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic, on_run=hook)
+            _print_eval(res)
+        else:
+            cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, exploration_episodes=k)
+            res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
+                               out_name=f"eval_explore{k}.json", on_run=hook)
+            print(f"{res['method']} (seed {res['seed']}), {k} exploration episode(s): success "
+                  f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
+                  f"-> {run}/eval_explore{k}.json")
+        if film:
+            _write_film(film, args, res)
     return 0
+
+
+def _write_film(film: AdaptationFilm, args: argparse.Namespace, res: dict[str, Any]) -> None:
+    import time
+
+    from smrl_train.config_loader import load_config
+
+    t0 = time.perf_counter()
+    stem = f"{res['method']}_seed{res['seed']}" + (
+        "" if args.exploration_episodes is None else f"_explore{args.exploration_episodes}")
+    written = film.write(load_config(args.config), args.video, stem)
+    for path, frames in written:
+        print(f"  video {path} ({frames} frames, {path.stat().st_size / 1e3:.0f} kB)")
+    print(f"  {len(written)} video(s) in {time.perf_counter() - t0:.0f} s: run 0 of each task, exploration "
+          "episodes and the scored one side by side")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -220,6 +250,10 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--exploration-episodes", type=int, metavar="K",
                     help="the protocol with K exploration episodes instead of the run's; writes eval_exploreK.json "
                          "(eval.json stays the protocol's), which smrl report tabulates")
+    ev.add_argument("--video", metavar="DIR",
+                    help="also write MP4s of the first held-out tasks (exploration and scored episodes side by "
+                         "side) to DIR; needs imageio and an OpenGL context (MUJOCO_GL=egl without a display)")
+    ev.add_argument("--video-tasks", type=int, default=3, metavar="K", help="held-out tasks filmed (default 3)")
     ev.set_defaults(func=_eval)
 
     dg = subparsers.add_parser("diagnose", help="goal error of a probe on z, the trilateration bound and success, "

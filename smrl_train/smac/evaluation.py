@@ -13,7 +13,7 @@ the two posterior means lie apart compared with the spread of offline posteriors
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,9 +57,17 @@ def explore_then_act(env: Any, agent: AdaptiveAgent, n_explore: int, max_steps: 
     return trajs, mu, var
 
 
+# Called with (task position, task, run, trajectories) after each run of the protocol.
+RunHook = Callable[[int, Any, int, list[Trajectory]], None]
+
+
 def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Sequence[Any], cfg: EvalConfig,
-              seed: int, max_steps: int, progress: bool = False) -> dict[str, Any]:
-    """The meta-test protocol on ``tasks``. Returns a JSON-able summary with per-task rows."""
+              seed: int, max_steps: int, progress: bool = False, on_run: RunHook | None = None) -> dict[str, Any]:
+    """The meta-test protocol on ``tasks``. Returns a JSON-able summary with per-task rows.
+
+    A run's seeds depend on the task's index and the run's number only, so any task's runs can
+    be replayed alone. ``on_run`` sees each run's episodes (to film them) and changes nothing.
+    """
     rows = []
     for pos, task in enumerate(tqdm(tasks, desc="meta-test", unit="task", disable=not progress, leave=False)):
         env.unwrapped.set_task(task)
@@ -70,6 +78,8 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
                                   str(cfg.resample_latent))
             trajs, _, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
                                            (seed, _EVAL_STREAM + 1, idx, run), str(cfg.scored_latent))
+            if on_run is not None:
+                on_run(pos, task, run, trajs)
             curves.append([t.episode_return for t in trajs])
             final_return = trajs[-1].episode_return
             assert final_return is not None  # the protocol's episodes run with rewards

@@ -38,11 +38,11 @@ from tqdm import tqdm
 
 from smrl_train.config_schema import to_dict
 from smrl_train.data.recordings import EXPLORE_KIND, POSTERIOR_KIND, PRIOR_KIND
-from smrl_train.smac.agent import AdaptiveAgent, derived_seed, seeded_generator
+from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
-from smrl_train.smac.evaluation import meta_test, random_policy_baseline, task_index, z_shift_diagnostic
+from smrl_train.smac.evaluation import RunHook, meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean
 from smrl_train.smac.networks import SmacNetworks
@@ -55,6 +55,7 @@ _COLLECT_STREAM = 1_000  # seed-stream tags: each kind of randomness gets its ow
 _LABEL_STREAM = 2_000
 _SAMPLER_STREAM = 3_000
 _CURVE_STREAM = 4_000
+_TEST_STREAM = 5  # the final meta-test's seed: derived_seed(smac.seed, _TEST_STREAM)
 
 
 class RunError(ValueError):
@@ -508,9 +509,11 @@ def load_networks(run_dir: str | Path) -> tuple[SmacNetworks, dict[str, Any]]:
 
 
 def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True, diagnostic: bool = True,
-                 out_name: str = "eval.json", eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+                 out_name: str = "eval.json", eval_cfg: EvalConfig | None = None,
+                 on_run: RunHook | None = None) -> dict[str, Any]:
     """Meta-test on the problem's test tasks (+ the z diagnostic on training tasks); writes
-    ``out_name`` in the run dir. ``eval_cfg`` replaces the run's evaluation settings."""
+    ``out_name`` in the run dir. ``eval_cfg`` replaces the run's evaluation settings;
+    ``on_run`` sees the meta-test's episodes (:func:`smrl_train.smac.evaluation.meta_test`)."""
     run_dir = Path(run_dir)
     nets, meta = load_networks(run_dir)
     cfg = smac_from_yaml_dict(meta["smac"])
@@ -524,8 +527,8 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
         # The gradient path that trained the run (its parent's too, for an online run).
         "gradients": meta.get("gradients", cfg.gradients),
         "iterations": meta.get("iteration"), "finished": meta.get("finished"), "eval": to_dict(cfg.eval),
-        "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval, derived_seed(cfg.seed, 5),
-                          problem.max_steps, progress),
+        "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval,
+                          derived_seed(cfg.seed, _TEST_STREAM), problem.max_steps, progress, on_run),
         "random_policy": random_policy_baseline(env, problem.test_tasks, derived_seed(cfg.seed, 6), problem.max_steps),
     }
     if diagnostic and cfg.eval.diagnostic_tasks:
@@ -536,6 +539,19 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
     result["eval_seconds"] = time.perf_counter() - t0
     (run_dir / out_name).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def protocol_episodes(problem: Problem, run_dir: str | Path, tasks: Sequence[Any]) -> list[list[Trajectory]]:
+    """The first meta-test run on each of ``tasks`` (held-out tasks with their indices): its
+    exploration episodes, then the scored one. The same episodes :func:`evaluate_run` scores
+    first, with its seeds, recomputed without writing anything (for pictures)."""
+    nets, meta = load_networks(run_dir)
+    cfg = smac_from_yaml_dict(meta["smac"])
+    episodes: list[list[Trajectory]] = []
+    meta_test(problem.env, nets.encoder, nets.policy, tasks, dataclasses.replace(cfg.eval, runs_per_task=1),
+              derived_seed(cfg.seed, _TEST_STREAM), problem.max_steps,
+              on_run=lambda pos, task, run, trajs: episodes.append(trajs))
+    return episodes
 
 
 def diagnose_run(problem: Problem, run_dir: str | Path, *, n_tasks: int = 20, episodes: Sequence[int] = (1, 2, 4),

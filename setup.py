@@ -37,8 +37,8 @@ setup(
     ],
     extras_require={
         # torch is needed for training and export, not on the robot side; evaluation's videos
-        # (smrl eval --video) come with it.
-        "train": ["torch>=2.2", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
+        # (smrl eval --video) and the runs' TensorBoard event files come with it.
+        "train": ["torch>=2.2", "tensorboard>=2.12", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         # MP4s of episodes (smrl data render, smrl eval --video); imageio-ffmpeg ships ffmpeg.
         "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         "test": ["pytest"],

@@ -15,7 +15,7 @@ def test_package_xml_is_format_3_with_the_runtime_and_test_dependencies() -> Non
     assert root.findtext("name") == "smrl_ros"
     exec_deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "geometry_msgs", "diagnostic_msgs",
-            "launch", "launch_ros"} <= exec_deps
+            "visualization_msgs", "launch", "launch_ros"} <= exec_deps
     assert {"launch_pytest", "python3-pytest"} <= {e.text for e in root.findall("test_depend")}
     assert root.find("export/build_type").text == "ament_python"
 

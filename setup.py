@@ -19,7 +19,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
         ("share/" + package_name + "/urdf", glob("urdf/*.urdf")),
     ],
     python_requires=">=3.10",
@@ -37,8 +37,8 @@ setup(
     ],
     extras_require={
         # torch is needed for training and export, not on the robot side; evaluation's videos
-        # (smrl eval --video) come with it.
-        "train": ["torch>=2.2", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
+        # (smrl eval --video) and the runs' TensorBoard event files come with it.
+        "train": ["torch>=2.2", "tensorboard>=2.12", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         # MP4s of episodes (smrl data render, smrl eval --video); imageio-ffmpeg ships ffmpeg.
         "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         "test": ["pytest"],

@@ -13,7 +13,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import ColorRGBA, Float64MultiArray, MultiArrayDimension
+from visualization_msgs.msg import Marker, MarkerArray
 
 # Diagnostic levels, named (DiagnosticStatus constants are bytes).
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
@@ -104,3 +105,46 @@ def make_status(name: str, level: bytes, message: str, values: Mapping[str, obje
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
     """The key/value pairs of a DiagnosticStatus as a dict."""
     return {kv.key: kv.value for kv in status.values}
+
+
+# Colours of the live view, as the videos draw them (smrl_train.sim.render): the goal green and
+# translucent, the end effector orange; the puck red as in the sim.
+GOAL_RGBA = (0.1, 0.9, 0.2, 0.35)
+EE_RGBA = (1.0, 0.55, 0.0, 1.0)
+PUCK_RGBA = (0.8, 0.1, 0.1, 1.0)
+EE_DIAMETER = 0.03  # m
+DISC_HEIGHT = 0.002  # m: a push goal's disc on the table
+
+
+def _marker(ns: str, kind: int, position: Sequence[float], scale: Sequence[float], rgba: Sequence[float],
+            stamp: Time, frame_id: str) -> Marker:
+    msg = Marker(ns=ns, id=0, type=kind, action=Marker.ADD, color=ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2],
+                                                                           a=rgba[3]))
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in position)
+    msg.pose.orientation.w = 1.0
+    msg.scale.x, msg.scale.y, msg.scale.z = (float(v) for v in scale)
+    return msg
+
+
+def make_task_markers(goal: Sequence[float], success_radius: float, ee: np.ndarray, stamp: Time, frame_id: str,
+                      table_z: float = 0.0, puck: np.ndarray | None = None,
+                      puck_size: tuple[float, float] = (0.03, 0.03)) -> MarkerArray:
+    """What a viewer needs to watch a task, in ``frame_id`` (namespaces ``goal``,
+    ``end_effector``, ``puck``, id 0 each, so every message replaces the last): a reach goal
+    (x, y, z) as a translucent sphere of the success radius, a push goal (x, y) as a disc of it
+    on the table at ``table_z``; the end effector (3,) as a small sphere; the puck's centre
+    (3,), when given, as a cylinder of ``puck_size`` (radius, height)."""
+    r = float(success_radius)
+    if len(goal) == 3:
+        goal_marker = _marker("goal", Marker.SPHERE, goal, (2 * r, 2 * r, 2 * r), GOAL_RGBA, stamp, frame_id)
+    else:
+        goal_marker = _marker("goal", Marker.CYLINDER, (goal[0], goal[1], table_z + DISC_HEIGHT / 2),
+                              (2 * r, 2 * r, DISC_HEIGHT), GOAL_RGBA, stamp, frame_id)
+    markers = [goal_marker, _marker("end_effector", Marker.SPHERE, ee, (EE_DIAMETER,) * 3, EE_RGBA, stamp, frame_id)]
+    if puck is not None:
+        radius, height = puck_size
+        markers.append(_marker("puck", Marker.CYLINDER, puck, (2 * radius, 2 * radius, height), PUCK_RGBA, stamp,
+                               frame_id))
+    return MarkerArray(markers=markers)

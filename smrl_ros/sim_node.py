@@ -12,6 +12,8 @@ Topics and services (names are parameters):
 ``/puck_pose``                              PoseStamped             push family: the puck, base frame
 ``/reward`` and ``~/success``               Float64, Bool           only when ``publish_reward`` is true
 ``/robot_description``                      String (latched)        the URDF, for RViz users
+``~/markers``                               MarkerArray             ``marker_rate_hz``: the goal, the end
+                                                                    effector (and the puck), base frame
 ``/diagnostics``                            DiagnosticArray         1 Hz: steps, rejected commands,
                                                                     MuJoCo warning counters
 ``~/reset``                                 std_srvs/Trigger        home pose (+ seeded noise), state out
@@ -44,15 +46,26 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from smrl_ros import params, topics
-from smrl_ros.conversions import OK, WARN, command_array, make_joint_state, make_pose, make_status, seconds_to_stamp
+from smrl_ros.conversions import (
+    OK,
+    WARN,
+    command_array,
+    make_joint_state,
+    make_pose,
+    make_status,
+    make_task_markers,
+    seconds_to_stamp,
+)
 from smrl_ros.node_main import StartupError, run_node
 from smrl_ros.realtime import set_realtime_priority
 from smrl_train.config import package_root
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
 from smrl_train.sim.envs import ArmTaskEnv
+from smrl_train.sim.mjcf import PUCK_HALF_HEIGHT, PUCK_RADIUS, TABLE_TOP_Z
 from smrl_train.sim.tasks import Task, split_tasks
 
 MODES = ("realtime", "lockstep")
@@ -77,6 +90,9 @@ class SimParams:
     command_topic: str = params.param(topics.COMMANDS, "position command input")
     object_pose_topic: str = params.param(topics.OBJECT_POSE, "puck pose output (push family)")
     reward_topic: str = params.param(topics.REWARD, "reward output")
+    marker_rate_hz: float = params.param(10.0, "rate of ~/markers (visualization_msgs/MarkerArray: the goal, the "
+                                         "end effector and the puck, for RViz and Foxglove); 0: none",
+                                         low=0.0, high=100.0)
     realtime_priority: int = params.param(0, "SCHED_FIFO priority (1-99) for all the node's threads; "
                                           "0: normal scheduling")
 
@@ -102,7 +118,7 @@ class SimBridge(Node):
 
     def __init__(self) -> None:
         super().__init__("smrl_sim")
-        params.declare(self, SimParams, read_only=("config", "mode", "joints", "realtime_priority"))
+        params.declare(self, SimParams, read_only=("config", "mode", "joints", "realtime_priority", "marker_rate_hz"))
         try:
             p = params.read(self, SimParams)
             cfg = load_config(resolve_config_path(p.config))
@@ -126,6 +142,7 @@ class SimBridge(Node):
         self.period = self.sim.control_period
         self.max_step = self.env.max_step
         self.frame_id = self.sim.arm.base_link
+        self.success_radius = cfg.env.success_radius
         self.steps = 0
         self.resets = 0
         self.commands_accepted = 0
@@ -148,11 +165,16 @@ class SimBridge(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.pub_markers = None
+        if p.marker_rate_hz > 0:
+            self.pub_markers = self.create_publisher(MarkerArray, "~/markers", topics.DEFAULT_QOS)
+            self.create_timer(1.0 / p.marker_rate_hz, self._publish_markers)
         if p.mode == "realtime":
             self.create_timer(self.period, self._tick_realtime)
         elif p.lockstep_republish_s > 0:
             self.create_timer(p.lockstep_republish_s / 2, self._republish_if_idle)
         self._publish_state()
+        self._publish_markers()
         if p.realtime_priority:
             why = set_realtime_priority(p.realtime_priority)
             if why:
@@ -211,6 +233,7 @@ class SimBridge(Node):
         self.p = p
         if task != self.sim.task:
             self.sim.set_task(task)
+            self._publish_markers()
             self.get_logger().info(f"task set to {task}")
         return SetParametersResult(successful=True)
 
@@ -264,6 +287,16 @@ class SimBridge(Node):
             puck = self.sim.puck_position()
             assert puck is not None
             self.pub_pose.publish(make_pose(puck, self._state_stamp, self.frame_id))
+
+    def _publish_markers(self) -> None:
+        """The task as a viewer sees it, stamped like the newest joint state (whose FK the end
+        effector is); at ``marker_rate_hz`` and at once on a task change."""
+        if self.pub_markers is None:
+            return
+        assert self.sim.task is not None
+        self.pub_markers.publish(make_task_markers(
+            self.sim.task.goal, self.success_radius, self.sim.ee_position(), self._state_stamp, self.frame_id,
+            TABLE_TOP_Z, self.sim.puck_position(), (PUCK_RADIUS, 2 * PUCK_HALF_HEIGHT)))
 
     def _publish_diagnostics(self) -> None:
         warnings = self.sim.warning_counts()

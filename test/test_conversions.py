@@ -49,6 +49,34 @@ def test_diagnostic_status_values() -> None:
     assert status.level == conv.WARN
 
 
+def test_task_markers_place_goal_end_effector_and_puck() -> None:
+    from visualization_msgs.msg import Marker
+
+    def position(m: Marker) -> list[float]:
+        return [m.pose.position.x, m.pose.position.y, m.pose.position.z]
+
+    stamp = conv.seconds_to_stamp(3.0)
+    reach = {m.ns: m for m in conv.make_task_markers((0.4, 0.1, 0.3), 0.05, np.array([0.3, 0.0, 0.5]), stamp,
+                                                     "base_link").markers}
+    assert sorted(reach) == ["end_effector", "goal"]
+    goal, ee = reach["goal"], reach["end_effector"]
+    assert goal.type == Marker.SPHERE and (goal.scale.x, goal.scale.y, goal.scale.z) == (0.1, 0.1, 0.1)
+    assert goal.color.a < 1 and goal.action == Marker.ADD and goal.pose.orientation.w == 1.0
+    np.testing.assert_allclose(position(goal), [0.4, 0.1, 0.3])
+    np.testing.assert_allclose(position(ee), [0.3, 0.0, 0.5])
+    assert all(m.header.frame_id == "base_link" and m.header.stamp == stamp and m.id == 0 for m in reach.values())
+
+    push = {m.ns: m for m in conv.make_task_markers((0.5, -0.1), 0.04, np.zeros(3), stamp, "panda_link0", table_z=0.01,
+                                                    puck=np.array([0.45, 0.0, 0.025]), puck_size=(0.03, 0.03)).markers}
+    assert sorted(push) == ["end_effector", "goal", "puck"]
+    disc, puck = push["goal"], push["puck"]
+    assert disc.type == Marker.CYLINDER and (disc.scale.x, disc.scale.y) == (0.08, 0.08) and disc.scale.z < 0.01
+    assert disc.pose.position.z - disc.scale.z / 2 == pytest.approx(0.01)  # lies on the table
+    np.testing.assert_allclose(position(disc)[:2], [0.5, -0.1])
+    np.testing.assert_allclose(position(puck), [0.45, 0.0, 0.025])
+    assert (puck.scale.x, puck.scale.z) == (0.06, 0.03)
+
+
 # -- parameters ------------------------------------------------------------------------------
 
 

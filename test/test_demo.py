@@ -58,6 +58,18 @@ def test_tiny_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, capsys
     assert summary["collection"]["kinds"] == {"explore": 4, "prior": 4, "posterior": 4}
     meta = read_meta(tmp_path / "runs" / "smac")
     assert meta["finished"] and meta["iteration"] == 2
+    # TensorBoard has both runs, the online one written by two trainer processes (a round each),
+    # every metrics.csv row once.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from smrl_train.smac.logs import read_csv
+
+    for run, files in (("offline_only", 1), ("smac", 2)):
+        assert len(list((tmp_path / "runs" / run).glob("events.out.tfevents.*"))) == files, run
+        board = EventAccumulator(str(tmp_path / "runs" / run), size_guidance={"scalars": 0})
+        board.Reload()
+        assert [e.step for e in board.Scalars("train/q_loss")] == \
+            [int(r["step"]) for r in read_csv(tmp_path / "runs" / run / "metrics.csv")], run
     assert summary["collection"]["steps_per_s"] > 0 and summary["verdict"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "offline_only" in report and "smac" in report and "Loop timing" in report

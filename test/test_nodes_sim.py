@@ -1,5 +1,5 @@
-"""smrl_sim as a real process over DDS: the topics of a ros2_control arm, and lockstep steps
-identical to the in-process env."""
+"""smrl_sim as a real process over DDS: the topics of a ros2_control arm, lockstep steps
+identical to the in-process env, and the markers of the live view."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
 
 from smrl_ros import topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position
@@ -20,6 +21,7 @@ from smrl_ros.graphs import sim_graph
 from smrl_train.config_loader import load_config
 from smrl_train.robot.control import ObservationBuilder
 from smrl_train.robot.safety import JointStateMapper, MappedState
+from smrl_train.robot.urdf import forward_kinematics
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.sim.tasks import split_tasks
 
@@ -29,6 +31,7 @@ from ros_harness import latest_status, ros_graph, wait_until
 pytestmark = pytest.mark.ros
 
 SEED = 7
+MARKERS = "/smrl_sim/markers"
 
 
 def test_realtime_bridge_looks_like_a_ros2_control_arm(tmp_path: Path) -> None:
@@ -149,8 +152,9 @@ def test_lockstep_bridge_steps_exactly_like_the_in_process_env(family: str, tmp_
 
 
 def test_bad_commands_are_dropped_whole_and_counted(tmp_path: Path) -> None:
-    graph = sim_graph("config/reach.yaml", "lockstep", seed=SEED, lockstep_republish_s=0.0)
+    graph = sim_graph("config/reach.yaml", "lockstep", seed=SEED, lockstep_republish_s=0.0, marker_rate_hz=0.0)
     with ros_graph(graph, tmp_path) as (runner, probe):
+        markers = probe.subscribe(MARKERS, MarkerArray)
         states, take, step = _lockstep_client(probe, None)
         diag = probe.subscribe(topics.DIAGNOSTICS, DiagnosticArray)
         assert probe.call(Trigger, "/smrl_sim/reset", Trigger.Request()).success
@@ -168,6 +172,56 @@ def test_bad_commands_are_dropped_whole_and_counted(tmp_path: Path) -> None:
                    5.0, "the rejections in the diagnostics")
         assert latest_status(diag, "smrl_sim")["level"] == "1"  # WARN
         step(q)  # a good command still steps
+        assert runner.exited() == {}
+        assert len(markers) == 0  # marker_rate_hz 0: no live view
+
+
+def _marker(msg: MarkerArray, ns: str) -> Marker:
+    return next(m for m in msg.markers if m.ns == ns)
+
+
+def _position(marker: Marker) -> np.ndarray:
+    p = marker.pose.position
+    return np.array([p.x, p.y, p.z])
+
+
+@pytest.mark.parametrize("family", ["reach", "push"])
+def test_markers_show_the_goal_and_the_end_effector_of_the_joint_state(family: str, tmp_path: Path) -> None:
+    cfg = load_config(CONFIGS[family])  # the sim node's config: its task lists
+    env = ArmTaskEnv(cfg)
+    train_tasks, _ = split_tasks(env, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
+    r = cfg.env.success_radius
+    graph = sim_graph(str(CONFIGS[family]), "realtime", task_index=1, seed=SEED)
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        states = probe.subscribe(topics.JOINT_STATES, JointState, topics.STATE_PUB_QOS)
+        poses = probe.subscribe(topics.OBJECT_POSE, PoseStamped, topics.STATE_PUB_QOS)
+        markers = probe.subscribe(MARKERS, MarkerArray)
+        markers.wait_count(12, 20.0)
+        assert np.median(np.diff(markers.times[-11:])) == pytest.approx(0.1, abs=0.02)  # marker_rate_hz 10
+        msg = markers.latest
+        goal, ee = _marker(msg, "goal"), _marker(msg, "end_effector")
+        assert goal.header.frame_id == ee.header.frame_id == env.arm.base_link
+        assert goal.scale.x == goal.scale.y == pytest.approx(2 * r)
+        # The markers carry the stamp of the state they show: the end effector is its FK.
+        stamp = ee.header.stamp
+        with_stamp = states.wait_for(lambda m: any(s.header.stamp == stamp for s in m), 5.0, "the markers' state")
+        state = next(s for s in with_stamp if s.header.stamp == stamp)
+        assert list(state.name) == list(env.arm.joint_names)
+        np.testing.assert_allclose(_position(ee), forward_kinematics(env.arm, np.array(state.position)), atol=1e-6)
+        if family == "reach":
+            assert goal.type == Marker.SPHERE and goal.scale.z == pytest.approx(2 * r)
+            np.testing.assert_allclose(_position(goal), train_tasks[1].goal, atol=1e-12)
+            assert "puck" not in {m.ns for m in msg.markers}
+        else:  # a disc of the success radius on the table, and the puck where /puck_pose has it
+            assert goal.type == Marker.CYLINDER and goal.scale.z < 0.01
+            np.testing.assert_allclose(_position(goal)[:2], train_tasks[1].goal, atol=1e-12)
+            with_stamp = poses.wait_for(lambda m: any(p.header.stamp == stamp for p in m), 5.0, "the puck pose")
+            pose = next(p for p in with_stamp if p.header.stamp == stamp)
+            np.testing.assert_allclose(_position(_marker(msg, "puck")), pose_position(pose), atol=1e-12)
+        # A new task moves the goal marker.
+        assert all(res.successful for res in probe.set_parameters("smrl_sim", {"task_index": 2}))
+        markers.wait_for(lambda m: np.allclose(_position(_marker(m[-1], "goal"))[:len(train_tasks[2].goal)],
+                                               train_tasks[2].goal, atol=1e-12), 5.0, "the goal of task 2")
         assert runner.exited() == {}
 
 

@@ -74,6 +74,8 @@ def test_trainer_node_trains_offline_then_on_recordings_and_announces(assets, tm
             assert info.metadata["smrl.latent_resample"] == "episode"
     meta = read_meta(tmp_path / "runs" / "smac")
     assert meta["finished"] and meta["source"] == "RecordedEpisodeSource"
+    for run in ("offline_only", "smac"):  # the runner's TensorBoard writer, in the node too
+        assert list((tmp_path / "runs" / run).glob("events.out.tfevents.*")), run
     assert sum(meta["source_state"]["cursor"].values()) > 0  # recorded episodes were used
 
 

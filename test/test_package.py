@@ -15,7 +15,7 @@ def test_package_xml_is_format_3_with_the_runtime_and_test_dependencies() -> Non
     assert root.findtext("name") == "smrl_ros"
     exec_deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "std_msgs", "std_srvs", "geometry_msgs", "diagnostic_msgs",
-            "launch", "launch_ros"} <= exec_deps
+            "visualization_msgs", "launch", "launch_ros"} <= exec_deps
     assert {"launch_pytest", "python3-pytest"} <= {e.text for e in root.findall("test_depend")}
     assert root.find("export/build_type").text == "ament_python"
 
@@ -25,7 +25,7 @@ def test_setup_installs_marker_package_xml_and_share_folders() -> None:
     tree = ast.parse(text)
     assert (REPO / "resource" / "smrl_ros").is_file()
     for needle in ('"share/ament_index/resource_index/packages"', '"resource/" + package_name',
-                   '"/launch"', '"/config"', '"/urdf"', '"package.xml"'):
+                   '"/launch"', '"/config"', 'glob("config/*.rviz")', '"/urdf"', '"package.xml"'):
         assert needle in text, needle
     assert "tests_require" not in text  # deprecated; extras_require["test"] instead
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"]
@@ -42,3 +42,15 @@ def test_setup_declares_ranges_and_requirements_pin_exact_versions() -> None:
     # MP4s (smrl data render, smrl eval --video): pinned here, an extra of their own in setup.py.
     assert {p.split("==")[0] for p in pins} >= {"imageio", "imageio-ffmpeg"}
     assert '"video": ["imageio>=' in setup
+
+
+def test_rviz_view_shows_the_arm_and_the_sim_markers_in_the_base_frame() -> None:
+    import yaml
+
+    from smrl_train.robot.urdf import load_urdf
+
+    view = yaml.safe_load((REPO / "config" / "smrl.rviz").read_text())["Visualization Manager"]
+    topics = {d["Class"].split("/")[-1]: d.get("Topic", d.get("Description Topic", {})).get("Value")
+              for d in view["Displays"]}
+    assert topics["RobotModel"] == "/robot_description" and topics["MarkerArray"] == "/smrl_sim/markers"
+    assert view["Global Options"]["Fixed Frame"] == load_urdf(REPO / "urdf" / "smrl_arm.urdf", "ee_link").base_link

@@ -1,18 +1,19 @@
 """Where a run's metrics go: the :class:`MetricsLogger` interface and its writers.
 
 The runner writes every row to its CSV files (:class:`CsvLog`: ``metrics.csv``,
-``eval_curve.csv``) and to the extra loggers its caller passes: :class:`LatestMetrics` keeps
-the newest row in memory (the training node publishes it as progress); a TensorBoard writer
-would be one more (``add_scalar(name, value, step)`` per entry; tensorboard is not a
-dependency). Names are namespaced (``train/q_loss``, ``eval/final_return``,
-``time/updates_per_s``). A CSV's columns are fixed by its first row; on resume, rows past the
-checkpoint are dropped so the file describes exactly the state that continues.
+``eval_curve.csv``), to TensorBoard event files beside them (:class:`TensorBoardLog`, when
+tensorboard is installed) and to the extra loggers its caller passes: :class:`LatestMetrics`
+keeps the newest row in memory (the training node publishes it as progress). Names are
+namespaced (``train/q_loss``, ``eval/final_return``, ``time/updates_per_s``). A CSV's columns
+are fixed by its first row; on resume, rows past the checkpoint are dropped (TensorBoard: hidden)
+so the files describe exactly the state that continues.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,6 +65,48 @@ class CsvLog:
             w = csv.DictWriter(f, fieldnames=self.columns)
             w.writeheader()
             w.writerows(keep)
+
+
+class TensorBoardLog:
+    """A run's TensorBoard event files as a :class:`MetricsLogger`: each entry of a row is one
+    scalar under its name. The x-axis is the update count in both phases (an online row's
+    ``step`` entry, not the iteration), so an online run's curves continue its offline parent's.
+    ``purge_step`` hides what earlier writers in the folder logged from that step on (TensorBoard's
+    restart handling): a resumed run passes its checkpoint's step + 1, a fresh one 0. Every row
+    is flushed at once, so ``tensorboard --logdir`` follows a run as it trains."""
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        x = int(metrics.get("step", step))
+        for name, value in metrics.items():
+            if name != "step":
+                self.writer.add_scalar(name, float(value), x)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+TENSORBOARD_HINT = ("tensorboard is not installed: metrics go to the CSV files only "
+                    "(pip install tensorboard, or the package's train extra)")
+_hint_given = False
+
+
+def tensorboard_logs(log_dir: str | Path, purge_step: int) -> list[MetricsLogger]:
+    """``[TensorBoardLog(log_dir, purge_step)]``, or no logger when tensorboard is not installed
+    (said once per process on stderr: training goes on with the CSV files)."""
+    global _hint_given
+    try:
+        return [TensorBoardLog(log_dir, purge_step)]
+    except ImportError:
+        if not _hint_given:
+            print(f"smrl: note: {TENSORBOARD_HINT}", file=sys.stderr, flush=True)
+            _hint_given = True
+        return []
 
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:

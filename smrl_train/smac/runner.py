@@ -10,14 +10,16 @@ Run directory (one per phase and method)::
     config.yaml                resolved config (smac section + problem description), at start
     metrics.csv                train/... averages every log interval (+ time/updates_per_s)
     eval_curve.csv             online runs: test-task evaluation every eval_every iterations
+    events.out.tfevents.*      the same rows for TensorBoard (x: update count), when installed
     checkpoint.safetensors     latest state (weights, Adam, RNG, online buffers); atomic
     checkpoint.json            its metadata, human-readable
     eval.json                  final meta-test + z diagnostic (written by evaluate_run)
 
 Hooks for the caller: ``loggers`` receive every row the CSV files get
-(:class:`smrl_train.smac.logs.MetricsLogger`), and ``should_stop``, asked between updates
-(offline) or iterations (online), ends the run early with a checkpoint, which ``resume``
-continues exactly: how a node stops training on a signal without an exception.
+(:class:`smrl_train.smac.logs.MetricsLogger`, as the runner's own TensorBoard writer does), and
+``should_stop``, asked between updates (offline) or iterations (online), ends the run early with
+a checkpoint, which ``resume`` continues exactly: how a node stops training on a signal without
+an exception.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpo
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
 from smrl_train.smac.evaluation import RunHook, meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
-from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean
+from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean, tensorboard_logs
 from smrl_train.smac.networks import SmacNetworks
 from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, RecordedSource, collection_plan
 from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer, build_networks
@@ -212,7 +214,6 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
             "obs_dim": obs_dim, "act_dim": act_dim,
             "task_ids": buffers.task_ids, "step": 0, "finished": False, "problem": problem.description}
     log = CsvLog(run_dir / "metrics.csv")
-    logs = [log, *loggers]
     if resuming:
         state, old = read_checkpoint(run_dir)
         _check_same_config(run_dir, old, cfg)
@@ -223,6 +224,7 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
         log.truncate_after(int(old["step"]))
     else:
         _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "variant", "seed")})
+    logs = [log, *tensorboard_logs(run_dir, int(meta["step"]) + 1 if resuming else 0), *loggers]
 
     def checkpoint(finished: bool = False) -> None:
         meta.update(step=trainer.steps, finished=finished)
@@ -413,7 +415,6 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         "step": st.trainer.steps, "finished": False, "problem": problem.description, "source": "env"}
     log = CsvLog(run_dir / "metrics.csv", key="iteration")
     curve = CsvLog(run_dir / "eval_curve.csv", key="iteration")
-    logs, curve_logs = [log, *loggers], [curve, *loggers]
     if source is None:
         source = EnvEpisodeSource(problem.env, problem.train_by_index(), problem.max_steps)
     else:
@@ -432,6 +433,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     else:
         _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "labels", "variant",
                                                                    "seed", "parent")})
+    board = tensorboard_logs(run_dir, st.trainer.steps + 1 if resuming else 0)
+    logs, curve_logs = [log, *board, *loggers], [curve, *board, *loggers]
 
     def checkpoint() -> None:
         meta.update(iteration=st.iteration, step=st.trainer.steps, finished=st.iteration >= on.iterations,
@@ -483,7 +486,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                 checkpoint()
     finally:
         bar.close()
-        for logger in [log, curve, *loggers]:
+        for logger in [log, curve, *board, *loggers]:
             logger.close()
     checkpoint()
     return run_dir

@@ -94,7 +94,9 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         measured at (after the step: the end effector, or the puck's xy) to the goal g:
         |p|^2 - 2 p.g + |g|^2 = d^2 is linear in (g, |g|^2), so least squares gives g, refined by
         a few Gauss-Newton steps on |p - g| = d. Collinear points leave g undetermined along
-        the line's normal; the estimate is then as poor as the data.
+        the line's normal; the estimate is then as poor as the data. Points that do not move
+        (spread under 10 um: push's puck when nothing touched it) do not determine g at all:
+        NaN, no estimate.
         """
         n = self.arm.n_joints
         action = np.asarray(action, float)
@@ -105,6 +107,8 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
             ee, puck = next_obs[:, 2 * n: 2 * n + 3], next_obs[:, 2 * n + 3: 2 * n + 6]
             d = d - self.cfg.env.push_reach_weight * np.linalg.norm(ee - puck, axis=1)
         d = np.maximum(d, 0.0)
+        if len(p) == 0 or np.max(np.ptp(p, axis=0)) < 1e-5:
+            return np.full(p.shape[1], np.nan)
         a = np.concatenate([-2.0 * p, np.ones((len(p), 1))], axis=1)
         g = np.linalg.lstsq(a, d**2 - np.sum(p**2, axis=1), rcond=None)[0][:-1]
         for _ in range(5):

@@ -92,7 +92,8 @@ def _bound(env: Any, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, ne
     estimate = getattr(env.unwrapped, "goal_from_rewards", None)
     if estimate is None or goal is None:
         return None
-    return float(np.linalg.norm(estimate(obs, action, reward, next_obs) - goal))
+    error = float(np.linalg.norm(estimate(obs, action, reward, next_obs) - goal))
+    return error if np.isfinite(error) else None  # the rows do not determine the goal
 
 
 @torch.no_grad()

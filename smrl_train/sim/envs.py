@@ -95,8 +95,9 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         |p|^2 - 2 p.g + |g|^2 = d^2 is linear in (g, |g|^2), so least squares gives g, refined by
         a few Gauss-Newton steps on |p - g| = d. Collinear points leave g undetermined along
         the line's normal; the estimate is then as poor as the data. Points that do not move
-        (spread under 10 um: push's puck when nothing touched it) do not determine g at all:
-        NaN, no estimate.
+        (spread under 10 um: push's puck when nothing touched it) do not determine g at all, and
+        an estimate more than 1 m from every point (the workspace is under 1 m across) says the
+        same of points that barely moved: NaN, no estimate.
         """
         n = self.arm.n_joints
         action = np.asarray(action, float)
@@ -117,6 +118,8 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
             jac = diff / dist[:, None]
             step = np.linalg.lstsq(jac, d - dist, rcond=None)[0]
             g = g + step
+        if np.min(np.linalg.norm(p - g, axis=1)) > 1.0:
+            return np.full(p.shape[1], np.nan)
         return g
 
     @property

@@ -151,7 +151,7 @@ def read_bag(path: str | Path, joint_names: Sequence[str], *, joint_states: str 
         duplicates = non_monotonic = 0
         for conn, t_ns, raw in reader.messages(connections=conns):
             t = t_ns * 1e-9
-            msg = store.deserialize_cdr(raw, conn.msgtype)
+            msg = _decode(store, raw, conn.msgtype, path, conn.topic)
             if conn.topic == joint_states:
                 names = list(msg.name)
                 if names != seen_names:
@@ -201,6 +201,21 @@ def read_bag(path: str | Path, joint_names: Sequence[str], *, joint_states: str 
     return BagStreams(np.asarray(st_t), np.asarray(st_stamp), np.asarray(qs), np.asarray(qds), np.asarray(c_t),
                       np.asarray(cs), np.asarray(o_t), np.asarray(os_).reshape(-1, 3), np.asarray(m_t),
                       description, duplicates, non_monotonic)
+
+
+def _decode(store: Any, raw: bytes, msgtype: str, path: Path, topic: str) -> Any:
+    """A CDR message; tolerates the zero padding some middlewares (Fast DDS) append, which
+    ``rosbags`` takes for a size mismatch."""
+    data = bytes(raw)
+    for _ in range(3):
+        try:
+            return store.deserialize_cdr(data, msgtype)
+        except Exception as exc:  # noqa: BLE001 - rosbags' SerdeError and struct errors alike
+            if "size mismatch" in str(exc) and len(data) > 8 and data[-4:] == bytes(4):
+                data = data[:-4]
+                continue
+            raise BagError(f"{path}: cannot decode a {msgtype} message on {topic} ({exc})") from None
+    raise BagError(f"{path}: cannot decode a {msgtype} message on {topic} (trailing bytes)")
 
 
 def _joint_order(path: Path, names: list[str], joint_names: Sequence[str], ignore_extra: bool,

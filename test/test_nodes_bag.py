@@ -1,0 +1,105 @@
+"""A sim run recorded over DDS into rosbag2 (written with ``rosbags``, sqlite3 and MCAP), imported
+with ``smrl data import-bag``: the same steps as the explorer's own recording of that run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.serialization import serialize_message
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from smrl_ros import topics
+from smrl_ros.graphs import explore_graph
+from smrl_train.cli import main as smrl_main
+from smrl_train.data.generate import generate_dataset
+from smrl_train.data.recordings import UNNAMED_KIND, schema_mismatches
+from smrl_train.data.store import EpisodeStore
+from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
+
+from bundle_helpers import random_bundle
+from conftest import small_config
+from ros_harness import ros_graph
+
+pytestmark = pytest.mark.ros
+
+LENGTH, EPISODES = 30, 3
+JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
+COMMAND_TYPE = "std_msgs/msg/Float64MultiArray"
+
+
+def write_bag(path: Path, messages: list[tuple[int, str, bytes]], storage: str) -> None:
+    """``messages`` (receive ns, topic, CDR bytes) into a rosbag2 with rosbags' writer, as
+    ``ros2 bag record -s <storage>`` would."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        conns = {topics.JOINT_STATES: writer.add_connection(topics.JOINT_STATES, JOINT_STATE_TYPE, typestore=store),
+                 topics.COMMANDS: writer.add_connection(topics.COMMANDS, COMMAND_TYPE, typestore=store)}
+        for t_ns, topic, raw in messages:
+            writer.write(conns[topic], t_ns, raw)
+
+
+def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_path: Path, capsys) -> None:
+    cfg = small_config("reach", n_train=2, n_test=1, episode_length=LENGTH)
+    generate_dataset(cfg, tmp_path / "data", progress=False)
+    bundle = random_bundle(cfg, tmp_path / "bundle")
+    store = tmp_path / "explorer_store"
+    graph = explore_graph(str(bundle), str(store), explorer_parameters={
+        "dataset": str(tmp_path / "data"), "tasks": [1], "episodes_per_task": EPISODES, "episode_length": LENGTH})
+    messages: list[tuple[int, str, bytes]] = []
+    lock = threading.Lock()
+
+    def recorder(topic: str):
+        def put(msg: object) -> None:
+            with lock:  # what `ros2 bag record` stores: the receive time and the serialised message
+                messages.append((time.time_ns(), topic, serialize_message(msg)))
+        return put
+
+    qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+    with ros_graph(graph, tmp_path, start=False) as (runner, probe):
+        probe.node.create_subscription(JointState, topics.JOINT_STATES, recorder(topics.JOINT_STATES), qos)
+        probe.node.create_subscription(Float64MultiArray, topics.COMMANDS, recorder(topics.COMMANDS), qos)
+        runner.start()
+        assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
+        time.sleep(0.3)  # the last messages reach the recorder
+    with lock:
+        recorded = sorted(messages, key=lambda m: m[0])
+
+    ref = EpisodeStore.open(store)
+    ref_eps = [ref.read_episode(p) for p in ref.episode_paths()]
+    assert [len(e) for e in ref_eps] == [LENGTH] * EPISODES
+    worst: dict[str, float] = {}
+    for storage in ("sqlite3", "mcap"):
+        bag, out = tmp_path / f"bag_{storage}", tmp_path / f"imported_{storage}"
+        write_bag(bag, recorded, storage)
+        assert smrl_main(["data", "import-bag", str(bag), "--config", "config/reach.yaml", "--out", str(out),
+                          "--stepping", "commands", "--task", "1", "--dataset", str(tmp_path / "data")]) == 0
+        assert "wrote 3 episodes (90 steps)" in capsys.readouterr().out
+        imp = EpisodeStore.open(out)
+        eps = [imp.read_episode(p) for p in imp.episode_paths()]
+        assert [len(e) for e in eps] == [LENGTH] * EPISODES
+        for mine, theirs in zip(eps, ref_eps):
+            assert mine.meta["kind"] == UNNAMED_KIND
+            # Same steps: each transition ends at the same joint state (its stamp) ...
+            assert np.array_equal(mine.arrays["timestamp"], theirs.arrays["timestamp"])
+            for key in ("obs", "next_obs", "action"):
+                worst[key] = max(worst.get(key, 0.0), float(np.abs(mine.arrays[key] - theirs.arrays[key]).max()))
+        # ... and the store trains as a recording of the dataset's schema.
+        dataset = EpisodeStore.open(tmp_path / "data").manifest
+        assert schema_mismatches(imp.manifest, dataset) == [] and imp.manifest["reward_labelled"] is False
+        trajs = RecordedEpisodeSource(load_recordings([out], dataset)).take(1, 3, with_rewards=False)
+        assert [t.kind for t in trajs] == [UNNAMED_KIND] * 3
+    print(f"max |imported - explorer|: {worst}")
+    # Observations are the same float32 numbers (same states, same builder); actions are the
+    # command deltas, equal to the policy's action unless a target was clipped at a limit.
+    assert worst["obs"] < 1e-6 and worst["next_obs"] < 1e-6
+    assert worst["action"] < 1e-5

@@ -246,13 +246,15 @@ class ImportResult:
     short_dropped: int = 0  # steps of pieces shorter than min_steps
     unpaired_commands: int = 0  # commands without a joint state before or after them
     superseded_commands: int = 0  # commands replaced by a later one before the next state
+    unsampled_steps: int = 0  # grid steps in a pause of the joint states (time stepping)
     duplicate_states: int = 0
     paths: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.episodes} episodes ({self.steps} steps); {self.clipped_actions} action entries clipped to "
                 f"[-1, 1]; dropped {self.idle_steps} idle steps at home, {self.short_dropped} steps of too short "
-                f"pieces, {self.unpaired_commands} unpaired and {self.superseded_commands} superseded commands")
+                f"pieces, {self.unsampled_steps} in pauses of the joint states, {self.unpaired_commands} unpaired and "
+                f"{self.superseded_commands} superseded commands")
 
 
 @dataclass
@@ -268,6 +270,7 @@ class _Steps:
     t_next: np.ndarray  # (T,)
     stamp: np.ndarray  # (T,) header stamp of the next state
     cut: np.ndarray  # (T,) bool: an episode starts at this step
+    valid: np.ndarray | None = None  # (T,) bool: joint states close around both ends (time stepping)
 
 
 def _steps_by_commands(s: BagStreams, gap_s: float, result: ImportResult) -> _Steps:
@@ -324,16 +327,27 @@ def _steps_by_time(s: BagStreams, period: float, gap_s: float, result: ImportRes
     t = np.concatenate([g[:-1] for g in grids])
     t_next = np.concatenate([g[1:] for g in grids])
     ci = np.searchsorted(s.cmd_t, t_next - 1e-6, side="left") - 1  # newest command before the period ends
+    # Interpolate only between close states: never across a pause of the joint-state stream.
+    valid = _bracketed(s.state_t, t, 1.5 * period) & _bracketed(s.state_t, t_next, 1.5 * period)
     return _Steps(_interp(t, s.state_t, s.q), _interp(t, s.state_t, s.qd), _interp(t_next, s.state_t, s.q),
                   _interp(t_next, s.state_t, s.qd), s.cmd[ci], t, t_next,
-                  np.interp(t_next, s.state_t, s.state_stamp), np.concatenate(cuts))
+                  np.interp(t_next, s.state_t, s.state_stamp), np.concatenate(cuts), valid)
+
+
+def _bracketed(state_t: np.ndarray, x: np.ndarray, max_gap: float) -> np.ndarray:
+    """Whether each time in ``x`` is a state's time (to 1 us) or lies between two states at most
+    ``max_gap`` apart."""
+    j = np.clip(np.searchsorted(state_t, x - 1e-6, side="left"), 0, state_t.size - 1)
+    exact = np.abs(state_t[j] - x) <= 1e-6
+    inside = (j > 0) & (state_t[j] >= x) & (state_t[j] - state_t[np.maximum(j - 1, 0)] <= max_gap)
+    return exact | inside
 
 
 def _object_at(s: BagStreams, t: np.ndarray) -> np.ndarray | None:
     """The newest object position received at or before each time (NaN before the first)."""
     if s.obj_t.size == 0:
         return None
-    i = np.searchsorted(s.obj_t, t, side="right") - 1
+    i = np.searchsorted(s.obj_t, t + 1e-6, side="right") - 1  # 1 us: stamps rounded to ns
     out = s.obj[np.maximum(i, 0)].copy()
     out[i < 0] = np.nan
     return out
@@ -393,6 +407,8 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
     steps = (_steps_by_commands(s, gap, result) if stepping == "commands"
              else _steps_by_time(s, period, gap, result, bag))
     cut = steps.cut.copy()
+    if steps.valid is not None:
+        result.unsampled_steps = int((~steps.valid).sum())
     # A marker starts a new episode at the first step starting at or after it.
     for m in s.marker_t:
         i = int(np.searchsorted(steps.t, m, side="left"))
@@ -419,6 +435,8 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
                          for k in range(cut.size)]) if cut.size else obs
     finite = np.isfinite(obs).all(axis=1) & np.isfinite(next_obs).all(axis=1)  # before the first object pose
     keep &= finite
+    if steps.valid is not None:
+        keep &= steps.valid
     cut[1:] |= keep[1:] & ~keep[:-1]
 
     # Episodes: runs of kept steps between cuts, in pieces of the configured length.

@@ -147,7 +147,8 @@ def test_rejections_are_one_line_each(tmp_path: Path, capsys) -> None:
     states, commands = moving()
     cases: dict[str, tuple[Path, tuple[str, ...]]] = {}
     cases["no such bag"] = (tmp_path / "nothing", ())
-    cases["missing topic(s) /arm/commands"] = (write_bag(tmp_path / "b1", states, commands), ("--commands", "/arm/commands"))
+    cases["missing topic(s) /arm/commands"] = (write_bag(tmp_path / "b1", states, commands),
+                                               ("--commands", "/arm/commands"))
     cases["lacks the URDF's joint(s) wrist_roll"] = (write_bag(
         tmp_path / "b2", [(t, NAMES[:4] + ["wrist"], q, s) for t, _, q, s in states],
         commands), ())

@@ -145,7 +145,15 @@ def read_bag(path: str | Path, joint_names: Sequence[str], *, joint_states: str 
         n = len(joint_names)
         order: list[int] | None = None
         seen_names: list[str] = []
-        st_t, st_stamp, qs, qds, c_t, cs, o_t, os_, m_t = ([] for _ in range(9))
+        st_t: list[float] = []
+        st_stamp: list[float] = []
+        c_t: list[float] = []
+        o_t: list[float] = []
+        m_t: list[float] = []
+        qs: list[np.ndarray] = []
+        qds: list[np.ndarray] = []
+        cs: list[np.ndarray] = []
+        os_: list[list[float]] = []
         description = None
         last_key: tuple[Any, ...] | None = None
         duplicates = non_monotonic = 0
@@ -365,13 +373,12 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
     control periods, at least 0.5 s). ``dataset``: a training dataset whose schema the store
     must have (its tasks are copied). Raises :class:`BagError` (or StoreError) naming the problem.
     """
+    import smrl_train
     from smrl_train.data.generate import store_manifest
     from smrl_train.data.recordings import UNNAMED_KIND, schema_mismatches
     from smrl_train.robot.control import ObservationBuilder
     from smrl_train.robot.urdf import UrdfError, parse_urdf
     from smrl_train.sim.envs import ArmTaskEnv
-
-    import smrl_train
 
     if stepping not in STEPPINGS:
         raise BagError(f"stepping: expected one of {', '.join(STEPPINGS)}, got {stepping!r}")

@@ -24,7 +24,7 @@ from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
 from bundle_helpers import random_bundle
 from conftest import small_config
-from ros_harness import ros_graph
+from ros_harness import change_lifecycle, ros_graph, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -54,7 +54,8 @@ def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_
     bundle = random_bundle(cfg, tmp_path / "bundle")
     store = tmp_path / "explorer_store"
     graph = explore_graph(str(bundle), str(store), explorer_parameters={
-        "dataset": str(tmp_path / "data"), "tasks": [1], "episodes_per_task": EPISODES, "episode_length": LENGTH})
+        "dataset": str(tmp_path / "data"), "tasks": [1], "episodes_per_task": EPISODES, "episode_length": LENGTH,
+        "autostart": False})
     messages: list[tuple[int, str, bytes]] = []
     lock = threading.Lock()
 
@@ -65,10 +66,13 @@ def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_
         return put
 
     qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-    with ros_graph(graph, tmp_path, start=False) as (runner, probe):
-        probe.node.create_subscription(JointState, topics.JOINT_STATES, recorder(topics.JOINT_STATES), qos)
-        probe.node.create_subscription(Float64MultiArray, topics.COMMANDS, recorder(topics.COMMANDS), qos)
-        runner.start()
+    with ros_graph(graph, tmp_path) as (runner, probe):
+        subs = [probe.node.create_subscription(JointState, topics.JOINT_STATES, recorder(topics.JOINT_STATES), qos),
+                probe.node.create_subscription(Float64MultiArray, topics.COMMANDS, recorder(topics.COMMANDS), qos)]
+        # The recorder must hear the run from its first message: start once both topics are matched.
+        assert change_lifecycle(probe, "smrl_explorer", "configure")
+        wait_until(lambda: all(sub.get_publisher_count() >= 1 for sub in subs), 20.0, "the recorder matched")
+        assert change_lifecycle(probe, "smrl_explorer", "activate")
         assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
         time.sleep(0.3)  # the last messages reach the recorder
     with lock:

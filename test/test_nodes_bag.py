@@ -9,6 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
@@ -48,6 +52,55 @@ def write_bag(path: Path, messages: list[tuple[int, str, bytes]], storage: str) 
             writer.write(conns[topic], t_ns, raw)
 
 
+class BagRecorder:
+    """What ``ros2 bag record /joint_states /forward_position_controller/commands`` keeps: each
+    message serialised, with the middleware's receive time (not the callback's, which lags under
+    load and can reorder the topics). Its own node, context and single-threaded executor (the
+    probe's events executor does not pass message info to callbacks)."""
+
+    def __init__(self, probe_context) -> None:
+        self.domain_id = probe_context.get_domain_id()
+
+    def __enter__(self) -> BagRecorder:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=self.domain_id)
+        self.node = Node("bag_recorder", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._messages: list[tuple[int, str, bytes]] = []
+        self._lock = threading.Lock()
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.subs = [self.node.create_subscription(JointState, topics.JOINT_STATES, self._put(topics.JOINT_STATES),
+                                                   qos),
+                     self.node.create_subscription(Float64MultiArray, topics.COMMANDS, self._put(topics.COMMANDS),
+                                                   qos)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        return self
+
+    def _put(self, topic: str):
+        def put(msg: object, info: dict) -> None:
+            with self._lock:
+                self._messages.append((int(info["received_timestamp"]), topic, serialize_message(msg)))
+        return put
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def messages(self) -> list[tuple[int, str, bytes]]:
+        with self._lock:
+            return sorted(self._messages, key=lambda m: m[0])
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
 def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_path: Path, capsys) -> None:
     cfg = small_config("reach", n_train=2, n_test=1, episode_length=LENGTH)
     generate_dataset(cfg, tmp_path / "data", progress=False)
@@ -56,27 +109,14 @@ def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_
     graph = explore_graph(str(bundle), str(store), explorer_parameters={
         "dataset": str(tmp_path / "data"), "tasks": [1], "episodes_per_task": EPISODES, "episode_length": LENGTH,
         "autostart": False})
-    messages: list[tuple[int, str, bytes]] = []
-    lock = threading.Lock()
-
-    def recorder(topic: str):
-        def put(msg: object) -> None:
-            with lock:  # what `ros2 bag record` stores: the receive time and the serialised message
-                messages.append((time.time_ns(), topic, serialize_message(msg)))
-        return put
-
-    qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-    with ros_graph(graph, tmp_path) as (runner, probe):
-        subs = [probe.node.create_subscription(JointState, topics.JOINT_STATES, recorder(topics.JOINT_STATES), qos),
-                probe.node.create_subscription(Float64MultiArray, topics.COMMANDS, recorder(topics.COMMANDS), qos)]
+    with ros_graph(graph, tmp_path) as (runner, probe), BagRecorder(probe.context) as rec:
         # The recorder must hear the run from its first message: start once both topics are matched.
         assert change_lifecycle(probe, "smrl_explorer", "configure")
-        wait_until(lambda: all(sub.get_publisher_count() >= 1 for sub in subs), 20.0, "the recorder matched")
+        wait_until(lambda: all(sub.get_publisher_count() >= 1 for sub in rec.subs), 20.0, "the recorder matched")
         assert change_lifecycle(probe, "smrl_explorer", "activate")
         assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
         time.sleep(0.3)  # the last messages reach the recorder
-    with lock:
-        recorded = sorted(messages, key=lambda m: m[0])
+    recorded = rec.messages()
 
     ref = EpisodeStore.open(store)
     ref_eps = [ref.read_episode(p) for p in ref.episode_paths()]
@@ -87,7 +127,9 @@ def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_
         write_bag(bag, recorded, storage)
         assert smrl_main(["data", "import-bag", str(bag), "--config", "config/reach.yaml", "--out", str(out),
                           "--stepping", "commands", "--task", "1", "--dataset", str(tmp_path / "data")]) == 0
-        assert "wrote 3 episodes (90 steps)" in capsys.readouterr().out
+        out_text = capsys.readouterr().out
+        assert "wrote 3 episodes (90 steps)" in out_text, out_text
+        print(out_text.split(" to ")[0])
         imp = EpisodeStore.open(out)
         eps = [imp.read_episode(p) for p in imp.episode_paths()]
         assert [len(e) for e in eps] == [LENGTH] * EPISODES

@@ -184,3 +184,48 @@ def test_idling_at_home_splits_and_is_dropped(tmp_path: Path) -> None:
     bag = write_bag(tmp_path / "bag", states, commands)
     r = import_bag(bag, cfg, tmp_path / "out")
     assert r.episodes == 2 and r.idle_steps >= 38, r.summary()
+
+
+def test_middleware_padding_after_a_message_is_tolerated() -> None:
+    """Fast DDS pads a serialised message to alignment with bytes that need not be zero; rosbags
+    alone calls that a size mismatch."""
+    from smrl_train.data.rosbag import BagError, _decode, _typestore
+
+    ts = _typestore()
+    T = ts.types
+    msg = T["std_msgs/msg/Float64MultiArray"](layout=T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
+                                              data=np.array([1.0, 2.0]))
+    raw = bytes(ts.serialize_cdr(msg, "std_msgs/msg/Float64MultiArray"))
+    for pad in (b"", b"\x01\x93\xd2\x02", bytes(8)):
+        got = _decode(ts, raw + pad, "std_msgs/msg/Float64MultiArray", Path("bag"), "/c")
+        assert list(got.data) == [1.0, 2.0]
+    with pytest.raises(BagError, match="cannot decode a std_msgs/msg/Float64MultiArray message on /c"):
+        _decode(ts, raw[:-6], "std_msgs/msg/Float64MultiArray", Path("bag"), "/c")
+
+
+def test_lockstep_commands_heard_after_their_result_still_pair_with_their_state(tmp_path: Path) -> None:
+    """--stepping commands: a recorder may hear a lockstep sim's new state before the command
+    that made it; the command still pairs with the state it was computed from, and a reset
+    (a jump) starts a new episode."""
+    cfg = small_config("reach", episode_length=200)
+    states, commands, t = [], [], 50.0
+    q = np.array(HOME) + 0.2
+    expected = []
+    for episode in range(2):
+        q = np.array(HOME) + 0.2 + 0.3 * episode  # the reset pose: a jump
+        states.append((t, NAMES, list(q), None))
+        for k in range(10):
+            target = q + 0.004 * (k + 1)
+            nxt = q + 0.003 * (k + 1)
+            swap = k in (3, 7)  # the result heard 0.1 ms before its command
+            commands.append((t + (0.0012 if swap else 0.0005), list(target)))
+            states.append((t + (0.0011 if swap else 0.001), NAMES, list(nxt), None))
+            expected.append((q.copy(), target))
+            q, t = nxt, t + 0.001 + (0.0011 if swap else 0.001)
+        t += 0.01
+    bag = write_bag(tmp_path / "bag", states, commands)
+    r = import_bag(bag, cfg, tmp_path / "out", stepping="commands")
+    assert (r.episodes, r.steps, r.reordered_commands, r.superseded_commands) == (2, 20, 4, 0), r.summary()
+    store = EpisodeStore.open(tmp_path / "out")
+    obs = np.concatenate([store.read_episode(p).arrays["obs"] for p in store.episode_paths()])
+    assert np.allclose(obs[:, :5], [e[0] for e in expected], atol=1e-6)

@@ -212,18 +212,21 @@ def read_bag(path: str | Path, joint_names: Sequence[str], *, joint_states: str 
 
 
 def _decode(store: Any, raw: bytes, msgtype: str, path: Path, topic: str) -> Any:
-    """A CDR message; tolerates the zero padding some middlewares (Fast DDS) append, which
-    ``rosbags`` takes for a size mismatch."""
+    """A CDR message. Tolerates the alignment padding some middlewares (Fast DDS) append to a
+    serialised message (up to 8 bytes, not necessarily zero), which ``rosbags`` takes for a size
+    mismatch: parsing stops where the message ends, so the padding is never read."""
     data = bytes(raw)
-    for _ in range(3):
+    error: Exception | None = None
+    for extra in (0, 4, 8):
+        if extra >= len(data) - 4:
+            break
         try:
-            return store.deserialize_cdr(data, msgtype)
+            return store.deserialize_cdr(data[:len(data) - extra], msgtype)
         except Exception as exc:  # noqa: BLE001 - rosbags' SerdeError and struct errors alike
-            if "size mismatch" in str(exc) and len(data) > 8 and data[-4:] == bytes(4):
-                data = data[:-4]
-                continue
-            raise BagError(f"{path}: cannot decode a {msgtype} message on {topic} ({exc})") from None
-    raise BagError(f"{path}: cannot decode a {msgtype} message on {topic} (trailing bytes)")
+            error = error or exc
+            if "size mismatch" not in str(exc):
+                break
+    raise BagError(f"{path}: cannot decode a {msgtype} message on {topic} ({error})")
 
 
 def _joint_order(path: Path, names: list[str], joint_names: Sequence[str], ignore_extra: bool,
@@ -255,6 +258,7 @@ class ImportResult:
     unpaired_commands: int = 0  # commands without a joint state before or after them
     superseded_commands: int = 0  # commands replaced by a later one before the next state
     unsampled_steps: int = 0  # grid steps in a pause of the joint states (time stepping)
+    reordered_commands: int = 0  # commands the recorder heard after their result (commands stepping)
     duplicate_states: int = 0
     paths: list[Path] = field(default_factory=list)
 
@@ -262,7 +266,7 @@ class ImportResult:
         return (f"{self.episodes} episodes ({self.steps} steps); {self.clipped_actions} action entries clipped to "
                 f"[-1, 1]; dropped {self.idle_steps} idle steps at home, {self.short_dropped} steps of too short "
                 f"pieces, {self.unsampled_steps} in pauses of the joint states, {self.unpaired_commands} unpaired and "
-                f"{self.superseded_commands} superseded commands")
+                f"{self.superseded_commands} superseded commands ({self.reordered_commands} heard after their result)")
 
 
 @dataclass
@@ -281,22 +285,58 @@ class _Steps:
     valid: np.ndarray | None = None  # (T,) bool: joint states close around both ends (time stepping)
 
 
-def _steps_by_commands(s: BagStreams, gap_s: float, result: ImportResult) -> _Steps:
-    before = np.searchsorted(s.state_t, s.cmd_t, side="right") - 1  # last state received before
-    keep = (before >= 0) & (before + 1 < len(s.state_t))
-    result.unpaired_commands += int((~keep).sum())
-    idx = np.flatnonzero(keep)
-    # Two commands between the same two states: the later one is what the arm got.
-    last = np.ones(idx.size, dtype=bool)
-    last[:-1] = before[idx][1:] != before[idx][:-1]
-    result.superseded_commands += int((~last).sum())
-    idx = idx[last]
-    i = before[idx]
-    cut = np.ones(idx.size, dtype=bool)
+def _steps_by_commands(s: BagStreams, gap_s: float, bound: np.ndarray, result: ImportResult) -> _Steps:
+    """One step per command, for a lockstep simulation: each command makes the sim step one
+    control period and publish one new state.
+
+    Messages are taken in receive order: a command waits for the next new state, its result.
+    A recorder may hear that result before the command itself (the sim steps faster than the
+    command reaches the recorder): a command that follows a lone state, where that state is
+    one step's reach from the previous result (``bound``: per joint, velocity limit x period) and
+    the command one step's reach from that previous result too, is paired with the previous
+    result (a reset state is a jump, and starts a new episode instead).
+    """
+    events = sorted([(float(t), 0, i) for i, t in enumerate(s.state_t)]
+                    + [(float(t), 1, i) for i, t in enumerate(s.cmd_t)])
+    obs_i: list[int] = []
+    cmd_i: list[int] = []
+    next_i: list[int] = []
+    last: int | None = None  # newest state
+    result_of_prev: int | None = None  # the state that ended the previous step
+    pending: tuple[int, int] | None = None  # (obs state, command) awaiting its result
+    orphans: list[int] = []  # states since the previous step's result, no command between
+    for _, kind, i in events:
+        if kind == 0:
+            if pending is not None:
+                obs_i.append(pending[0])
+                cmd_i.append(pending[1])
+                next_i.append(i)
+                result_of_prev, pending, orphans = i, None, []
+            else:
+                orphans.append(i)
+            last = i
+        elif pending is not None:
+            result.superseded_commands += 1  # two commands before a new state: the later one counts
+            pending = (pending[0], i)
+        elif last is None:
+            result.unpaired_commands += 1
+        elif (len(orphans) == 1 and result_of_prev is not None
+              and np.all(np.abs(s.q[orphans[0]] - s.q[result_of_prev]) <= 1.5 * bound)
+              and np.all(np.abs(s.cmd[i] - s.q[result_of_prev]) <= bound * (1 + 1e-6) + 1e-9)):
+            obs_i.append(result_of_prev)
+            cmd_i.append(i)
+            next_i.append(orphans[0])
+            result_of_prev, orphans = orphans[0], []
+            result.reordered_commands += 1
+        else:
+            pending = (last, i)
+    if pending is not None:
+        result.unpaired_commands += 1
+    o, c, n = np.asarray(obs_i, dtype=int), np.asarray(cmd_i, dtype=int), np.asarray(next_i, dtype=int)
+    cut = np.ones(o.size, dtype=bool)
     # Consecutive steps chain when the next one starts from the state the previous one ended in.
-    cut[1:] = (i[1:] != i[:-1] + 1) | (np.diff(s.cmd_t[idx]) > gap_s)
-    return _Steps(s.q[i], s.qd[i], s.q[i + 1], s.qd[i + 1], s.cmd[idx], s.cmd_t[idx], s.state_t[i + 1],
-                  s.state_stamp[i + 1], cut)
+    cut[1:] = (o[1:] != n[:-1]) | (np.diff(s.cmd_t[c]) > gap_s)
+    return _Steps(s.q[o], s.qd[o], s.q[n], s.qd[n], s.cmd[c], s.cmd_t[c], s.state_t[n], s.state_stamp[n], cut)
 
 
 def _interp(t: np.ndarray, xt: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -411,7 +451,9 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
     period = 1.0 / float(cfg.env.control_hz)
     gap = gap_s if gap_s > 0 else max(0.5, 5 * period)
     result = ImportResult(duplicate_states=s.duplicates)
-    steps = (_steps_by_commands(s, gap, result) if stepping == "commands"
+    order = [list(arm.joint_names).index(j) for j in names]
+    bound = np.asarray(arm.velocity, dtype=np.float64)[order] * period
+    steps = (_steps_by_commands(s, gap, bound, result) if stepping == "commands"
              else _steps_by_time(s, period, gap, result, bag))
     cut = steps.cut.copy()
     if steps.valid is not None:
@@ -424,7 +466,6 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
     # Homing: steps idling at the home pose (at rest, commanded there) are dropped and split.
     keep = np.ones(cut.size, dtype=bool)
     if cfg.arm.home:
-        order = [list(arm.joint_names).index(j) for j in names]
         home = np.clip(np.asarray(cfg.arm.home, dtype=np.float64), arm.lower, arm.upper)[order]
         keep = ~((np.abs(steps.q - home).max(axis=1) <= home_tolerance)
                  & (np.abs(steps.qd).max(axis=1) < AT_REST)

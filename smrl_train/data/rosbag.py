@@ -17,8 +17,9 @@ position command topic (``std_msgs/Float64MultiArray``, the model's joint order,
 * time base: the bag's receive times (what ``ros2 bag record`` writes). ``stepping="time"``
   (a real arm) samples a grid at the control rate, interpolating the joint states and taking
   the newest command of each period; ``stepping="commands"`` (a lockstep simulation, which runs
-  faster than real time) takes every command as one control period, between the last joint
-  state before it and the first after it.
+  faster than real time) takes every command as one control period, from the state it was
+  computed from to the next new state (a command the recorder heard after its result is
+  paired by continuity, see :func:`_steps_by_commands`).
 
 Episodes are split at gaps in the command stream, where consecutive commands do not chain
 (a reset), where the arm idles at its home pose (homing between episodes), on every message of

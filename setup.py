@@ -41,6 +41,8 @@ setup(
         "train": ["torch>=2.2", "tensorboard>=2.12", "imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         # MP4s of episodes (smrl data render, smrl eval --video); imageio-ffmpeg ships ffmpeg.
         "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
+        # rosbag2 recordings (smrl data import-bag / export-bag), pure Python, no ROS install.
+        "bag": ["rosbags>=0.11"],
         "test": ["pytest"],
     },
     zip_safe=True,

@@ -3,6 +3,8 @@
     smrl data generate --config config/reach.yaml --out data/reach
     smrl data info data/reach
     smrl data render data/reach --episode 0 --out episode0.mp4
+    smrl data import-bag my_bag --config config/reach.yaml --out data/my_arm
+    smrl data export-bag data/reach reach_bag
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their
 modules through ``add_subcommands(subparsers)``. Known user errors (bad config, bad store, bad
@@ -125,6 +127,26 @@ def _data_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_import_bag(args: argparse.Namespace) -> int:
+    from smrl_train.data.rosbag import import_bag
+
+    cfg = load_config(args.config)
+    r = import_bag(args.bag, cfg, args.out, joint_states=args.joint_states, commands=args.commands,
+                   object_pose=args.object_pose, marker=args.marker, task=args.task, stepping=args.stepping,
+                   gap_s=args.gap, min_steps=args.min_steps, ignore_extra_joints=args.ignore_extra_joints,
+                   dataset=args.dataset)
+    print(f"wrote {r.summary()} to {args.out} (task {args.task}, kind 'recorded')")
+    return 0
+
+
+def _data_export_bag(args: argparse.Namespace) -> int:
+    from smrl_train.data.rosbag import export_bag
+
+    episodes, messages = export_bag(args.store, args.bag)
+    print(f"wrote {episodes} episodes ({messages} messages) to {args.bag} (rosbag2, MCAP)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smrl", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +170,30 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--out", help="MP4 file (default taskNNNN_epNNNNNN.mp4 here)")
     ren.add_argument("--config", help="family config (default: the one in the store's manifest)")
     ren.set_defaults(func=_data_render)
+    imp = data_sub.add_parser("import-bag", help="a rosbag2 recording of an arm as a reward-free episode store")
+    imp.add_argument("bag", help="rosbag2 folder (sqlite3 or MCAP)")
+    imp.add_argument("--config", required=True, help="config YAML of the arm and family, e.g. config/reach.yaml")
+    imp.add_argument("--out", required=True, help="episode store to write (created, or appended to)")
+    imp.add_argument("--joint-states", default="/joint_states", help="sensor_msgs/JointState topic")
+    imp.add_argument("--commands", default="/forward_position_controller/commands",
+                     help="std_msgs/Float64MultiArray position command topic (the model's joint order)")
+    imp.add_argument("--object-pose", help="geometry_msgs/PoseStamped object topic (push; default /puck_pose)")
+    imp.add_argument("--marker", help="topic whose every message starts a new episode (any type)")
+    imp.add_argument("--task", type=int, default=0, help="training task the episodes are filed under (default 0)")
+    imp.add_argument("--stepping", choices=("time", "commands"), default="time",
+                     help="time: resample at the control rate (a real arm); commands: one step per command "
+                          "(a lockstep simulation)")
+    imp.add_argument("--gap", type=float, default=0.0,
+                     help="a pause in the commands longer than this (s) starts an episode (0: 5 periods, >= 0.5 s)")
+    imp.add_argument("--min-steps", type=int, default=2, help="drop pieces shorter than this")
+    imp.add_argument("--ignore-extra-joints", action="store_true",
+                     help="drop joint-state entries of joints the URDF does not have (else an error)")
+    imp.add_argument("--dataset", help="training dataset whose schema the store must have (its tasks are copied)")
+    imp.set_defaults(func=_data_import_bag)
+    exp = data_sub.add_parser("export-bag", help="an episode store as a rosbag2 (MCAP) for Foxglove / ros2 bag play")
+    exp.add_argument("store")
+    exp.add_argument("bag", help="bag folder to create")
+    exp.set_defaults(func=_data_export_bag)
 
     for name in _PLUGINS:
         try:

@@ -92,3 +92,21 @@ def test_an_override_keeps_the_offline_runs_seed_unless_told(setup) -> None:
                      "--from", str(off), "--run", str(run), "--source", str(setup["rec"]), "--quiet", "--no-eval",
                      *sets, "--set", "online.updates_per_iteration=5", *extra]) == 0
         assert read_meta(run)["smac"]["seed"] == seed
+
+
+def test_an_imported_bag_trains_the_online_phase_unchanged(setup, capsys) -> None:
+    """A recording exported as a rosbag2 and imported back (kind 'recorded') passes the same
+    checks and trains."""
+    pytest.importorskip("rosbags")
+    tmp = setup["tmp"]
+    assert main(["data", "export-bag", str(setup["rec"]), str(tmp / "rec_bag")]) == 0
+    assert main(["data", "import-bag", str(tmp / "rec_bag"), "--config", str(setup["config"]), "--out",
+                 str(tmp / "imported"), "--task", "1", "--dataset", str(setup["data"])]) == 0
+    assert "wrote 2 episodes (40 steps)" in capsys.readouterr().out
+    run = tmp / "runs" / "from_bag"
+    assert main(["train", "online", "--config", str(setup["config"]), "--data", str(setup["data"]),
+                 "--from", str(setup["off"]), "--run", str(run), "--source", str(tmp / "imported"), "--quiet",
+                 "--no-eval"]) == 0
+    from smrl_train.smac.checkpoint import read_meta
+
+    assert read_meta(run)["finished"]

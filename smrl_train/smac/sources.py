@@ -240,8 +240,9 @@ def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, 
         for file in store.episode_paths():
             episode = store.read_episode(file)
             kind = episode.meta.get("kind", EXPLORE_KIND)
-            if kind not in EPISODE_KINDS:
-                raise StoreError(f"{file}: episode kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
+            if kind not in EPISODE_KINDS + (UNNAMED_KIND,):
+                raise StoreError(f"{file}: episode kind {kind!r} is not one of "
+                                 f"{', '.join(EPISODE_KINDS + (UNNAMED_KIND,))}")
             if known and episode.task_index not in known:
                 raise StoreError(f"{file}: task {episode.task_index} is not one of the dataset's "
                                  f"{len(known)} training tasks")

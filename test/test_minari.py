@@ -15,7 +15,7 @@ from smrl_train.data.generate import generate_dataset
 from smrl_train.data.minari_dataset import SMRL_FORMAT, import_minari
 from smrl_train.data.store import EpisodeStore
 
-from conftest import small_config
+from conftest import CONFIGS, small_config
 
 minari = pytest.importorskip("minari", reason="the minari extra is not installed: pip install 'minari[hdf5]'")
 pytest.importorskip("h5py", reason="minari's HDF5 storage needs h5py: pip install 'minari[hdf5]'")
@@ -107,8 +107,9 @@ def test_a_recording_exports_with_nan_rewards_and_its_exact_next_states(tmp_path
     cfg = small_config("reach", n_train=1, n_test=1, episode_length=10)
     data = generate_dataset(cfg, tmp_path / "data", progress=False)
     rec = _recording(data, tmp_path / "rec")
-    assert smrl_main(["data", "export-minari", str(rec.path), str(tmp_path / "m"), "--id", "rec-v1", "--quiet"]) == 0
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "m"))
+    monkeypatch.chdir(tmp_path)  # a relative datasets root, as typed on the command line
+    assert smrl_main(["data", "export-minari", "rec", "m", "--id", "rec-v1", "--quiet"]) == 0
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "m")
     ds = minari.load_dataset("rec-v1")
     assert ds.storage.metadata["reward_labelled"] is False
     ep = ds[0]
@@ -120,7 +121,7 @@ def test_a_recording_exports_with_nan_rewards_and_its_exact_next_states(tmp_path
     np.testing.assert_array_equal(ep.infos["timestamp"][1:], mine["timestamp"])
     # A recording is no offline dataset.
     capsys.readouterr()
-    code = smrl_main(["data", "import-minari", "rec-v1", "--config", "config/reach.yaml", "--out",
+    code = smrl_main(["data", "import-minari", "rec-v1", "--config", str(CONFIGS["reach"]), "--out",
                       str(tmp_path / "x"), "--quiet"])
     assert code == 2 and "a reward-free recording (rewards NaN)" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "x").exists()

@@ -158,7 +158,7 @@ def export_minari(store_path: str | Path, out: str | Path, dataset_id: str, *, p
     paths = store.episode_paths()
     if not paths:
         raise MinariError(f"{store_path}: no episodes to export")
-    root = Path(out)
+    root = Path(out).absolute()  # minari joins a relative root with its own paths twice
     target = root / dataset_id
     if target.exists():
         raise MinariError(f"{target}: exists already (Minari never overwrites a dataset; pick another --id "
@@ -251,7 +251,7 @@ def _open_dataset(minari: Any, source: str | Path) -> Any:
             raise MinariError(f"{source}: no such folder, nor a local Minari dataset of that id in {root} "
                               f"({DATASETS_PATH_VAR}; downloads are not attempted)")
     try:
-        return minari.MinariDataset(data)
+        return minari.MinariDataset(data.absolute())
     except ImportError as exc:
         raise MinariError(f"{source}: minari cannot read its storage format ({exc})") from None
     except (ValueError, KeyError, OSError, AssertionError, TypeError) as exc:

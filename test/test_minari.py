@@ -145,7 +145,8 @@ def _foreign(root: Path, dataset_id: str, obs_dim: int, act_dim: int, monkeypatc
             action_space=gym.spaces.Box(-1, 1, (act_dim,), np.float32))
     if tasks:
         ds.storage.update_episode_metadata(
-            [{"task_index": k % 2, "task_goal": np.array([0.4, 0.1 * (k % 2), 0.2])} for k in range(episodes)])
+            [{"task_index": k % 2, "task_goal": np.array([0.4, 0.1 * (k % 2), 0.2]), "kind": "explore"}
+             for k in range(episodes)])
     return root / dataset_id
 
 
@@ -162,7 +163,9 @@ def test_a_dataset_written_by_others_imports_when_it_names_each_episodes_task(tm
     np.testing.assert_array_equal(arrays[0].obs[:6], ds[0].observations[:-1])
     np.testing.assert_array_equal(arrays[0].reward[:6], ds[0].rewards.astype(np.float32))
     ep = store.read_episode(store.episode_paths()[0])
-    assert ep.meta["kind"] == "recorded" and ep.meta["minari_dataset"] == "others/arm-v0"
+    # Their "explore" is not ours (the latent policy's): the trainer sees a recorded episode.
+    assert ep.meta["kind"] == "recorded" and ep.meta["minari_kind"] == "explore"
+    assert ep.meta["minari_dataset"] == "others/arm-v0"
     np.testing.assert_allclose(ep.arrays["timestamp"], np.arange(1, 7) / cfg.env.control_hz)
 
 

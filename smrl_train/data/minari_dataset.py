@@ -33,8 +33,9 @@ and ``act_dim``; every episode needs the metadata ``task_index`` (and, in a data
 by smrl, ``task_goal`` of the family's goal size): meta-RL learns from which task each episode
 comes. A dataset written by smrl must also match the config's family, arm (URDF hash), joint
 names and order, observation layout, action scale and control rate, and keeps its tasks and
-episode indices; another's gets the tasks its episodes name as training tasks and the
-config's held-out test split. Rewards must be finite (a reward-free recording cannot be an
+episode indices; another's gets the tasks its episodes name as training tasks, the
+config's held-out test split, and kind ``recorded`` for every episode (its own ``kind`` kept as
+``minari_kind``). Rewards must be finite (a reward-free recording cannot be an
 offline dataset), actions inside [-1, 1]. Without ``success`` in the infos, success is
 recorded as False (counted in the summary).
 """
@@ -276,6 +277,7 @@ def import_minari(source: str | Path, cfg: Any, out: str | Path, *, progress: bo
     """
     import smrl_train
     from smrl_train.data.generate import config_mismatches, store_manifest
+    from smrl_train.data.recordings import UNNAMED_KIND
     from smrl_train.sim.envs import ArmTaskEnv
     from smrl_train.sim.tasks import Task, split_tasks
 
@@ -354,8 +356,11 @@ def import_minari(source: str | Path, cfg: Any, out: str | Path, *, progress: bo
                         if k not in ("task_index", "episode_index", "length", "sha256")}
                 index = int(e["episode_index"])
             else:
-                info = {k: e[k] for k in ("kind", "behaviour") if isinstance(e.get(k), str)}
-                info.setdefault("kind", "recorded")
+                # Their policy is unknown to the trainer: kind "recorded" (RL buffer only), whatever
+                # their own label says (kept as minari_kind).
+                info = {"kind": UNNAMED_KIND}
+                info.update({f"minari_{k}" if k == "kind" else k: e[k] for k in ("kind", "behaviour")
+                             if isinstance(e.get(k), str)})
                 index = store.next_episode_index(task)
             info.update(source="smrl data import-minari", minari_dataset=dataset_id, minari_episode=int(ep.id))
             try:

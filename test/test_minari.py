@@ -5,6 +5,7 @@ by others imports when it names each episode's task; every rejection is one line
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,10 @@ def test_rejections_are_one_line_each(tmp_path: Path, capsys, monkeypatch) -> No
                       str(tmp_path / "loud"), "--quiet"])
     line = one_line(capsys.readouterr().err)
     assert code == 2 and "Minari episode 0: " in line and "outside the manifest's bounds" in line, line
+
+
+def test_without_h5py_the_commands_say_what_to_install(tmp_path: Path, capsys, monkeypatch) -> None:
+    # A venv without the extra, simulated by making the import fail as it would there.
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    code = smrl_main(["data", "export-minari", str(tmp_path), str(tmp_path / "m"), "--id", "a-v0"])
+    assert code == 2 and "pip install 'minari[hdf5]==0.5.4'" in one_line(capsys.readouterr().err)

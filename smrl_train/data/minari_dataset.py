@@ -70,6 +70,7 @@ class MinariError(StoreError):
 
 def _minari() -> Any:
     try:
+        import h5py  # noqa: F401 - minari's HDF5 storage, imported lazily by minari itself
         import minari
     except ImportError:
         raise MinariError(f"Minari datasets need the minari package: pip install '{PIN}' "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,11 +46,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _worker_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     from smrl_train.data.generate import dataset_summary, generate_dataset
 
     cfg = load_config(args.config)
-    store = generate_dataset(cfg, args.out, progress=not args.quiet)
+    store = generate_dataset(cfg, args.out, progress=not args.quiet, workers=args.workers or os.cpu_count() or 1)
     s = dataset_summary(store)
     print(f"wrote {s['episodes']} episodes ({s['transitions']} transitions, {s['tasks']} tasks) to {args.out}")
     return 0
@@ -177,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", required=True, help="config YAML, e.g. config/reach.yaml")
     gen.add_argument("--out", required=True, help="output folder (an episode store)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--workers", type=_worker_count, default=1,
+                     help="simulation processes (0 = one per core); the files are the same for any number")
     gen.set_defaults(func=_data_generate)
     info = data_sub.add_parser("info", help="summarise an episode store")
     info.add_argument("path")

@@ -84,10 +84,32 @@ def test_two_processes_under_torchrun_follow_one(tmp_path: Path, reach: tuple[Pa
     assert list(two["step"]) == [10, 20, 30]
     for key in one:  # the same loss curve: every logged loss and statistic of the whole meta-batch
         np.testing.assert_allclose(two[key], one[key], rtol=2e-3, atol=1e-5, err_msg=key)
-    w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    assert w1.keys() == w2.keys() and w1
-    for key in w1:
-        np.testing.assert_allclose(w2[key], w1[key], rtol=0, atol=2e-4, err_msg=key)
+    _assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+    # The self-supervised phase from the same offline run: every rank collects and labels the
+    # same episodes and shares the updates.
+    args = ["train", "online", "--config", str(config), "--data", str(data), "--from", str(tmp_path / "one"),
+            "--quiet", "--threads", "1", "--no-eval", "--set", "online.iterations=2", "--set",
+            "online.updates_per_iteration=15", "--set", "online.tasks_per_iteration=2", "--set", "online.eval_every=0"]
+    subprocess.run([sys.executable, "-m", "smrl_train.cli", *args, "--run", str(tmp_path / "on1")],
+                   cwd=REPO, env=_env(), check=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(_free_port()), "-m", "smrl_train.cli", *args,
+                          "--run-dir", str(tmp_path / "on2")],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    one, two = _rows(tmp_path / "on1" / "metrics.csv"), _rows(tmp_path / "on2" / "metrics.csv")
+    assert list(two["iteration"]) == [1, 2] and list(two["data/collected"]) == list(one["data/collected"])
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=2e-3, atol=1e-5, err_msg=key)
+    _assert_same_weights(tmp_path / "on1", tmp_path / "on2")
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and wa
+    for key in wa:
+        np.testing.assert_allclose(wb[key], wa[key], rtol=0, atol=2e-4, err_msg=key)
 
 
 def _rank_main(rank: int, world: int, port: int, config: str, data: str, run: str, stops: list[int | None]) -> None:

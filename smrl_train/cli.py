@@ -5,6 +5,7 @@
     smrl data render data/reach --episode 0 --out episode0.mp4
     smrl data import-bag my_bag --config config/reach.yaml --out data/my_arm
     smrl data export-bag data/reach reach_bag
+    smrl check-arm config/reach_six_axis.yaml [--tasks 10] [--suggest] [--json]
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their
 modules through ``add_subcommands(subparsers)``. Known user errors (bad config, bad store, bad
@@ -147,6 +148,17 @@ def _data_export_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_arm(args: argparse.Namespace) -> int:
+    from smrl_train.sim.arm_check import arm_report, format_report
+
+    if args.tasks < 0:
+        raise ConfigError(f"--tasks: must be >= 0, got {args.tasks}")
+    cfg = load_config(args.config, arm_check=False)  # a bad home is reported, with a suggestion
+    report = arm_report(cfg, args.tasks, suggest=True if args.suggest else None)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else format_report(report))
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smrl", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("store")
     exp.add_argument("bag", help="bag folder to create")
     exp.set_defaults(func=_data_export_bag)
+
+    chk = sub.add_parser("check-arm", help="an arm section against its URDF, the table, the workspace and the "
+                         "scripted expert; suggests a home pose when the given one is bad (exit status 1)")
+    chk.add_argument("config", help="config YAML, e.g. config/reach_six_axis.yaml")
+    chk.add_argument("--tasks", type=int, default=10, help="training tasks the expert is run on (0: skip)")
+    chk.add_argument("--suggest", action="store_true", help="suggest a home pose even when the given one is good")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    chk.set_defaults(func=_check_arm)
 
     for name in _PLUGINS:
         try:

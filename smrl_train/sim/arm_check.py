@@ -92,11 +92,12 @@ def expert_success(cfg: SmrlConfig, n_tasks: int, seed: int | None = None) -> tu
     """(successes, tasks): the scripted expert aiming at the true goal of ``n_tasks`` training
     tasks (drawn with ``seed``, default ``tasks.seed``), one full episode each, as
     ``smrl data generate``'s expert behaviour runs it (without noise)."""
-    from smrl_train.sim.envs import make_env
+    from smrl_train.sim.envs import ArmTaskEnv, make_env
     from smrl_train.sim.experts import JacobianExpert
 
     env = make_env(cfg)
     u = env.unwrapped
+    assert isinstance(u, ArmTaskEnv)
     expert = JacobianExpert(u.arm, u.max_step, u.sim.home, u.family)
     successes = 0
     for task in u.sample_tasks(n_tasks, cfg.tasks.seed if seed is None else seed):
@@ -192,7 +193,8 @@ def format_report(report: ArmReport) -> str:
 
     lines.append(f"home         [{', '.join(f'{q:.3f}' for q in report.home)}]")
     if np.all(np.isfinite(report.home_ee)):
-        inside = bool(np.all(report.home_ee >= report.workspace_low) and np.all(report.home_ee <= report.workspace_high))
+        ee = report.home_ee
+        inside = bool(np.all(ee >= report.workspace_low) and np.all(ee <= report.workspace_high))
         centre = (report.workspace_low + report.workspace_high) / 2
         lines.append(f"home ee      {xyz(report.home_ee)}: {report.home_ee[2] - TABLE_TOP_Z:+.3f} m above the table "
                      f"(z = {TABLE_TOP_Z} m), {np.linalg.norm(report.home_ee - centre):.3f} m from the workspace's "
@@ -206,7 +208,8 @@ def format_report(report: ArmReport) -> str:
         lines.append(f"problem      {p}")
     if report.suggested_home is not None:
         assert report.suggested_ee is not None
-        text = f"suggested    home: [{', '.join(f'{q:.3f}' for q in report.suggested_home)}] (ee {xyz(report.suggested_ee)}"
+        home = ", ".join(f"{q:.3f}" for q in report.suggested_home)
+        text = f"suggested    home: [{home}] (ee {xyz(report.suggested_ee)}"
         if report.suggested_success is not None:
             text += f"; expert {report.suggested_success:.0%}"
         lines.append(text + ")")

@@ -57,13 +57,14 @@ def test_check_arm_suggests_a_home_that_passes(tmp_path: Path, capsys: pytest.Ca
     code, out, _ = check_arm(capsys, str(bad), "--tasks", "5", "--json")
     report = json.loads(out)
     assert code == 1 and report["expert_tasks"] == 0  # not run from a home under the table
-    assert report["problems"] == ["arm.home puts the end effector at z = -0.220 m, not above the table (z = 0.0 m)"]
+    assert report["problems"] == ["arm.home: puts the end effector at z = -0.220 m, not above the table (z = 0.0 m)"]
     suggested = report["suggested_home"]
     assert report["suggested_success"] >= 0.9 and report["suggested_ee"][2] > 0.1
     code, out, _ = check_arm(capsys, str(_config_with_home(tmp_path, suggested)), "--tasks", "5")
     assert code == 0 and "verdict      ok" in out, out
     code, out, _ = check_arm(capsys, str(_config_with_home(tmp_path, [0.0, 0.3, 1.3, 0.0, 2.5, 0.0])), "--tasks", "0")
-    assert code == 1 and "problem      arm.home: joint_5 = 2.500 outside its limits [-2.100, 2.100]" in out
+    assert code == 1
+    assert "problem      arm.home: outside the URDF's joint limits: joint_5 2.500 not in [-2.100, 2.100]" in out
     assert "suggested    home: [" in out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import ConfigError
 from smrl_train.robot.urdf import ArmDescription, UrdfError, forward_kinematics, load_urdf, position_jacobian
+from smrl_train.sim.arm_sim import home_problems
 from smrl_train.sim.mjcf import TABLE_TOP_Z
 
 GOOD_SUCCESS = 0.9  # the expert must solve this fraction of the tasks for a home pose to pass
@@ -74,18 +75,6 @@ def workspace(cfg: SmrlConfig) -> tuple[np.ndarray, np.ndarray]:
     xy = np.array([env.push_goal_low, env.push_goal_high, env.puck_start], float)
     return (np.array([*xy.min(axis=0), TABLE_TOP_Z], float),
             np.array([*xy.max(axis=0), TABLE_TOP_Z + 0.1], float))
-
-
-def home_problems(arm: ArmDescription, home: np.ndarray) -> list[str]:
-    """Why ``home`` is not a usable home pose (empty: it is)."""
-    if home.shape != (arm.n_joints,):
-        return [f"arm.home has {len(home)} values, the arm {arm.n_joints} joints"]
-    problems = [f"arm.home: {n} = {q:.3f} outside its limits [{lo:.3f}, {hi:.3f}]"
-                for n, q, lo, hi in zip(arm.joint_names, home, arm.lower, arm.upper) if not lo <= q <= hi]
-    z = forward_kinematics(arm, home)[2]
-    if z <= TABLE_TOP_Z:
-        problems.append(f"arm.home puts the end effector at z = {z:.3f} m, not above the table (z = {TABLE_TOP_Z} m)")
-    return problems
 
 
 def expert_success(cfg: SmrlConfig, n_tasks: int, seed: int | None = None) -> tuple[int, int]:

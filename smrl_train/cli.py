@@ -7,6 +7,8 @@
     smrl data export-bag data/reach reach_bag
     smrl data export-minari data/reach minari_datasets --id smrl/reach-v0
     smrl data import-minari minari_datasets/smrl/reach-v0 --config config/reach.yaml --out data/from_minari
+=======
+    smrl check-arm config/reach_six_axis.yaml [--tasks 10] [--suggest] [--json]
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their
 modules through ``add_subcommands(subparsers)``. Known user errors (bad config, bad store, bad
@@ -178,6 +180,17 @@ def _data_import_minari(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_arm(args: argparse.Namespace) -> int:
+    from smrl_train.sim.arm_check import arm_report, format_report
+
+    if args.tasks < 0:
+        raise ConfigError(f"--tasks: must be >= 0, got {args.tasks}")
+    cfg = load_config(args.config, arm_check=False)  # a bad home is reported, with a suggestion
+    report = arm_report(cfg, args.tasks, suggest=True if args.suggest else None)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else format_report(report))
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smrl", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     imi.add_argument("--out", required=True, help="episode store to create")
     imi.add_argument("--quiet", action="store_true", help="no progress bar")
     imi.set_defaults(func=_data_import_minari)
+
+    chk = sub.add_parser("check-arm", help="an arm section against its URDF, the table, the workspace and the "
+                         "scripted expert; suggests a home pose when the given one is bad (exit status 1)")
+    chk.add_argument("config", help="config YAML, e.g. config/reach_six_axis.yaml")
+    chk.add_argument("--tasks", type=int, default=10, help="training tasks the expert is run on (0: skip)")
+    chk.add_argument("--suggest", action="store_true", help="suggest a home pose even when the given one is good")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    chk.set_defaults(func=_check_arm)
 
     for name in _PLUGINS:
         try:

@@ -7,6 +7,7 @@ Every ROS test gets its own ``ROS_DOMAIN_ID`` (claimed machine-wide, see
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,16 @@ from smrl_ros.probe import DomainClaim, Inbox, RosProbe, claim_domain_id, wait_u
 REPO = Path(__file__).resolve().parent.parent
 
 __all__ = ["DomainClaim", "FakeRobot", "Inbox", "RosProbe", "claim_domain_id", "command_arrays", "latest_status",
-           "ros_graph", "wait_until"]
+           "load_launch", "ros_graph", "wait_until"]
+
+
+def load_launch(name: str) -> Any:
+    """The module of ``launch/<name>`` (its ``ARGUMENTS`` and ``build``), without the launch stack."""
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO / "launch" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager

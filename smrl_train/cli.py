@@ -7,7 +7,6 @@
     smrl data export-bag data/reach reach_bag
     smrl data export-minari data/reach minari_datasets --id smrl/reach-v0
     smrl data import-minari minari_datasets/smrl/reach-v0 --config config/reach.yaml --out data/from_minari
-=======
     smrl check-arm config/reach_six_axis.yaml [--tasks 10] [--suggest] [--json]
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their

@@ -14,7 +14,9 @@ offline and online phase, for the plain float32 version and five ways of running
 (``smac.gradients``): autograd (the default), ``torch.compile`` of the same update
 (``compiled``; compiled before timing starts) and the hand-derived gradients of
 ``smrl_train/smac/manual_grad.py`` (``manual``), autograd and manual also with bfloat16 matmuls
-(``network.compute_dtype: bfloat16``), with every ratio to plain.
+(``network.compute_dtype: bfloat16``), with every ratio to plain. Last, the default recipe's
+update trained by 1 and by 2 processes (data-parallel, as under torchrun) at the same global
+meta-batch (``--data-parallel-only``: that part alone).
 """
 
 from __future__ import annotations
@@ -215,7 +217,11 @@ def main() -> None:
     parser.add_argument("--obs-dim", type=int, default=13, help="13 = reach on the 5-joint arm")
     parser.add_argument("--act-dim", type=int, default=5)
     parser.add_argument("--variant", default="improved", choices=("paper", "improved"))
+    parser.add_argument("--data-parallel-only", action="store_true", help="only the 1 vs 2 processes comparison")
     args = parser.parse_args()
+    if args.data_parallel_only:
+        data_parallel(args.obs_dim, args.act_dim, args.repeats, args.seconds)
+        return
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, obs {args.obs_dim}, act {args.act_dim}, "
           f"variant {args.variant}; median of {args.repeats} x {args.seconds:.0f} s")
@@ -227,6 +233,60 @@ def main() -> None:
             results.append(bench(name, cfg, args.obs_dim, args.act_dim, online, args.repeats, args.seconds))
     for k in IMPLEMENTATIONS[1:]:
         print(f"lowest ratio to plain, {k:<13}: {min(r[k] / r['plain'] for r in results):.2f}x (target >= 2x)")
+    data_parallel(args.obs_dim, args.act_dim, args.repeats, args.seconds)
+
+
+def data_parallel(obs_dim: int, act_dim: int, repeats: int, seconds: float) -> None:
+    """Updates/s of the default recipe's offline update (shapes of config/reach.yaml) at one
+    global meta-batch, trained by 1 process and by 2 (torchrun's data-parallel path, gloo), one
+    thread each; the 2-process figure as a ratio to the 1-process one of the same repeat."""
+    import torch.multiprocessing as mp
+
+    cfg = SmacConfig()
+    steps = max(20, int(seconds * 40))
+    print(f"\ndata-parallel, default recipe offline, T=4 B=128 C=200, {steps} updates, 1 thread per process")
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for world in (1, 2):
+            queue = mp.get_context("spawn").SimpleQueue()
+            mp.start_processes(_rank_rate, args=(world, _free_port(), cfg, obs_dim, act_dim, steps, queue),
+                               nprocs=world, join=True, start_method="spawn")
+            rates[world].append(queue.get())
+    ratios = [b / a for a, b in zip(rates[1], rates[2])]
+    print(f"  1 process {statistics.median(rates[1]):.1f} upd/s, 2 processes {statistics.median(rates[2]):.1f} upd/s: "
+          f"{statistics.median(ratios):.2f}x (median of {repeats})")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rank_rate(rank: int, world: int, port: int, cfg: SmacConfig, obs_dim: int, act_dim: int, steps: int,
+               queue: object) -> None:
+    import torch.distributed as dist
+
+    from smrl_train.smac.data_parallel import Ranks
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        trainer = SmacTrainer(cfg, obs_dim, act_dim, ranks=Ranks(rank, world))
+        batches = [random_batch(4, 128, 200, obs_dim, act_dim, seed=i) for i in range(8)]
+        for i in range(10):
+            trainer.update(batches[i % 8])
+        dist.barrier()
+        t = time.perf_counter()
+        for i in range(steps):
+            trainer.update(batches[i % 8])
+        dist.barrier()
+        if rank == 0:
+            queue.put(steps / (time.perf_counter() - t))  # type: ignore[attr-defined]
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

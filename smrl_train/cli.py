@@ -26,6 +26,8 @@ from smrl_train.robot.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
 _PLUGINS = ("smrl_train.smac.cli", "smrl_train.export.cli")
+# Top-level modules of the optional extras (setup.py) those command groups import.
+_EXTRAS = ("torch",)
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfError, FileNotFoundError)
 
 
@@ -199,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # not written yet / not installed: its commands are absent
+            # Not written yet / not installed, or its extra is not (torch: pip install smrl_ros[train]):
+            # its commands are absent, the data commands still work.
+            if exc.name and (name.startswith(exc.name) or exc.name.split(".")[0] in _EXTRAS):
                 continue
             raise
         module.add_subcommands(sub)

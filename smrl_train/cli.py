@@ -66,9 +66,15 @@ def _data_info(args: argparse.Namespace) -> int:
         return 0
     m = store.manifest
     print(f"store        {args.path}")
-    print(f"family       {s['family']} on {s['arm']} ({len(m['joint_names'])} joints: {', '.join(m['joint_names'])})")
-    print(f"observation  {' + '.join(f'{n}[{k}]' for n, k in m['observation_layout'])} = {m['obs_dim']}")
-    print(f"action       {m['action']['type']} x {m['act_dim']} at {m['control_hz']} Hz")
+    if "joint_names" in m:
+        joints = m["joint_names"]
+        print(f"family       {s['family']} on {s['arm']} ({len(joints)} joints: {', '.join(joints)})")
+    else:  # an external family (smrl_train.families): no arm, its robot fields are optional
+        print(f"family       {s['family']}")
+    layout = m.get("observation_layout")
+    print(f"observation  {' + '.join(f'{n}[{k}]' for n, k in layout) if layout else 'obs'} = {m['obs_dim']}")
+    rate = f" at {m['control_hz']} Hz" if "control_hz" in m else ""
+    print(f"action       {(m.get('action') or {}).get('type', 'action')} x {m['act_dim']}{rate}")
     print(f"labels       {'reward-labelled' if s['reward_labelled'] else 'reward-free'}")
     print(f"tasks        {s['tasks']} with data; manifest lists "
           + ", ".join(f"{len(v)} {k}" for k, v in m["tasks"].items()))

@@ -23,7 +23,7 @@ import smrl_train
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.data.store import EpisodeStore, StoreError, episode_filename
-from smrl_train.families import family_env
+from smrl_train.families.factory import family_env
 from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv
 from smrl_train.sim.tasks import Task, split_tasks
 

@@ -43,6 +43,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from smrl_train.families import ARM_FAMILIES
+
 FORMAT = "smrl-episodes"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -58,7 +60,6 @@ OBS_ABS_MAX = 1e3
 # Manifest keys a reader relies on, and those a robot's store adds.
 MANIFEST_KEYS = ("format", "version", "family", "obs_dim", "act_dim", "reward_labelled", "tasks", "generator")
 ROBOT_KEYS = ("joint_names", "observation_layout", "action", "control_hz")
-ARM_FAMILIES = ("reach", "push")  # smrl_train.families.ARM_FAMILIES (the store imports no env code)
 
 
 def is_robot_manifest(manifest: dict[str, Any]) -> bool:

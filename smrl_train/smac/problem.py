@@ -25,7 +25,7 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     """
     from smrl_train.data.generate import config_mismatches
     from smrl_train.data.store import EpisodeStore, StoreError
-    from smrl_train.families import make_env
+    from smrl_train.families.factory import make_env
 
     cfg = load_config(config)
     store = EpisodeStore.open(data)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
 from smrl_train.data.store import StoreError
+from smrl_train.families import ARM_FAMILIES
 from smrl_train.robot.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
@@ -107,6 +108,8 @@ def _data_render(args: argparse.Namespace) -> int:
             raise StoreError(f"{args.store}: not episodes of the arm {args.config} describes: " + "; ".join(problems))
     else:
         cfg = manifest_config(m, args.store)
+    if cfg.env.family not in ARM_FAMILIES:
+        raise StoreError(f"{args.store}: smrl data render draws our arms' MuJoCo scene; {cfg.env.family} has none")
     paths = store.episode_paths()
     if args.task is not None:
         path = store.path / "episodes" / episode_filename(args.task, args.episode)

@@ -159,3 +159,19 @@ class WideEnv(PointDirectionEnv):
         self.action_space = gym.spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
 
 
+
+
+def test_films_and_renders_are_refused_in_one_line_for_a_family_without_our_scene(tmp_path, capsys):
+    import yaml
+
+    from smrl_train.cli import main
+
+    config = tmp_path / "point.yaml"
+    config.write_text(yaml.safe_dump({"env": {"family": EXAMPLE, "episode_length": 5},
+                                      "tasks": {"n_train": 1, "n_test": 1},
+                                      "data": {"behaviours": [{"kind": "random"}]}}))
+    assert main(["data", "generate", "--config", str(config), "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert main(["data", "render", str(tmp_path / "d"), "--episode", "0"]) == 2
+    assert main(["eval", "--config", str(config), "--data", str(tmp_path / "d"), "--run", "r", "--video", "v"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "draws our arms' MuJoCo scene" in err[0] and "films our arms' MuJoCo scene" in err[1]

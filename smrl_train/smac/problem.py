@@ -20,8 +20,8 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     """The task family of ``config`` with the offline data of the store at ``data``.
 
     Train/test tasks come from the store's manifest (so evaluation uses exactly the split the
-    data was generated for); the env is the family's (``smrl_train.families.make_env``: our
-    arms, an import path or an installed entry point).
+    data was generated for); the env is the family's (``smrl_train.families.factory.make_env``:
+    our arms, an import path or an installed entry point).
     """
     from smrl_train.data.generate import config_mismatches
     from smrl_train.data.store import EpisodeStore, StoreError

@@ -133,9 +133,9 @@ def build_spec(arm: ArmDescription, arm_cfg: ArmConfig, timestep: float, with_pu
 def full_inertia(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
     """The dense joint-space inertia matrix (nv, nv) at ``data``'s state (after mj_forward).
 
-    ``mj_fullM`` takes (m, dst, M) with M = ``data.qM`` in MuJoCo 3.3.0 and (m, d, dst) in the
-    versions requirements.txt pins (the change retired ``data.qM``); both are accepted, so the
-    whole range setup.py allows (test_mujoco_floor.py) builds the same model.
+    ``mj_fullM`` takes (m, dst, M) with M = ``data.qM`` up to MuJoCo 3.9 and (m, d, dst) from
+    3.10 on (tried: 3.3.0 to 3.9.0 the first, 3.10.0 to 4.0.0 the second); both are accepted, so
+    the whole range setup.py allows (test_mujoco_floor.py) builds the same model.
     """
     full = np.zeros((model.nv, model.nv))
     try:

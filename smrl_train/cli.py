@@ -142,6 +142,9 @@ def _data_import_bag(args: argparse.Namespace) -> int:
     from smrl_train.data.rosbag import import_bag
 
     cfg = load_config(args.config)
+    if cfg.env.family not in ARM_FAMILIES:
+        raise ConfigError(f"env.family: a bag holds an arm's joint states; {cfg.env.family} is not one of our arm "
+                          f"families ({', '.join(ARM_FAMILIES)})")
     r = import_bag(args.bag, cfg, args.out, joint_states=args.joint_states, commands=args.commands,
                    object_pose=args.object_pose, marker=args.marker, task=args.task, stepping=args.stepping,
                    gap_s=args.gap, min_steps=args.min_steps, ignore_extra_joints=args.ignore_extra_joints,

@@ -10,7 +10,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
+from smrl_train.cli import main
 from smrl_train.config import EnvConfig, SmrlConfig
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
@@ -162,10 +164,6 @@ class WideEnv(PointDirectionEnv):
 
 
 def test_films_and_renders_are_refused_in_one_line_for_a_family_without_our_scene(tmp_path, capsys):
-    import yaml
-
-    from smrl_train.cli import main
-
     config = tmp_path / "point.yaml"
     config.write_text(yaml.safe_dump({"env": {"family": EXAMPLE, "episode_length": 5},
                                       "tasks": {"n_train": 1, "n_test": 1},
@@ -175,3 +173,14 @@ def test_films_and_renders_are_refused_in_one_line_for_a_family_without_our_scen
     assert main(["eval", "--config", str(config), "--data", str(tmp_path / "d"), "--run", "r", "--video", "v"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "draws our arms' MuJoCo scene" in err[0] and "films our arms' MuJoCo scene" in err[1]
+
+
+def test_arm_only_paths_refuse_an_external_family_in_one_line(tmp_path, capsys):
+    from smrl_train.export.onnx_export import ExportError, spec_from_config
+
+    with pytest.raises(ExportError, match="a deployment bundle drives an arm's joints; smrl_train.families"):
+        spec_from_config(family_config())
+    config = tmp_path / "point.yaml"
+    config.write_text(yaml.safe_dump({"env": {"family": EXAMPLE}}))
+    assert main(["data", "import-bag", str(tmp_path / "bag"), "--config", str(config), "--out", str(tmp_path)]) == 2
+    assert "a bag holds an arm's joint states" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from smrl_train.cli import main
-from smrl_train.config import EnvConfig, SmrlConfig
+from smrl_train.config import EnvConfig, SmrlConfig, TasksConfig
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
 from smrl_train.data.generate import generate_dataset
@@ -184,3 +184,12 @@ def test_arm_only_paths_refuse_an_external_family_in_one_line(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"env": {"family": EXAMPLE}}))
     assert main(["data", "import-bag", str(tmp_path / "bag"), "--config", str(config), "--out", str(tmp_path)]) == 2
     assert "a bag holds an arm's joint states" in capsys.readouterr().err
+    pytest.importorskip("minari")
+    out = str(tmp_path / "o")
+    assert main(["data", "import-minari", str(tmp_path / "m"), "--config", str(config), "--out", out]) == 2
+    assert "import-minari files episodes for one of our arm families" in capsys.readouterr().err
+    store = tmp_path / "point"
+    generate_dataset(dataclasses.replace(family_config(), tasks=TasksConfig(n_train=1, n_test=1)), store,
+                     progress=False)
+    assert main(["data", "export-minari", str(store), str(tmp_path / "m"), "--id", "smrl/point-v0", "--quiet"]) == 2
+    assert "export-minari writes an arm's episodes" in capsys.readouterr().err

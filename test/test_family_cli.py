@@ -37,6 +37,11 @@ def test_an_external_family_through_generate_train_eval_and_report(tmp_path, cap
     common = ["--config", str(config), "--data", str(data), "--quiet", "--threads", "1"]
 
     assert main(["data", "generate", "--config", str(config), "--out", str(data), "--quiet"]) == 0
+    # Worker processes import the family by its path too, and write the same bytes.
+    assert main(["data", "generate", "--config", str(config), "--out", str(tmp_path / "w2"), "--workers", "2",
+                 "--quiet"]) == 0
+    assert [p.read_bytes() for p in sorted((data / "episodes").iterdir())] == \
+        [p.read_bytes() for p in sorted((tmp_path / "w2" / "episodes").iterdir())]
     assert main(["data", "info", str(data)]) == 0
     assert "family       toy_family:PointDirectionEnv" in capsys.readouterr().out
     assert main(["train", "offline", *common, "--run", str(runs / "offline"), "--no-eval"]) == 0

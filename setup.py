@@ -2,7 +2,8 @@
 
 ament_python package: colcon builds it on a ROS 2 install, and pip installs it in a plain venv.
 Dependencies are ranges so users can install beside other suites (Meta-World pins MuJoCo 3.3);
-the exact tested versions live in requirements.txt.
+the exact tested versions live in requirements.txt, and the MuJoCo floor is tested too
+(test/test_mujoco_floor.py, make test-slow).
 """
 
 from glob import glob

@@ -26,10 +26,13 @@ from collections.abc import Sequence
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError
 from smrl_train.data.store import StoreError
+from smrl_train.families import ARM_FAMILIES
 from smrl_train.robot.urdf import UrdfError
 
 # Modules that contribute sub-commands; each exposes add_subcommands(subparsers).
 _PLUGINS = ("smrl_train.smac.cli", "smrl_train.export.cli")
+# Top-level modules of the optional extras (setup.py) those command groups import.
+_EXTRAS = ("torch",)
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, UrdfError, FileNotFoundError)
 
 
@@ -78,9 +81,15 @@ def _data_info(args: argparse.Namespace) -> int:
         return 0
     m = store.manifest
     print(f"store        {args.path}")
-    print(f"family       {s['family']} on {s['arm']} ({len(m['joint_names'])} joints: {', '.join(m['joint_names'])})")
-    print(f"observation  {' + '.join(f'{n}[{k}]' for n, k in m['observation_layout'])} = {m['obs_dim']}")
-    print(f"action       {m['action']['type']} x {m['act_dim']} at {m['control_hz']} Hz")
+    if "joint_names" in m:
+        joints = m["joint_names"]
+        print(f"family       {s['family']} on {s['arm']} ({len(joints)} joints: {', '.join(joints)})")
+    else:  # an external family (smrl_train.families): no arm, its robot fields are optional
+        print(f"family       {s['family']}")
+    layout = m.get("observation_layout")
+    print(f"observation  {' + '.join(f'{n}[{k}]' for n, k in layout) if layout else 'obs'} = {m['obs_dim']}")
+    rate = f" at {m['control_hz']} Hz" if "control_hz" in m else ""
+    print(f"action       {(m.get('action') or {}).get('type', 'action')} x {m['act_dim']}{rate}")
     print(f"labels       {'reward-labelled' if s['reward_labelled'] else 'reward-free'}")
     print(f"tasks        {s['tasks']} with data; manifest lists "
           + ", ".join(f"{len(v)} {k}" for k, v in m["tasks"].items()))
@@ -113,6 +122,8 @@ def _data_render(args: argparse.Namespace) -> int:
             raise StoreError(f"{args.store}: not episodes of the arm {args.config} describes: " + "; ".join(problems))
     else:
         cfg = manifest_config(m, args.store)
+    if cfg.env.family not in ARM_FAMILIES:
+        raise StoreError(f"{args.store}: smrl data render draws our arms' MuJoCo scene; {cfg.env.family} has none")
     paths = store.episode_paths()
     if args.task is not None:
         path = store.path / "episodes" / episode_filename(args.task, args.episode)
@@ -145,6 +156,9 @@ def _data_import_bag(args: argparse.Namespace) -> int:
     from smrl_train.data.rosbag import import_bag
 
     cfg = load_config(args.config)
+    if cfg.env.family not in ARM_FAMILIES:
+        raise ConfigError(f"env.family: a bag holds an arm's joint states; {cfg.env.family} is not one of our arm "
+                          f"families ({', '.join(ARM_FAMILIES)})")
     r = import_bag(args.bag, cfg, args.out, joint_states=args.joint_states, commands=args.commands,
                    object_pose=args.object_pose, marker=args.marker, task=args.task, stepping=args.stepping,
                    gap_s=args.gap, min_steps=args.min_steps, ignore_extra_joints=args.ignore_extra_joints,
@@ -265,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # not written yet / not installed: its commands are absent
+            # Not written yet / not installed, or its extra is not (torch: pip install smrl_ros[train]):
+            # its commands are absent, the data commands still work.
+            if exc.name and (name.startswith(exc.name) or exc.name.split(".")[0] in _EXTRAS):
                 continue
             raise
         module.add_subcommands(sub)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smrl_train.config_schema import ConfigError
+from smrl_train.families import resolve_family
 
 
 def _require(ok: bool, key: str, must: str, value: Any) -> None:
@@ -69,8 +70,13 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    # Task family: "reach" or "push".
+    # Task family: "reach" or "push" (our arm families), an import path "package.module:Name"
+    # of a gymnasium env following the task protocol, or a name installed in the entry-point
+    # group "smrl.families" (smrl_train.families). Of the keys below an external family uses
+    # episode_length (its time limit) and options; the rest describe the arm families.
     family: str = "reach"
+    # Keyword arguments of an external family's class, Name(**options); arm families take none.
+    options: dict[str, Any] = field(default_factory=dict)
     # Policy control rate (Hz) and episode length (control steps); the paper's horizon is 200.
     control_hz: float = 20.0
     episode_length: int = 200
@@ -96,8 +102,11 @@ class EnvConfig:
     push_reach_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.family not in ("reach", "push"):
-            raise ConfigError(f"env.family: expected 'reach' or 'push', got {self.family!r}")
+        if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
+            raise ConfigError(f"env.options: expected a mapping of keyword arguments, got {self.options!r}")
+        if resolve_family(self.family).is_arm and self.options:
+            raise ConfigError(f"env.options: the {self.family} family takes none (its settings are env.* keys), "
+                              f"got {self.options!r}")
         for key in ("control_hz", "timestep"):
             _require(0.0 < getattr(self, key) < math.inf, f"env.{key}", "> 0 and finite", getattr(self, key))
         _require(self.episode_length >= 1, "env.episode_length", ">= 1", self.episode_length)

@@ -4,8 +4,8 @@
 :class:`smrl_train.config.SmrlConfig`: it builds the family sections
 (:mod:`smrl_train.config`), the ``smac:`` section (:mod:`smrl_train.smac.config`), resolves
 relative paths against the package root, and checks the arm section against its URDF
-(:func:`smrl_train.sim.arm_sim.check_arm`). Errors are :class:`ConfigError` naming the file
-and the key.
+(:func:`smrl_train.sim.arm_sim.check_arm`) when the family is one of ours. Errors are
+:class:`ConfigError` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import yaml
 
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import ConfigError, from_dict
+from smrl_train.families import ARM_FAMILIES
 from smrl_train.smac.config import smac_from_yaml_dict
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ def load_config(path: str | Path, cls: type[Any] = SmrlConfig, *, arm_check: boo
         raise ConfigError(f"{path}: {exc}") from None
     if "root" in {f.name for f in dataclasses.fields(cls)}:
         cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))
-    if isinstance(cfg, SmrlConfig) and arm_check:
+    if isinstance(cfg, SmrlConfig) and arm_check and cfg.env.family in ARM_FAMILIES:
         from smrl_train.sim.arm_sim import check_arm  # the sim room knows the URDF and the table
 
         try:

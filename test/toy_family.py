@@ -1,58 +1,19 @@
-"""A tiny task family for fast SMAC tests, and a demonstration of the pluggable task protocol.
+"""The example point family (installed: ``smrl_train.families.example``) as fast SMAC
+problems for the tests, built in process without an episode store.
 
-``PointDirectionEnv`` is a 2-D point mass rewarded for moving in a hidden direction (a tiny
-analogue of the paper's Ant-Dir): every transition's reward is linear in the task, so even
-random exploration reveals it. All an env needs to plug into the trainer and evaluator is
-``sample_tasks(n, seed)``, ``set_task(task)`` and ``info["success"]``, beside reset/step.
+``PointDirectionEnv`` is re-exported, so ``toy_family:PointDirectionEnv`` names it as an
+external family would be named: by an import path outside smrl.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import gymnasium as gym
 import numpy as np
 
 from smrl_train.data.store import TaskArrays as Arrays
+from smrl_train.families.example import PointDirectionEnv
 from smrl_train.sim.tasks import Task
 
-
-class PointDirectionEnv(gym.Env[np.ndarray, np.ndarray]):
-    """Point mass on the plane; a = velocity command in [-1, 1]^2, moved 0.1 a per step.
-
-    Task: a unit direction d (``Task.goal``). Observation (2,): position. Reward: a . d
-    (the velocity along d, at most sqrt(2)). Success: at the end the point has moved at least
-    half the best possible distance along d. Episodes truncate after ``max_steps``.
-    """
-
-    def __init__(self, max_steps: int = 20) -> None:
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.max_steps = max_steps
-        self.goal = np.array([1.0, 0.0])
-        self.pos = np.zeros(2)
-        self.t = 0
-
-    def sample_tasks(self, n: int, seed: int) -> list[Task]:
-        angles = np.random.default_rng(seed).uniform(0, 2 * np.pi, n)
-        return [Task("point", i, (float(np.cos(a)), float(np.sin(a)))) for i, a in enumerate(angles)]
-
-    def set_task(self, task: Task) -> None:
-        self.goal = np.asarray(task.goal, dtype=float)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.pos = self.np_random.uniform(-0.05, 0.05, 2)
-        self.t = 0
-        return self.pos.astype(np.float32), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        a = np.clip(action, -1, 1)
-        self.pos = self.pos + 0.1 * a
-        self.t += 1
-        progress = float(self.pos @ self.goal)
-        return (self.pos.astype(np.float32), float(a @ self.goal), False, self.t >= self.max_steps,
-                {"success": progress > 0.5 * 0.1 * self.t})
+__all__ = ["PointDirectionEnv", "toy_dataset", "toy_problem"]
 
 
 def toy_dataset(env: PointDirectionEnv, tasks: list[Task], episodes: int = 6, seed: int = 0) -> dict[int, Arrays]:

@@ -1,4 +1,5 @@
-"""Generate a reward-labelled multi-task offline dataset with behaviour policies of mixed competence.
+"""Generate a reward-labelled multi-task offline dataset with behaviour policies of mixed competence,
+for our arm families and for any external family with an ``expert_policy`` hook (smrl_train.families).
 
 The paper's data came from a partly trained PEARL learner; here scripted experts with several
 noise levels, experts heading for the wrong goal, and uniform random actions stand in for it
@@ -24,18 +25,43 @@ from tqdm import tqdm
 import smrl_train
 from smrl_train.child_processes import end_with
 from smrl_train.config import SmrlConfig
-from smrl_train.config_schema import to_dict
+from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.data.store import EpisodeStore, StoreError, episode_filename
+from smrl_train.families.factory import family_env
 from smrl_train.sim.envs import ENV_IDS, ArmTaskEnv
-from smrl_train.sim.experts import JacobianExpert
 from smrl_train.sim.tasks import Task, split_tasks
 
 
-def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,
+def store_manifest(env: Any, cfg: SmrlConfig, *, reward_labelled: bool,
                    tasks: dict[str, list[Task]], generator: dict[str, Any]) -> dict[str, Any]:
-    """The manifest (schema) of a store holding episodes of ``env``."""
+    """The manifest (schema) of a store holding episodes of ``env`` (``family_env(cfg)``).
+
+    An arm family's carries the robot fields (arm, joint names, observation layout, the action's
+    per-joint scale, control rate); an external family's (smrl_train.families) names the family
+    by its ``env.family`` and describes the action box, plus its observation layout if it has one.
+    """
     config = to_dict(cfg)
     config.pop("root", None)  # machine-specific; would break byte-identical datasets
+    if not config["env"]["options"]:
+        del config["env"]["options"]  # none: the manifest reads as it did before options existed
+    common = {
+        "obs_dim": int(env.observation_space.shape[0]),
+        "act_dim": int(env.action_space.shape[0]),
+        "episode_length": cfg.env.episode_length,
+        "reward_labelled": reward_labelled,
+        "tasks": {split: [t.as_dict() for t in ts] for split, ts in tasks.items()},
+        "generator": generator,
+        "config": config,
+    }
+    if not isinstance(env, ArmTaskEnv):
+        del config["arm"]  # describes no part of an external family
+        space = env.action_space
+        manifest = {"family": cfg.env.family, "env_id": cfg.env.family,
+                    "action": {"type": "box", "bounds": [_bound(space.low), _bound(space.high)]}, **common}
+        layout = getattr(env, "observation_layout", None)
+        if layout:
+            manifest["observation_layout"] = [[str(name), int(size)] for name, size in layout]
+        return manifest
     return {
         "family": env.family,
         "env_id": ENV_IDS[env.family],
@@ -43,23 +69,23 @@ def store_manifest(env: ArmTaskEnv, cfg: SmrlConfig, *, reward_labelled: bool,
                 "urdf_sha256": env.arm.urdf_sha256},
         "joint_names": list(env.joint_names),
         "observation_layout": [[name, size] for name, size in env.observation_layout],
-        "obs_dim": int(env.observation_space.shape[0]),
-        "act_dim": int(env.action_space.shape[0]),
         "action": {"type": "joint_position_delta", "bounds": [-1.0, 1.0],
                    "max_step": [round(float(s), 9) for s in env.max_step]},
         "control_hz": cfg.env.control_hz,
-        "episode_length": cfg.env.episode_length,
-        "reward_labelled": reward_labelled,
-        "tasks": {split: [t.as_dict() for t in ts] for split, ts in tasks.items()},
-        "generator": generator,
-        "config": config,
+        **common,
     }
+
+
+def _bound(values: np.ndarray) -> float | list[float]:
+    """One action bound: a number when every dimension shares it, else one per dimension."""
+    flat = [float(v) for v in np.asarray(values).ravel()]
+    return flat[0] if len(set(flat)) == 1 else flat
 
 
 def manifest_config(manifest: dict[str, Any], where: str) -> SmrlConfig:
     """The config a store at ``where`` was written with (its manifest's ``config``, relative
     paths resolved against the package root), checked against the store like a given one."""
-    from smrl_train.config_schema import ConfigError, from_dict
+    from smrl_train.config_schema import from_dict
 
     data = manifest.get("config")
     if not isinstance(data, dict):
@@ -84,31 +110,35 @@ def config_mismatches(cfg: SmrlConfig, manifest: dict[str, Any]) -> list[str]:
     a config and a dataset (or a recording) are used together."""
     from smrl_train.data.recordings import schema_mismatches
 
-    mine = store_manifest(ArmTaskEnv(cfg), cfg, reward_labelled=False, tasks={}, generator={})
+    mine = store_manifest(family_env(cfg), cfg, reward_labelled=False, tasks={}, generator={})
     problems = schema_mismatches(mine, manifest, ("config", "data"))
     theirs = (manifest.get("arm") or {}).get("urdf_sha256")
-    if theirs is not None and theirs != mine["arm"]["urdf_sha256"]:
+    if theirs is not None and "arm" in mine and theirs != mine["arm"]["urdf_sha256"]:
         problems.append(f"arm.urdf_sha256: config {mine['arm']['urdf_sha256'][:12]} ({cfg.arm.urdf}) != data "
                         f"{str(theirs)[:12]} ({(manifest.get('arm') or {}).get('urdf')})")
     return problems
 
 
-def rollout(env: ArmTaskEnv, policy: Callable[[np.ndarray], np.ndarray], seed: int,
+def rollout(env: Any, policy: Callable[[np.ndarray], np.ndarray], seed: int,
             episode_length: int) -> dict[str, np.ndarray]:
-    """One episode of ``policy`` on the env's current task; arrays as the store wants them."""
+    """One episode of ``policy`` on the env's current task, its actions clipped to the action
+    space; arrays as the store wants them (per-step timestamps from an arm's simulation clock)."""
+    clock = env.sim if isinstance(env, ArmTaskEnv) else None
+    low, high = env.action_space.low, env.action_space.high
     obs, _ = env.reset(seed=seed)
-    rows: dict[str, list[Any]] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated",
-                                                  "truncated", "timestamp", "success")}
+    keys = ("obs", "action", "reward", "next_obs", "terminated", "truncated", "success")
+    rows: dict[str, list[Any]] = {k: [] for k in keys + (("timestamp",) if clock else ())}
     for t in range(episode_length):
-        action = np.clip(policy(obs), -1.0, 1.0).astype(np.float32)
-        next_obs, reward, terminated, _, info = env.step(action)
-        truncated = t == episode_length - 1
+        action = np.clip(policy(obs), low, high).astype(np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        truncated = bool(truncated) or t == episode_length - 1
         for key, value in (("obs", obs), ("action", action), ("reward", reward), ("next_obs", next_obs),
-                           ("terminated", terminated), ("truncated", truncated),
-                           ("timestamp", env.sim.time), ("success", info["success"])):
+                           ("terminated", terminated), ("truncated", truncated), ("success", info["success"])):
             rows[key].append(value)
+        if clock:
+            rows["timestamp"].append(clock.time)
         obs = next_obs
-        if terminated:
+        if terminated or truncated:
             break
     return {k: np.asarray(v) for k, v in rows.items()}
 
@@ -120,10 +150,17 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True, wo
     skipped, so re-running finishes the job. ``workers`` > 1 simulates the tasks in that many
     processes, each writing its own episodes into the store: every episode's randomness
     derives from (data.seed, task, episode), so the files are byte-identical to one worker's.
+
+    Any family (smrl_train.families): the behaviours come from its ``expert_policy`` hook
+    (our arms' is the scripted Jacobian expert) and ``random`` from its action space.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    env = ArmTaskEnv(cfg)
+    env = family_env(cfg)
+    scripted = sorted({b.kind for b in cfg.data.behaviours} - {"random"})
+    if scripted and not callable(getattr(env, "expert_policy", None)):
+        raise ConfigError(f"data.behaviours: {cfg.env.family} has no expert_policy(task, noise, rng) hook, so only "
+                          f"'random' episodes can be generated, not {', '.join(scripted)}")
     train, test = split_tasks(env, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
     behaviours = [to_dict(b) for b in cfg.data.behaviours]
     generator = {"name": "smrl data generate", "seed": cfg.data.seed, "behaviours": behaviours,
@@ -140,7 +177,8 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True, wo
         if todo:
             jobs.append((task, todo))
     total = len(kinds) * len(train)
-    bar = tqdm(total=total, initial=total - sum(len(t) for _, t in jobs), desc=f"generate {env.family}",
+    name = getattr(env, "family", cfg.env.family)
+    bar = tqdm(total=total, initial=total - sum(len(t) for _, t in jobs), desc=f"generate {name}",
                unit="ep", disable=not progress)
     if workers == 1 or len(jobs) <= 1:
         writer = _TaskWriter(cfg, store.path, env)
@@ -158,11 +196,10 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True, wo
 class _TaskWriter:
     """Writes the behaviour episodes of one task at a time into a store (one per process)."""
 
-    def __init__(self, cfg: SmrlConfig, store_path: str | Path, env: ArmTaskEnv | None = None) -> None:
+    def __init__(self, cfg: SmrlConfig, store_path: str | Path, env: Any = None) -> None:
         self.cfg = cfg
-        self.env = env if env is not None else ArmTaskEnv(cfg)
+        self.env = env if env is not None else family_env(cfg)
         self.store = EpisodeStore.open(store_path)
-        self.expert = JacobianExpert(self.env.arm, self.env.max_step, self.env.sim.home, self.env.family)
 
     def write(self, task: Task, todo: list[tuple[int, int]]) -> int:
         """Write episodes ``todo`` = [(behaviour number, episode index)] of ``task``; returns
@@ -172,17 +209,16 @@ class _TaskWriter:
             behaviour = cfg.data.behaviours[b]
             rng = np.random.default_rng([cfg.data.seed, task.index, index])
             env.set_task(task)
-            goal = np.asarray(task.goal)
+            followed = task
             if behaviour.kind in ("wrong_goal", "corrected"):
-                # Another goal of the same family: competent behaviour for the wrong task.
-                goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
-            # "corrected" heads for the true goal from half the episode on.
+                # Another task of the same family: competent behaviour for the wrong task.
+                followed = env.sample_tasks(1, int(rng.integers(2**31)))[0]
+            # "corrected" follows the true task from half the episode on.
             switch = cfg.env.episode_length // 2 if behaviour.kind == "corrected" else cfg.env.episode_length
-            policy = _behaviour_policy(self.expert, behaviour.kind, behaviour.noise, goal, np.asarray(task.goal),
-                                       switch, rng, env.action_space.shape)
+            policy = _behaviour_policy(env, behaviour.kind, behaviour.noise, followed, task, switch, rng)
             arrays = rollout(env, policy, seed=int(rng.integers(2**31)), episode_length=cfg.env.episode_length)
             meta: dict[str, Any] = {"behaviour": behaviour.kind, "noise": behaviour.noise,
-                                    "goal_followed": [float(g) for g in goal]}
+                                    "goal_followed": [float(g) for g in followed.goal]}
             if behaviour.kind == "corrected":
                 meta["true_goal_from_step"] = switch
             self.store.write_episode(task.index, index, arrays, meta=meta)
@@ -209,20 +245,24 @@ def as_completed_count(futures: Iterable[Future[int]]) -> Iterator[int]:
         yield future.result()
 
 
-def _behaviour_policy(expert: JacobianExpert, kind: str, noise: float, goal: np.ndarray,
-                      true_goal: np.ndarray, switch: int, rng: np.random.Generator,
-                      shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
-    """The action function of one behaviour episode: uniform actions ("random"), or the expert
-    aiming at ``goal`` for the first ``switch`` steps and at ``true_goal`` after (plus noise)."""
+def _behaviour_policy(env: Any, kind: str, noise: float, followed: Task, true_task: Task, switch: int,
+                      rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """The action function of one behaviour episode: uniform actions of the action space
+    ("random"), or the family's expert for ``followed`` for the first ``switch`` steps and for
+    ``true_task`` after, with noise ``noise``; all randomness from ``rng``."""
+    if kind == "random":
+        space = env.action_space
+        low, high = space.low.astype(float), space.high.astype(float)
+        return lambda obs: rng.uniform(low, high, size=space.shape)
+    first = env.expert_policy(followed, noise, rng)
+    then = env.expert_policy(true_task, noise, rng) if kind == "corrected" else first
     step = 0
 
     def policy(obs: np.ndarray) -> np.ndarray:
         nonlocal step
-        if kind == "random":
-            return rng.uniform(-1.0, 1.0, size=shape)
-        aim = goal if step < switch else true_goal
+        act = first if step < switch else then
         step += 1
-        return expert.act(obs, aim) + noise * rng.standard_normal(shape)
+        return np.asarray(act(obs))
 
     return policy
 

@@ -55,7 +55,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from smrl_train.data.store import EpisodeStore, StoreError
+from smrl_train.data.store import EpisodeStore, StoreError, is_robot_manifest
+from smrl_train.families import ARM_FAMILIES
 
 SMRL_FORMAT = "smrl-minari-1"
 DATASETS_PATH_VAR = "MINARI_DATASETS_PATH"
@@ -157,6 +158,9 @@ def export_minari(store_path: str | Path, out: str | Path, dataset_id: str, *, p
     _check_id(dataset_id)
     store = EpisodeStore.open(store_path)
     m = store.manifest
+    if not is_robot_manifest(m):
+        raise MinariError(f"{store_path}: export-minari writes an arm's episodes (joints, control rate); "
+                          f"{m['family']} is an external family")
     paths = store.episode_paths()
     if not paths:
         raise MinariError(f"{store_path}: no episodes to export")
@@ -282,6 +286,9 @@ def import_minari(source: str | Path, cfg: Any, out: str | Path, *, progress: bo
     from smrl_train.sim.envs import ArmTaskEnv
     from smrl_train.sim.tasks import Task, split_tasks
 
+    if cfg.env.family not in ARM_FAMILIES:
+        raise MinariError(f"env.family: import-minari files episodes for one of our arm families "
+                          f"({', '.join(ARM_FAMILIES)}), not {cfg.env.family}")
     minari = _minari()
     dataset = _open_dataset(minari, source)
     out = Path(out)

@@ -73,8 +73,9 @@ def schema_mismatches(recorded: Mapping[str, Any], dataset: Mapping[str, Any],
         if key == "action" and isinstance(a, Mapping) and isinstance(b, Mapping):
             same = (a.get("type") == b.get("type") and list(a.get("bounds", [])) == list(b.get("bounds", []))
                     and len(a.get("max_step", [])) == len(b.get("max_step", []))
-                    and all(abs(float(x) - float(y)) <= 1e-6 for x, y in zip(a["max_step"], b["max_step"])))
-        elif key == "control_hz":
+                    and all(abs(float(x) - float(y)) <= 1e-6
+                            for x, y in zip(a.get("max_step", []), b.get("max_step", []))))
+        elif key == "control_hz" and (a is not None or b is not None):
             same = a is not None and b is not None and abs(float(a) - float(b)) < 1e-9
         else:
             same = a == b

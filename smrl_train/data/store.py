@@ -21,6 +21,10 @@ Tensors per episode of T steps: ``obs`` (T, obs_dim) f32, ``action`` (T, act_dim
 ``next_obs`` (T, obs_dim) f32, ``terminated`` (T,) bool, ``truncated`` (T,) bool,
 ``timestamp`` (T,) f64 (s), and, in reward-labelled stores only, ``reward`` (T,) f32 and
 ``success`` (T,) bool.
+
+A robot's store (an arm family's: its manifest names an ``arm`` or the family is one of ours)
+must carry the robot fields (``ROBOT_KEYS``, per-step timestamps); an external family's
+(smrl_train.families) may leave them out.
 """
 
 from __future__ import annotations
@@ -39,19 +43,34 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from smrl_train.families import ARM_FAMILIES
+
 FORMAT = "smrl-episodes"
 VERSION = 1
 MANIFEST = "manifest.json"
 EPISODES = "episodes"
 _NAME = re.compile(r"^task(\d{4})_ep(\d{6})\.safetensors$")
-REQUIRED = ("obs", "action", "next_obs", "terminated", "truncated", "timestamp")
+REQUIRED = ("obs", "action", "next_obs", "terminated", "truncated")
+# Per-step arrays a robot's episodes also carry (optional for other families).
+ROBOT_ARRAYS = ("timestamp",)
 LABELLED = ("reward", "success")
 # Largest magnitude an observation entry may have (rad, rad/s, m): far beyond any arm's joint
 # range, speed or reach, so a value past it is a unit or logging error, not a state.
 OBS_ABS_MAX = 1e3
-# Manifest keys a reader relies on.
-MANIFEST_KEYS = ("format", "version", "family", "joint_names", "observation_layout", "obs_dim",
-                 "act_dim", "action", "control_hz", "reward_labelled", "tasks", "generator")
+# Manifest keys a reader relies on, and those a robot's store adds.
+MANIFEST_KEYS = ("format", "version", "family", "obs_dim", "act_dim", "reward_labelled", "tasks", "generator")
+ROBOT_KEYS = ("joint_names", "observation_layout", "action", "control_hz")
+
+
+def is_robot_manifest(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest describes a robot's episodes (an arm, or one of our arm families)."""
+    return "arm" in manifest or manifest.get("family") in ARM_FAMILIES
+
+
+def missing_keys(manifest: dict[str, Any]) -> list[str]:
+    """The keys a reader relies on that ``manifest`` lacks (robot keys only for a robot)."""
+    keys = MANIFEST_KEYS + (ROBOT_KEYS if is_robot_manifest(manifest) else ())
+    return [k for k in keys if k not in manifest]
 
 
 class StoreError(ValueError):
@@ -124,6 +143,10 @@ def _tensor_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _fmt(bound: np.ndarray) -> str:
+    return f"{float(bound):g}" if bound.ndim == 0 else "[" + ", ".join(f"{float(b):g}" for b in bound) + "]"
+
+
 def episode_filename(task_index: int, episode_index: int) -> str:
     return f"task{task_index:04d}_ep{episode_index:06d}.safetensors"
 
@@ -149,7 +172,7 @@ class EpisodeStore:
         """
         path = Path(path)
         manifest = {"format": FORMAT, "version": VERSION, **manifest}
-        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        missing = missing_keys(manifest)
         if missing:
             raise StoreError(f"manifest is missing {', '.join(missing)}")
         (path / EPISODES).mkdir(parents=True, exist_ok=True)
@@ -157,9 +180,9 @@ class EpisodeStore:
             store = cls.open(path)
             for key in ("family", "joint_names", "observation_layout", "obs_dim", "act_dim",
                         "action", "reward_labelled"):
-                if store.manifest.get(key) != json.loads(json.dumps(manifest[key])):
+                if store.manifest.get(key) != json.loads(json.dumps(manifest.get(key))):
                     raise StoreError(f"{path / MANIFEST}: existing store has a different '{key}' "
-                                     f"({store.manifest.get(key)!r} != {manifest[key]!r})")
+                                     f"({store.manifest.get(key)!r} != {manifest.get(key)!r})")
             return store
         atomic_write_bytes(path / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         return cls(path, json.loads(json.dumps(manifest)))
@@ -177,7 +200,7 @@ class EpisodeStore:
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise StoreError(f"{mpath}: format {manifest.get('format')} v{manifest.get('version')}, "
                              f"expected {FORMAT} v{VERSION}")
-        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        missing = missing_keys(manifest)
         if missing:
             raise StoreError(f"{mpath}: manifest is missing {', '.join(missing)}")
         return cls(path, manifest)
@@ -202,7 +225,9 @@ class EpisodeStore:
         return target
 
     def _validate(self, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
-        names = REQUIRED + (LABELLED if self.manifest["reward_labelled"] else ())
+        robot = is_robot_manifest(self.manifest)
+        names = REQUIRED + (ROBOT_ARRAYS if robot or "timestamp" in arrays else ()) + \
+            (LABELLED if self.manifest["reward_labelled"] else ())
         missing = [n for n in names if n not in arrays]
         if missing:
             raise StoreError(f"{what}: missing arrays {', '.join(missing)}")
@@ -224,16 +249,18 @@ class EpisodeStore:
             if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                 raise StoreError(f"{what}: '{name}' holds non-finite values")
             out[name] = arr
-        low, high = (float(b) for b in self.manifest["action"].get("bounds", (-1.0, 1.0)))
+        bounds = (self.manifest.get("action") or {}).get("bounds", (-1.0, 1.0))
+        low, high = (np.asarray(b, float) for b in bounds)  # a number each, or one per dimension
         act = out["action"]
-        if act.min() < low - 1e-6 or act.max() > high + 1e-6:
+        if np.any(act < low - 1e-6) or np.any(act > high + 1e-6):
             raise StoreError(f"{what}: 'action' has values in [{act.min():.3g}, {act.max():.3g}], outside the "
-                             f"manifest's bounds [{low:g}, {high:g}]")
+                             f"manifest's bounds [{_fmt(low)}, {_fmt(high)}]")
         for name in ("obs", "next_obs"):
             worst = float(np.abs(out[name]).max())
             if worst > OBS_ABS_MAX:
+                state = "a state of an arm" if robot else "a physical state"
                 raise StoreError(f"{what}: '{name}' has a value of magnitude {worst:.3g} (> {OBS_ABS_MAX:g}: "
-                                 f"not a state of an arm; units?)")
+                                 f"not {state}; units?)")
         return out
 
     # -- reading ---------------------------------------------------------------------------

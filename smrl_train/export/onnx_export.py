@@ -128,9 +128,14 @@ def urdf_reference(cfg: SmrlConfig) -> str:
 
 
 def spec_from_config(cfg: SmrlConfig) -> DeploymentSpec:
-    """Builds the env of ``cfg`` once to read its layout and scales."""
+    """Builds the env of ``cfg`` once to read its layout and scales (our arm families only: the
+    bundle drives an arm's joints)."""
+    from smrl_train.families import ARM_FAMILIES
     from smrl_train.sim.envs import ArmTaskEnv
 
+    if cfg.env.family not in ARM_FAMILIES:
+        raise ExportError(f"env.family: a deployment bundle drives an arm's joints; {cfg.env.family} is not one of "
+                          f"our arm families ({', '.join(ARM_FAMILIES)})")
     return spec_from_env(ArmTaskEnv(cfg))
 
 

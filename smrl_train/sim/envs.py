@@ -18,6 +18,7 @@ Episodes never terminate; the ``TimeLimit`` wrapper truncates them at ``env.epis
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -25,6 +26,7 @@ import numpy as np
 
 from smrl_train.config import SmrlConfig
 from smrl_train.sim.arm_sim import ArmSim
+from smrl_train.sim.experts import JacobianExpert
 from smrl_train.sim.tasks import Task, sample_box
 
 ENV_IDS = {"reach": "smrl/Reach-v0", "push": "smrl/Push-v0"}
@@ -121,6 +123,16 @@ class ArmTaskEnv(gym.Env[np.ndarray, np.ndarray]):
         if np.min(np.linalg.norm(p - g, axis=1)) > 1.0:
             return np.full(p.shape[1], np.nan)
         return g
+
+    def expert_policy(self, task: Task, noise: float,
+                      rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+        """The behaviour hook of ``smrl data generate`` (smrl_train.families): the scripted
+        Jacobian expert heading for ``task``'s goal, plus Gaussian noise of std ``noise``
+        drawn from ``rng`` at every step."""
+        expert = JacobianExpert(self.arm, self.max_step, self.sim.home, self.family)
+        goal = np.asarray(task.goal)
+        shape = self.action_space.shape
+        return lambda obs: expert.act(obs, goal) + noise * rng.standard_normal(shape)
 
     @property
     def task(self) -> Task:

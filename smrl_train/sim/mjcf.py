@@ -130,6 +130,21 @@ def build_spec(arm: ArmDescription, arm_cfg: ArmConfig, timestep: float, with_pu
     return spec
 
 
+def full_inertia(model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
+    """The dense joint-space inertia matrix (nv, nv) at ``data``'s state (after mj_forward).
+
+    ``mj_fullM`` takes (m, dst, M) with M = ``data.qM`` up to MuJoCo 3.9 and (m, d, dst) from
+    3.10 on (tried: 3.3.0 to 3.9.0 the first, 3.10.0 to 4.0.0 the second); both are accepted, so
+    the whole range setup.py allows (test_mujoco_floor.py) builds the same model.
+    """
+    full = np.zeros((model.nv, model.nv))
+    try:
+        mujoco.mj_fullM(model, data, full)
+    except TypeError:  # the older signature
+        mujoco.mj_fullM(model, full, data.qM)
+    return full
+
+
 def build_model(arm: ArmDescription, arm_cfg: ArmConfig, timestep: float, with_puck: bool,
                 home: np.ndarray) -> mujoco.MjModel:
     """Compile the scene and tune each servo's damping to ``servo_damping_ratio`` at ``home``."""
@@ -139,8 +154,7 @@ def build_model(arm: ArmDescription, arm_cfg: ArmConfig, timestep: float, with_p
     dadr = [model.jnt_dofadr[model.joint(n).id] for n in arm.joint_names]
     data.qpos[qadr] = home
     mujoco.mj_forward(model, data)
-    full = np.zeros((model.nv, model.nv))
-    mujoco.mj_fullM(model, data, full)
+    full = full_inertia(model, data)
     for i, name in enumerate(arm.joint_names):
         act = model.actuator(name).id
         kp = model.actuator_gainprm[act, 0]

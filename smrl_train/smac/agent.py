@@ -81,7 +81,8 @@ class Trajectory:
     """One episode of T steps. obs/next_obs (T, O), action (T, A), terminated/truncated (T,).
 
     ``reward`` (T,) and ``success`` are None when the episode was collected reward-free:
-    the decoder-labelled phase never holds the true reward at all.
+    the decoder-labelled phase never holds the true reward at all. ``success`` is the env's
+    ``info["success"]`` at the last step, ``success_any`` whether it was true at any step.
     """
 
     obs: np.ndarray
@@ -92,6 +93,7 @@ class Trajectory:
     reward: np.ndarray | None = None
     success: bool | None = None
     kind: str = "prior"
+    success_any: bool | None = None
     # The env's ``info["goal_distance"]`` at the last step, where the family reports one.
     final_distance: float | None = None
 
@@ -124,7 +126,7 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
     obs, _ = env.reset(seed=int(seed))  # type: ignore[attr-defined]
     agent.begin_episode()
     rows_o, rows_a, rows_n, rows_t, rows_tr, rows_r = [], [], [], [], [], []
-    success = False
+    success = success_any = False
     distance = None
     for t in range(max_steps):
         action = agent.act(obs)
@@ -138,6 +140,7 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
         if with_rewards:
             rows_r.append(float(reward))
             success = bool(info.get("success", False))
+            success_any = success_any or success
             distance = info.get("goal_distance")
         obs = next_obs
         if terminated or truncated:
@@ -148,6 +151,7 @@ def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, wi
         truncated=np.asarray(rows_tr, bool),
         reward=np.asarray(rows_r, np.float32) if with_rewards else None,
         success=success if with_rewards else None, kind=kind,
+        success_any=success_any if with_rewards else None,
         final_distance=None if distance is None else float(distance))
 
 

@@ -130,6 +130,12 @@ def _eval(args: argparse.Namespace) -> int:
         from smrl_train.sim.render import check_rendering
 
         check_rendering()  # before minutes of evaluation, and before MuJoCo is first imported
+        from smrl_train.config_loader import load_config
+        from smrl_train.families import ARM_FAMILIES
+
+        family = load_config(args.config).env.family
+        if family not in ARM_FAMILIES:
+            raise ConfigError(f"--video: films our arms' MuJoCo scene; {family} has none")
     from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, run_meta

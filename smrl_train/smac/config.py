@@ -311,6 +311,10 @@ class EvalConfig:
     # The z of the scored episode: a "sample" of the posterior (the paper) or its "mean" (what
     # the deployed adapted policy bakes in). Deviation; None = variant default.
     scored_latent: str | None = None
+    # When an episode counts as a success: "last" (info["success"] at its last step, our
+    # families' convention) or "any" (at any step, as many suites score); None = the family's
+    # own (its env's ``success_metric`` attribute, else "last").
+    success: str | None = None
 
 
 @dataclass(frozen=True)
@@ -424,11 +428,12 @@ def _validate(cfg: SmacConfig) -> None:
         raise ConfigError(f"smac.loss.actor_regression_weight: must be > 0 and finite, "
                           f"got {cfg.loss.actor_regression_weight!r}")
     for key, allowed in (("loss.actor_mean", ("likelihood", "regression")), ("online.actor_data", ("all", "offline")),
-                         ("online.actor_context", ("all", "offline")), ("eval.scored_latent", ("sample", "mean"))):
+                         ("online.actor_context", ("all", "offline")), ("eval.scored_latent", ("sample", "mean")),
+                         ("eval.success", (None, "last", "any"))):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
-            raise ConfigError(f"smac.{key}: expected {' or '.join(map(repr, allowed))}, got {value!r}")
+            raise ConfigError(f"smac.{key}: expected {' or '.join(repr(a) for a in allowed if a)}, got {value!r}")
     if not 0.0 < cfg.loss.tau <= 1.0 or not 0.0 <= cfg.loss.gamma < 1.0:
         raise ConfigError("smac.loss: need 0 < tau <= 1 and 0 <= gamma < 1")
 

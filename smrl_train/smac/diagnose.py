@@ -44,7 +44,7 @@ from tqdm import tqdm
 from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode, seeded_generator
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.config import EvalConfig
-from smrl_train.smac.evaluation import task_index
+from smrl_train.smac.evaluation import scored_success, success_metric, task_index
 from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
 
 _DIAGNOSE_STREAM = 11_000
@@ -125,6 +125,7 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
     spread = float(offline_z.std(0).mean()) if len(offline_z) > 1 else float("nan")
 
     rows: list[dict[str, Any]] = []
+    metric = success_metric(env, cfg)
 
     def score(split: str, source: str, task: Any, idx: int, context: torch.Tensor, transitions: Transitions,
               episode_seed: int) -> None:
@@ -141,7 +142,7 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
             "policy_error": _policy_error(env, final, aim),
             "bound_error": _bound(env, *transitions, goal),
             "bound_error_rows": _bound(env, *transitions[:3], transitions[0], goal),
-            "success": float(bool(final.success)), "final_distance": final.final_distance,
+            "success": scored_success(final, metric), "final_distance": final.final_distance,
             "z_distance": float(np.linalg.norm(z - z_offline[idx]) / spread)
             if split == "train" and idx in z_offline else None,
         })

@@ -3,8 +3,9 @@
 Protocol per task and run: ``exploration_episodes`` episodes with z ~ N(0, I) re-drawn every
 step, whose transitions and *true* rewards form the context; then one episode with z ~
 q(z | all that context), re-drawn every step. The policy is deterministic (tanh of the mean).
-The metric is the final episode's return and its success flag (success at its last step),
-averaged over runs, then over tasks.
+The metric is the final episode's return and its success flag, averaged over runs, then over
+tasks. Success is scored by ``eval.success``: "last" (``info["success"]`` at the episode's last
+step) or "any" (at any step); unset, the family decides (:func:`success_metric`).
 
 Diagnostic (the paper's Ant-Dir figure): on training tasks, the final-episode return when z
 comes from the task's *offline* context versus from the agent's own exploration, and how far
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from smrl_train.config_schema import ConfigError
 from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode, seeded_generator
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.config import EvalConfig
@@ -27,6 +29,23 @@ from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
 
 _EVAL_STREAM = 7_000  # seed-stream tags keep evaluation randomness apart from training's
 _DIAG_STREAM = 8_000
+
+
+SUCCESS_METRICS = ("last", "any")
+
+
+def success_metric(env: Any, cfg: EvalConfig) -> str:
+    """How an episode's success is scored: ``eval.success`` if set, else the family's own
+    (``success_metric`` on the unwrapped env), else "last"."""
+    metric = cfg.success or getattr(getattr(env, "unwrapped", env), "success_metric", "last")
+    if metric not in SUCCESS_METRICS:
+        raise ConfigError(f"the env's success_metric: expected 'last' or 'any', got {metric!r}")
+    return str(metric)
+
+
+def scored_success(traj: Trajectory, metric: str) -> float:
+    """1.0 when ``traj`` counts as a success under ``metric`` ("last" or "any"), else 0.0."""
+    return float(bool(traj.success_any if metric == "any" else traj.success))
 
 
 def task_index(task: Any, position: int) -> int:
@@ -69,6 +88,7 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
     be replayed alone. ``on_run`` sees each run's episodes (to film them) and changes nothing.
     """
     rows = []
+    metric = success_metric(env, cfg)
     for pos, task in enumerate(tqdm(tasks, desc="meta-test", unit="task", disable=not progress, leave=False)):
         env.unwrapped.set_task(task)
         idx = task_index(task, pos)
@@ -84,7 +104,7 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
             final_return = trajs[-1].episode_return
             assert final_return is not None  # the protocol's episodes run with rewards
             finals.append(final_return)
-            successes.append(float(bool(trajs[-1].success)))
+            successes.append(scored_success(trajs[-1], metric))
         rows.append({"task": idx, "final_return": float(np.mean(finals)), "success": float(np.mean(successes)),
                      "returns_by_episode": np.mean(np.asarray(curves, float), axis=0).tolist()})
     return {
@@ -104,6 +124,7 @@ def z_shift_diagnostic(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, t
     ``buffers`` must hold the tasks' offline data (its frozen offline part is used).
     """
     rows, mu_off_all = [], []
+    metric = success_metric(env, cfg)
     for pos, task in enumerate(tqdm(tasks, desc="z diagnostic", unit="task", disable=not progress, leave=False)):
         idx = task_index(task, pos)
         if idx not in buffers.row_of:
@@ -120,9 +141,9 @@ def z_shift_diagnostic(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, t
                                             (seed, _DIAG_STREAM + 2, idx), str(cfg.scored_latent))
         mu_off_all.append(mu_off.squeeze(0))
         rows.append({"task": idx, "return_offline_context": t_off.episode_return,
-                     "success_offline_context": float(bool(t_off.success)),
+                     "success_offline_context": scored_success(t_off, metric),
                      "return_exploration_context": trajs[-1].episode_return,
-                     "success_exploration_context": float(bool(trajs[-1].success)),
+                     "success_exploration_context": scored_success(trajs[-1], metric),
                      "z_distance": float((mu_exp - mu_off).norm())})
     if not rows:
         return {}
@@ -139,20 +160,37 @@ def z_shift_diagnostic(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, t
     }
 
 
-def random_policy_baseline(env: Any, tasks: Sequence[Any], seed: int, max_steps: int) -> dict[str, float]:
-    """Return and success of uniform random actions for one episode per task (a floor)."""
-    rng = np.random.default_rng(seed)
+def random_actions(space: Any, seed: int) -> Callable[[], np.ndarray]:
+    """Seeded uniform actions of a gymnasium action space: ``rng.uniform(low, high)`` for a
+    bounded Box (so Box(-1, 1) gives exactly ``rng.uniform(-1, 1)``), else the space's own
+    ``sample()`` seeded with ``seed``."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box) and space.is_bounded():
+        rng = np.random.default_rng(seed)
+        low, high, dtype = space.low.astype(float), space.high.astype(float), space.dtype
+        return lambda: rng.uniform(low, high, space.shape).astype(dtype)
+    space.seed(seed)
+    return space.sample
+
+
+def random_policy_baseline(env: Any, tasks: Sequence[Any], seed: int, max_steps: int,
+                           metric: str = "last") -> dict[str, float]:
+    """Return and success (scored by ``metric``) of uniform random actions from the env's
+    action space, one episode per task (a floor)."""
+    act = random_actions(env.action_space, seed)
     rets, succ = [], []
     for pos, task in enumerate(tasks):
         env.unwrapped.set_task(task)
         env.reset(seed=derived_seed(seed, 9_000, task_index(task, pos)))
-        total, success = 0.0, False
+        total, success, success_any = 0.0, False, False
         for _ in range(max_steps):
-            _, r, term, trunc, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+            _, r, term, trunc, info = env.step(act())
             total += float(r)
             success = bool(info.get("success", False))
+            success_any = success_any or success
             if term or trunc:
                 break
         rets.append(total)
-        succ.append(float(success))
+        succ.append(float(success_any if metric == "any" else success))
     return {"final_return": float(np.mean(rets)), "success_rate": float(np.mean(succ))}

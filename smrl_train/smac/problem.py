@@ -20,11 +20,12 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     """The task family of ``config`` with the offline data of the store at ``data``.
 
     Train/test tasks come from the store's manifest (so evaluation uses exactly the split the
-    data was generated for); the env is ``smrl_train.sim.envs.make_env``.
+    data was generated for); the env is the family's (``smrl_train.families.factory.make_env``:
+    our arms, an import path or an installed entry point).
     """
     from smrl_train.data.generate import config_mismatches
     from smrl_train.data.store import EpisodeStore, StoreError
-    from smrl_train.sim.envs import make_env
+    from smrl_train.families.factory import make_env
 
     cfg = load_config(config)
     store = EpisodeStore.open(data)
@@ -33,7 +34,8 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
         raise StoreError(f"{data}: holds '{m['family']}' episodes but {config} is a '{cfg.env.family}' config")
     problems = config_mismatches(cfg, m)
     if problems:
-        raise StoreError(f"{data}: not data of the arm {config} describes: " + "; ".join(problems))
+        raise StoreError(f"{data}: not data of the {'arm' if 'arm' in m else 'family'} {config} describes: "
+                         + "; ".join(problems))
     if not m["reward_labelled"]:
         raise StoreError(f"{data}: offline meta-training needs a reward-labelled store")
     train, test = store.tasks("train"), store.tasks("test")

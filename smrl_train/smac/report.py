@@ -301,6 +301,14 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
     return [line, ""]
 
 
+def _success_line(runs: Sequence[dict[str, Any]]) -> str:
+    """How the runs scored success (smac.eval.success; runs from before it existed: "last")."""
+    where = {"last": "at the scored episode's last step", "any": "at any step of the scored episode"}
+    metrics = sorted({str((r.get("eval") or {}).get("success") or "last") for r in runs})
+    return "Success counted " + " or ".join(where.get(m, m) for m in metrics) + (
+        " (the runs differ)." if len(metrics) > 1 else ".")
+
+
 def _fmt(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
@@ -322,7 +330,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
     if notes:
         lines += [notes, ""]
     lines += ["Held-out test tasks; meta-test protocol of the paper (2 exploration episodes with z ~ prior, "
-              "then the posterior z and the deterministic policy); mean ± std over seeds.", "",
+              f"then the posterior z and the deterministic policy); mean ± std over seeds. {_success_line(runs)}", "",
               "| method | seeds | final return | success rate | updates | gradients | CPU min per seed "
               "| description |",
               "|---|---|---|---|---|---|---|---|"]

@@ -45,7 +45,14 @@ from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
 from smrl_train.smac.data_parallel import Ranks
-from smrl_train.smac.evaluation import RunHook, meta_test, random_policy_baseline, task_index, z_shift_diagnostic
+from smrl_train.smac.evaluation import (
+    RunHook,
+    meta_test,
+    random_policy_baseline,
+    success_metric,
+    task_index,
+    z_shift_diagnostic,
+)
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean, tensorboard_logs
 from smrl_train.smac.networks import SmacNetworks
@@ -547,6 +554,8 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
     if eval_cfg is not None:
         cfg = dataclasses.replace(cfg, eval=eval_cfg)
     env = problem.env
+    # The success metric the scores use, resolved against the family and recorded with them.
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, success=success_metric(env, cfg.eval)))
     t0 = time.perf_counter()
     result: dict[str, Any] = {
         "method": meta["method"], "algo": meta["algo"], "phase": meta["phase"], "labels": meta["labels"],
@@ -556,7 +565,8 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
         "iterations": meta.get("iteration"), "finished": meta.get("finished"), "eval": to_dict(cfg.eval),
         "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval,
                           derived_seed(cfg.seed, _TEST_STREAM), problem.max_steps, progress, on_run),
-        "random_policy": random_policy_baseline(env, problem.test_tasks, derived_seed(cfg.seed, 6), problem.max_steps),
+        "random_policy": random_policy_baseline(env, problem.test_tasks, derived_seed(cfg.seed, 6), problem.max_steps,
+                                                str(cfg.eval.success)),
     }
     if diagnostic and cfg.eval.diagnostic_tasks:
         buffers = TaskBuffers.from_task_arrays(problem.offline)

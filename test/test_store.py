@@ -164,6 +164,42 @@ def test_reward_free_store_and_schema_checks(tmp_path: Path) -> None:
         EpisodeStore.open(tmp_path)
 
 
+def _append_episodes(store_path: str, writer: int, n: int, arrays: dict[str, np.ndarray]) -> None:
+    from smrl_train.data.episode_recorder import EpisodeRecorder
+
+    recorder = EpisodeRecorder(EpisodeStore.open(store_path), task_index=0)
+    for k in range(n):
+        tag = np.float32(20 * writer + k)  # which writer, which of its episodes (k < 20)
+        for t in range(len(arrays["obs"])):
+            recorder.add(arrays["obs"][t] + tag, arrays["action"][t], arrays["next_obs"][t],
+                         timestamp=float(arrays["timestamp"][t]))
+        recorder.finish(meta={"robot_id": f"arm{writer}"})
+
+
+def test_concurrent_writers_into_one_store_never_collide(tmp_path: Path) -> None:
+    import multiprocessing
+
+    labelled = generate_dataset(small_config("reach", n_train=1, episode_length=5), tmp_path / "l", progress=False)
+    manifest = {k: v for k, v in labelled.manifest.items() if k not in ("format", "version")}
+    free = EpisodeStore.create(tmp_path / "fleet", {**manifest, "reward_labelled": False})
+    ep = labelled.read_episode(labelled.episode_paths()[0])
+    arrays = {k: v for k, v in ep.arrays.items() if k not in ("reward", "success")}
+    writers, n = 4, 12
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_episodes, args=(str(free.path), w, n, arrays)) for w in range(writers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    episodes = [free.read_episode(p) for p in free.episode_paths()]
+    assert sorted(e.meta["episode_index"] for e in episodes) == list(range(writers * n))  # no gap, no clash
+    tags = sorted(int(round(float(e.arrays["obs"][0, 0] - arrays["obs"][0, 0]))) for e in episodes)
+    assert tags == sorted(20 * w + k for w in range(writers) for k in range(n))  # nothing lost or overwritten
+    assert {e.meta["robot_id"] for e in episodes} == {f"arm{w}" for w in range(writers)}
+    assert not list(free.path.rglob("*.tmp"))
+
+
 def test_workers_write_the_same_bytes_as_one_process(tmp_path: Path) -> None:
     cfg = small_config("push", n_train=4, episode_length=30)
     one = _files(generate_dataset(cfg, tmp_path / "one", progress=False).path)

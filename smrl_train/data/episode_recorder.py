@@ -70,8 +70,7 @@ class EpisodeRecorder:
         arrays = {k: np.asarray(v) for k, v in self._rows.items()}
         arrays["truncated"] = np.zeros(n, dtype=bool)
         arrays["truncated"][-1] = bool(truncated) and not arrays["terminated"][-1]
-        index = self.store.next_episode_index(self.task_index)
-        path = self.store.write_episode(self.task_index, index, arrays, meta)
+        path = self.store.append_episode(self.task_index, arrays, meta)
         self.episodes_written += 1
         self.steps_written += n
         self.abort()

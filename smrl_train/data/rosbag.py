@@ -527,7 +527,7 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
                   "timestamp": steps.stamp[p].astype(np.float64)}
         meta = {"kind": UNNAMED_KIND, "source": "smrl data import-bag", "bag": bag.name,
                 "bag_time": [float(steps.t[p[0]]), float(steps.t_next[p[-1]])]}
-        result.paths.append(store.write_episode(task, store.next_episode_index(task), arrays, meta))
+        result.paths.append(store.append_episode(task, arrays, meta))
         result.episodes += 1
         result.steps += n
         result.clipped_actions += int((np.abs(raw[p]) > 1.0 + 1e-6).sum())

@@ -77,6 +77,10 @@ class StoreError(ValueError):
     """A store, manifest or episode file is missing, corrupt or inconsistent (names the file)."""
 
 
+class EpisodeExistsError(StoreError):
+    """The episode file to write is already there (another writer took the index)."""
+
+
 @dataclass(frozen=True)
 class Episode:
     """One episode: arrays keyed by name (see the module docstring) and its metadata."""
@@ -132,6 +136,25 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def publish_new_bytes(path: Path, payload: bytes) -> bool:
+    """Write ``payload`` to ``path`` whole, only if no file is there: False (nothing written)
+    when one is, even if another process publishes it at the same moment (the complete file
+    is hard-linked into place, which fails if the name exists)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    _fsync_dir(path.parent)
+    return True
 
 
 def _tensor_digest(arrays: dict[str, np.ndarray]) -> str:
@@ -219,10 +242,21 @@ class EpisodeStore:
                     length=int(arrays["obs"].shape[0]), sha256=_tensor_digest(arrays))
         payload = st_save(arrays, metadata={"episode": json.dumps(info, sort_keys=True)})
         target = self.path / EPISODES / episode_filename(task_index, episode_index)
-        if target.exists():
-            raise StoreError(f"{target}: episode already exists")
-        atomic_write_bytes(target, payload)
+        if not publish_new_bytes(target, payload):
+            raise EpisodeExistsError(f"{target}: episode already exists")
         return target
+
+    def append_episode(self, task_index: int, arrays: dict[str, np.ndarray],
+                       meta: dict[str, Any] | None = None) -> Path:
+        """Write one finished episode under the task's next free episode index; several
+        processes may append to one store at once (a fleet of recorders): an index another
+        writer took first is skipped, never overwritten."""
+        for _ in range(1000):
+            try:
+                return self.write_episode(task_index, self.next_episode_index(task_index), arrays, meta)
+            except EpisodeExistsError:
+                continue
+        raise StoreError(f"{self.path}: no free episode index for task {task_index} after 1000 tries")
 
     def _validate(self, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
         robot = is_robot_manifest(self.manifest)

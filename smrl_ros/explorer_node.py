@@ -111,6 +111,8 @@ class ExplorerParams(DriverParams):
     resample_period: int = params.param(
         0, "steps between draws of z from the prior (0: as the model was trained, from its metadata: every "
            "step or once per episode; 1: every step)")
+    robot_id: str = params.param("", "this arm's name in every episode's metadata (a fleet's explorers record into one "
+                                 "store; empty: the node's namespace, e.g. arm1 for /arm1, else 'robot')")
     seed: int = params.param(0, "seed of the latent draws (episode k of task t draws from (seed, t, k))",
                              low=0, high=2**31 - 1)
     on_stop: str = params.param("save", "SIGINT/SIGTERM mid-episode: save (write it, last step truncated) or drop")
@@ -181,6 +183,8 @@ class ExplorerNode(ManagedNode):
         except (params.ParameterError, UrdfError, ModelError, StoreError, ValueError) as exc:  # TaskLatentsError too
             raise StartupError(str(exc)) from None
         self.p = p
+        self.robot_id = p.robot_id or self.get_namespace().strip("/").replace("/", "_") or "robot"
+        self.urdf_sha256 = arm.urdf_sha256
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
         listed = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
         # A task listed n times gets n blocks of episodes_per_task (a trainer round that visits
@@ -349,6 +353,7 @@ class ExplorerNode(ManagedNode):
         assert self.task is not None
         kind = self._episode_kind(self.count[self.task])
         return {"kind": kind, "stochastic": kind != EXPLORE_KIND, "source": "smrl_explorer",
+                "robot_id": self.robot_id, "urdf_sha256": self.urdf_sha256,
                 "episode_seed": [self.p.seed, self.task, self.count[self.task]],
                 "resample_period": self.explorer.resample_period, "mode": self.p.mode, "interrupted": interrupted}
 

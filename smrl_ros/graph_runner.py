@@ -46,6 +46,11 @@ class NodeSpec:
     remaps: Mapping[str, str] = field(default_factory=dict)
     namespace: str = ""
 
+    @property
+    def label(self) -> str:
+        """The node's name with its namespace (``arm1/smrl_explorer``), unique in a graph."""
+        return f"{self.namespace.strip('/')}/{self.name}" if self.namespace.strip("/") else self.name
+
     def ros_args(self, inline_params_file: str | None = None) -> list[str]:
         """The ``--ros-args ...`` part of the command line."""
         args = ["--ros-args", "-r", f"__node:={self.name}"]
@@ -66,16 +71,27 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """A named set of nodes started together."""
+    """A named set of nodes started together. The graph is done when a node fails, or when
+    a node exits and ``wait_for`` is empty (an explorer, a trainer: its job is done), or
+    when every node ``wait_for`` names (labels) has exited (a fleet's explorers)."""
 
     name: str
     nodes: tuple[NodeSpec, ...]
+    wait_for: tuple[str, ...] = ()
 
-    def node(self, name: str) -> NodeSpec:
+    def node(self, label: str) -> NodeSpec:
         for n in self.nodes:
-            if n.name == name:
+            if n.label == label:
                 return n
-        raise KeyError(name)
+        raise KeyError(label)
+
+    def done(self, exited: Mapping[str, int | None]) -> bool:
+        """Whether the graph should stop, given the exit codes of the nodes that exited."""
+        if any(code != 0 for code in exited.values()):
+            return True
+        if self.wait_for:
+            return all(label in exited for label in self.wait_for)
+        return bool(exited)
 
 
 def params_yaml(parameters: Mapping[str, Any]) -> str:
@@ -120,7 +136,7 @@ class GraphRunner:
 
     def start(self, only: Sequence[str] | None = None) -> GraphRunner:
         for spec in self.graph.nodes:
-            if only is not None and spec.name not in only:
+            if only is not None and spec.label not in only:
                 continue
             self.start_node(spec)
         return self
@@ -128,29 +144,33 @@ class GraphRunner:
     def start_node(self, spec: NodeSpec) -> subprocess.Popen[bytes]:
         params_file = None
         if spec.parameters:
-            params_file = str(Path(self._tmp.name) / f"{spec.name}.params.yaml")
+            params_file = str(Path(self._tmp.name) / f"{spec.label.replace('/', '__')}.params.yaml")
             Path(params_file).write_text(params_yaml(spec.parameters))
-        log = open(self.log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._logs[spec.name] = log
+        log = open(self.log_path(spec.label), "wb")  # noqa: SIM115 - closed in stop()
+        self._logs[spec.label] = log
         # Each node in its own session: a Ctrl-C reaches it only through the runner's clean
         # stop; and it dies with the runner, whatever ends the runner.
         proc = subprocess.Popen(spec.command(params_file), stdout=log, stderr=subprocess.STDOUT,
                                 env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent())
-        self.processes[spec.name] = proc
+        self.processes[spec.label] = proc
         return proc
 
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
+    def log_path(self, label: str) -> Path:
+        """Where the node ``label`` logs (``arm1/smrl_explorer`` -> ``arm1__smrl_explorer.log``)."""
+        return self.log_dir / f"{label.replace('/', '__')}.log"
+
+    def log(self, label: str) -> str:
+        path = self.log_path(label)
         return path.read_text(errors="replace") if path.exists() else ""
 
     def exited(self) -> dict[str, int]:
         """Return codes of the nodes that have exited."""
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
 
-    def wait_exit(self, name: str, timeout: float) -> int | None:
+    def wait_exit(self, label: str, timeout: float) -> int | None:
         """The node's return code once it exits, or None after ``timeout`` s."""
         try:
-            return self.processes[name].wait(timeout)
+            return self.processes[label].wait(timeout)
         except subprocess.TimeoutExpired:
             return None
 
@@ -214,25 +234,27 @@ def launch_description(arguments: Sequence[LaunchArgument],
 
     from launch import LaunchDescription
 
-    def ended(name: str) -> Callable[[Any, Any], list[Any] | None]:
+    def ended(graph: GraphSpec, label: str, exited: dict[str, int | None]) -> Callable[[Any, Any], list[Any] | None]:
         def on_exit(event: Any, context: Any) -> list[Any] | None:
             if context.is_shutdown:
                 return None  # stopping anyway (Ctrl-C, or another node ended the launch)
             if event.returncode != 0:
                 # An exception from an event handler makes the launch service shut down and
                 # return 1 (a Shutdown action would return 0).
-                raise NodeFailed(f"{name} exited with status {event.returncode}")
-            return [Shutdown(reason=f"{name} finished")]
+                raise NodeFailed(f"{label} exited with status {event.returncode}")
+            exited[label] = event.returncode
+            return [Shutdown(reason=f"{label} finished")] if graph.done(exited) else None
         return on_exit
 
     def setup(context: Any) -> list[Any]:
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in arguments}
         graph = build(values)
+        exited: dict[str, int | None] = {}
         return [
             Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
                  parameters=[*spec.params_files, {k: list(v) if isinstance(v, tuple) else v
                                                   for k, v in spec.parameters.items()}],
-                 remappings=list(spec.remaps.items()), output="screen", on_exit=ended(spec.name))
+                 remappings=list(spec.remaps.items()), output="screen", on_exit=ended(graph, spec.label, exited))
             for spec in graph.nodes
         ]
 

@@ -51,7 +51,7 @@ class LogTail:
     def flush(self) -> None:
         for name in self.names:
             try:
-                with open(self.runner.log_dir / f"{name}.log", "rb") as f:
+                with open(self.runner.log_path(name), "rb") as f:
                     f.seek(self.offsets[name])
                     chunk = f.read()
             except OSError:
@@ -120,14 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{a.name + ':=' + repr(a.default):<40} {a.description}{choices}")
         return 0
     graph = module.build(parse_arguments(module.ARGUMENTS, args.arguments))
-    print(f"starting {', '.join(n.name for n in graph.nodes)} (Ctrl-C stops them)", flush=True)
+    print(f"starting {', '.join(n.label for n in graph.nodes)} (Ctrl-C stops them)", flush=True)
     # The user's working directory: relative outputs land there (inputs fall back to the package).
     with GraphRunner(graph, log_dir=args.log_dir) as runner:
         runner.start()
         try:
-            with LogTail(runner, [n.name for n in graph.nodes]):
-                # A node that ends its job (the explorer, the trainer) or fails ends the graph.
-                while not runner.exited():
+            with LogTail(runner, [n.label for n in graph.nodes]):
+                # A node that ends its job (the explorer, the trainer) or fails ends the graph
+                # (a fleet: when every explorer has ended its job).
+                while not graph.done(runner.exited()):
                     time.sleep(0.2)
         except KeyboardInterrupt:
             print("stopping", flush=True)

@@ -43,7 +43,7 @@ setup(
         "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         # rosbag2 recordings (smrl data import-bag / export-bag), pure Python, no ROS install.
         "bag": ["rosbags>=0.11"],
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis>=6.100"],
     },
     zip_safe=True,
     maintainer="smrl developers",

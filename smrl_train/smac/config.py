@@ -408,7 +408,8 @@ def _validate(cfg: SmacConfig) -> None:
     for key, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"smac.{key}: must be > 0, got {value!r}")
-    for key, value in {"seed": cfg.seed, "loss.kl_weight": cfg.loss.kl_weight, "online.eval_every": cfg.online.eval_every,
+    for key, value in {"seed": cfg.seed, "loss.kl_weight": cfg.loss.kl_weight,
+                       "online.eval_every": cfg.online.eval_every,
                        "offline.steps": cfg.offline.steps, "online.iterations": cfg.online.iterations,
                        "online.updates_per_iteration": cfg.online.updates_per_iteration,
                        "online.prior_episodes": cfg.online.prior_episodes,

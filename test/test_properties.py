@@ -29,6 +29,7 @@ from smrl_train.config_loader import load_config
 from smrl_train.config_schema import ConfigError, to_dict
 from smrl_train.robot.control import ObservationBuilder, PolicyController
 from smrl_train.robot.safety import (
+    LIMIT_MARGIN,
     STATE_REJECTIONS,
     CommandGuard,
     JointStateMapper,
@@ -37,13 +38,14 @@ from smrl_train.robot.safety import (
     StaleStateWatchdog,
     TargetLimiter,
 )
-from smrl_train.robot.urdf import load_urdf
+from smrl_train.robot.urdf import load_urdf, position_bounds
 from smrl_train.smac.config import SmacConfig
 
 from conftest import CONFIGS, REPO, small_config
 
 ARM = load_urdf(REPO / "urdf" / "smrl_arm.urdf", "ee_link")
 N = ARM.n_joints
+BOUNDS = position_bounds(ARM, ARM.joint_names, LIMIT_MARGIN)  # as the nodes map joint states
 
 # Values no config key, parameter or sensor reading should be trusted with.
 BAD_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, -1, 0, 1e308, -1e308, 10**30,
@@ -288,7 +290,7 @@ def test_joint_states_become_finite_observations_or_counted_rejections(state: tu
     names, position, velocity = state
     msg = make_joint_state([], [], None, seconds_to_stamp(0.0))
     msg.name, msg.position, msg.velocity = names, position, velocity  # as a foreign publisher fills it
-    mapper = JointStateMapper(ARM.joint_names, ignore_unknown=ignore_unknown)
+    mapper = JointStateMapper(ARM.joint_names, ignore_unknown=ignore_unknown, bounds=BOUNDS)
     result = mapper.map(*joint_state_arrays(msg))
     if isinstance(result, Rejection):
         assert result.reason in STATE_REJECTIONS and result.detail
@@ -296,6 +298,7 @@ def test_joint_states_become_finite_observations_or_counted_rejections(state: tu
         return
     assert isinstance(result, MappedState) and mapper.accepted == 1 and sum(mapper.rejected.values()) == 0
     assert result.position.shape == result.velocity.shape == (N,)
+    assert np.all(result.position >= ARM.lower - LIMIT_MARGIN) and np.all(result.position <= ARM.upper + LIMIT_MARGIN)
     for j, name in enumerate(ARM.joint_names):  # by name, never by order
         assert result.position[j] == position[names.index(name)] and result.velocity[j] == velocity[names.index(name)]
     obs = ObservationBuilder(ARM, ARM.joint_names, [("joint_pos", N), ("joint_vel", N), ("ee_pos", 3)]).build(
@@ -328,9 +331,12 @@ OUTPUT = st.one_of(
 
 @st.composite
 def tick(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, float]:
-    """A measured position (finite, a little past the limits at most), a policy output, a time step."""
-    frac = np.array(draw(st.lists(st.floats(-0.1, 1.1), min_size=N, max_size=N)))
+    """A measured position (mostly near the limits, at times any reading at all), a policy
+    output, a time step."""
+    frac = np.array(draw(st.lists(st.floats(-0.3, 1.3), min_size=N, max_size=N)))
     q = ARM.lower + frac * (ARM.upper - ARM.lower)
+    if draw(st.integers(0, 4)) == 0:
+        q[draw(st.integers(0, N - 1))] = draw(READINGS)
     return q, draw(OUTPUT), draw(st.sampled_from([0.0, 1e-4, 0.01, 0.05, 0.2, 1.0]))
 
 
@@ -343,13 +349,21 @@ def test_every_published_command_is_safe_or_the_tick_holds_counted(model_hz: flo
     policy = ScriptedOutputs()
     builder = ObservationBuilder(ARM, ARM.joint_names, [("joint_pos", N), ("joint_vel", N), ("ee_pos", 3)])
     controller = PolicyController(policy, builder, limiter, StaleStateWatchdog(3 * period), guard)
+    mapper = JointStateMapper(ARM.joint_names, bounds=BOUNDS)
     max_step = ARM.velocity * model_period * (1 + 1e-9) + 1e-12
     previous: tuple[np.ndarray, float] | None = None
+    measured = None
     now = 0.0
-    for q, output, dt in ticks:
+    for reading, output, dt in ticks:
         now += dt
         policy.output = output
-        controller.on_state(MappedState(q, np.zeros(N)), now)
+        state = mapper.map(ARM.joint_names, reading, np.zeros(N))
+        if isinstance(state, MappedState):  # the node hands on mapped states only
+            controller.on_state(state, now)
+            measured = state.position
+        if measured is None:
+            continue
+        q = measured
         refused_before = sum(guard.refused.values()) + limiter.rejected_non_finite
         result = controller.step(now)
         cmd = result.command
@@ -359,8 +373,9 @@ def test_every_published_command_is_safe_or_the_tick_holds_counted(model_hz: flo
             continue
         assert cmd.shape == (N,) and np.all(np.isfinite(cmd))
         assert np.all(cmd >= ARM.lower) and np.all(cmd <= ARM.upper)
-        if result.hold is not None:  # a hold commands the arm where it is
+        if result.hold is not None:  # a hold commands the arm where it is, never far from it
             np.testing.assert_array_equal(cmd, np.clip(q, ARM.lower, ARM.upper))
+            assert np.all(np.abs(cmd - q) <= LIMIT_MARGIN)
         else:
             recent = previous is not None and now - previous[1] <= 3.0 * model_period
             reference = previous[0] if recent else q

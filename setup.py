@@ -43,6 +43,10 @@ setup(
         "video": ["imageio>=2.16", "imageio-ffmpeg>=0.4.8"],
         # rosbag2 recordings (smrl data import-bag / export-bag), pure Python, no ROS install.
         "bag": ["rosbags>=0.11"],
+        # Minari datasets (smrl data export-minari / import-minari), HDF5 storage; training and
+        # the robot side never need it. LeRobotDataset export is absent: lerobot pins an older
+        # torch (docs/guide.md, "Your data: Minari").
+        "minari": ["minari[hdf5]>=0.5.4,<0.6"],
         "test": ["pytest", "hypothesis>=6.100"],
     },
     zip_safe=True,

@@ -105,9 +105,10 @@ def bench_dds(model: Path | None, rate_hz: float, seconds: float, log_dir: Path,
 
     from smrl_ros import topics
     from smrl_ros.conversions import status_values
-    from smrl_ros.graph_runner import GraphRunner, GraphSpec, NodeSpec, die_with_parent, ros_environment
+    from smrl_ros.graph_runner import GraphRunner, GraphSpec, NodeSpec, ros_environment
     from smrl_ros.graphs import controller_node
     from smrl_ros.probe import RosProbe, claim_domain_id
+    from smrl_train.child_processes import die_with_parent
 
     log_dir.mkdir(parents=True, exist_ok=True)
     claim = claim_domain_id()

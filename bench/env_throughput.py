@@ -6,11 +6,18 @@ The raw loop runs the same compiled model for the same number of physics steps (
 period = `substeps` mj_step calls) with constant controls: the ratio env/raw is the cost of
 our Python env layer (action scaling, observation, reward) on top of MuJoCo. Medians of
 `--repeats` runs; this machine is noisy, so compare ratios, not absolute rates.
+
+Then dataset generation (`smrl data generate --workers W`): transitions/s with 1, 2 and one
+worker per core on `--worker-tasks` tasks, each as a ratio to one worker in the same run, and
+how generation grows with the number of training tasks (`--tasks`, default 40 200 1000; the
+store's size beside it), with one worker per core.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -55,6 +62,8 @@ def main() -> None:
     parser.add_argument("--config", nargs="*", default=["config/reach.yaml", "config/push.yaml"])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--worker-tasks", type=int, default=20, help="training tasks of the workers' comparison")
+    parser.add_argument("--tasks", type=int, nargs="*", default=[40, 200, 1000], help="training task counts")
     args = parser.parse_args()
     print(f"{'config':<22}{'env steps/s':>14}{'raw mj_step periods/s':>24}{'ratio env/raw':>16}")
     for path in args.config:
@@ -65,16 +74,38 @@ def main() -> None:
         print(f"{Path(path).name:<22}{statistics.median(env_rates):>14.0f}{statistics.median(raw_rates):>24.0f}"
               f"{statistics.median(ratios):>16.2f}")
     print()
-    print(f"{'config':<22}{'generation transitions/s':>26}{'wall s':>10}")
+    workers = sorted({1, 2, os.cpu_count() or 1})
+    print(f"{'config':<22}{'workers':>8}{'generation transitions/s':>26}{'ratio to 1 worker':>20}")
     for path in args.config:
-        cfg = load_config(path)
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            store = generate_dataset(cfg, Path(tmp) / "d", progress=False)
-            wall = time.perf_counter() - t
-            n = sum(len(store.read_episode(p)) for p in store.episode_paths())
-        print(f"{Path(path).name:<22}{n / wall:>26.0f}{wall:>10.1f}")
+        cfg = with_tasks(load_config(path), args.worker_tasks)
+        rates = {w: [generation(cfg, w)[0] for _ in range(args.repeats)] for w in workers}
+        for w in workers:
+            ratios = [r / one for r, one in zip(rates[w], rates[1])]
+            print(f"{Path(path).name:<22}{w:>8}{statistics.median(rates[w]):>26.0f}{statistics.median(ratios):>20.2f}")
+    print()
+    w = max(workers)
+    print(f"{'config':<22}{'tasks':>7}{'episodes':>10}{'wall s':>9}{'transitions/s':>15}{'store MB':>10}"
+          f"   ({w} workers)")
+    for path in args.config:
+        for n in args.tasks:
+            rate, wall, episodes, size = generation(with_tasks(load_config(path), n), w)
+            print(f"{Path(path).name:<22}{n:>7}{episodes:>10}{wall:>9.1f}{rate:>15.0f}{size / 1e6:>10.1f}")
 
+
+def with_tasks(cfg, n_train: int):
+    return dataclasses.replace(cfg, tasks=dataclasses.replace(cfg.tasks, n_train=n_train))
+
+
+def generation(cfg, workers: int) -> tuple[float, float, int, int]:
+    """(transitions/s, wall s, episodes, bytes) of generating ``cfg``'s dataset."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        store = generate_dataset(cfg, Path(tmp) / "d", progress=False, workers=workers)
+        wall = time.perf_counter() - t
+        paths = store.episode_paths()
+        n = sum(len(store.read_episode(p)) for p in paths)
+        size = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+    return n / wall, wall, len(paths), size
 
 if __name__ == "__main__":
     main()

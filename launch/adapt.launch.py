@@ -2,7 +2,11 @@
 
     ros2 launch smrl_ros adapt.launch.py bundle:=runs/r/smac/bundle task_index:=3    # sim (default)
     ros2 launch smrl_ros adapt.launch.py bundle:=... use_sim:=false reward_topic:=/lab/reward \\
-        controller_topic:=/forward_position_controller/commands home:="[0.0, 0.3, 1.3, 1.2, 0.0]"
+        controller_topic:=/forward_position_controller/commands
+
+The arm (URDF, end-effector link, and on a real arm the home pose between episodes) is the sim
+config's, or the bundle's (its metadata names the training config's); ``urdf_path``,
+``ee_link`` and ``home`` override it.
 
 Thin on purpose: the node graph, its launch arguments and its parameters are plain Python in
 smrl_ros/graphs.py (smrl_ros.graphs.adapt_from_arguments), which the pip-only path and the

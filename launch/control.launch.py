@@ -6,7 +6,9 @@
         [autostart:=true]
 
 With ``use_sim:=false`` only the controller starts: the real arm's driver already provides
-``/joint_states`` and a forward position controller (its URDF goes in ``urdf_path``).
+``/joint_states`` and a forward position controller. The controller's URDF and end-effector link
+are the sim config's arm, or on a real arm the model's (its metadata names the training
+config's); ``urdf_path`` and ``ee_link`` override them.
 A thin wrapper over :func:`smrl_ros.graphs.control_graph`.
 """
 
@@ -19,7 +21,8 @@ ARGUMENTS = [
     LaunchArgument("config", "config/reach.yaml", "sim: smrl config YAML"),
     LaunchArgument("task_split", "test", "sim: task list", ("train", "test")),
     LaunchArgument("task_index", "0", "sim: task index"),
-    LaunchArgument("urdf_path", "urdf/smrl_arm.urdf", "the robot's URDF (limits and FK)"),
+    LaunchArgument("urdf_path", "", "the robot's URDF (limits and FK; default: the sim config's arm, or the model's)"),
+    LaunchArgument("ee_link", "", "its end-effector link (default: the sim config's, or the model's)"),
     LaunchArgument("rate_hz", "0.0", "control rate in Hz (0: the model's)"),
     LaunchArgument("allow_rate_mismatch", "false", "run at a rate_hz other than the model's", ("true", "false")),
     LaunchArgument("command_topic", "/forward_position_controller/commands", "position command topic"),
@@ -34,7 +37,8 @@ def build(args):
         args["model_path"], use_sim=as_bool(args["use_sim"]), config=args["config"],
         sim_parameters={"task_split": args["task_split"], "task_index": int(args["task_index"]),
                         "publish_reward": True},
-        controller_parameters={"urdf_path": args["urdf_path"], "rate_hz": float(args["rate_hz"]),
+        controller_parameters={**{k: args[k] for k in ("urdf_path", "ee_link") if args[k]},
+                               "rate_hz": float(args["rate_hz"]),
                                "allow_rate_mismatch": as_bool(args["allow_rate_mismatch"]),
                                "command_topic": args["command_topic"],
                                "joint_states_topic": args["joint_states_topic"],

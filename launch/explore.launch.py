@@ -3,8 +3,11 @@
     ros2 launch smrl_ros explore.launch.py bundle:=runs/r/offline_only/bundle store:=rec/lab1 \\
         dataset:=data/reach                      # sim bridge (lockstep) by default
     ros2 launch smrl_ros explore.launch.py bundle:=... store:=rec/arm1 use_sim:=false tasks:="[0]" \\
-        home:="[0.0, 0.3, 1.3, 1.2, 0.0]" joint_states_topic:=/my_arm/joint_states \\
-        command_topic:=/my_arm/forward_position_controller/commands
+        joint_states_topic:=/my_arm/joint_states command_topic:=/my_arm/forward_position_controller/commands
+
+The arm (URDF, end-effector link, and on a real arm the home pose between episodes) is the sim
+config's, or the bundle's (its metadata names the training config's); ``urdf_path``,
+``ee_link`` and ``home`` override it.
 
 Thin on purpose: the node graph, its launch arguments and its parameters are plain Python in
 smrl_ros/graphs.py (smrl_ros.graphs.explore_from_arguments), which the pip-only path and the

@@ -39,13 +39,13 @@ from std_srvs.srv import Trigger
 from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams, one_shot
 from smrl_ros.node_main import StartupError, request_exit, run_node
-from smrl_ros.paths import input_path, output_path
+from smrl_ros.paths import input_path, output_path, robot_arm
 from smrl_train.robot.episode_driver import EpisodeEnd, Transition
 from smrl_train.robot.exploration import LatentExplorer, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.reward_context import RewardContext
 from smrl_train.robot.runtime import EncoderRuntime, LatentPolicyRuntime, bake_latent
-from smrl_train.robot.urdf import UrdfError, load_urdf
+from smrl_train.robot.urdf import UrdfError
 
 TASK_PARAMETERS = ("task_split", "task_index", "task_goal")
 MAX_ATTEMPTS = 3  # tries per exploration episode before the adaptation is reported failed
@@ -102,10 +102,10 @@ class AdapterNode(Node):
         try:
             p = params.read(self, AdapterParams)
             bundle = input_path(p.bundle)
-            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
             self.policy = LatentPolicyRuntime(bundle / "policy.onnx")
             self.encoder = EncoderRuntime(bundle / "encoder.onnx")
             info = self.policy.info
+            arm = robot_arm(p.urdf_path, p.ee_link, info)
             e = self.encoder.info
             if (e.joint_names, e.observation_layout, e.latent_dim) != (info.joint_names, info.observation_layout,
                                                                       info.latent_dim):

@@ -44,9 +44,9 @@ TIMEOUT_CHECK_S = 0.1  # how often the core checks for a stale state stream or a
 class DriverParams:
     """Parameters every node that drives episodes shares (explorer, adapter)."""
 
-    urdf_path: str = params.param("urdf/smrl_arm.urdf", "the robot's URDF (limits, FK of the end effector); "
-                                  "relative paths are resolved against the package share folder")
-    ee_link: str = params.param("ee_link", "end-effector link of the URDF")
+    urdf_path: str = params.param("", "the robot's URDF (limits, FK of the end effector); relative paths are "
+                                  "resolved against the package share folder; empty: the model's (smrl.urdf)")
+    ee_link: str = params.param("", "end-effector link of the URDF; empty: the model's (smrl.ee_link)")
     joints: tuple[str, ...] = params.param((), "joint order of the command topic (empty: URDF order)")
     mode: str = params.param("lockstep", "lockstep: step on each new state answering the last command (the sim "
                              "bridge's lockstep mode); realtime: at most rate_hz on the newest state (real arms)")
@@ -56,7 +56,8 @@ class DriverParams:
     reset_mode: str = params.param("service", "between episodes: service (call reset_service, the sim bridge's "
                                    "~/reset) or home (drive to `home` under the safety limits: real arms)")
     reset_service: str = params.param("/smrl_sim/reset", "std_srvs/Trigger that resets the arm (reset_mode service)")
-    home: tuple[float, ...] = params.param((), "home pose (rad, URDF joint order) for reset_mode home")
+    home: tuple[float, ...] = params.param((), "home pose (rad, URDF joint order) for reset_mode home; empty: "
+                                           "the model's (smrl.home, the training config's)")
     homing_speed: float = params.param(0.25, "homing speed as a fraction of each joint's velocity limit",
                                        low=0.01, high=1.0)
     home_tolerance: float = params.param(0.01, "homing is done when every joint is this close (rad) and at rest",
@@ -77,8 +78,6 @@ class DriverParams:
             raise params.ParameterError(f"parameter 'mode': expected lockstep or realtime, got {self.mode!r}")
         if self.reset_mode not in RESET_MODES:
             raise params.ParameterError(f"parameter 'reset_mode': expected service or home, got {self.reset_mode!r}")
-        if self.reset_mode == "home" and not self.home:
-            raise params.ParameterError("parameter 'home': required with reset_mode home (the pose to return to)")
         if self.rate_hz < 0 or not 0 < self.homing_speed <= 1:
             raise params.ParameterError("parameters: rate_hz >= 0 and 0 < homing_speed <= 1 required")
         if self.state_timeout_s <= 0 or self.reset_timeout_s <= 0 or self.home_tolerance <= 0:
@@ -121,8 +120,12 @@ class ArmDriver:
         self.mapper = JointStateMapper(joint_names, p.ignore_unknown_joints,
                                        position_bounds(arm, joint_names, LIMIT_MARGIN))
         reset_service = p.reset_service if p.reset_mode == "service" else None
+        home = tuple(p.home) or tuple(getattr(info, "home", ()))
+        if p.reset_mode == "home" and not home:
+            raise ValueError("parameter 'home': required with reset_mode home (the pose to return to; the model's "
+                             "metadata names none: an older export)")
         self.core = EpisodeDriver(
-            arm, info, mode=p.mode, rate_hz=p.rate_hz, steps=p.episode_length, reset_service=reset_service, home=p.home,
+            arm, info, mode=p.mode, rate_hz=p.rate_hz, steps=p.episode_length, reset_service=reset_service, home=home,
             homing_speed=p.homing_speed, home_tolerance=p.home_tolerance, reset_timeout_s=p.reset_timeout_s,
             state_timeout_s=p.state_timeout_s, rewarded=bool(reward_topic))
         self.core.publish = self._publish

@@ -58,7 +58,7 @@ from smrl_ros.conversions import (
     seconds_to_stamp,
 )
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, run_node
-from smrl_ros.paths import input_path
+from smrl_ros.paths import input_path, robot_arm
 from smrl_ros.realtime import freeze_heap, hold_cpu_dma_latency, set_realtime_priority
 from smrl_train.robot.control import (
     HOLD_REFUSED,
@@ -69,7 +69,7 @@ from smrl_train.robot.control import (
     period_schedule,
 )
 from smrl_train.robot.model_metadata import ModelError
-from smrl_train.robot.runtime import PolicyRuntime
+from smrl_train.robot.runtime import PolicyRuntime, read_model
 from smrl_train.robot.safety import (
     LIMIT_MARGIN,
     CommandGuard,
@@ -78,7 +78,7 @@ from smrl_train.robot.safety import (
     StaleStateWatchdog,
     TargetLimiter,
 )
-from smrl_train.robot.urdf import ArmDescription, UrdfError, load_urdf, position_bounds
+from smrl_train.robot.urdf import ArmDescription, UrdfError, position_bounds
 
 TRIGGERS = ("state", "timer")
 HOLD_ACK_TIMEOUT_S = 0.5  # how long deactivate waits for the subscribers to acknowledge the hold
@@ -91,9 +91,10 @@ class ControllerParams:
     enabled: bool = params.param(True, "publish commands; false: the loop, safety checks and diagnostics run "
                                  "but nothing is published (the adapter pauses the controller this way while "
                                  "it explores); settable at run time")
-    urdf_path: str = params.param("urdf/smrl_arm.urdf", "the robot's URDF (limits, FK of the end effector); "
-                                  "relative paths are resolved against the package share folder")
-    ee_link: str = params.param("ee_link", "end-effector link of the URDF (the policy observes its position)")
+    urdf_path: str = params.param("", "the robot's URDF (limits, FK of the end effector); relative paths are "
+                                  "resolved against the package share folder; empty: the model's (smrl.urdf)")
+    ee_link: str = params.param("", "end-effector link of the URDF (the policy observes its position); empty: "
+                                "the model's (smrl.ee_link)")
     joints: tuple[str, ...] = params.param((), "joint order of the command topic, as the forward "
                                            "controller's 'joints' parameter (empty: URDF order)")
     rate_hz: float = params.param(0.0, "control rate (Hz); 0: the model's control rate; another rate is "
@@ -166,7 +167,8 @@ class ControllerNode(ManagedNode):
         """Load the URDF and the model, check they fit, build the loop; StartupError if not."""
         try:
             p = params.read(self, ControllerParams)
-            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
+            info = read_model(input_path(p.model_path))[1] if not (p.urdf_path and p.ee_link) else None
+            arm = robot_arm(p.urdf_path, p.ee_link, info)
             command_joints = p.joints or arm.joint_names
             runtime, builder = load_checked_policy(p.model_path, arm, tuple(command_joints), p.warmup)
         except (params.ParameterError, UrdfError, ModelError) as exc:

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from smrl_ros.graph_runner import GraphRunner, GraphSpec, die_with_parent
+from smrl_ros.graph_runner import GraphRunner, GraphSpec
 from smrl_ros.graphs import adapt_graph, explore_graph, train_graph
 from smrl_ros.run_graph import LogTail
+from smrl_train.child_processes import die_with_parent
 from smrl_train.config import SmrlConfig, package_root
 from smrl_train.config_loader import load_config
 from smrl_train.config_schema import to_dict

@@ -62,7 +62,7 @@ from smrl_ros import params, topics
 from smrl_ros.arm_driver import ArmDriver, DriverParams
 from smrl_ros.conversions import ERROR, OK, WARN, make_status, seconds_to_stamp
 from smrl_ros.node_main import AUTOSTART_HELP, ManagedNode, StartupError, request_exit, run_node
-from smrl_ros.paths import input_path, output_path
+from smrl_ros.paths import input_path, output_path, robot_arm
 from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.recordings import (
     EXPLORE_KIND,
@@ -78,7 +78,7 @@ from smrl_train.robot.episode_driver import EpisodeDriver, EpisodeEnd, Transitio
 from smrl_train.robot.exploration import LatentExplorer, describe_period, episode_rng
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import LatentPolicyRuntime
-from smrl_train.robot.urdf import UrdfError, load_urdf
+from smrl_train.robot.urdf import UrdfError
 
 ON_STOP = ("save", "drop")
 WRITTEN_POLL_S = 0.005  # how often the executor looks for episodes the writer thread finished
@@ -155,9 +155,9 @@ class ExplorerNode(ManagedNode):
         """Load the model, open (or create) the store, start the writer; StartupError if not."""
         try:
             p = params.read(self, ExplorerParams)
-            arm = load_urdf(input_path(p.urdf_path), p.ee_link)
             runtime = LatentPolicyRuntime(latent_policy_path(p.bundle))
             info = runtime.info
+            arm = robot_arm(p.urdf_path, p.ee_link, info)
             self.driver = ArmDriver(self, p, arm, info)
             dataset = EpisodeStore.open(input_path(p.dataset)).manifest if p.dataset else None
             # ValueError on bad model metadata refuses the start like the other errors here.

@@ -16,7 +16,6 @@ string); parameter files listed in ``params_files`` come first and inline values
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+from smrl_train.child_processes import die_with_parent
 
 PACKAGE = "smrl_ros"
 
@@ -61,24 +62,6 @@ class NodeSpec:
     def command(self, inline_params_file: str | None = None, python: str = sys.executable) -> list[str]:
         """The full command line (``python -u -m module --ros-args ...``)."""
         return [python, "-u", "-m", self.module, *self.ros_args(inline_params_file)]
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when the process that starts it
-    dies, whatever ends it (SIGKILL included: Linux ``PR_SET_PDEATHSIG``). Nodes run in their
-    own session (so a Ctrl-C reaches them only through the runner's clean stop), which would
-    otherwise let them outlive a killed parent: an explorer kept recording, a controller kept
-    commanding, and a stray node in a test's DDS domain is cross-talk."""
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
-            return  # not Linux, or refused: the runner's own stop still ends the child
-        if os.getppid() != parent:  # the parent died before the prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 @dataclass(frozen=True)
@@ -149,6 +132,8 @@ class GraphRunner:
             Path(params_file).write_text(params_yaml(spec.parameters))
         log = open(self.log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._logs[spec.name] = log
+        # Each node in its own session: a Ctrl-C reaches it only through the runner's clean
+        # stop; and it dies with the runner, whatever ends the runner.
         proc = subprocess.Popen(spec.command(params_file), stdout=log, stderr=subprocess.STDOUT,
                                 env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=die_with_parent())
         self.processes[spec.name] = proc

@@ -24,6 +24,12 @@ With ``use_sim: false`` the control, explore and adapt graphs leave the sim brid
 arm's driver already provides ``/joint_states`` and the forward position controller, and the
 explorer / adapter switch to real-arm defaults (realtime stepping, homing between episodes, no
 sim task).
+
+The arm has one source: with the sim bridge, the nodes that drive it get the URDF and
+end-effector link of the bridge's config (:func:`config_arm`); on a real arm they take the
+URDF, end-effector link and home pose from the model's metadata (``smrl.urdf``,
+``smrl.ee_link``, ``smrl.home``: the training config's arm). The ``urdf_path``, ``ee_link`` and
+``home`` arguments only override them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from typing import Any
 import yaml
 
 from smrl_ros.graph_runner import GraphSpec, LaunchArgument, NodeSpec, as_bool
+from smrl_ros.paths import input_path
 from smrl_train.config import package_root
+from smrl_train.config_loader import load_config
+from smrl_train.config_schema import ConfigError
 
 DEFAULT_CONFIG = "config/reach.yaml"
 
@@ -48,6 +57,17 @@ def params_file(name: str) -> str:
 def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters without the launch arguments left empty (the YAML or node default applies)."""
     return {k: v for k, v in values.items() if v not in ("", None)}
+
+
+def config_arm(config: str) -> dict[str, Any]:
+    """The arm the sim bridge of ``config`` simulates, as the ``urdf_path`` and ``ee_link``
+    parameters of the nodes driving it; empty when the config does not load (the sim bridge
+    then refuses to start and says why)."""
+    try:
+        cfg = load_config(input_path(config), arm_check=False)
+    except ConfigError:
+        return {}
+    return {"urdf_path": str(cfg.urdf_path()), "ee_link": cfg.arm.ee_link}
 
 
 def parse_value(text: str) -> Any:
@@ -81,7 +101,8 @@ def control_graph(model_path: str, use_sim: bool = True, config: str = "config/r
                   controller_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
     """The adapted policy driving an arm: the controller, plus the sim bridge when ``use_sim``
     (on a real arm its driver already provides the topics). ``launch/control.launch.py``."""
-    nodes = [controller_node(model_path, **dict(controller_parameters or {}))]
+    ctrl = dict(controller_parameters or {})
+    nodes = [controller_node(model_path, **({**config_arm(config), **ctrl} if use_sim else ctrl))]
     if use_sim:
         nodes.insert(0, sim_node(config, "realtime", **dict(sim_parameters or {})))
     return GraphSpec("control", tuple(nodes))
@@ -112,7 +133,7 @@ def explore_graph(bundle: str, store: str, *, use_sim: bool = True, config: str 
     extra = dict(explorer_parameters or {})
     if use_sim:
         return GraphSpec("explore", (sim_node(config, "lockstep", **dict(sim_parameters or {})),
-                                     explorer_node(bundle, store, **extra)))
+                                     explorer_node(bundle, store, **{**config_arm(config), **extra})))
     return GraphSpec("explore", (explorer_node(bundle, store, **{**REAL_ARM_DRIVER, **extra}),))
 
 
@@ -129,10 +150,12 @@ EXPLORE_ARGUMENTS = (
     LaunchArgument("posterior_episodes", "", "of those, stochastic posterior-z episodes (the bundle's "
                    "task_latents.json)"),
     LaunchArgument("episode_length", "", "control steps per episode"),
-    LaunchArgument("home", "", "real arm: home pose (rad, URDF order), e.g. [0.0, 0.3, 1.3, 1.2, 0.0]"),
+    LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes (default: the bundle's, "
+                   "from the training config)"),
     LaunchArgument("joint_states_topic", "", "joint state input (default /joint_states)"),
     LaunchArgument("command_topic", "", "position command output (default /forward_position_controller/commands)"),
-    LaunchArgument("urdf_path", "", "the robot's URDF"),
+    LaunchArgument("urdf_path", "", "the robot's URDF (default: the sim config's arm, or the bundle's)"),
+    LaunchArgument("ee_link", "", "its end-effector link (default: the sim config's, or the bundle's)"),
     LaunchArgument("autostart", "true", "false: the explorer waits unconfigured for lifecycle transitions "
                    "(ros2 lifecycle set /smrl_explorer configure, activate)", ("true", "false")),
 )
@@ -141,7 +164,7 @@ EXPLORE_ARGUMENTS = (
 def explore_from_arguments(values: Mapping[str, str]) -> GraphSpec:
     """``launch/explore.launch.py``'s graph from its (string) launch arguments."""
     keys = ("dataset", "tasks", "episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length",
-            "home", "joint_states_topic", "command_topic", "urdf_path")
+            "home", "joint_states_topic", "command_topic", "urdf_path", "ee_link")
     extra = _drop_empty({k: parse_value(values.get(k, "")) for k in keys})
     extra["autostart"] = as_bool(values.get("autostart", "true"))
     return explore_graph(values["bundle"], values["store"], use_sim=as_bool(values.get("use_sim", "true")),
@@ -180,6 +203,8 @@ def adapt_graph(bundle: str, *, use_sim: bool = True, config: str = DEFAULT_CONF
     publishes rewards; on a real arm the lab's reward topic feeds the adapter."""
     initial = model_path or str(Path(bundle) / "prior_policy.onnx")
     adapter = dict(adapter_parameters or {})
+    if use_sim:
+        adapter = {**config_arm(config), **adapter}
     ctrl = dict(controller_parameters or {})
     for shared in ("command_topic", "joint_states_topic", "urdf_path", "ee_link", "joints"):
         if shared in adapter and shared not in ctrl:
@@ -212,8 +237,10 @@ ADAPT_ARGUMENTS = (
     LaunchArgument("exit_when_done", "", "true: end the launch after the first adaptation (its result on "
                    "~/result, the adapted policy in output_dir)"),
     LaunchArgument("evaluate_steps", "", "steps of the deployed return (default one episode; 0: skip)"),
-    LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes"),
-    LaunchArgument("urdf_path", "", "the robot's URDF"),
+    LaunchArgument("home", "", "real arm: home pose (rad, URDF order) between episodes (default: the bundle's, "
+                   "from the training config)"),
+    LaunchArgument("urdf_path", "", "the robot's URDF (default: the sim config's arm, or the bundle's)"),
+    LaunchArgument("ee_link", "", "its end-effector link (default: the sim config's, or the bundle's)"),
 )
 
 
@@ -226,7 +253,7 @@ def adapt_from_arguments(values: Mapping[str, str]) -> GraphSpec:
                            "reward_topic": get["reward_topic"], "exploration_episodes": get["exploration_episodes"],
                            "episode_length": get["episode_length"], "evaluate_steps": get["evaluate_steps"],
                            "exit_when_done": as_bool(str(get["exit_when_done"])) if get["exit_when_done"] != "" else "",
-                           "home": get["home"], "urdf_path": get["urdf_path"]})
+                           "home": get["home"], "urdf_path": get["urdf_path"], "ee_link": get["ee_link"]})
     ctrl = _drop_empty({"rate_hz": float(get["rate_hz"]) if get["rate_hz"] != "" else "",
                         "allow_rate_mismatch": as_bool(str(get["allow_rate_mismatch"]))
                         if get["allow_rate_mismatch"] != "" else ""})

@@ -5,6 +5,9 @@
     smrl data render data/reach --episode 0 --out episode0.mp4
     smrl data import-bag my_bag --config config/reach.yaml --out data/my_arm
     smrl data export-bag data/reach reach_bag
+    smrl data export-minari data/reach minari_datasets --id smrl/reach-v0
+    smrl data import-minari minari_datasets/smrl/reach-v0 --config config/reach.yaml --out data/from_minari
+    smrl check-arm config/reach_six_axis.yaml [--tasks 10] [--suggest] [--json]
 
 Other command groups (``train``, ``eval``, ``report``, ``export``) are contributed by their
 modules through ``add_subcommands(subparsers)``. Known user errors (bad config, bad store, bad
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,11 +47,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _worker_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     from smrl_train.data.generate import dataset_summary, generate_dataset
 
     cfg = load_config(args.config)
-    store = generate_dataset(cfg, args.out, progress=not args.quiet)
+    store = generate_dataset(cfg, args.out, progress=not args.quiet, workers=args.workers or os.cpu_count() or 1)
     s = dataset_summary(store)
     print(f"wrote {s['episodes']} episodes ({s['transitions']} transitions, {s['tasks']} tasks) to {args.out}")
     return 0
@@ -147,6 +161,35 @@ def _data_export_bag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_export_minari(args: argparse.Namespace) -> int:
+    from smrl_train.data.minari_dataset import export_minari
+
+    r = export_minari(args.store, args.out, args.id, progress=not args.quiet)
+    print(f"wrote {r.episodes} episodes ({r.steps} steps) to {r.path} (Minari dataset {args.id}; load it with "
+          f"MINARI_DATASETS_PATH={args.out} and minari.load_dataset('{args.id}'))")
+    return 0
+
+
+def _data_import_minari(args: argparse.Namespace) -> int:
+    from smrl_train.data.minari_dataset import import_minari
+
+    cfg = load_config(args.config)
+    r = import_minari(args.dataset, cfg, args.out, progress=not args.quiet)
+    print(f"wrote {r.summary()} to {args.out} (reward-labelled)")
+    return 0
+
+
+def _check_arm(args: argparse.Namespace) -> int:
+    from smrl_train.sim.arm_check import arm_report, format_report
+
+    if args.tasks < 0:
+        raise ConfigError(f"--tasks: must be >= 0, got {args.tasks}")
+    cfg = load_config(args.config, arm_check=False)  # a bad home is reported, with a suggestion
+    report = arm_report(cfg, args.tasks, suggest=True if args.suggest else None)
+    print(json.dumps(report.as_dict(), indent=1) if args.json else format_report(report))
+    return 1 if report.problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smrl", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", required=True, help="config YAML, e.g. config/reach.yaml")
     gen.add_argument("--out", required=True, help="output folder (an episode store)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--workers", type=_worker_count, default=1,
+                     help="simulation processes (0 = one per core); the files are the same for any number")
     gen.set_defaults(func=_data_generate)
     info = data_sub.add_parser("info", help="summarise an episode store")
     info.add_argument("path")
@@ -194,6 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("store")
     exp.add_argument("bag", help="bag folder to create")
     exp.set_defaults(func=_data_export_bag)
+    emi = data_sub.add_parser("export-minari", help="an episode store as a Minari dataset (offline-RL tools load it)")
+    emi.add_argument("store")
+    emi.add_argument("out", help="Minari datasets root: the dataset goes to OUT/<id> (MINARI_DATASETS_PATH=OUT)")
+    emi.add_argument("--id", required=True, help="Minari dataset id, (namespace/)name-vN, e.g. smrl/reach-v0")
+    emi.add_argument("--quiet", action="store_true", help="no progress bar")
+    emi.set_defaults(func=_data_export_minari)
+    imi = data_sub.add_parser("import-minari", help="a Minari dataset as a reward-labelled offline dataset")
+    imi.add_argument("dataset", help="Minari dataset folder (OUT/<id>) or an id in the local datasets root "
+                                     "(MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    imi.add_argument("--config", required=True, help="config YAML of the arm and family, e.g. config/reach.yaml")
+    imi.add_argument("--out", required=True, help="episode store to create")
+    imi.add_argument("--quiet", action="store_true", help="no progress bar")
+    imi.set_defaults(func=_data_import_minari)
+
+    chk = sub.add_parser("check-arm", help="an arm section against its URDF, the table, the workspace and the "
+                         "scripted expert; suggests a home pose when the given one is bad (exit status 1)")
+    chk.add_argument("config", help="config YAML, e.g. config/reach_six_axis.yaml")
+    chk.add_argument("--tasks", type=int, default=10, help="training tasks the expert is run on (0: skip)")
+    chk.add_argument("--suggest", action="store_true", help="suggest a home pose even when the given one is good")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    chk.set_defaults(func=_check_arm)
 
     for name in _PLUGINS:
         try:

@@ -24,11 +24,12 @@ T = TypeVar("T")
 
 
 @overload
-def load_config(path: str | Path) -> SmrlConfig: ...
+def load_config(path: str | Path, *, arm_check: bool = True) -> SmrlConfig: ...
 @overload
-def load_config(path: str | Path, cls: type[T]) -> T: ...
-def load_config(path: str | Path, cls: type[Any] = SmrlConfig) -> Any:
-    """Load and validate a YAML config file.
+def load_config(path: str | Path, cls: type[T], *, arm_check: bool = True) -> T: ...
+def load_config(path: str | Path, cls: type[Any] = SmrlConfig, *, arm_check: bool = True) -> Any:
+    """Load and validate a YAML config file; ``arm_check`` False skips the check of the arm
+    section against its URDF (``smrl check-arm`` reports on a bad arm section instead).
 
     Raises:
         ConfigError: the file is missing, not YAML, or has an unknown key or a bad type.
@@ -58,7 +59,7 @@ def load_config(path: str | Path, cls: type[Any] = SmrlConfig) -> Any:
         raise ConfigError(f"{path}: {exc}") from None
     if "root" in {f.name for f in dataclasses.fields(cls)}:
         cfg = dataclasses.replace(cfg, root=str(path.resolve().parent.parent))
-    if isinstance(cfg, SmrlConfig):
+    if isinstance(cfg, SmrlConfig) and arm_check:
         from smrl_train.sim.arm_sim import check_arm  # the sim room knows the URDF and the table
 
         try:

@@ -35,6 +35,7 @@ CONFIGS = {
     "push": REPO / "config" / "push.yaml",
     "reach_panda": REPO / "config" / "reach_panda.yaml",
     "push_panda": REPO / "config" / "push_panda.yaml",
+    "reach_six_axis": REPO / "config" / "reach_six_axis.yaml",
 }
 
 

@@ -10,6 +10,7 @@ no test accounts for) is skipped, and :func:`claim_clean_domain` says so with a
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 import warnings
@@ -28,7 +29,7 @@ from smrl_ros.probe import DomainClaim, Inbox, RosProbe, claim_domain_id, stray_
 REPO = Path(__file__).resolve().parent.parent
 
 __all__ = ["DomainClaim", "FakeRobot", "ForeignParticipantWarning", "Inbox", "RosProbe", "claim_clean_domain",
-           "claim_domain_id", "command_arrays", "latest_status", "ros_graph", "wait_until"]
+           "claim_domain_id", "command_arrays", "latest_status", "load_launch", "ros_graph", "wait_until"]
 
 
 class ForeignParticipantWarning(UserWarning):
@@ -47,6 +48,15 @@ def claim_clean_domain(first: int | None = None) -> DomainClaim:
             f"{claim.domain_id}: {'; '.join(map(str, found))}; nodes: {', '.join(nodes) or 'none discovered'}"),
             stacklevel=2)
     return claim
+
+
+def load_launch(name: str) -> Any:
+    """The module of ``launch/<name>`` (its ``ARGUMENTS`` and ``build``), without the launch stack."""
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO / "launch" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager

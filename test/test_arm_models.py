@@ -1,4 +1,4 @@
-"""URDF and MuJoCo agree: the model is built from the URDF at run time, for both arms."""
+"""URDF and MuJoCo agree: the model is built from the URDF at run time, for every shipped arm."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from smrl_train.sim.arm_sim import ArmSim
 
 from conftest import CONFIGS
 
-ARMS = {"smrl_arm": "reach", "panda_like": "reach_panda"}
+ARMS = {"smrl_arm": "reach", "panda_like": "reach_panda", "six_axis": "reach_six_axis"}
 
 
 @pytest.fixture(params=sorted(ARMS), scope="module")

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 URDF = REPO / "urdf" / "smrl_arm.urdf"
 
 
-@pytest.mark.parametrize("name", ["reach", "push", "reach_panda", "push_panda"])
+@pytest.mark.parametrize("name", ["reach", "push", "reach_panda", "push_panda", "reach_six_axis"])
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(REPO / "config" / f"{name}.yaml")
     assert isinstance(cfg, SmrlConfig)

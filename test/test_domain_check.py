@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from smrl_ros.graph_runner import die_with_parent, ros_environment
+from smrl_ros.graph_runner import ros_environment
 from smrl_ros.probe import claim_domain_id, domain_participants
+from smrl_train.child_processes import die_with_parent
 
 from ros_harness import ForeignParticipantWarning, claim_clean_domain, wait_until
 

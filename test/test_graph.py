@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from smrl_ros.graph_runner import GraphSpec, NodeSpec, params_yaml
 from smrl_ros.graphs import control_graph, controller_node, sim_graph
 
 from conftest import REPO
-from ros_harness import FakeRobot, command_arrays, ros_graph
+from ros_harness import FakeRobot, command_arrays, load_launch, ros_graph
 
 
 def test_command_line_carries_name_remaps_and_parameter_files() -> None:
@@ -45,21 +44,23 @@ def test_inline_parameters_keep_their_types() -> None:
 def test_deployment_graphs() -> None:
     graph = control_graph("m.onnx", use_sim=True, controller_parameters={"rate_hz": 100.0})
     assert [n.name for n in graph.nodes] == ["smrl_sim", "smrl_controller"]
-    assert graph.node("smrl_controller").parameters == {"model_path": "m.onnx", "rate_hz": 100.0}
-    assert [n.executable for n in control_graph("m.onnx", use_sim=False).nodes] == ["smrl_controller"]
+    # With the sim bridge the controller drives the arm of the bridge's config.
+    assert graph.node("smrl_controller").parameters == {"model_path": "m.onnx", "rate_hz": 100.0,
+                                                        "urdf_path": str(REPO / "urdf" / "smrl_arm.urdf"),
+                                                        "ee_link": "ee_link"}
+    six = control_graph("m.onnx", config="config/reach_six_axis.yaml",
+                        controller_parameters={"ee_link": "flange"}).node("smrl_controller").parameters
+    assert six["urdf_path"] == str(REPO / "urdf" / "six_axis.urdf") and six["ee_link"] == "flange"  # an override
+    # On a real arm, the model's metadata names the arm: no second default here.
+    real = control_graph("m.onnx", use_sim=False)
+    assert [n.executable for n in real.nodes] == ["smrl_controller"]
+    assert real.node("smrl_controller").parameters == {"model_path": "m.onnx"}
     assert sim_graph(mode="lockstep").node("smrl_sim").parameters["mode"] == "lockstep"
-
-
-def _load_launch(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO / "launch" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", ["sim.launch.py", "control.launch.py"])
 def test_launch_files_build_their_graph_from_the_shared_description(name: str) -> None:
-    module = _load_launch(name)
+    module = load_launch(name)
     defaults = {a.name: a.default for a in module.ARGUMENTS}
     if name == "control.launch.py":
         defaults["model_path"] = "m.onnx"
@@ -76,7 +77,7 @@ def test_launch_files_are_real_launch_files(name: str) -> None:
     pytest.importorskip("launch_ros", reason="launch_ros comes with a ROS 2 install, not from pip")
     from launch import LaunchDescription
 
-    assert isinstance(_load_launch(name).generate_launch_description(), LaunchDescription)
+    assert isinstance(load_launch(name).generate_launch_description(), LaunchDescription)
 
 
 @pytest.mark.ros

@@ -286,10 +286,12 @@ def test_posterior_episodes_without_task_latents_refuse_to_start(assets, tmp_pat
 
 def test_real_arm_mode_homes_between_episodes_under_the_limits(assets, tmp_path: Path) -> None:
     """No reset service: the arm (here the sim bridge in realtime mode, standing in for a real
-    arm's driver) is driven back to the home pose between episodes."""
+    arm's driver) is driven back to the home pose between episodes. URDF and home pose are the
+    bundle's (its metadata names the training config's arm): no parameter gives them."""
     store = tmp_path / "store"
     graph = explore_graph(str(assets["bundle"]), str(store), use_sim=False, explorer_parameters={
-        "tasks": [0], "episodes_per_task": 2, "episode_length": 12, "home": HOME, "home_tolerance": 0.02})
+        "tasks": [0], "episodes_per_task": 2, "episode_length": 12, "home_tolerance": 0.02})
+    assert not {"urdf_path", "ee_link", "home"} & set(graph.node("smrl_explorer").parameters)
     graph = GraphSpec("explore", (sim_node("config/reach.yaml", "realtime"), *graph.nodes))
     with ros_graph(graph, tmp_path) as (runner, probe):
         assert runner.wait_exit("smrl_explorer", 60.0) == 0

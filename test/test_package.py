@@ -42,6 +42,9 @@ def test_setup_declares_ranges_and_requirements_pin_exact_versions() -> None:
     # MP4s (smrl data render, smrl eval --video): pinned here, an extra of their own in setup.py.
     assert {p.split("==")[0] for p in pins} >= {"imageio", "imageio-ffmpeg"}
     assert '"video": ["imageio>=' in setup
+    # Minari datasets (smrl data export-minari / import-minari): pinned with its HDF5 reader, an extra.
+    assert {p.split("==")[0] for p in pins} >= {"minari", "h5py"}
+    assert '"minari": ["minari[hdf5]>=' in setup
 
 
 def test_rviz_view_shows_the_arm_and_the_sim_markers_in_the_base_frame() -> None:

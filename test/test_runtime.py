@@ -105,6 +105,11 @@ def test_the_schema_reads_back_the_deployment_spec_it_writes() -> None:
         assert ("smrl.episode_length" in meta) == (length > 0)
         for name, value in vars(written).items():
             np.testing.assert_array_equal(getattr(info, name), value, err_msg=name)
+    # The arm as the config names it: the package's URDF relative to the package, ee link, home.
+    assert (spec.urdf, spec.ee_link, spec.home) == ("urdf/smrl_arm.urdf", "ee_link", (0.0, 0.3, 1.3, 1.2, 0.0))
+    older = {k: v for k, v in {**spec.as_metadata(), **kind_metadata(KIND_LATENT, latent_dim=3),
+                               "smrl.model_hash": "0"}.items() if k not in ("smrl.urdf", "smrl.ee_link", "smrl.home")}
+    assert (parse_metadata(older).urdf, parse_metadata(older).ee_link, parse_metadata(older).home) == ("", "", ())
 
 
 CASES = [
@@ -113,6 +118,7 @@ CASES = [
     ("missing_joint_names", set_meta("smrl.joint_names", None), "metadata is missing smrl.joint_names"),
     ("bad_json", set_meta("smrl.observation_layout", "[[joint_pos"), "smrl.observation_layout is not valid JSON"),
     ("duplicate_joints", set_meta("smrl.joint_names", '["a", "a", "b", "c", "d"]'), "unique joint names"),
+    ("bad_home", set_meta("smrl.home", "[0.0, 0.3]"), "smrl.home: expected 5 numbers"),
     ("short_scale", set_meta("smrl.action_scale", "[0.1, 0.1]"), "smrl.action_scale: expected 5 numbers"),
     ("delta_action", set_meta("smrl.action_type", "joint_position_delta"), "needs joint_position_absolute"),
     ("wrong_kind", set_meta("smrl.kind", "encoder"), "is a encoder model, expected adapted_policy"),

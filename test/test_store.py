@@ -164,7 +164,22 @@ def test_reward_free_store_and_schema_checks(tmp_path: Path) -> None:
         EpisodeStore.open(tmp_path)
 
 
-def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
+def test_workers_write_the_same_bytes_as_one_process(tmp_path: Path) -> None:
+    cfg = small_config("push", n_train=4, episode_length=30)
+    one = _files(generate_dataset(cfg, tmp_path / "one", progress=False).path)
+    two = generate_dataset(cfg, tmp_path / "two", progress=False, workers=2)
+    assert _files(two.path) == one and len(one) == 1 + 4 * len(cfg.data.behaviours)
+    # A partial store (an interrupted run) is finished by workers to the same bytes.
+    for p in two.episode_paths()[::3]:
+        p.unlink()
+    generate_dataset(cfg, tmp_path / "two", progress=False, workers=3)
+    assert _files(two.path) == one
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        generate_dataset(cfg, tmp_path / "three", progress=False, workers=0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path, workers: int) -> None:
     cfg = small_config("push", n_train=4, episode_length=100)
     cfg_path = tmp_path / "config" / "c.yaml"
     cfg_path.parent.mkdir()
@@ -176,7 +191,7 @@ def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
     n_episodes = 4 * len(cfg.data.behaviours)  # one episode per behaviour and task
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "smrl_train.cli", "data", "generate", "--config", str(cfg_path), "--out", str(out),
-           "--quiet"]
+           "--workers", str(workers), "--quiet"]
     for delay in (1.5, 2.5):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env)
         deadline = time.time() + 60
@@ -185,6 +200,10 @@ def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
         time.sleep(delay * 0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # The workers died with it: nothing is written after the kill.
+        written = len(list((out / "episodes").glob("*.safetensors")))
+        time.sleep(1.0)
+        assert len(list((out / "episodes").glob("*.safetensors"))) == written
         store = EpisodeStore.open(out)
         paths = store.episode_paths()
         assert 0 < len(paths) < n_episodes
@@ -193,7 +212,7 @@ def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path) -> None:
     # Re-running finishes the job; the result equals an uninterrupted run byte for byte.
     subprocess.run(cmd, cwd=REPO, env=env, check=True)
     fresh = tmp_path / "fresh"
-    subprocess.run(cmd[:-3] + ["--out", str(fresh), "--quiet"], cwd=REPO, env=env, check=True)
+    subprocess.run(cmd[:-5] + ["--out", str(fresh), "--quiet"], cwd=REPO, env=env, check=True)
     resumed = {k: v for k, v in _files(out).items() if not k.endswith(".tmp")}
     assert resumed == _files(fresh)
     info = subprocess.run([sys.executable, "-m", "smrl_train.cli", "data", "info", str(out), "--json"],

@@ -11,7 +11,10 @@ seed gives byte-identical files regardless of order or interruption.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 import smrl_train
+from smrl_train.child_processes import end_with
 from smrl_train.config import SmrlConfig
 from smrl_train.config_schema import to_dict
 from smrl_train.data.store import EpisodeStore, StoreError, episode_filename
@@ -109,12 +113,16 @@ def rollout(env: ArmTaskEnv, policy: Callable[[np.ndarray], np.ndarray], seed: i
     return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True) -> EpisodeStore:
+def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True, workers: int = 1) -> EpisodeStore:
     """Write the offline dataset of ``cfg`` to ``out``; returns the store.
 
     Episodes already in ``out`` (from an interrupted run with the same config) are kept and
-    skipped, so re-running finishes the job.
+    skipped, so re-running finishes the job. ``workers`` > 1 simulates the tasks in that many
+    processes, each writing its own episodes into the store: every episode's randomness
+    derives from (data.seed, task, episode), so the files are byte-identical to one worker's.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     env = ArmTaskEnv(cfg)
     train, test = split_tasks(env, cfg.tasks.n_train, cfg.tasks.n_test, cfg.tasks.seed)
     behaviours = [to_dict(b) for b in cfg.data.behaviours]
@@ -122,35 +130,83 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True) ->
                  "smrl_version": smrl_train.__version__}
     store = EpisodeStore.create(out, store_manifest(env, cfg, reward_labelled=True,
                                                     tasks={"train": train, "test": test}, generator=generator))
-    expert = JacobianExpert(env.arm, env.max_step, env.sim.home, env.family)
-    plan = [(task, b, k) for task in train for b in cfg.data.behaviours for k in range(b.episodes)]
     done = {p.name for p in store.episode_paths()}
-    bar = tqdm(total=len(plan), desc=f"generate {env.family}", unit="ep", disable=not progress)
-    episode_index: dict[int, int] = {}
-    for task, behaviour, _ in plan:
-        index = episode_index.get(task.index, 0)
-        episode_index[task.index] = index + 1
-        bar.update(1)
-        if episode_filename(task.index, index) in done:
-            continue
-        rng = np.random.default_rng([cfg.data.seed, task.index, index])
-        env.set_task(task)
-        goal = np.asarray(task.goal)
-        if behaviour.kind in ("wrong_goal", "corrected"):
-            # Another goal of the same family: competent behaviour for the wrong task.
-            goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
-        # "corrected" heads for the true goal from half the episode on.
-        switch = cfg.env.episode_length // 2 if behaviour.kind == "corrected" else cfg.env.episode_length
-        policy = _behaviour_policy(expert, behaviour.kind, behaviour.noise, goal, np.asarray(task.goal),
-                                   switch, rng, env.action_space.shape)
-        arrays = rollout(env, policy, seed=int(rng.integers(2**31)), episode_length=cfg.env.episode_length)
-        meta: dict[str, Any] = {"behaviour": behaviour.kind, "noise": behaviour.noise,
-                                "goal_followed": [float(g) for g in goal]}
-        if behaviour.kind == "corrected":
-            meta["true_goal_from_step"] = switch
-        store.write_episode(task.index, index, arrays, meta=meta)
+    # Each task's episode i follows behaviour number kinds[i]. One job per task: its episodes
+    # still to write, as (behaviour number, episode index).
+    kinds = [b for b, behaviour in enumerate(cfg.data.behaviours) for _ in range(behaviour.episodes)]
+    jobs = []
+    for task in train:
+        todo = [(b, i) for i, b in enumerate(kinds) if episode_filename(task.index, i) not in done]
+        if todo:
+            jobs.append((task, todo))
+    total = len(kinds) * len(train)
+    bar = tqdm(total=total, initial=total - sum(len(t) for _, t in jobs), desc=f"generate {env.family}",
+               unit="ep", disable=not progress)
+    if workers == 1 or len(jobs) <= 1:
+        writer = _TaskWriter(cfg, store.path, env)
+        for task, todo in jobs:
+            bar.update(writer.write(task, todo))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_start_worker, initargs=(cfg, str(store.path), os.getpid())) as pool:
+            for n in as_completed_count(pool.submit(_worker_write, task, todo) for task, todo in jobs):
+                bar.update(n)
     bar.close()
-    return store
+    return EpisodeStore.open(store.path)
+
+
+class _TaskWriter:
+    """Writes the behaviour episodes of one task at a time into a store (one per process)."""
+
+    def __init__(self, cfg: SmrlConfig, store_path: str | Path, env: ArmTaskEnv | None = None) -> None:
+        self.cfg = cfg
+        self.env = env if env is not None else ArmTaskEnv(cfg)
+        self.store = EpisodeStore.open(store_path)
+        self.expert = JacobianExpert(self.env.arm, self.env.max_step, self.env.sim.home, self.env.family)
+
+    def write(self, task: Task, todo: list[tuple[int, int]]) -> int:
+        """Write episodes ``todo`` = [(behaviour number, episode index)] of ``task``; returns
+        how many."""
+        cfg, env = self.cfg, self.env
+        for b, index in todo:
+            behaviour = cfg.data.behaviours[b]
+            rng = np.random.default_rng([cfg.data.seed, task.index, index])
+            env.set_task(task)
+            goal = np.asarray(task.goal)
+            if behaviour.kind in ("wrong_goal", "corrected"):
+                # Another goal of the same family: competent behaviour for the wrong task.
+                goal = np.asarray(env.sample_tasks(1, int(rng.integers(2**31)))[0].goal)
+            # "corrected" heads for the true goal from half the episode on.
+            switch = cfg.env.episode_length // 2 if behaviour.kind == "corrected" else cfg.env.episode_length
+            policy = _behaviour_policy(self.expert, behaviour.kind, behaviour.noise, goal, np.asarray(task.goal),
+                                       switch, rng, env.action_space.shape)
+            arrays = rollout(env, policy, seed=int(rng.integers(2**31)), episode_length=cfg.env.episode_length)
+            meta: dict[str, Any] = {"behaviour": behaviour.kind, "noise": behaviour.noise,
+                                    "goal_followed": [float(g) for g in goal]}
+            if behaviour.kind == "corrected":
+                meta["true_goal_from_step"] = switch
+            self.store.write_episode(task.index, index, arrays, meta=meta)
+        return len(todo)
+
+
+_WORKER: _TaskWriter | None = None
+
+
+def _start_worker(cfg: SmrlConfig, store_path: str, parent: int) -> None:
+    global _WORKER
+    end_with(parent)  # a killed `smrl data generate` stops its workers too (their episodes are atomic)
+    _WORKER = _TaskWriter(cfg, store_path)
+
+
+def _worker_write(task: Task, todo: list[tuple[int, int]]) -> int:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.write(task, todo)
+
+
+def as_completed_count(futures: Iterable[Future[int]]) -> Iterator[int]:
+    """The results of ``futures`` as they finish (a worker's exception is raised here)."""
+    for future in as_completed(list(futures)):
+        yield future.result()
 
 
 def _behaviour_policy(expert: JacobianExpert, kind: str, noise: float, goal: np.ndarray,

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 import smrl_train
-from smrl_train.config import SmrlConfig
+from smrl_train.config import SmrlConfig, package_root
 from smrl_train.robot.model_metadata import (
     KIND_ADAPTED,
     KIND_ENCODER,
@@ -111,7 +111,20 @@ def spec_from_env(env: Any) -> DeploymentSpec:
         urdf_sha256=str(arm.urdf_sha256),
         task_family=str(u.family),
         episode_length=int(u.cfg.env.episode_length),
+        urdf=urdf_reference(u.cfg),
+        ee_link=str(u.cfg.arm.ee_link),
+        home=tuple(float(q) for q in u.sim.home),
     )
+
+
+def urdf_reference(cfg: SmrlConfig) -> str:
+    """The config's URDF as a model's ``smrl.urdf`` names it: relative to the package root when
+    it ships with the package (the robot side finds it in its own share folder), else absolute."""
+    path = cfg.urdf_path()
+    try:
+        return path.relative_to(package_root().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def spec_from_config(cfg: SmrlConfig) -> DeploymentSpec:

@@ -36,6 +36,10 @@ key                         value                      meaning
 ``smrl.latent_dim``         int                        size of z
 ``smrl.z``                  JSON list of float         optional: the baked-in z (adapted policy)
 ``smrl.episode_length``     int >= 1                   optional: steps per training episode
+``smrl.urdf``               str                        optional: the URDF (relative: to the package
+                                                       root, as the config names it; else absolute)
+``smrl.ee_link``            str                        optional: the end-effector link
+``smrl.home``               JSON list of float         optional: the home pose (rad), per joint
 ``smrl.context_layout``     JSON [[name, size], ...]   optional: the encoder's context rows
 ``smrl.latent_resample``    ``step`` or ``episode``    optional: when exploration redraws z
 ``smrl.run``/``.method``/``.step``  str                optional: the training run it came from
@@ -96,6 +100,12 @@ class DeploymentSpec:
     urdf_sha256: str
     task_family: str
     episode_length: int = 0  # control steps per training episode (0: not recorded)
+    # The arm as the training config described it, so the robot side needs no second copy:
+    # the URDF (a path relative to the package root, or absolute), the end-effector link and
+    # the home pose (rad, joint_names order). Empty: not recorded (older exports).
+    urdf: str = ""
+    ee_link: str = ""
+    home: tuple[float, ...] = ()
 
     @property
     def obs_dim(self) -> int:
@@ -107,8 +117,8 @@ class DeploymentSpec:
 
     def as_metadata(self) -> dict[str, str]:
         """The entries every kind carries (all but ``smrl.kind``, ``smrl.latent_dim`` and the
-        hash), as ``metadata_props`` strings; ``episode_length`` 0 leaves
-        ``smrl.episode_length`` out."""
+        hash), as ``metadata_props`` strings; ``episode_length`` 0 and an empty ``urdf``,
+        ``ee_link`` or ``home`` leave their entry out."""
         return {
             "smrl.format": FORMAT,
             "smrl.format_version": FORMAT_VERSION,
@@ -126,6 +136,9 @@ class DeploymentSpec:
             "smrl.urdf_sha256": self.urdf_sha256,
             "smrl.task_family": self.task_family,
             **({"smrl.episode_length": str(int(self.episode_length))} if self.episode_length > 0 else {}),
+            **({"smrl.urdf": self.urdf} if self.urdf else {}),
+            **({"smrl.ee_link": self.ee_link} if self.ee_link else {}),
+            **({"smrl.home": _json_floats(self.home)} if self.home else {}),
         }
 
 
@@ -169,6 +182,7 @@ class ModelInfo(DeploymentSpec):
             "action_scale": self.max_step.tolist(), "control_hz": self.control_hz,
             "latent_dim": self.latent_dim, "z": list(self.z) if self.z is not None else None,
             "episode_length": self.episode_length or None,
+            "urdf": self.urdf or None, "ee_link": self.ee_link or None, "home": list(self.home) or None,
         }
 
 
@@ -229,6 +243,7 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
         if not text.isdigit() or int(text) < 1:
             raise ModelError(f"metadata smrl.episode_length {text!r} is not a positive integer")
         episode_length = int(text)
+    home = tuple(float(v) for v in _floats(meta, "smrl.home", n)) if "smrl.home" in meta else ()
     return ModelInfo(
         kind=meta["smrl.kind"], version=meta["smrl.version"], model_hash=meta["smrl.model_hash"],
         joint_names=tuple(names), observation_layout=tuple((str(a), int(b)) for a, b in layout),
@@ -237,5 +252,6 @@ def parse_metadata(meta: dict[str, str]) -> ModelInfo:
         upper=_floats(meta, "smrl.joint_upper", n), velocity=_floats(meta, "smrl.joint_velocity", n),
         control_hz=control_hz, arm=meta["smrl.arm"], urdf_sha256=meta["smrl.urdf_sha256"],
         task_family=meta["smrl.task_family"], latent_dim=latent_dim, z=z,
-        episode_length=episode_length, metadata=dict(meta),
+        episode_length=episode_length, urdf=meta.get("smrl.urdf", ""), ee_link=meta.get("smrl.ee_link", ""),
+        home=home, metadata=dict(meta),
     )

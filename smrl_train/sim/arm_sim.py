@@ -30,23 +30,33 @@ from smrl_train.sim.mjcf import EE_SITE, GOAL_BODY, PUCK_HALF_HEIGHT, TABLE_TOP_
 from smrl_train.sim.tasks import Task
 
 
-def home_pose(cfg: SmrlConfig, arm: ArmDescription) -> np.ndarray:
-    """The configured home pose (n_joints,), or the middle of the joint limits. A home pose
-    that does not fit the arm raises :class:`ConfigError` (:func:`check_arm`)."""
-    if not cfg.arm.home:
-        return (arm.lower + arm.upper) / 2
-    home = np.asarray(cfg.arm.home, dtype=float)
+def home_problems(arm: ArmDescription, home: np.ndarray) -> list[str]:
+    """Why ``home`` (n_joints,) is no home pose for ``arm``, each naming ``arm.home`` (empty:
+    it is one): one value per joint, inside the joint limits, the end effector above the table."""
     if home.shape != (arm.n_joints,):
-        raise ConfigError(f"arm.home: expected {arm.n_joints} values (one per joint of {arm.name}: "
-                          f"{', '.join(arm.joint_names)}), got {len(home)}")
+        return [f"arm.home: expected {arm.n_joints} values (one per joint of {arm.name}: "
+                f"{', '.join(arm.joint_names)}), got {len(home)}"]
+    problems = []
     outside = [f"{n} {q:.3f} not in [{lo:.3f}, {hi:.3f}]" for n, q, lo, hi in
                zip(arm.joint_names, home, arm.lower, arm.upper) if not lo <= q <= hi]
     if outside:
-        raise ConfigError(f"arm.home: outside the URDF's joint limits: {'; '.join(outside)}")
+        problems.append(f"arm.home: outside the URDF's joint limits: {'; '.join(outside)}")
     ee = forward_kinematics(arm, home)
     if ee[2] <= TABLE_TOP_Z:
-        raise ConfigError(f"arm.home: puts the end effector at z = {ee[2]:.3f} m, not above the table "
-                          f"(z = {TABLE_TOP_Z} m)")
+        problems.append(f"arm.home: puts the end effector at z = {ee[2]:.3f} m, not above the table "
+                        f"(z = {TABLE_TOP_Z} m)")
+    return problems
+
+
+def home_pose(cfg: SmrlConfig, arm: ArmDescription) -> np.ndarray:
+    """The configured home pose (n_joints,), or the middle of the joint limits. A home pose
+    that does not fit the arm raises :class:`ConfigError` (:func:`home_problems`)."""
+    if not cfg.arm.home:
+        return (arm.lower + arm.upper) / 2
+    home = np.asarray(cfg.arm.home, dtype=float)
+    problems = home_problems(arm, home)
+    if problems:
+        raise ConfigError(problems[0])
     return home
 
 

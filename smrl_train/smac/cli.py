@@ -69,21 +69,26 @@ def _print_eval(res: dict[str, Any]) -> None:
 
 
 def _train_offline(args: argparse.Namespace) -> int:
+    from smrl_train.smac.data_parallel import from_environment
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_offline
 
     _threads(args)
     cfg = _smac_cfg(args)
     problem = problem_from_files(args.config, args.data)
+    ranks = from_environment()  # several processes under torchrun, else one
     train_offline(problem, cfg, args.run, algo=args.algo, method=args.method, resume=args.resume,
-                  progress=not args.quiet)
-    print(f"offline run written to {args.run}")
+                  progress=not args.quiet, ranks=ranks)
+    if not ranks.main:
+        return 0
+    print(f"offline run written to {args.run}" + (f" ({ranks.world} processes)" if ranks.parallel else ""))
     if not args.no_eval:
         _print_eval(evaluate_run(problem, args.run, progress=not args.quiet))
     return 0
 
 
 def _train_online(args: argparse.Namespace) -> int:
+    from smrl_train.smac.data_parallel import from_environment
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_online
 
@@ -105,9 +110,12 @@ def _train_online(args: argparse.Namespace) -> int:
         from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
         source = RecordedEpisodeSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
+    ranks = from_environment()  # several processes under torchrun, else one
     train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,
-                 method=args.method, resume=args.resume, progress=not args.quiet)
-    print(f"online run written to {args.run}")
+                 method=args.method, resume=args.resume, progress=not args.quiet, ranks=ranks)
+    if not ranks.main:
+        return 0
+    print(f"online run written to {args.run}" + (f" ({ranks.world} processes)" if ranks.parallel else ""))
     if not args.no_eval:
         _print_eval(evaluate_run(problem, args.run, progress=not args.quiet))
     return 0
@@ -222,7 +230,8 @@ def add_subcommands(subparsers: Any) -> None:
     off = tsub.add_parser("offline", help="offline meta-training on a reward-labelled dataset")
     _add_common(off)
     _add_smac(off)
-    off.add_argument("--run", required=True, help="run directory to write (or resume)")
+    # --run-dir: the spelling torchrun lets through (it takes --run for its own --run-path).
+    off.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory to write (or resume)")
     off.add_argument("--algo", choices=("smac", "meta_bc"), default="smac", help="meta_bc = behaviour-cloning baseline")
     off.add_argument("--method", help="report row name (default offline_only[_paper] / meta_bc)")
     off.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
@@ -233,7 +242,7 @@ def add_subcommands(subparsers: Any) -> None:
     _add_common(on)
     _add_smac(on)
     on.add_argument("--from", dest="from_run", help="the offline run to start from")
-    on.add_argument("--run", required=True, help="run directory to write (or resume)")
+    on.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory to write (or resume)")
     on.add_argument("--labels", choices=("decoder", "true"), default="decoder",
                     help="decoder = SMAC (reward-free), true = online oracle")
     on.add_argument("--source", action="append", metavar="STORE",

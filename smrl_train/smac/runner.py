@@ -44,6 +44,7 @@ from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, seede
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
+from smrl_train.smac.data_parallel import Ranks
 from smrl_train.smac.evaluation import RunHook, meta_test, random_policy_baseline, task_index, z_shift_diagnostic
 from smrl_train.smac.labelling import Labeller
 from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean, tensorboard_logs
@@ -181,7 +182,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
 def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, algo: str = "smac",
                   method: str | None = None, resume: bool = False, progress: bool = True,
                   stop_after: int | None = None, loggers: Sequence[MetricsLogger] = (),
-                  should_stop: Callable[[], bool] | None = None) -> Path:
+                  should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None) -> Path:
     """Meta-train on the offline data for ``cfg.offline.steps`` updates (or resume a run).
 
     ``method`` names the run's report row (default: offline_only[_paper] or meta_bc).
@@ -189,19 +190,26 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     interruption would (used by tests). ``loggers`` get each metrics.csv row (keyed by the
     update count) and are closed at the end. ``should_stop`` is asked before every update:
     True ends the loop there with a checkpoint, as ``stop_after`` does. A KeyboardInterrupt
-    (Ctrl-C on ``smrl train``) checkpoints too and propagates. Returns the run directory.
+    (Ctrl-C on ``smrl train``) checkpoints too and propagates. ``ranks``: data-parallel training
+    under torchrun (:mod:`smrl_train.smac.data_parallel`): every rank runs this function, rank
+    0 alone writes. Returns the run directory.
     """
     if algo not in ALGOS:
         raise RunError(f"unknown algorithm {algo!r} (expected one of {', '.join(ALGOS)})")
+    ranks = ranks if ranks is not None else Ranks()
+    if ranks.parallel and algo != "smac":
+        raise RunError(f"{algo} trains in one process (data-parallel training is SMAC's)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = _check_fresh_or_resume(run_dir, resume)
+    ranks.barrier()  # every rank has seen the run folder before rank 0 writes into it
     obs_dim, act_dim = problem.dims()
 
     # Setup: buffers, trainer, normalisation statistics baked into the networks.
     buffers = TaskBuffers.from_task_arrays(problem.offline)
-    trainer: SmacTrainer | MetaBCTrainer = (SmacTrainer if algo == "smac" else MetaBCTrainer)(
-        cfg, obs_dim, act_dim, seed=cfg.seed)
+    trainer: SmacTrainer | MetaBCTrainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks) \
+        if algo == "smac" else MetaBCTrainer(cfg, obs_dim, act_dim, seed=cfg.seed)
+    ranks.tasks(cfg.offline.meta_batch)  # refuses a meta-batch that does not split before any update
     _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
     trainer.nets.ignore_policy_inputs(observation_entries(problem, cfg.network.policy_ignores or (),
                                                           "network.policy_ignores"))
@@ -213,30 +221,34 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
             "variant": cfg.variant, "seed": cfg.seed, "gradients": cfg.gradients, "smac": to_dict(cfg),
             "obs_dim": obs_dim, "act_dim": act_dim,
             "task_ids": buffers.task_ids, "step": 0, "finished": False, "problem": problem.description}
-    log = CsvLog(run_dir / "metrics.csv")
-    if resuming:
+    if resuming:  # every rank continues from rank 0's checkpoint
         state, old = read_checkpoint(run_dir)
         _check_same_config(run_dir, old, cfg)
         meta["method"] = method or old.get("method", meta["method"])
         trainer.load_state_dict(state["trainer"])
         sampler.generator.set_state(state["sampler_generator"])
         meta.update(step=old["step"], finished=old["finished"])
-        log.truncate_after(int(old["step"]))
-    else:
-        _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "variant", "seed")})
-    logs = [log, *tensorboard_logs(run_dir, int(meta["step"]) + 1 if resuming else 0), *loggers]
+    logs: list[MetricsLogger] = []
+    if ranks.main:
+        log = CsvLog(run_dir / "metrics.csv")
+        if resuming:
+            log.truncate_after(int(meta["step"]))
+        else:
+            _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "variant", "seed")})
+        logs = [log, *tensorboard_logs(run_dir, int(meta["step"]) + 1 if resuming else 0), *loggers]
 
     def checkpoint(finished: bool = False) -> None:
         meta.update(step=trainer.steps, finished=finished)
-        save_checkpoint(run_dir, {"trainer": trainer.state_dict(), "sampler_generator": sampler.generator.get_state()},
-                        meta)
+        if ranks.main:
+            save_checkpoint(run_dir, {"trainer": trainer.state_dict(),
+                                      "sampler_generator": sampler.generator.get_state()}, meta)
 
     # Loop: sample a meta-batch, update, log averages, checkpoint.
     o = cfg.offline
     steps, context_size = resolved(o.steps), resolved(o.context_size)
     total = steps if stop_after is None else min(steps, stop_after)
     running = RunningMean()
-    bar = _progress(steps, trainer.steps, f"offline {method}", progress)
+    bar = _progress(steps, trainer.steps, f"offline {method}", progress and ranks.main)
     tick = time.perf_counter()
     try:
         while trainer.steps < total and not (should_stop is not None and should_stop()):
@@ -259,6 +271,7 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
         for logger in logs:
             logger.close()
     checkpoint(finished=trainer.steps >= steps)
+    ranks.barrier()  # rank 0's checkpoint is on disk before any rank goes on (e.g. to resume)
     return run_dir
 
 
@@ -278,9 +291,12 @@ class OnlineState:
     iteration: int = 0
 
 
-def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, Any]) -> OnlineState:
+def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, Any],
+                 ranks: Ranks | None = None) -> OnlineState:
     obs_dim, act_dim = problem.dims()
-    trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed)
+    trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks)
+    if ranks is not None:
+        ranks.tasks(cfg.online.meta_batch)  # refuses a meta-batch that does not split
     trainer.load_state_dict(offline_state["trainer"])
     trainer.set_phase("online")
     # Labels always come from the encoder/decoder as they were when the offline phase ended.
@@ -367,7 +383,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                  labels: str = "decoder", cfg: SmacConfig | None = None, source: EpisodeSource | None = None,
                  method: str | None = None, resume: bool = False, progress: bool = True,
                  stop_after_iterations: int | None = None, loggers: Sequence[MetricsLogger] = (),
-                 should_stop: Callable[[], bool] | None = None) -> Path:
+                 should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None) -> Path:
     """The self-supervised phase from a finished offline run (or resume an online run).
 
     ``method`` names the run's report row (default from labels and variant).
@@ -377,13 +393,17 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     after that many iterations in all, with a checkpoint. ``loggers`` get each metrics.csv and
     eval_curve.csv row (keyed by the iteration) and are closed at the end. ``should_stop`` is
     asked before every iteration (an iteration is never cut short: only its end can be
-    resumed): True ends the run there with a checkpoint.
+    resumed): True ends the run there with a checkpoint. ``ranks``: data-parallel training
+    under torchrun; every rank collects, labels and evaluates the same episodes (so their
+    buffers stay the same), shares the updates, and rank 0 alone writes.
     """
     if labels not in LABELS:
         raise RunError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    ranks = ranks if ranks is not None else Ranks()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = _check_fresh_or_resume(run_dir, resume)
+    ranks.barrier()  # every rank has seen the run folder before rank 0 writes into it
     if resuming:
         state, old = read_checkpoint(run_dir)
         cfg = smac_from_yaml_dict(old["smac"]) if cfg is None else cfg
@@ -405,7 +425,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         if cfg.network != parent_cfg.network:
             raise RunError(f"{offline_run}: its network config differs from the one given")
     assert cfg is not None
-    st = _init_online(problem, cfg, state)
+    st = _init_online(problem, cfg, state, ranks)
     method = method or method_name("smac", "online", labels, cfg.variant)
     meta: dict[str, Any] = {
         "kind": "smrl-smac-run", "algo": "smac", "phase": "online", "method": method, "labels": labels,
@@ -428,17 +448,20 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         st.iteration = int(old["iteration"])
         source.load_state(old.get("source_state", {}))
         meta.update(iteration=st.iteration, step=st.trainer.steps, finished=old["finished"])
-        log.truncate_after(st.iteration)
-        curve.truncate_after(st.iteration)
-    else:
+        if ranks.main:
+            log.truncate_after(st.iteration)
+            curve.truncate_after(st.iteration)
+    elif ranks.main:
         _write_config(run_dir, cfg, problem, {k: meta[k] for k in ("algo", "phase", "method", "labels", "variant",
                                                                    "seed", "parent")})
-    board = tensorboard_logs(run_dir, st.trainer.steps + 1 if resuming else 0)
-    logs, curve_logs = [log, *board, *loggers], [curve, *board, *loggers]
+    board = tensorboard_logs(run_dir, st.trainer.steps + 1 if resuming else 0) if ranks.main else []
+    logs, curve_logs = ([log, *board, *loggers], [curve, *board, *loggers]) if ranks.main else ([], [])
 
     def checkpoint() -> None:
         meta.update(iteration=st.iteration, step=st.trainer.steps, finished=st.iteration >= on.iterations,
                     source_state=source.state())
+        if not ranks.main:
+            return
         save_checkpoint(run_dir, {"trainer": st.trainer.state_dict(), "labeller": st.labeller.state_dict(),
                                   "rl": st.rl.online_part(), "explore": st.explore.online_part(),
                                   "sampler_generator": st.sampler.generator.get_state()}, meta)
@@ -459,7 +482,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     last = on.iterations if stop_after_iterations is None else min(on.iterations, stop_after_iterations)
     train_ids = st.rl.task_ids
     bar = _progress(on.iterations * on.updates_per_iteration, st.iteration * on.updates_per_iteration,
-                    f"online {method}", progress)
+                    f"online {method}", progress and ranks.main)
     try:
         if st.iteration == 0 and on.eval_every and not resuming:
             curve_point()  # the starting point: the offline agent
@@ -486,9 +509,10 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                 checkpoint()
     finally:
         bar.close()
-        for logger in [log, curve, *board, *loggers]:
+        for logger in [*logs, curve]:
             logger.close()
     checkpoint()
+    ranks.barrier()  # rank 0's checkpoint is on disk before any rank goes on
     return run_dir
 
 

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smrl_train.config_schema import ConfigError
 from smrl_train.smac import manual_grad
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig, resolved
+from smrl_train.smac.data_parallel import Ranks
 from smrl_train.smac.losses import kl_to_standard_normal
 from smrl_train.smac.networks import SmacNetworks, atanh_clamped, sample_gaussian, tanh_gaussian_log_prob
 from smrl_train.smac.step import PHASES, LossTerms, Noise, per_task, step_losses, trains_context
@@ -93,11 +95,17 @@ def _adam(params: Iterable[Tensor], lr: float, lean: bool = False) -> torch.opti
 
 def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr: Tensor, q_term: Tensor,
              advantage: Tensor, weights: Tensor, log_prob: Tensor, context: Tensor, decoder_mse: Tensor,
-             kl: Tensor, var: Tensor, value: Tensor) -> dict[str, float]:
-    """The step's metrics (names in ``METRICS`` order) with one host transfer."""
+             kl: Tensor, var: Tensor, value: Tensor, ranks: Ranks | None = None) -> dict[str, float]:
+    """The step's metrics (names in ``METRICS`` order) with one host transfer; in data-parallel
+    training, of the whole meta-batch (means over the ranks' equal shares, the spread and the
+    maximum over all their rows)."""
     stats = torch.stack([critic, q_pred.mean(), target.mean(), policy, awr, q_term, advantage.std(), weights.max(),
-                         log_prob.mean(), context, decoder_mse, kl, var.mean(), value]).detach().tolist()
-    return dict(zip(METRICS, stats))
+                         log_prob.mean(), context, decoder_mse, kl, var.mean(), value]).detach()
+    if ranks is not None and ranks.parallel:
+        stats = ranks.sum(stats) / ranks.world
+        stats[METRICS.index("adv_std")] = ranks.std(advantage)
+        stats[METRICS.index("weight_max")] = ranks.max(weights.detach().max())
+    return dict(zip(METRICS, stats.tolist()))
 
 
 class SmacTrainer:
@@ -111,9 +119,14 @@ class SmacTrainer:
         ConfigError: ``gradients: manual`` with a config field or module it does not implement.
     """
 
-    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0) -> None:
+    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0,
+                 ranks: Ranks | None = None) -> None:
         self.cfg = cfg
         self.gradients = cfg.gradients
+        self.ranks = ranks if ranks is not None else Ranks()
+        if self.ranks.parallel and self.gradients != "autograd":
+            raise ConfigError(f"smac.gradients: {self.gradients} runs in one process; data-parallel training "
+                              f"({self.ranks.world} processes) takes autograd")
         self.nets = build_networks(cfg, obs_dim, act_dim, seed=seed)
         manual = self.gradients == "manual"
         if manual:
@@ -156,18 +169,25 @@ class SmacTrainer:
                            self.phase)
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
-        """One step on a meta-batch (T tasks x B transitions, context T x C). Returns metrics."""
+        """One step on a meta-batch (T tasks x B transitions, context T x C). Returns metrics.
+
+        In data-parallel training every rank passes the same global meta-batch and keeps its
+        share of the tasks here (:mod:`smrl_train.smac.data_parallel`)."""
         noise = self.draw_noise(batch)
         train_ctx = self.trains_context
         if self.gradients == "manual":
             return self._manual_update(batch, noise, train_ctx)
-        t = self._losses(self.nets, self.cfg, batch, noise, self.phase)
+        ranks = self.ranks
+        if ranks.parallel:
+            noise, batch = noise.share(ranks.tasks(batch.meta_batch), batch.batch_size), ranks.share(batch)
+        t = self._losses(self.nets, self.cfg, batch, noise, self.phase, ranks)
         for opt in (self.opt_context, self.opt_q, self.opt_policy):
             opt.zero_grad(set_to_none=True)
         t.total.backward()
+        ranks.average_gradients([*self.context_params, *self.q_params, *self.v_params, *self.policy_params])
         self._step(train_ctx)
         return _metrics(t.critic, t.q_pred, t.target, t.policy, t.awr, t.q_term, t.advantage, t.weights,
-                        t.log_prob, t.context, t.decoder_mse, t.kl, t.var, t.value)
+                        t.log_prob, t.context, t.decoder_mse, t.kl, t.var, t.value, ranks)
 
     def _step(self, train_ctx: bool) -> None:
         """Adam on the gradients taken, then the Polyak update of the target critics."""

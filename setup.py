@@ -48,7 +48,7 @@ setup(
         # the robot side never need it. LeRobotDataset export is absent: lerobot pins an older
         # torch (docs/guide.md, "Your data: Minari").
         "minari": ["minari[hdf5]>=0.5.4,<0.6"],
-        "test": ["pytest"],
+        "test": ["pytest", "hypothesis>=6.100"],
     },
     zip_safe=True,
     maintainer="smrl developers",

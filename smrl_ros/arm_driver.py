@@ -33,8 +33,8 @@ from std_srvs.srv import Trigger
 from smrl_ros import params, topics
 from smrl_ros.conversions import joint_state_arrays, make_command, pose_position, stamp_to_seconds
 from smrl_train.robot.episode_driver import MODES, EpisodeDriver
-from smrl_train.robot.safety import JointStateMapper, MappedState
-from smrl_train.robot.urdf import ArmDescription
+from smrl_train.robot.safety import LIMIT_MARGIN, JointStateMapper, MappedState
+from smrl_train.robot.urdf import ArmDescription, position_bounds
 
 RESET_MODES = ("service", "home")
 TIMEOUT_CHECK_S = 0.1  # how often the core checks for a stale state stream or a late reset
@@ -117,7 +117,8 @@ class ArmDriver:
             raise ValueError(f"parameter 'joints' {list(command_joints)} must name the model's joints "
                              f"{list(joint_names)}")
         self._to_command = np.array([joint_names.index(n) for n in command_joints])
-        self.mapper = JointStateMapper(joint_names, p.ignore_unknown_joints)
+        self.mapper = JointStateMapper(joint_names, p.ignore_unknown_joints,
+                                       position_bounds(arm, joint_names, LIMIT_MARGIN))
         reset_service = p.reset_service if p.reset_mode == "service" else None
         home = tuple(p.home) or tuple(getattr(info, "home", ()))
         if p.reset_mode == "home" and not home:

@@ -70,8 +70,15 @@ from smrl_train.robot.control import (
 )
 from smrl_train.robot.model_metadata import ModelError
 from smrl_train.robot.runtime import PolicyRuntime, read_model
-from smrl_train.robot.safety import CommandGuard, JointStateMapper, MappedState, StaleStateWatchdog, TargetLimiter
-from smrl_train.robot.urdf import ArmDescription, UrdfError
+from smrl_train.robot.safety import (
+    LIMIT_MARGIN,
+    CommandGuard,
+    JointStateMapper,
+    MappedState,
+    StaleStateWatchdog,
+    TargetLimiter,
+)
+from smrl_train.robot.urdf import ArmDescription, UrdfError, position_bounds
 
 TRIGGERS = ("state", "timer")
 HOLD_ACK_TIMEOUT_S = 0.5  # how long deactivate waits for the subscribers to acknowledge the hold
@@ -191,7 +198,8 @@ class ControllerNode(ManagedNode):
         limiter = TargetLimiter(arm.lower[order], arm.upper[order], arm.velocity[order],
                                 min(self.period, model_period))
         self.guard = CommandGuard(arm.lower[order], arm.upper[order], arm.velocity[order], model_period)
-        self.mapper = JointStateMapper(self.model_joints, p.ignore_unknown_joints)
+        self.mapper = JointStateMapper(self.model_joints, p.ignore_unknown_joints,
+                                       position_bounds(arm, self.model_joints, LIMIT_MARGIN))
         self.core = PolicyController(runtime, builder, limiter, StaleStateWatchdog(p.watchdog_periods * self.period),
                                      self.guard)
         self.model_path = p.model_path

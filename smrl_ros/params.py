@@ -5,6 +5,8 @@ the parameter default, ``field(metadata={"help": ...})`` its description (see :f
 :func:`declare` declares them all; :func:`read` builds the dataclass back, converting and
 checking each value, and raises a :class:`ParameterError` naming the parameter and the
 expected type (``rate_hz:=fast`` -> "parameter 'rate_hz': expected float, got str 'fast'").
+A float parameter (and each element of a list of floats) is finite: no node has a use for NaN
+or infinity, and a NaN compares false with every bound a ``__post_init__`` checks.
 
 Parameters are declared with dynamic typing and checked here instead of by rclpy, because
 rcl parses ``-p rate_hz:=500`` as an integer and rclpy would then refuse it for a float
@@ -77,13 +79,20 @@ def convert(name: str, value: Any, tp: Any) -> Any:
             return ()  # an empty list has no element type in ROS: it arrives unset or as bytes
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise fail()
-        try:
-            return tuple(convert(f"{name}[{i}]", v, inner) for i, v in enumerate(value))
-        except ParameterError:
-            raise fail() from None
+        converted = []
+        for i, v in enumerate(value):
+            try:
+                converted.append(convert(f"{name}[{i}]", v, inner))
+            except ParameterError as exc:
+                if "finite" in str(exc):
+                    raise ParameterError(f"parameter '{name}': must be finite numbers, got {list(value)!r}") from None
+                raise fail() from None
+        return tuple(converted)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
+        if not math.isfinite(value):  # no parameter means NaN or infinity (a period, a goal, a pose)
+            raise ParameterError(f"parameter '{name}': must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, overload
 import yaml
 
 from smrl_train.config import SmrlConfig
-from smrl_train.config_schema import ConfigError, from_dict
+from smrl_train.config_schema import ConfigError, from_dict, yaml_error_line
 from smrl_train.families import ARM_FAMILIES
 from smrl_train.smac.config import smac_from_yaml_dict
 
@@ -43,7 +43,7 @@ def load_config(path: str | Path, cls: type[Any] = SmrlConfig, *, arm_check: boo
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty (a config names at least its arm and env sections)")
     smac = None

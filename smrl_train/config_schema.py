@@ -15,6 +15,7 @@ import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+INT_LIMIT = 2**63
 
 
 class ConfigError(ValueError):
@@ -60,17 +61,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         # YAML reads 1e-3 as a string and 5 as an int; both are fine where a float is wanted.
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected float, got bool {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             try:
                 return float(value)
             except ValueError:
                 pass
+            except OverflowError:  # an integer with hundreds of digits
+                raise ConfigError(f"{key}: must be a finite float, got an integer of {len(str(value))} digits") \
+                    from None
         raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+        if not -INT_LIMIT <= value < INT_LIMIT:  # numpy and torch take seeds and sizes as int64
+            raise ConfigError(f"{key}: must fit in a signed 64-bit integer, got an integer of {len(str(value))} digits")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -81,6 +85,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
         return value
     return value
+
+
+def yaml_error_line(exc: Exception) -> str:
+    """A YAML parser error on one line: the problem and where (PyYAML's message spans lines)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
 
 
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

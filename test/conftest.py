@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 # ROS 2 from pip: Fast DDS on loopback. Each ROS test picks its own ROS_DOMAIN_ID.
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -15,6 +18,16 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # Pictures (test_video.py) without a display: MuJoCo picks its OpenGL backend at its first import.
 if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Property-based tests (test_properties.py): the same examples on every run and machine
+# (derandomized: a fixed seed, so a red run is reproducible and CI never flakes), bounded so
+# the file runs in seconds; no example database, and Hypothesis' caches outside the tree (no
+# .hypothesis/ folder in the repo); no per-example deadline (the machine is shared; a slow
+# example is not a failure).
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "smrl-hypothesis")
+settings.register_profile("smrl", max_examples=60, derandomize=True, database=None, deadline=None,
+                          print_blob=False, suppress_health_check=(HealthCheck.too_slow,))
+settings.load_profile("smrl")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {

@@ -3,6 +3,9 @@
 Every ROS test gets its own ``ROS_DOMAIN_ID`` (claimed machine-wide, see
 :func:`smrl_ros.probe.claim_domain_id`), starts its nodes as subprocesses through
 :class:`smrl_ros.graph_runner.GraphRunner` and stops them in the fixture's teardown, whatever happens.
+The domain must be empty when claimed: one that already holds DDS participants (a stray node
+no test accounts for) is skipped, and :func:`claim_clean_domain` says so with a
+:class:`ForeignParticipantWarning` naming the processes and their nodes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +24,30 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from smrl_ros.conversions import status_values
 from smrl_ros.graph_runner import GraphRunner, GraphSpec
-from smrl_ros.probe import DomainClaim, Inbox, RosProbe, claim_domain_id, wait_until
+from smrl_ros.probe import DomainClaim, Inbox, RosProbe, claim_domain_id, stray_nodes, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["DomainClaim", "FakeRobot", "Inbox", "RosProbe", "claim_domain_id", "command_arrays", "latest_status",
-           "load_launch", "ros_graph", "wait_until"]
+__all__ = ["DomainClaim", "FakeRobot", "ForeignParticipantWarning", "Inbox", "RosProbe", "claim_clean_domain",
+           "claim_domain_id", "command_arrays", "latest_status", "load_launch", "ros_graph", "wait_until"]
+
+
+class ForeignParticipantWarning(UserWarning):
+    """A domain a test was about to use held participants no test started; the test went elsewhere."""
+
+
+def claim_clean_domain(first: int | None = None) -> DomainClaim:
+    """A claimed, empty domain (:func:`smrl_ros.probe.claim_domain_id`); for each domain skipped
+    on the way because it held foreign participants, a :class:`ForeignParticipantWarning` names
+    them and the nodes they run (a discovery wait of up to a few seconds, only then)."""
+    claim = claim_domain_id(first)
+    for domain_id, found in claim.skipped.items():
+        nodes = stray_nodes(domain_id)
+        warnings.warn(ForeignParticipantWarning(
+            f"ROS_DOMAIN_ID {domain_id} already has participants no test started, so this test uses "
+            f"{claim.domain_id}: {'; '.join(map(str, found))}; nodes: {', '.join(nodes) or 'none discovered'}"),
+            stacklevel=2)
+    return claim
 
 
 def load_launch(name: str) -> Any:
@@ -44,7 +66,7 @@ def ros_graph(graph: GraphSpec, tmp_path: Path, start: bool = True,
 
     On failure the node logs are attached to the exception, so a red test shows why.
     """
-    claim = claim_domain_id()
+    claim = claim_clean_domain()
     runner = GraphRunner(graph, domain_id=claim.domain_id, log_dir=tmp_path / "logs", cwd=cwd)
     probe = RosProbe(claim.domain_id)
     try:

@@ -84,6 +84,15 @@ _MEANINGLESS = [
     ("arm:\n  home: [0.0, 1.9, 0.0, 0.0, 0.0]\n", "not above the table"),
     ("arm:\n  ee_link: no_such_link\n", "arm.urdf / arm.ee_link"),
     ("arm:\n  urdf: urdf/missing.urdf\n", "arm.urdf / arm.ee_link"),
+    # Found by the property tests (test_properties.py): accepted, or another exception than ConfigError.
+    ("smac:\n  loss: {policy_lr: .nan}\n", "smac.loss.policy_lr: must be finite, got nan"),
+    ("smac:\n  loss: {kl_weight: -1}\n", "smac.loss.kl_weight: must be >= 0"),
+    ("smac:\n  offline: {checkpoint_every: 0}\n", "smac.offline.checkpoint_every: must be > 0"),
+    ("smac:\n  network: {policy_hidden: [0, 64]}\n", "smac.network.policy_hidden: layer widths must be >= 1"),
+    ("smac:\n  seed: -5\n", "smac.seed: must be >= 0"),
+    ("env:\n  control_hz: 1" + "0" * 400 + "\n", "env.control_hz: must be a finite float, got an integer of 401"),
+    ("tasks:\n  seed: 1" + "0" * 30 + "\n", "tasks.seed: must fit in a signed 64-bit integer"),
+    ("env: {control_hz: 20\n  !#: x\n", "not valid YAML: "),
 ]
 
 

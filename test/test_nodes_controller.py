@@ -129,6 +129,7 @@ BAD = {
     "length_mismatch": lambda n, q: (n, q[:3], np.zeros(5)),
     "missing_velocity": lambda n, q: (n, q, []),
     "non_finite_state": lambda n, q: (n, np.where(np.arange(5) == 2, np.nan, q), np.zeros(5)),
+    "outside_joint_limits": lambda n, q: (n, np.where(np.arange(5) == 2, np.degrees(q), q), np.zeros(5)),
 }
 
 

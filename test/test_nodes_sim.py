@@ -3,6 +3,7 @@ identical to the in-process env, and the markers of the live view."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -240,3 +243,20 @@ def test_a_negative_seed_is_refused_at_start_naming_it(make: str, tmp_path: Path
         log = runner.log(node.name)
         assert "refusing to start: parameter 'seed': must be a finite number in [0, " in log, log
         assert "Traceback" not in log, log
+
+
+# Bad values given at start (issue 15): a few generated cases, since each starts a node; the
+# reading behind them is swept over every parameter of every node in test_properties.py.
+@settings(max_examples=3)
+@given(st.sampled_from(["task_goal", "lockstep_republish_s", "marker_rate_hz", "seed"]),
+       st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_non_finite_parameters_at_start_stop_the_node_naming_them(tmp_path_factory: pytest.TempPathFactory,
+                                                                  name: str, value: float) -> None:
+    from smrl_ros.graph_runner import GraphSpec
+    from smrl_ros.graphs import sim_node
+
+    node = sim_node("config/reach.yaml", **{name: [0.45, value, 0.2] if name == "task_goal" else value})
+    with ros_graph(GraphSpec("bad", (node,)), tmp_path_factory.mktemp("bad")) as (runner, probe):
+        assert runner.wait_exit(node.name, 30.0) == 2
+        log = runner.log(node.name)
+        assert f"refusing to start: parameter '{name}'" in log and "Traceback" not in log, log

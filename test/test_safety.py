@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -59,6 +62,30 @@ def test_bad_joint_states_are_rejected_whole_with_a_counted_reason(names, pos, v
     assert isinstance(result, Rejection) and result.reason == reason, result
     assert mapper.rejected[reason] == 1 and mapper.accepted == 0
     assert result.detail  # says which joint / which lengths
+
+
+def test_positions_far_past_the_limits_are_rejected_continuous_joints_are_not_bounded() -> None:
+    """A finite but impossible position (degrees for radians, a broken encoder) is not a state: a
+    hold would command the arm to the limit nearest to it."""
+    from smrl_train.robot.safety import LIMIT_MARGIN, REJECT_OUTSIDE_LIMITS
+    from smrl_train.robot.urdf import load_urdf, position_bounds
+
+    arm = load_urdf(Path(__file__).resolve().parent.parent / "urdf" / "smrl_arm.urdf", "ee_link")
+    mapper = JointStateMapper(arm.joint_names, bounds=position_bounds(arm, arm.joint_names, LIMIT_MARGIN))
+    q = (arm.lower + arm.upper) / 2
+    over = q.copy()
+    over[1] = arm.upper[1] + LIMIT_MARGIN * 0.9  # an overshoot: still a state
+    assert isinstance(mapper.map(arm.joint_names, over, np.zeros(5)), MappedState)
+    for bad in (arm.upper[1] + LIMIT_MARGIN * 1.1, np.degrees(arm.upper[1]), -1e300):
+        over[1] = bad
+        result = mapper.map(arm.joint_names, over, np.zeros(5))
+        assert isinstance(result, Rejection) and result.reason == REJECT_OUTSIDE_LIMITS
+        assert f"joint '{arm.joint_names[1]}'" in result.detail
+    assert mapper.rejected[REJECT_OUTSIDE_LIMITS] == 3 and mapper.accepted == 1
+    lower, upper = position_bounds(dataclasses.replace(arm, chain=tuple(
+        dataclasses.replace(j, kind="continuous") if j.name == arm.joint_names[0] else j for j in arm.chain)),
+        arm.joint_names, LIMIT_MARGIN)
+    assert lower[0] == -np.inf and upper[0] == np.inf and upper[1] == arm.upper[1] + LIMIT_MARGIN
 
 
 def test_unknown_joints_can_be_ignored_when_asked() -> None:

@@ -15,7 +15,8 @@ byte-identical files.
 Contents are checked on write and on load, not only the checksum: shapes and dtypes against
 the manifest, finite values, actions inside the manifest's bounds, observations of physical
 magnitude (|x| <= ``OBS_ABS_MAX``), a file name that matches its metadata, and (in reward-labelled
-stores) only tasks the manifest lists.
+stores) only tasks the manifest lists. A file read back must hold exactly the arrays and dtypes
+the writer writes; every refusal is a :class:`StoreError` naming the file.
 
 Tensors per episode of T steps: ``obs`` (T, obs_dim) f32, ``action`` (T, act_dim) f32,
 ``next_obs`` (T, obs_dim) f32, ``terminated`` (T,) bool, ``truncated`` (T,) bool,
@@ -258,7 +259,10 @@ class EpisodeStore:
                 continue
         raise StoreError(f"{self.path}: no free episode index for task {task_index} after 1000 tries")
 
-    def _validate(self, arrays: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    def _validate(self, arrays: dict[str, np.ndarray], what: str, exact_dtypes: bool = False) -> dict[str, np.ndarray]:
+        """The arrays a store holds, converted to their dtypes (``exact_dtypes``: a file read
+        back must already have them, as :meth:`write_episode` writes them); StoreError naming
+        ``what`` and the array otherwise."""
         robot = is_robot_manifest(self.manifest)
         names = REQUIRED + (ROBOT_ARRAYS if robot or "timestamp" in arrays else ()) + \
             (LABELLED if self.manifest["reward_labelled"] else ())
@@ -267,7 +271,9 @@ class EpisodeStore:
             raise StoreError(f"{what}: missing arrays {', '.join(missing)}")
         if not self.manifest["reward_labelled"] and "reward" in arrays:
             raise StoreError(f"{what}: a reward-free store must not hold rewards")
-        t = int(np.asarray(arrays["obs"]).shape[0])
+        if np.ndim(arrays["obs"]) == 0:
+            raise StoreError(f"{what}: 'obs' is a scalar, expected one row per step")
+        t = int(np.shape(arrays["obs"])[0])
         if t == 0:
             raise StoreError(f"{what}: empty episode")
         shapes = {"obs": (t, self.manifest["obs_dim"]), "next_obs": (t, self.manifest["obs_dim"]),
@@ -276,6 +282,9 @@ class EpisodeStore:
                   "terminated": np.bool_, "truncated": np.bool_, "success": np.bool_, "timestamp": np.float64}
         out: dict[str, np.ndarray] = {}
         for name in names:
+            if exact_dtypes and np.asarray(arrays[name]).dtype != dtypes[name]:
+                raise StoreError(f"{what}: '{name}' has dtype {np.asarray(arrays[name]).dtype}, "
+                                 f"expected {np.dtype(dtypes[name])}")
             arr: np.ndarray = np.ascontiguousarray(np.asarray(arrays[name]).astype(dtypes[name], copy=False))
             want = shapes.get(name, (t,))
             if arr.shape != want:
@@ -326,18 +335,26 @@ class EpisodeStore:
             meta = json.loads(json.loads(raw[8:8 + header_len])["__metadata__"]["episode"])
         except (OSError, SafetensorError, KeyError, TypeError, json.JSONDecodeError, ValueError) as exc:
             raise StoreError(f"{path}: corrupt episode file ({exc})") from None
+        if not isinstance(meta, dict):
+            raise StoreError(f"{path}: corrupt episode file (its metadata is a {type(meta).__name__}, not a mapping)")
         if _tensor_digest(arrays) != meta.get("sha256"):
             raise StoreError(f"{path}: checksum mismatch, the file is corrupt")
         named = _NAME.match(Path(path).name)
         if named and (int(named.group(1)), int(named.group(2))) != (meta.get("task_index"), meta.get("episode_index")):
             raise StoreError(f"{path}: the file's name and its metadata disagree (task {meta.get('task_index')} "
                              f"episode {meta.get('episode_index')})")
-        self._validate(arrays, str(path))
-        return Episode(arrays, meta)
+        extra = sorted(set(arrays) - set(REQUIRED + ROBOT_ARRAYS + LABELLED))
+        if extra:
+            raise StoreError(f"{path}: unknown arrays {', '.join(extra)}")
+        return Episode(self._validate(arrays, str(path), exact_dtypes=True), meta)
 
     def iter_episodes(self) -> Iterator[Episode]:
+        for _path, episode in self._iter_with_paths():
+            yield episode
+
+    def _iter_with_paths(self) -> Iterator[tuple[Path, Episode]]:
         for path in self.episode_paths():
-            yield self.read_episode(path)
+            yield path, self.read_episode(path)
 
     def task_arrays(self) -> dict[int, TaskArrays]:
         """Per-task transition arrays for training, keyed by task index."""
@@ -346,10 +363,10 @@ class EpisodeStore:
         # dataset by the trainer (smrl_train.smac.sources.load_recordings), not here.
         known = ({int(t["index"]) for split in self.manifest["tasks"].values() for t in split}
                  if self.manifest["reward_labelled"] else set())
-        for ep in self.iter_episodes():
+        for path, ep in self._iter_with_paths():
             if known and ep.task_index not in known:
-                raise StoreError(f"{self.path}: episode {ep.meta.get('episode_index')} names task {ep.task_index}, "
-                                 f"which the manifest does not list (tasks {min(known)}..{max(known)})")
+                raise StoreError(f"{path}: the episode names task {ep.task_index}, which the manifest does not "
+                                 f"list (tasks {min(known)}..{max(known)})")
             grouped.setdefault(ep.task_index, []).append(ep)
         labelled = bool(self.manifest["reward_labelled"])
         out = {}

@@ -4,8 +4,10 @@ Each rule is a small class with a counter, unit-tested without ROS (``test/test_
 and wired into :mod:`smrl_ros.controller_node`:
 
 * :class:`JointStateMapper`: joint states mapped *by name* (never by order) onto the model's
-  joint order; unknown, duplicate or missing names, length mismatches, missing velocities
-  and non-finite values reject the whole message ("a partial state is not a state");
+  joint order; unknown, duplicate or missing names, length mismatches, missing velocities,
+  non-finite values and positions more than ``LIMIT_MARGIN`` past the joint's limits (no arm
+  is there: a unit error or a broken sensor, and a hold would command it) reject the whole
+  message ("a partial state is not a state");
 * :class:`TargetLimiter`: non-finite targets rejected *before* clipping (``np.clip``
   propagates NaN), then targets clipped to the URDF position limits and to
   ``velocity limit x period`` around the measured position (LeRobot's
@@ -38,8 +40,12 @@ REJECT_UNKNOWN = "unknown_joint"
 REJECT_MISSING = "missing_joint"
 REJECT_NO_VELOCITY = "missing_velocity"
 REJECT_NON_FINITE = "non_finite_state"
+REJECT_OUTSIDE_LIMITS = "outside_joint_limits"
 STATE_REJECTIONS = (REJECT_LENGTH, REJECT_DUPLICATE, REJECT_UNKNOWN, REJECT_MISSING,
-                    REJECT_NO_VELOCITY, REJECT_NON_FINITE)
+                    REJECT_NO_VELOCITY, REJECT_NON_FINITE, REJECT_OUTSIDE_LIMITS)
+# How far past its limits (rad) a measured joint position may lie and still be a state:
+# overshoot and calibration offsets stay well inside it; degrees for radians, or garbage, do not.
+LIMIT_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,21 @@ class JointStateMapper:
         ignore_unknown: accept (and drop) joints not in ``joint_names``, e.g. gripper fingers
             a robot publishes on the same topic. Off by default: an unexpected name usually
             means the wrong robot or a wrong remap.
+        bounds: the lowest and highest position (n,) each joint may report, in ``joint_names``
+            order (:func:`smrl_train.robot.urdf.position_bounds`: the limits widened by
+            ``LIMIT_MARGIN``); None: any finite position.
     """
 
-    def __init__(self, joint_names: Sequence[str], ignore_unknown: bool = False) -> None:
+    def __init__(self, joint_names: Sequence[str], ignore_unknown: bool = False,
+                 bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if len(set(joint_names)) != len(joint_names) or not joint_names:
             raise ValueError(f"joint_names must be unique and non-empty, got {list(joint_names)}")
         self.joint_names = tuple(joint_names)
         self.ignore_unknown = ignore_unknown
+        self.bounds = None if bounds is None else (np.asarray(bounds[0], dtype=np.float64),
+                                                   np.asarray(bounds[1], dtype=np.float64))
+        if self.bounds is not None and not self.bounds[0].shape == self.bounds[1].shape == (len(joint_names),):
+            raise ValueError("bounds must give one lower and one upper position per joint")
         self._index = {name: i for i, name in enumerate(self.joint_names)}
         self.accepted = 0
         self.rejected: Counter[str] = Counter({r: 0 for r in STATE_REJECTIONS})
@@ -116,6 +130,12 @@ class JointStateMapper:
         qd = np.asarray(velocity, dtype=np.float64)[rows]
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qd))):
             return Rejection(REJECT_NON_FINITE, "non-finite position or velocity")
+        if self.bounds is not None:
+            outside = np.flatnonzero((q < self.bounds[0]) | (q > self.bounds[1]))
+            if outside.size:
+                j = int(outside[0])
+                return Rejection(REJECT_OUTSIDE_LIMITS, f"joint '{self.joint_names[j]}' at {q[j]:.4g} rad, outside "
+                                 f"[{self.bounds[0][j]:.4g}, {self.bounds[1][j]:.4g}]")
         return MappedState(q, qd)
 
 

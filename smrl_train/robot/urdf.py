@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,15 @@ class ArmDescription:
             if link.name == name:
                 return link
         raise KeyError(name)
+
+
+def position_bounds(arm: ArmDescription, names: Sequence[str], margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The positions (rad, ``names`` order) a joint-state sensor can report for the arm: its
+    limits widened by ``margin``; unbounded for a continuous joint (it turns past +-pi)."""
+    joints = {j.name: j for j in arm.chain}
+    lower = np.array([-np.inf if joints[n].kind == "continuous" else joints[n].lower - margin for n in names])
+    upper = np.array([np.inf if joints[n].kind == "continuous" else joints[n].upper + margin for n in names])
+    return lower, upper
 
 
 # ---------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from smrl_train.config_schema import ConfigError, from_dict
+from smrl_train.config_schema import ConfigError, from_dict, yaml_error_line
 
 VARIANTS = ("paper", "return_tuned", "success_tuned")
 DEFAULT_VARIANT = "success_tuned"
@@ -369,8 +369,35 @@ class SmacConfig:
         return dataclasses.replace(self, variant=variant, **kwargs)
 
 
+def _numbers(obj: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every number in the sections of ``obj`` (tuples element-wise)."""
+    out: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += _numbers(value, key)
+        elif isinstance(value, tuple):
+            out += [(f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, (int, float))]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((key, value))
+    return out
+
+
 def _validate(cfg: SmacConfig) -> None:
+    for key, value in _numbers(cfg, "smac"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value!r}")
+    for key, sizes in (("network.encoder_hidden", cfg.network.encoder_hidden),
+                       ("network.policy_hidden", cfg.network.policy_hidden),
+                       ("network.q_hidden", cfg.network.q_hidden),
+                       ("network.decoder_hidden", cfg.network.decoder_hidden)):
+        if any(width < 1 for width in sizes or ()):
+            raise ConfigError(f"smac.{key}: layer widths must be >= 1, got {list(sizes or ())!r}")
     positive = {
+        "loss.policy_lr": cfg.loss.policy_lr, "loss.q_lr": cfg.loss.q_lr, "loss.context_lr": cfg.loss.context_lr,
+        "loss.reward_scale": cfg.loss.reward_scale,
+        "offline.checkpoint_every": cfg.offline.checkpoint_every,
+        "online.checkpoint_every": cfg.online.checkpoint_every,
         "network.latent_dim": cfg.network.latent_dim, "network.encoder_rank": cfg.network.encoder_rank,
         "offline.meta_batch": cfg.offline.meta_batch, "offline.batch_size": cfg.offline.batch_size,
         "offline.context_size": cfg.offline.context_size, "offline.log_every": cfg.offline.log_every,
@@ -385,7 +412,9 @@ def _validate(cfg: SmacConfig) -> None:
     for key, value in positive.items():
         if value is None or value <= 0:
             raise ConfigError(f"smac.{key}: must be > 0, got {value!r}")
-    for key, value in {"offline.steps": cfg.offline.steps, "online.iterations": cfg.online.iterations,
+    for key, value in {"seed": cfg.seed, "loss.kl_weight": cfg.loss.kl_weight,
+                       "online.eval_every": cfg.online.eval_every,
+                       "offline.steps": cfg.offline.steps, "online.iterations": cfg.online.iterations,
                        "online.updates_per_iteration": cfg.online.updates_per_iteration,
                        "online.prior_episodes": cfg.online.prior_episodes,
                        "online.posterior_episodes": cfg.online.posterior_episodes,
@@ -471,7 +500,7 @@ def load_smac_config(path: str | Path) -> SmacConfig:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

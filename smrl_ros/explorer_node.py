@@ -95,6 +95,8 @@ class ExplorerParams(DriverParams):
     tasks: tuple[int, ...] = params.param((), "training task indices to record, in order (a task listed n times "
                                           "gets n x episodes_per_task); empty: every training task of the dataset "
                                           "(task 0 without one)")
+    fleet_share: tuple[int, ...] = params.param((), "[K, N]: this arm records every N-th of the tasks listed, "
+                                                "from the K-th (0-based; arm K of a fleet of N); empty: all of them")
     episodes_per_task: int = params.param(1, "episodes each task should have in the store (those already there "
                                           "count, so a re-run finishes the job); 0: record the first task until "
                                           "stopped")
@@ -137,6 +139,9 @@ class ExplorerParams(DriverParams):
                 "parameters 'prior_episodes' and 'posterior_episodes': expected >= 0 and together at most "
                 f"episodes_per_task ({self.episodes_per_task}), got {self.prior_episodes} and "
                 f"{self.posterior_episodes}")
+        if self.fleet_share and (len(self.fleet_share) != 2 or not 0 <= self.fleet_share[0] < self.fleet_share[1]):
+            raise params.ParameterError(f"parameter 'fleet_share': expected [K, N] with 0 <= K < N, "
+                                        f"got {list(self.fleet_share)}")
 
 
 def latent_policy_path(bundle: str) -> Path:
@@ -187,6 +192,13 @@ class ExplorerNode(ManagedNode):
         self.urdf_sha256 = arm.urdf_sha256
         self.goals = {t["index"]: t.get("goal") for t in self.store.manifest.get("tasks", {}).get("train", [])}
         listed = tuple(p.tasks) or (tuple(sorted(self.goals)) or (0,))
+        if p.fleet_share:
+            k, n = p.fleet_share
+            mine = set(tuple(dict.fromkeys(listed))[k::n])  # every n-th distinct task, from the k-th
+            listed = tuple(t for t in listed if t in mine)
+            if not listed:
+                raise StartupError(f"fleet_share {list(p.fleet_share)}: no task left for this arm (too few tasks "
+                                   f"for {n} arms)")
         # A task listed n times gets n blocks of episodes_per_task (a trainer round that visits
         # it n times wants n fresh blocks); the order is that of first mention.
         self.tasks = tuple(dict.fromkeys(listed))

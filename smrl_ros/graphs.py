@@ -15,6 +15,9 @@ sim          smrl_sim (:func:`sim_graph`)                     ``sim.launch.py``
 control      smrl_sim (realtime) + smrl_controller            ``control.launch.py``
              (:func:`control_graph`)
 explore      smrl_sim (lockstep) + smrl_explorer              ``explore.launch.py``
+fleet        N x (smrl_sim (lockstep) + smrl_explorer),       ``fleet.launch.py``
+             each pair under /armK, into one store
+             (:func:`fleet_graph`)
 adapt        smrl_sim (realtime, rewards) + smrl_controller   ``adapt.launch.py``
              (paused until adapted) + smrl_adapter
 train        smrl_trainer                                     ``train.launch.py``
@@ -34,6 +37,7 @@ URDF, end-effector link and home pose from the model's metadata (``smrl.urdf``,
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -177,6 +181,66 @@ def node_yaml_files() -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------
+# Fleet: several arms recording into one store
+
+
+def fleet_graph(bundle: str, store: str, dataset: str, arms: int, *, config: str = DEFAULT_CONFIG,
+                tasks: tuple[int, ...] = (), explorer_parameters: Mapping[str, Any] | None = None) -> GraphSpec:
+    """``arms`` simulated arms recording into one store, each a sim bridge (lockstep) and an
+    explorer under its own namespace ``/armK`` (``/armK/joint_states``,
+    ``/armK/forward_position_controller/commands``, ``/armK/smrl_sim/reset``), its robot id
+    ``armK`` in every episode. The training tasks (``tasks``, default: the dataset's) are dealt
+    round robin (the explorers' ``fleet_share``), so arm K records the (K-1)-th, (K-1+N)-th, ...;
+    the graph is done when every explorer has recorded its share."""
+    if arms < 1:
+        raise ConfigError(f"arms: must be >= 1, got {arms}")
+    if tasks and len(set(tasks)) < arms:
+        raise ConfigError(f"arms: {arms} arms need at least as many training tasks, got {len(set(tasks))}")
+    nodes: list[NodeSpec] = []
+    for k in range(1, arms + 1):
+        ns = f"/arm{k}"
+        topics = {"joint_states_topic": f"{ns}/joint_states",
+                  "command_topic": f"{ns}/forward_position_controller/commands",
+                  "object_pose_topic": f"{ns}/puck_pose"}
+        sim = sim_node(config, "lockstep", **topics, reward_topic=f"{ns}/reward")
+        explorer = explorer_node(bundle, store, **_drop_empty({
+            **config_arm(config), **topics, "dataset": dataset, "tasks": tuple(tasks), "fleet_share": (k - 1, arms),
+            "robot_id": f"arm{k}", "reset_service": f"{ns}/smrl_sim/reset", "sim_node": f"arm{k}/smrl_sim",
+            **dict(explorer_parameters or {})}))
+        nodes += [dataclasses.replace(sim, namespace=ns), dataclasses.replace(explorer, namespace=ns)]
+    return GraphSpec("fleet", tuple(nodes), wait_for=tuple(n.label for n in nodes if n.name == "smrl_explorer"))
+
+
+FLEET_ARGUMENTS = (
+    LaunchArgument("bundle", "", "adaptation bundle folder (policy.onnx) every explorer acts with"),
+    LaunchArgument("store", "", "the one episode store every arm records into"),
+    LaunchArgument("dataset", "", "offline dataset the bundle was trained on (its training tasks are dealt "
+                   "to the arms)"),
+    LaunchArgument("arms", "2", "number of simulated arms (/arm1 ... /armN)"),
+    LaunchArgument("config", DEFAULT_CONFIG, "smrl config of the sim bridges (arm, task family)"),
+    LaunchArgument("tasks", "", "training task indices to deal to the arms (empty: all of the dataset)"),
+    LaunchArgument("episodes_per_task", "", "episodes each task should have in the store"),
+    LaunchArgument("prior_episodes", "", "of those, stochastic prior-z episodes"),
+    LaunchArgument("posterior_episodes", "", "of those, stochastic posterior-z episodes"),
+    LaunchArgument("episode_length", "", "control steps per episode"),
+)
+
+
+def fleet_from_arguments(values: Mapping[str, str]) -> GraphSpec:
+    """``launch/fleet.launch.py``'s graph from its (string) launch arguments."""
+    extra = _drop_empty({k: parse_value(values.get(k, "")) for k in
+                         ("episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length")})
+    arms = parse_value(values.get("arms") or "2")
+    tasks = parse_value(values.get("tasks", "")) or ()
+    if not isinstance(arms, int):
+        raise ConfigError(f"arms: expected a whole number, got {values.get('arms')!r}")
+    return fleet_graph(values["bundle"], values["store"], values["dataset"], arms,
+                       config=values.get("config") or DEFAULT_CONFIG,
+                       tasks=tuple(tasks) if isinstance(tasks, list | tuple) else (int(tasks),),
+                       explorer_parameters=extra)
+
+
+# ---------------------------------------------------------------------------------------
 # Adapt
 
 
@@ -308,6 +372,7 @@ def train_from_arguments(values: Mapping[str, str]) -> GraphSpec:
 # and ``control.launch.py``, the deployment path's, declare theirs over sim_graph and control_graph).
 LAUNCH_FILES = {
     "explore.launch.py": (EXPLORE_ARGUMENTS, explore_from_arguments),
+    "fleet.launch.py": (FLEET_ARGUMENTS, fleet_from_arguments),
     "adapt.launch.py": (ADAPT_ARGUMENTS, adapt_from_arguments),
     "train.launch.py": (TRAIN_ARGUMENTS, train_from_arguments),
 }

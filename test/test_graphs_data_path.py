@@ -203,3 +203,61 @@ def test_docs_tables_are_the_nodes_parameter_declarations() -> None:
             assert row in docs, f"docs lack or differ from {node}: {row}"
     for name in LAUNCH_FILES:
         assert f"`{name}`" in docs
+
+
+def test_fleet_graph_gives_each_arm_its_namespace_topics_and_share_of_tasks(tmp_path: Path) -> None:
+    from smrl_ros.graphs import fleet_from_arguments, fleet_graph
+    from smrl_train.config_schema import ConfigError
+
+    graph = fleet_graph("/b", "/s", "", 2, tasks=(0, 1, 2, 3, 4))
+    assert [n.label for n in graph.nodes] == ["arm1/smrl_sim", "arm1/smrl_explorer", "arm2/smrl_sim",
+                                             "arm2/smrl_explorer"]
+    assert graph.wait_for == ("arm1/smrl_explorer", "arm2/smrl_explorer")
+    sim, explorer = graph.node("arm2/smrl_sim"), graph.node("arm2/smrl_explorer")
+    assert sim.namespace == explorer.namespace == "/arm2" and sim.parameters["mode"] == "lockstep"
+    for key in ("joint_states_topic", "command_topic"):
+        assert sim.parameters[key] == explorer.parameters[key] and sim.parameters[key].startswith("/arm2/")
+    assert explorer.parameters["tasks"] == (0, 1, 2, 3, 4) and explorer.parameters["fleet_share"] == (1, 2)
+    assert graph.node("arm1/smrl_explorer").parameters["fleet_share"] == (0, 2)
+    assert explorer.parameters["robot_id"] == "arm2" and explorer.parameters["reset_service"] == "/arm2/smrl_sim/reset"
+    # Done only when both explorers are (a failure ends it at once).
+    assert not graph.done({"arm1/smrl_explorer": 0}) and graph.done({"arm1/smrl_explorer": 0, "arm2/smrl_explorer": 0})
+    assert graph.done({"arm2/smrl_sim": 1})
+    with pytest.raises(ConfigError, match="arms: 3 arms need at least as many training tasks"):
+        fleet_graph("/b", "/s", "", 3, tasks=(0, 1))
+    with pytest.raises(ConfigError, match="arms: expected a whole number"):
+        fleet_from_arguments({"bundle": "/b", "store": "/s", "dataset": "", "arms": "two", "tasks": "[0, 1]"})
+
+
+@pytest.mark.ros
+def test_fleet_launch_records_two_simulated_arms_into_one_store(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``fleet.launch.py arms:=2`` over DDS: two sim bridges and two explorers, one store."""
+    from smrl_ros.probe import claim_domain_id
+    from smrl_ros.run_graph import main
+    from smrl_train.data.generate import generate_dataset
+    from smrl_train.data.store import EpisodeStore
+
+    from bundle_helpers import random_bundle
+    from conftest import small_config
+
+    cfg = small_config("reach", n_train=4, n_test=1, episode_length=20)
+    generate_dataset(cfg, tmp_path / "data", progress=False)
+    bundle = random_bundle(cfg, tmp_path / "bundle")
+    claim = claim_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(claim.domain_id))
+    try:
+        code = main(["fleet.launch.py", "arms:=2", f"bundle:={bundle}", f"store:={tmp_path / 'rec'}",
+                     f"dataset:={tmp_path / 'data'}", "episode_length:=10", "episodes_per_task:=2"])
+    finally:
+        claim.release()
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "[arm1/smrl_explorer]" in out and "[arm2/smrl_explorer]" in out
+    store = EpisodeStore.open(tmp_path / "rec")
+    episodes = list(store.iter_episodes())
+    assert len(episodes) == 8  # 4 tasks x 2 episodes: the graph waited for both explorers
+    robots = {(e.task_index, e.meta["robot_id"]) for e in episodes}
+    assert robots == {(0, "arm1"), (2, "arm1"), (1, "arm2"), (3, "arm2")}
+    urdf_sha256 = EpisodeStore.open(tmp_path / "data").manifest["arm"]["urdf_sha256"]
+    assert {e.meta["urdf_sha256"] for e in episodes} == {urdf_sha256}
+    assert all(len(e) == 10 for e in episodes)

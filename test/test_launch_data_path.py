@@ -151,6 +151,22 @@ def test_explore_launch_records_episodes(assets) -> None:
 
 
 @launch_pytest.fixture
+def fleet_launch(assets):
+    return include("fleet.launch.py", arms="2", bundle=str(assets["bundle"]), store=str(assets["tmp"] / "fleet"),
+                   dataset=str(assets["data"]), episode_length="20")
+
+
+@pytest.mark.launch(fixture=fleet_launch)
+def test_fleet_launch_records_two_arms_into_one_store(assets) -> None:
+    from smrl_train.data.store import EpisodeStore
+
+    store = assets["tmp"] / "fleet"
+    assert wait_until(lambda: len(list((store / "episodes").glob("*.safetensors"))) == 4, 90.0)
+    episodes = list(EpisodeStore.open(store).iter_episodes())
+    assert {(e.task_index, e.meta["robot_id"]) for e in episodes} == {(0, "arm1"), (1, "arm2")}
+
+
+@launch_pytest.fixture
 def adapt_launch(assets):
     return include("adapt.launch.py", bundle=str(assets["bundle"]), task_index="0",
                    output_dir=str(assets["tmp"] / "adapted"))

@@ -68,48 +68,39 @@ def _weights(run: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in load_file(str(run / "checkpoint.safetensors")).items() if k.startswith("/trainer/nets/")}
 
 
+def _one_and_two_processes(args: list[str], one: Path, two: Path) -> dict[str, np.ndarray]:
+    """Run ``smrl ARGS`` in one process (run ``one``) and under torchrun in two (``two``);
+    check that the two processes' losses, statistics and weights follow the one; returns the
+    two-process run's metrics."""
+    subprocess.run([sys.executable, "-m", "smrl_train.cli", *args, "--run", str(one)],
+                   cwd=REPO, env=_env(), check=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(_free_port()), "-m", "smrl_train.cli", *args, "--run-dir", str(two)],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(2 processes)" in out.stdout and out.stdout.count("run written to") == 1  # rank 0 speaks
+    rows1, rows2 = _rows(one / "metrics.csv"), _rows(two / "metrics.csv")
+    for key in rows1:  # the same loss curve: every logged loss and statistic of the whole meta-batch
+        np.testing.assert_allclose(rows2[key], rows1[key], rtol=2e-3, atol=1e-5, err_msg=key)
+    w1, w2 = _weights(one), _weights(two)
+    assert w1.keys() == w2.keys() and w1
+    for key in w1:
+        np.testing.assert_allclose(w2[key], w1[key], rtol=0, atol=2e-4, err_msg=key)
+    return rows2
+
+
 def test_two_processes_under_torchrun_follow_one(tmp_path: Path, reach: tuple[Path, Path]) -> None:
     config, data = reach
-    args = ["train", "offline", "--config", str(config), "--data", str(data), "--quiet", "--threads", "1",
-            "--no-eval", *UPDATES]
-    subprocess.run([sys.executable, "-m", "smrl_train.cli", *args, "--run", str(tmp_path / "one")],
-                   cwd=REPO, env=_env(), check=True, timeout=300)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", str(_free_port()), "-m", "smrl_train.cli", *args,
-                          "--run-dir", str(tmp_path / "two")],
-                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "(2 processes)" in out.stdout and out.stdout.count("offline run written") == 1  # rank 0 speaks
-    one, two = _rows(tmp_path / "one" / "metrics.csv"), _rows(tmp_path / "two" / "metrics.csv")
-    assert list(two["step"]) == [10, 20, 30]
-    for key in one:  # the same loss curve: every logged loss and statistic of the whole meta-batch
-        np.testing.assert_allclose(two[key], one[key], rtol=2e-3, atol=1e-5, err_msg=key)
-    _assert_same_weights(tmp_path / "one", tmp_path / "two")
-
+    common = ["--config", str(config), "--data", str(data), "--quiet", "--threads", "1", "--no-eval"]
+    rows = _one_and_two_processes(["train", "offline", *common, *UPDATES], tmp_path / "one", tmp_path / "two")
+    assert list(rows["step"]) == [10, 20, 30]
     # The self-supervised phase from the same offline run: every rank collects and labels the
     # same episodes and shares the updates.
-    args = ["train", "online", "--config", str(config), "--data", str(data), "--from", str(tmp_path / "one"),
-            "--quiet", "--threads", "1", "--no-eval", "--set", "online.iterations=2", "--set",
-            "online.updates_per_iteration=15", "--set", "online.tasks_per_iteration=2", "--set", "online.eval_every=0"]
-    subprocess.run([sys.executable, "-m", "smrl_train.cli", *args, "--run", str(tmp_path / "on1")],
-                   cwd=REPO, env=_env(), check=True, timeout=300)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", str(_free_port()), "-m", "smrl_train.cli", *args,
-                          "--run-dir", str(tmp_path / "on2")],
-                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    one, two = _rows(tmp_path / "on1" / "metrics.csv"), _rows(tmp_path / "on2" / "metrics.csv")
-    assert list(two["iteration"]) == [1, 2] and list(two["data/collected"]) == list(one["data/collected"])
-    for key in one:
-        np.testing.assert_allclose(two[key], one[key], rtol=2e-3, atol=1e-5, err_msg=key)
-    _assert_same_weights(tmp_path / "on1", tmp_path / "on2")
-
-
-def _assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys() and wa
-    for key in wa:
-        np.testing.assert_allclose(wb[key], wa[key], rtol=0, atol=2e-4, err_msg=key)
+    online = ["--from", str(tmp_path / "one")]
+    for setting in ("iterations=2", "updates_per_iteration=15", "tasks_per_iteration=2", "eval_every=0"):
+        online += ["--set", f"online.{setting}"]
+    rows = _one_and_two_processes(["train", "online", *common, *online], tmp_path / "on1", tmp_path / "on2")
+    assert list(rows["iteration"]) == [1, 2] and min(rows["data/collected"]) > 0  # the same episodes as one
 
 
 def _rank_main(rank: int, world: int, port: int, config: str, data: str, run: str, stops: list[int | None]) -> None:

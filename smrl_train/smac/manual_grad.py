@@ -111,7 +111,7 @@ OUTSIDE_THE_UPDATE = frozenset({
     "online.resample_latent", "online.eval_every", "online.checkpoint_every",
     "eval.exploration_episodes", "eval.runs_per_task", "eval.curve_tasks", "eval.curve_runs_per_task",
     "eval.diagnostic_tasks", "eval.offline_context_size", "eval.deterministic", "eval.resample_latent",
-    "eval.scored_latent",
+    "eval.scored_latent", "eval.success",
 })
 
 # The module types of the networks this path runs (anything else, a LayerNorm say, is refused).

@@ -251,9 +251,10 @@ def launch_description(arguments: Sequence[LaunchArgument],
         graph = build(values)
         exited: dict[str, int | None] = {}
         return [
+            # An empty list is left out (the node's default applies): launch_ros cannot type it.
             Node(package=PACKAGE, executable=spec.executable, name=spec.name, namespace=spec.namespace or None,
                  parameters=[*spec.params_files, {k: list(v) if isinstance(v, tuple) else v
-                                                  for k, v in spec.parameters.items()}],
+                                                  for k, v in spec.parameters.items() if v != () and v != []}],
                  remappings=list(spec.remaps.items()), output="screen", on_exit=ended(graph, spec.label, exited))
             for spec in graph.nodes
         ]

@@ -203,10 +203,11 @@ def fleet_graph(bundle: str, store: str, dataset: str, arms: int, *, config: str
                   "command_topic": f"{ns}/forward_position_controller/commands",
                   "object_pose_topic": f"{ns}/puck_pose"}
         sim = sim_node(config, "lockstep", **topics, reward_topic=f"{ns}/reward")
+        # An empty list is left out: launch_ros cannot type an empty list parameter.
         explorer = explorer_node(bundle, store, **_drop_empty({
-            **config_arm(config), **topics, "dataset": dataset, "tasks": tuple(tasks), "fleet_share": (k - 1, arms),
-            "robot_id": f"arm{k}", "reset_service": f"{ns}/smrl_sim/reset", "sim_node": f"arm{k}/smrl_sim",
-            **dict(explorer_parameters or {})}))
+            **config_arm(config), **topics, "dataset": dataset, "tasks": tuple(tasks) or None,
+            "fleet_share": (k - 1, arms), "robot_id": f"arm{k}", "reset_service": f"{ns}/smrl_sim/reset",
+            "sim_node": f"arm{k}/smrl_sim", **dict(explorer_parameters or {})}))
         nodes += [dataclasses.replace(sim, namespace=ns), dataclasses.replace(explorer, namespace=ns)]
     return GraphSpec("fleet", tuple(nodes), wait_for=tuple(n.label for n in nodes if n.name == "smrl_explorer"))
 

@@ -219,6 +219,7 @@ def test_fleet_graph_gives_each_arm_its_namespace_topics_and_share_of_tasks(tmp_
         assert sim.parameters[key] == explorer.parameters[key] and sim.parameters[key].startswith("/arm2/")
     assert explorer.parameters["tasks"] == (0, 1, 2, 3, 4) and explorer.parameters["fleet_share"] == (1, 2)
     assert graph.node("arm1/smrl_explorer").parameters["fleet_share"] == (0, 2)
+    assert "tasks" not in fleet_graph("/b", "/s", "/d", 2).node("arm1/smrl_explorer").parameters  # the dataset's
     assert explorer.parameters["robot_id"] == "arm2" and explorer.parameters["reset_service"] == "/arm2/smrl_sim/reset"
     # Done only when both explorers are (a failure ends it at once).
     assert not graph.done({"arm1/smrl_explorer": 0}) and graph.done({"arm1/smrl_explorer": 0, "arm2/smrl_explorer": 0})

@@ -89,6 +89,10 @@ class BagRecorder:
         while not self._stop.is_set():
             self.executor.spin_once(timeout_sec=0.05)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
     def messages(self) -> list[tuple[int, str, bytes]]:
         with self._lock:
             return sorted(self._messages, key=lambda m: m[0])
@@ -110,7 +114,13 @@ def test_a_sim_run_recorded_to_a_bag_imports_as_the_explorers_own_recording(tmp_
         "dataset": str(tmp_path / "data"), "tasks": [1], "episodes_per_task": EPISODES, "episode_length": LENGTH,
         "autostart": False})
     with ros_graph(graph, tmp_path) as (runner, probe), BagRecorder(probe.context) as rec:
-        # The recorder must hear the run from its first message: start once both topics are matched.
+        # The recorder must hear the run from its first message. Each side of a DDS match
+        # happens on its own: the recorder seeing a publisher does not mean that publisher's
+        # writer sends to it yet (in full-suite runs the first episode's states were lost). The
+        # sim republishes its idle state: one heard proves its writer matched; the recording
+        # then starts over, as a bag started before the run.
+        wait_until(lambda: any(t == topics.JOINT_STATES for _, t, _ in rec.messages()), 20.0, "a joint state heard")
+        rec.clear()
         assert change_lifecycle(probe, "smrl_explorer", "configure")
         wait_until(lambda: all(sub.get_publisher_count() >= 1 for sub in rec.subs), 20.0, "the recorder matched")
         assert change_lifecycle(probe, "smrl_explorer", "activate")

@@ -27,11 +27,14 @@ import torch.distributed as dist
 from torch import Tensor
 
 from smrl_train.smac.buffers import MetaBatch
+from smrl_train.smac.losses import BatchStats
 
 
 @dataclass(frozen=True)
-class Ranks:
-    """This process's place among the training processes (one process: rank 0 of 1)."""
+class Ranks(BatchStats):
+    """This process's place among the training processes (one process: rank 0 of 1), and the
+    meta-batch statistics the losses take (:class:`~smrl_train.smac.losses.BatchStats`) over
+    every rank's rows; in one process exactly those of :class:`BatchStats`."""
 
     rank: int = 0
     world: int = 1
@@ -88,18 +91,31 @@ class Ranks:
             dist.all_reduce(x, op=dist.ReduceOp.MAX)
         return x
 
+    def _rows(self, x: Tensor) -> Tensor:
+        return self.sum(torch.tensor(float(x.numel()), dtype=x.dtype))
+
     def std(self, x: Tensor) -> Tensor:
-        """The (unbiased) standard deviation of the rows of every rank together."""
-        n = self.sum(torch.tensor(float(x.numel()), dtype=x.dtype))
+        """The (unbiased) standard deviation of the rows of every rank together (no gradient)."""
+        if not self.parallel:
+            return super().std(x)
+        n = self._rows(x)
         mean = self.sum(x.detach().sum()) / n
         return (self.sum((x.detach() - mean).square().sum()) / (n - 1)).sqrt()
 
-    def softmax_times_n(self, logits: Tensor) -> Tensor:
+    def mean(self, x: Tensor) -> Tensor:
+        """The mean of the rows of every rank together (no gradient)."""
+        return super().mean(x) if not self.parallel else self.sum(x.detach().sum()) / self._rows(x)
+
+    def total(self, x: Tensor) -> Tensor:
+        return super().total(x) if not self.parallel else self.sum(x)
+
+    def softmax_times_n(self, x: Tensor) -> Tensor:
         """N x softmax over the rows of every rank together (N of them), this rank's rows."""
-        top = self.max(logits.detach().max())
-        total = self.sum((logits.detach() - top).exp().sum())
-        n = self.sum(torch.tensor(float(logits.numel()), dtype=logits.dtype))
-        return (logits - top).exp() / total * n
+        if not self.parallel:
+            return super().softmax_times_n(x)
+        top = self.max(x.detach().max())
+        total = self.sum((x.detach() - top).exp().sum())
+        return (x - top).exp() / total * self._rows(x)
 
     def average_gradients(self, params: Sequence[Tensor]) -> None:
         """Replace each gradient by its mean over the ranks (one all-reduce)."""

@@ -11,6 +11,34 @@ from torch import Tensor
 from smrl_train.smac.networks import atanh_clamped, tanh_gaussian_log_prob
 
 
+class BatchStats:
+    """The statistics a loss takes over the whole meta-batch (the advantage spread, the batch
+    softmax, a mean, a count): here over this process's rows. In data-parallel training
+    :class:`smrl_train.smac.data_parallel.Ranks` takes them over the rows of every process,
+    each holding its share of the meta-batch, so the processes' averaged gradients are the
+    one-process gradient."""
+
+    # Processes sharing the meta-batch.
+    world: int = 1
+
+    def std(self, x: Tensor) -> Tensor:
+        return x.std()
+
+    def mean(self, x: Tensor) -> Tensor:
+        return x.mean()
+
+    def total(self, x: Tensor) -> Tensor:
+        """A partial sum (of these rows) completed over the processes."""
+        return x
+
+    def softmax_times_n(self, x: Tensor) -> Tensor:
+        """N x softmax over all N rows."""
+        return torch.softmax(x, dim=0) * x.shape[0]
+
+
+LOCAL = BatchStats()
+
+
 def kl_to_standard_normal(mu: Tensor, var: Tensor) -> Tensor:
     """KL(N(mu, var) || N(0, I)) summed over latent dims: (T, L) -> (T,)."""
     return 0.5 * (var + mu.square() - 1.0 - var.log()).sum(dim=-1)
@@ -46,17 +74,17 @@ def critic_loss(q_pred: Tensor, target: Tensor) -> Tensor:
     return (q_pred - target.detach()).square().mean(dim=-1).sum()
 
 
-def awac_weights(advantage: Tensor, beta: float | Tensor) -> Tensor:
+def awac_weights(advantage: Tensor, beta: float | Tensor, stats: BatchStats = LOCAL) -> Tensor:
     """Self-normalised exp(A / beta): N x softmax(A / beta) over all N, so the mean is 1. (N,)."""
-    return torch.softmax(advantage / beta, dim=0) * advantage.shape[0]
+    return stats.softmax_times_n(advantage / beta)
 
 
-def awac_temperature(advantage: Tensor, beta: float, normalize: bool) -> float | Tensor:
+def awac_temperature(advantage: Tensor, beta: float, normalize: bool, stats: BatchStats = LOCAL) -> float | Tensor:
     """The temperature dividing A: beta, or beta x std(A) over the batch (detached) when
     ``normalize`` (ours: the weights then no longer depend on the reward and Q scale). (N,)."""
     if not normalize:
         return beta
-    return beta * advantage.detach().std().clamp_min(1e-6)
+    return beta * stats.std(advantage.detach()).clamp_min(1e-6)
 
 
 def clipped_exp_weights(advantage: Tensor, beta: float | Tensor, weight_max: float) -> Tensor:
@@ -81,15 +109,17 @@ def regression_log_prob(mean: Tensor, log_std: Tensor, action: Tensor, weight: f
     return likelihood - weight * (torch.tanh(mean) - action).square().sum(dim=-1)
 
 
-def awac_policy_loss(log_prob_data: Tensor, weights: Tensor, mask: Tensor | None = None) -> Tensor:
+def awac_policy_loss(log_prob_data: Tensor, weights: Tensor, mask: Tensor | None = None,
+                     stats: BatchStats = LOCAL) -> Tensor:
     """mean(-w log pi(a_data | s, z)) with the weights treated as constants; with ``mask``
     (N,) of 0/1, the mean over the rows it keeps (0 when it keeps none). (N,) -> scalar."""
     if mask is None:
         return -(weights.detach() * log_prob_data).mean()
-    return -(mask * weights.detach() * log_prob_data).sum() / mask.sum().clamp_min(1.0)
+    # Over the kept rows of every process: x world, as the processes' gradients are averaged.
+    return -(mask * weights.detach() * log_prob_data).sum() * stats.world / stats.total(mask.sum()).clamp_min(1.0)
 
 
-def online_q_term(q_new_min: Tensor, weight: float, normalize: bool) -> Tensor:
+def online_q_term(q_new_min: Tensor, weight: float, normalize: bool, stats: BatchStats = LOCAL) -> Tensor:
     """Reparameterised actor term weight x mean(-min_k Q(s, a~pi, z)).
 
     With ``normalize`` the term is divided by the batch mean |Q| (detached), as TD3+BC does,
@@ -97,5 +127,5 @@ def online_q_term(q_new_min: Tensor, weight: float, normalize: bool) -> Tensor:
     """
     term = -q_new_min.mean()
     if normalize:
-        term = term / q_new_min.detach().abs().mean().clamp_min(1e-6)
+        term = term / stats.mean(q_new_min.detach().abs()).clamp_min(1e-6)
     return weight * term

@@ -216,7 +216,6 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     buffers = TaskBuffers.from_task_arrays(problem.offline)
     trainer: SmacTrainer | MetaBCTrainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks) \
         if algo == "smac" else MetaBCTrainer(cfg, obs_dim, act_dim, seed=cfg.seed)
-    ranks.tasks(cfg.offline.meta_batch)  # refuses a meta-batch that does not split before any update
     _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
     trainer.nets.ignore_policy_inputs(observation_entries(problem, cfg.network.policy_ignores or (),
                                                           "network.policy_ignores"))
@@ -302,8 +301,6 @@ def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, 
                  ranks: Ranks | None = None) -> OnlineState:
     obs_dim, act_dim = problem.dims()
     trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks)
-    if ranks is not None:
-        ranks.tasks(cfg.online.meta_batch)  # refuses a meta-batch that does not split
     trainer.load_state_dict(offline_state["trainer"])
     trainer.set_phase("online")
     # Labels always come from the encoder/decoder as they were when the offline phase ended.

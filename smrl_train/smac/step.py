@@ -22,8 +22,9 @@ from torch import Tensor
 
 from smrl_train.smac.buffers import MetaBatch
 from smrl_train.smac.config import SmacConfig, resolved
-from smrl_train.smac.data_parallel import Ranks
 from smrl_train.smac.losses import (
+    LOCAL,
+    BatchStats,
     awac_policy_loss,
     awac_temperature,
     awac_weights,
@@ -120,7 +121,7 @@ def trains_context(cfg: SmacConfig, phase: str) -> bool:
 
 
 def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: Noise, phase: str,
-                ranks: Ranks | None = None) -> LossTerms:
+                stats: BatchStats = LOCAL) -> LossTerms:
     """Every loss of one SMAC step, before any parameter changes (docs/algorithm.md section 2).
 
     1. Task inference: one posterior per task; z (reparameterised) for the decoder, critic and
@@ -135,11 +136,11 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     5. Online: + the reparameterised -Q(s, a~pi) term, whose gradient reaches the policy and
        never the critic (Q's parameters enter that pass detached).
 
-    With ``ranks`` in parallel (:mod:`smrl_train.smac.data_parallel`), ``batch`` and ``noise``
-    are this rank's share, and the statistics taken over the whole meta-batch are reduced over
-    the ranks, so the mean of the ranks' gradients is the one-process gradient.
+    ``stats`` takes the statistics over the whole meta-batch: in data-parallel training
+    (:mod:`smrl_train.smac.data_parallel`) ``batch`` and ``noise`` are this rank's share and
+    ``stats`` reduces over the ranks, so the mean of the ranks' gradients is the one-process
+    gradient.
     """
-    shared = ranks is not None and ranks.parallel
     c = cfg.loss
     train_ctx = trains_context(cfg, phase)
     online = phase == "online"
@@ -204,16 +205,9 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
         l_v = torch.zeros(())
         adv = q_pred.detach().min(dim=0).values - q_pi.detach()
     with torch.no_grad():
-        if shared and c.awac_normalize_advantage:
-            assert ranks is not None
-            temperature: float | Tensor = float(resolved(c.awac_beta)) * ranks.std(adv).clamp_min(1e-6)
-        else:
-            temperature = awac_temperature(adv, float(resolved(c.awac_beta)), bool(c.awac_normalize_advantage))
-        if c.awac_weights == "softmax":
-            w = ranks.softmax_times_n(adv / temperature) if shared and ranks is not None else \
-                awac_weights(adv, temperature)
-        else:
-            w = clipped_exp_weights(adv, temperature, float(c.awac_weight_max))
+        temperature = awac_temperature(adv, float(resolved(c.awac_beta)), bool(c.awac_normalize_advantage), stats)
+        w = awac_weights(adv, temperature, stats) if c.awac_weights == "softmax" else \
+            clipped_exp_weights(adv, temperature, float(c.awac_weight_max))
     # Online with ``online.actor_data: offline``: imitate only the dataset's actions.
     imitated = None
     if online and cfg.online.actor_data == "offline":
@@ -224,21 +218,11 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     if online and cfg.online.actor_context == "offline" and batch.explored is not None:
         kept = 1.0 - batch.explored
         imitated = kept if imitated is None else imitated * kept
-    if shared and imitated is not None:
-        # The mean over the imitated rows of every rank: the ranks' gradients are averaged.
-        assert ranks is not None
-        l_awr = -(imitated * w * log_prob).sum() * ranks.world / ranks.sum(imitated.sum()).clamp_min(1.0)
-    else:
-        l_awr = awac_policy_loss(log_prob, w, imitated)
+    l_awr = awac_policy_loss(log_prob, w, imitated, stats)
 
     # 5. The online actor term.
-    q_term = torch.zeros(())
-    if online and shared and cfg.online.normalize_q_term:
-        assert ranks is not None
-        mean_abs = ranks.sum(q_pi.detach().abs().sum()) / ranks.sum(torch.tensor(float(q_pi.numel())))
-        q_term = resolved(cfg.online.q_term_weight) * -q_pi.mean() / mean_abs.clamp_min(1e-6)
-    elif online:
-        q_term = online_q_term(q_pi, resolved(cfg.online.q_term_weight), bool(cfg.online.normalize_q_term))
+    q_term = online_q_term(q_pi, resolved(cfg.online.q_term_weight), bool(cfg.online.normalize_q_term), stats) \
+        if online else torch.zeros(())
     total = l_ctx + l_q + l_v + l_awr + q_term
     return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr,
                      q_term=q_term,

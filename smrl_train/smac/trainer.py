@@ -127,6 +127,10 @@ class SmacTrainer:
         if self.ranks.parallel and self.gradients != "autograd":
             raise ConfigError(f"smac.gradients: {self.gradients} runs in one process; data-parallel training "
                               f"({self.ranks.world} processes) takes autograd")
+        for key, meta_batch in (("offline", cfg.offline.meta_batch), ("online", cfg.online.meta_batch)):
+            if meta_batch % self.ranks.world:  # refused before any update, not at the first one
+                raise ConfigError(f"smac.{key}.meta_batch: {meta_batch} tasks do not split over {self.ranks.world} "
+                                  "processes (a multiple of the number of processes is needed)")
         self.nets = build_networks(cfg, obs_dim, act_dim, seed=seed)
         manual = self.gradients == "manual"
         if manual:

@@ -116,6 +116,11 @@ def ros_environment(domain_id: int | None = None, base: Mapping[str, str] | None
     return env
 
 
+def _file_stem(label: str) -> str:
+    """A node's files are named for its label, flat (``arm1/smrl_explorer`` -> ``arm1__smrl_explorer``)."""
+    return label.replace("/", "__")
+
+
 class GraphRunner:
     """Start every node of a graph as a subprocess; stop them all on exit (context manager).
 
@@ -144,7 +149,7 @@ class GraphRunner:
     def start_node(self, spec: NodeSpec) -> subprocess.Popen[bytes]:
         params_file = None
         if spec.parameters:
-            params_file = str(Path(self._tmp.name) / f"{spec.label.replace('/', '__')}.params.yaml")
+            params_file = str(Path(self._tmp.name) / f"{_file_stem(spec.label)}.params.yaml")
             Path(params_file).write_text(params_yaml(spec.parameters))
         log = open(self.log_path(spec.label), "wb")  # noqa: SIM115 - closed in stop()
         self._logs[spec.label] = log
@@ -157,7 +162,7 @@ class GraphRunner:
 
     def log_path(self, label: str) -> Path:
         """Where the node ``label`` logs (``arm1/smrl_explorer`` -> ``arm1__smrl_explorer.log``)."""
-        return self.log_dir / f"{label.replace('/', '__')}.log"
+        return self.log_dir / f"{_file_stem(label)}.log"
 
     def log(self, label: str) -> str:
         path = self.log_path(label)

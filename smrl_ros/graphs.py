@@ -212,6 +212,7 @@ def fleet_graph(bundle: str, store: str, dataset: str, arms: int, *, config: str
     return GraphSpec("fleet", tuple(nodes), wait_for=tuple(n.label for n in nodes if n.name == "smrl_explorer"))
 
 
+_RECORDING = ("episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length")
 FLEET_ARGUMENTS = (
     LaunchArgument("bundle", "", "adaptation bundle folder (policy.onnx) every explorer acts with"),
     LaunchArgument("store", "", "the one episode store every arm records into"),
@@ -220,17 +221,14 @@ FLEET_ARGUMENTS = (
     LaunchArgument("arms", "2", "number of simulated arms (/arm1 ... /armN)"),
     LaunchArgument("config", DEFAULT_CONFIG, "smrl config of the sim bridges (arm, task family)"),
     LaunchArgument("tasks", "", "training task indices to deal to the arms (empty: all of the dataset)"),
-    LaunchArgument("episodes_per_task", "", "episodes each task should have in the store"),
-    LaunchArgument("prior_episodes", "", "of those, stochastic prior-z episodes"),
-    LaunchArgument("posterior_episodes", "", "of those, stochastic posterior-z episodes"),
-    LaunchArgument("episode_length", "", "control steps per episode"),
+    # What each explorer records, as explore.launch.py says it.
+    *(a for a in EXPLORE_ARGUMENTS if a.name in _RECORDING),
 )
 
 
 def fleet_from_arguments(values: Mapping[str, str]) -> GraphSpec:
     """``launch/fleet.launch.py``'s graph from its (string) launch arguments."""
-    extra = _drop_empty({k: parse_value(values.get(k, "")) for k in
-                         ("episodes_per_task", "prior_episodes", "posterior_episodes", "episode_length")})
+    extra = _drop_empty({k: parse_value(values.get(k, "")) for k in _RECORDING})
     arms = parse_value(values.get("arms") or "2")
     tasks = parse_value(values.get("tasks", "")) or ()
     if not isinstance(arms, int):

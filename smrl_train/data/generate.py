@@ -13,8 +13,8 @@ seed gives byte-identical files regardless of order or interruption.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -187,8 +187,8 @@ def generate_dataset(cfg: SmrlConfig, out: str | Path, progress: bool = True, wo
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_start_worker, initargs=(cfg, str(store.path), os.getpid())) as pool:
-            for n in as_completed_count(pool.submit(_worker_write, task, todo) for task, todo in jobs):
-                bar.update(n)
+            for future in as_completed([pool.submit(_worker_write, task, todo) for task, todo in jobs]):
+                bar.update(future.result())  # a worker's exception is raised here
     bar.close()
     return EpisodeStore.open(store.path)
 
@@ -237,12 +237,6 @@ def _start_worker(cfg: SmrlConfig, store_path: str, parent: int) -> None:
 def _worker_write(task: Task, todo: list[tuple[int, int]]) -> int:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER.write(task, todo)
-
-
-def as_completed_count(futures: Iterable[Future[int]]) -> Iterator[int]:
-    """The results of ``futures`` as they finish (a worker's exception is raised here)."""
-    for future in as_completed(list(futures)):
-        yield future.result()
 
 
 def _behaviour_policy(env: Any, kind: str, noise: float, followed: Task, true_task: Task, switch: int,

@@ -128,14 +128,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+def _write_beside(path: Path, payload: bytes) -> Path:
+    """``payload`` on disk (synced) in a hidden file beside ``path``, named for this process."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that a crash leaves the old file or the new one, whole."""
+    os.replace(_write_beside(path, payload), path)
     _fsync_dir(path.parent)
 
 
@@ -143,11 +148,7 @@ def publish_new_bytes(path: Path, payload: bytes) -> bool:
     """Write ``payload`` to ``path`` whole, only if no file is there: False (nothing written)
     when one is, even if another process publishes it at the same moment (the complete file
     is hard-linked into place, which fails if the name exists)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = _write_beside(path, payload)
     try:
         os.link(tmp, path)
     except FileExistsError:

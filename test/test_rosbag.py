@@ -225,7 +225,40 @@ def test_lockstep_commands_heard_after_their_result_still_pair_with_their_state(
         t += 0.01
     bag = write_bag(tmp_path / "bag", states, commands)
     r = import_bag(bag, cfg, tmp_path / "out", stepping="commands")
-    assert (r.episodes, r.steps, r.reordered_commands, r.superseded_commands) == (2, 20, 4, 0), r.summary()
+    assert (r.episodes, r.steps, r.reordered_commands, r.unpaired_commands) == (2, 20, 4, 0), r.summary()
     store = EpisodeStore.open(tmp_path / "out")
     obs = np.concatenate([store.read_episode(p).arrays["obs"] for p in store.episode_paths()])
     assert np.allclose(obs[:, :5], [e[0] for e in expected], atol=1e-6)
+
+
+def test_lockstep_commands_heard_before_the_previous_result_still_pair_in_order(tmp_path: Path) -> None:
+    """--stepping commands under load: the recorder hears the next command before the state the
+    previous one made, and an episode's first command before its reset state. A lockstep sim
+    steps once per command, so every command still pairs with its own result and start state."""
+    cfg = small_config("reach", episode_length=200)
+    states, commands, t = [], [], 50.0
+    expected = []
+    for episode in range(2):
+        q = np.array(HOME) + 0.2 - 0.5 * episode  # the reset pose: a jump
+        # The second episode's first command is heard before the reset state it was computed
+        # from (the recording starts with the first reset state).
+        states.append((t + (0.0005 if episode else -0.0005), NAMES, list(q), None))
+        for k in range(10):
+            target = q + 0.004 * (k + 1)
+            nxt = q + 0.003 * (k + 1)
+            late = k in (2, 3, 6)  # this step's result is heard after the next command
+            cmd_t = t if k == 0 else t + 0.0001
+            commands.append((cmd_t, list(target)))
+            states.append((t + (0.0017 if late else 0.0008), NAMES, list(nxt), None))
+            expected.append((q.copy(), target, nxt.copy()))
+            q, t = nxt, t + 0.001
+        t += 0.01
+    bag = write_bag(tmp_path / "bag", states, commands)
+    r = import_bag(bag, cfg, tmp_path / "out", stepping="commands")
+    assert (r.episodes, r.steps, r.unpaired_commands) == (2, 20, 0), r.summary()
+    store = EpisodeStore.open(tmp_path / "out")
+    eps = [store.read_episode(p) for p in store.episode_paths()]
+    obs = np.concatenate([e.arrays["obs"] for e in eps])
+    next_obs = np.concatenate([e.arrays["next_obs"] for e in eps])
+    assert np.allclose(obs[:, :5], [e[0] for e in expected], atol=1e-6)
+    assert np.allclose(next_obs[:, :5], [e[2] for e in expected], atol=1e-6)

@@ -37,6 +37,7 @@ another at the control rate, one second apart.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,7 +258,6 @@ class ImportResult:
     idle_steps: int = 0  # dropped: idling at the home pose
     short_dropped: int = 0  # steps of pieces shorter than min_steps
     unpaired_commands: int = 0  # commands without a joint state before or after them
-    superseded_commands: int = 0  # commands replaced by a later one before the next state
     unsampled_steps: int = 0  # grid steps in a pause of the joint states (time stepping)
     reordered_commands: int = 0  # commands the recorder heard after their result (commands stepping)
     duplicate_states: int = 0
@@ -266,8 +266,8 @@ class ImportResult:
     def summary(self) -> str:
         return (f"{self.episodes} episodes ({self.steps} steps); {self.clipped_actions} action entries clipped to "
                 f"[-1, 1]; dropped {self.idle_steps} idle steps at home, {self.short_dropped} steps of too short "
-                f"pieces, {self.unsampled_steps} in pauses of the joint states, {self.unpaired_commands} unpaired and "
-                f"{self.superseded_commands} superseded commands ({self.reordered_commands} heard after their result)")
+                f"pieces, {self.unsampled_steps} in pauses of the joint states, {self.unpaired_commands} unpaired "
+                f"commands ({self.reordered_commands} heard after their result)")
 
 
 @dataclass
@@ -290,12 +290,17 @@ def _steps_by_commands(s: BagStreams, gap_s: float, bound: np.ndarray, result: I
     """One step per command, for a lockstep simulation: each command makes the sim step one
     control period and publish one new state.
 
-    Messages are taken in receive order: a command waits for the next new state, its result.
-    A recorder may hear that result before the command itself (the sim steps faster than the
-    command reaches the recorder): a command that follows a lone state, where that state is
-    one step's reach from the previous result (``bound``: per joint, velocity limit x period) and
-    the command one step's reach from that previous result too, is paired with the previous
-    result (a reset state is a jump, and starts a new episode instead).
+    Messages are taken in receive order. Commands wait in order for the new states that follow
+    them, one state each: a recorder hears the two topics from two writers, so it may hear the
+    next command before the state the previous one made (under load), and a lockstep sim never
+    drops a command. A command still waiting when a state ``gap_s`` younger arrives had no
+    result (unpaired). A state out of one step's reach from the newest state (``bound``: per
+    joint, velocity limit x period) is a reset, never a result: the first command of an episode
+    may be heard before the reset state it was computed from. A recorder may also hear a result
+    before the command itself (the sim steps faster than the command reaches the recorder): a
+    command that follows a lone state, where that state is one step's reach from the previous
+    result and the command one step's reach from that previous result too, is paired with the
+    previous result (a reset state is a jump, and starts a new episode instead).
     """
     events = sorted([(float(t), 0, i) for i, t in enumerate(s.state_t)]
                     + [(float(t), 1, i) for i, t in enumerate(s.cmd_t)])
@@ -304,21 +309,23 @@ def _steps_by_commands(s: BagStreams, gap_s: float, bound: np.ndarray, result: I
     next_i: list[int] = []
     last: int | None = None  # newest state
     result_of_prev: int | None = None  # the state that ended the previous step
-    pending: tuple[int, int] | None = None  # (obs state, command) awaiting its result
+    waiting: deque[int] = deque()  # commands awaiting their results, oldest first
     orphans: list[int] = []  # states since the previous step's result, no command between
-    for _, kind, i in events:
+    for t, kind, i in events:
         if kind == 0:
-            if pending is not None:
-                obs_i.append(pending[0])
-                cmd_i.append(pending[1])
+            while waiting and t - s.cmd_t[waiting[0]] > gap_s:
+                waiting.popleft()
+                result.unpaired_commands += 1
+            if waiting and last is not None and np.all(np.abs(s.q[i] - s.q[last]) <= 1.5 * bound):
+                obs_i.append(last)
+                cmd_i.append(waiting.popleft())
                 next_i.append(i)
-                result_of_prev, pending, orphans = i, None, []
+                result_of_prev, orphans = i, []
             else:
                 orphans.append(i)
             last = i
-        elif pending is not None:
-            result.superseded_commands += 1  # two commands before a new state: the later one counts
-            pending = (pending[0], i)
+        elif waiting:
+            waiting.append(i)
         elif last is None:
             result.unpaired_commands += 1
         elif (len(orphans) == 1 and result_of_prev is not None
@@ -330,9 +337,8 @@ def _steps_by_commands(s: BagStreams, gap_s: float, bound: np.ndarray, result: I
             result_of_prev, orphans = orphans[0], []
             result.reordered_commands += 1
         else:
-            pending = (last, i)
-    if pending is not None:
-        result.unpaired_commands += 1
+            waiting.append(i)
+    result.unpaired_commands += len(waiting)
     o, c, n = np.asarray(obs_i, dtype=int), np.asarray(cmd_i, dtype=int), np.asarray(next_i, dtype=int)
     cut = np.ones(o.size, dtype=bool)
     # Consecutive steps chain when the next one starts from the state the previous one ended in.

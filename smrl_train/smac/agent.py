@@ -109,29 +109,19 @@ class Trajectory:
         return np.concatenate(cols, axis=1).astype(np.float32)
 
 
-# Policy forwards run on at least this many rows (the runs' own, then copies of the first). On
-# this CPU a matrix product's row comes out the same whatever the number of rows from 8 on, not
-# below (1 row: a matrix-vector kernel, about 1e-7 apart), so a run's actions do not depend on
-# how many runs step beside it: one task replayed alone gives the episodes it gave among all.
-MIN_ROWS = 8
-
-
 @torch.no_grad()
 def act(agents: Sequence[AdaptiveAgent], obs: np.ndarray) -> np.ndarray:
     """One action in [-1, 1]^A per agent for its observation (n, O) -> (n, A), in one policy
-    forward. Each agent draws its z and action noise from its own generator, in the order one
-    agent alone would (z, then noise), so its randomness does not depend on the others."""
+    forward whose rows are each the numbers of that agent alone
+    (:meth:`~smrl_train.smac.networks.TanhGaussianPolicy.forward_rows`). Each agent draws its z
+    and action noise from its own generator, in the order one agent alone does (z, then noise),
+    so its actions do not depend on the agents beside it."""
     policy = agents[0].policy
     if any(a.policy is not policy for a in agents):
         raise ValueError("agents stepped together must share one policy")
-    n = len(agents)
     z = torch.cat([a.latent() for a in agents])
-    o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
-    if n < MIN_ROWS:
-        pad = MIN_ROWS - n
-        o, z = torch.cat([o, o[:1].expand(pad, -1)]), torch.cat([z, z[:1].expand(pad, -1)])
-    mean, log_std = policy(o, z)
-    actions = torch.tanh(mean[:n])
+    mean, log_std = policy.forward_rows(torch.as_tensor(np.asarray(obs), dtype=torch.float32), z)
+    actions = torch.tanh(mean)
     for i, a in enumerate(agents):
         if not a.deterministic:
             actions[i] = TanhGaussianPolicy.sample(mean[i: i + 1], log_std[i: i + 1], a.generator)[0][0]
@@ -142,7 +132,7 @@ def run_episodes(envs: Sequence[Any], agents: Sequence[AdaptiveAgent], seeds: Se
                  with_rewards: bool = True, kinds: str | Sequence[str] = "prior") -> list[Trajectory]:
     """Roll one episode per (env, agent, seed) side by side: every env on its own current task,
     one batched policy forward per step for the runs still going (:func:`act`). The episodes
-    are those each agent would roll alone in its env (:data:`MIN_ROWS`).
+    are those each agent rolls alone in its env, to the bit (:func:`act`).
 
     With ``with_rewards=False`` rewards and success flags are dropped as they arrive, so
     nothing downstream can read them.

@@ -8,6 +8,7 @@ import torch
 
 from smrl_train.sim.envs import ArmTaskEnv
 from smrl_train.sim.tasks import split_tasks
+from smrl_train.smac.agent import EnvPool
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.diagnose import LinearProbe, diagnose, format_table
 from smrl_train.smac.trainer import build_networks
@@ -90,8 +91,8 @@ def test_diagnose_table_reports_the_bound_of_its_own_contexts() -> None:
                                               truncated=np.tile([False] * 19 + [True], 2)))()
     smac = tiny_config()
     nets = build_networks(smac, env.observation_space.shape[0], env.action_space.shape[0], seed=0)
-    out = diagnose(env, nets.encoder, nets.policy, train, test, TaskBuffers.from_task_arrays(arrays),
-                   smac.eval, seed=0, max_steps=20, n_tasks=2, episodes=(1, 2))
+    out = diagnose(EnvPool(lambda: ArmTaskEnv(cfg), env), nets.encoder, nets.policy, train, test,
+                   TaskBuffers.from_task_arrays(arrays), smac.eval, seed=0, max_steps=20, n_tasks=2, episodes=(1, 2))
     sources = {(r["split"], r["context"]) for r in out["table"]}
     assert sources == {("train", "offline"), ("train", "explore 1"), ("train", "explore 2"),
                        ("test", "explore 1"), ("test", "explore 2")}

@@ -8,7 +8,9 @@ exploring, then from q(z | context) once context exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,18 +64,9 @@ class AdaptiveAgent:
         self.mu, self.var = mu, (var if latent == "sample" else torch.zeros_like(var))
         return mu, var
 
-    @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """Action in [-1, 1]^A for one observation (O,); z freshly drawn (per-step mode) or the
-        episode's (per-episode mode)."""
-        z = self._draw() if self.resample == "step" else self.z
-        o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-        mean, log_std = self.policy(o, z)
-        if self.deterministic:
-            a = torch.tanh(mean)
-        else:
-            a, _ = TanhGaussianPolicy.sample(mean, log_std, self.generator)
-        return a.squeeze(0).numpy()
+    def latent(self) -> torch.Tensor:
+        """The z (1, L) of the next step: freshly drawn (per-step mode) or the episode's."""
+        return self._draw() if self.resample == "step" else self.z
 
 
 @dataclass
@@ -116,43 +109,89 @@ class Trajectory:
         return np.concatenate(cols, axis=1).astype(np.float32)
 
 
-def run_episode(env: object, agent: AdaptiveAgent, seed: int, max_steps: int, with_rewards: bool = True,
-                kind: str = "prior") -> Trajectory:
-    """Roll one episode of ``agent`` in a gymnasium env on its current task.
+@torch.no_grad()
+def act(agents: Sequence[AdaptiveAgent], obs: np.ndarray) -> np.ndarray:
+    """One action in [-1, 1]^A per agent for its observation (n, O) -> (n, A), in one policy
+    forward whose rows are each the numbers of that agent alone
+    (:meth:`~smrl_train.smac.networks.TanhGaussianPolicy.forward_rows`). Each agent draws its z
+    and action noise from its own generator, in the order one agent alone does (z, then noise),
+    so its actions do not depend on the agents beside it."""
+    policy = agents[0].policy
+    if any(a.policy is not policy for a in agents):
+        raise ValueError("agents stepped together must share one policy")
+    z = torch.cat([a.latent() for a in agents])
+    mean, log_std = policy.forward_rows(torch.as_tensor(np.asarray(obs), dtype=torch.float32), z)
+    actions = torch.tanh(mean)
+    for i, a in enumerate(agents):
+        if not a.deterministic:
+            actions[i] = TanhGaussianPolicy.sample(mean[i: i + 1], log_std[i: i + 1], a.generator)[0][0]
+    return actions.numpy()
+
+
+def run_episodes(envs: Sequence[Any], agents: Sequence[AdaptiveAgent], seeds: Sequence[int], max_steps: int,
+                 with_rewards: bool = True, kinds: str | Sequence[str] = "prior") -> list[Trajectory]:
+    """Roll one episode per (env, agent, seed) side by side: every env on its own current task,
+    one batched policy forward per step for the runs still going (:func:`act`). The episodes
+    are those each agent rolls alone in its env, to the bit (:func:`act`).
 
     With ``with_rewards=False`` rewards and success flags are dropped as they arrive, so
     nothing downstream can read them.
     """
-    obs, _ = env.reset(seed=int(seed))  # type: ignore[attr-defined]
-    agent.begin_episode()
-    rows_o, rows_a, rows_n, rows_t, rows_tr, rows_r = [], [], [], [], [], []
-    success = success_any = False
-    distance = None
+    if not len(envs) == len(agents) == len(seeds):
+        raise ValueError(f"{len(envs)} envs, {len(agents)} agents and {len(seeds)} seeds: one of each per episode")
+    kinds = [kinds] * len(envs) if isinstance(kinds, str) else list(kinds)
+    obs = [env.reset(seed=int(seed))[0] for env, seed in zip(envs, seeds)]
+    for agent in agents:
+        agent.begin_episode()
+    rows: list[dict[str, list[Any]]] = [{k: [] for k in ("o", "a", "n", "t", "tr", "r")} for _ in envs]
+    success, success_any = [False] * len(envs), [False] * len(envs)
+    distance: list[Any] = [None] * len(envs)
+    running = list(range(len(envs)))
     for t in range(max_steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, info = env.step(action)  # type: ignore[attr-defined]
-        truncated = bool(truncated) or t == max_steps - 1
-        rows_o.append(obs)
-        rows_a.append(action)
-        rows_n.append(next_obs)
-        rows_t.append(bool(terminated))
-        rows_tr.append(truncated)
-        if with_rewards:
-            rows_r.append(float(reward))
-            success = bool(info.get("success", False))
-            success_any = success_any or success
-            distance = info.get("goal_distance")
-        obs = next_obs
-        if terminated or truncated:
+        if not running:
             break
-    return Trajectory(
-        obs=np.asarray(rows_o, np.float32), action=np.asarray(rows_a, np.float32),
-        next_obs=np.asarray(rows_n, np.float32), terminated=np.asarray(rows_t, bool),
-        truncated=np.asarray(rows_tr, bool),
-        reward=np.asarray(rows_r, np.float32) if with_rewards else None,
-        success=success if with_rewards else None, kind=kind,
-        success_any=success_any if with_rewards else None,
-        final_distance=None if distance is None else float(distance))
+        actions = act([agents[i] for i in running], np.stack([obs[i] for i in running]))
+        still = []
+        for i, action in zip(running, actions):
+            next_obs, reward, terminated, truncated, info = envs[i].step(action)
+            truncated = bool(truncated) or t == max_steps - 1
+            row = rows[i]
+            row["o"].append(obs[i])
+            row["a"].append(action)
+            row["n"].append(next_obs)
+            row["t"].append(bool(terminated))
+            row["tr"].append(truncated)
+            if with_rewards:
+                row["r"].append(float(reward))
+                success[i] = bool(info.get("success", False))
+                success_any[i] = success_any[i] or success[i]
+                distance[i] = info.get("goal_distance")
+            obs[i] = next_obs
+            if not (terminated or truncated):
+                still.append(i)
+        running = still
+    return [Trajectory(
+        obs=np.asarray(row["o"], np.float32), action=np.asarray(row["a"], np.float32),
+        next_obs=np.asarray(row["n"], np.float32), terminated=np.asarray(row["t"], bool),
+        truncated=np.asarray(row["tr"], bool),
+        reward=np.asarray(row["r"], np.float32) if with_rewards else None,
+        success=success[i] if with_rewards else None, kind=kinds[i],
+        success_any=success_any[i] if with_rewards else None,
+        final_distance=None if distance[i] is None else float(distance[i])) for i, row in enumerate(rows)]
+
+
+class EnvPool:
+    """Envs of one task family for episodes run side by side: ``take(n)`` gives n of them,
+    made on first need and reused (each keeps the task it was last set to)."""
+
+    def __init__(self, make: Callable[[], Any], first: Any = None) -> None:
+        self.make = make
+        self.envs: list[Any] = [] if first is None else [first]
+
+    def take(self, n: int) -> list[Any]:
+        while len(self.envs) < n:
+            self.envs.append(self.make())
+        return self.envs[:n]
 
 
 def derived_seed(*parts: int) -> int:

@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode, seeded_generator
+from smrl_train.smac.agent import AdaptiveAgent, EnvPool, Trajectory, derived_seed, run_episodes, seeded_generator
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.config import EvalConfig
-from smrl_train.smac.evaluation import scored_success, success_metric, task_index
+from smrl_train.smac.evaluation import chunks, scored_success, success_metric, task_index
 from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
 
 _DIAGNOSE_STREAM = 11_000
@@ -52,6 +52,9 @@ PROBE_CONTEXTS = 4  # offline contexts per training task the probe is fitted on
 RIDGE = 1e-3  # ridge penalty of the probe, relative to the number of rows
 # A context's transitions as arrays: obs (n, O), action (n, A), reward (n,), next_obs (n, O).
 Transitions = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# A context a scored episode draws z from: (split, context name, task, task index, context rows,
+# their transitions, the episode's seed).
+Scored = tuple[str, str, Any, int, torch.Tensor, Transitions, int]
 
 
 def task_parameter(task: Any) -> np.ndarray | None:
@@ -97,11 +100,12 @@ def _bound(env: Any, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, ne
 
 
 @torch.no_grad()
-def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks: Sequence[Any],
+def diagnose(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks: Sequence[Any],
              test_tasks: Sequence[Any], buffers: TaskBuffers, cfg: EvalConfig, seed: int, max_steps: int,
              n_tasks: int = 20, episodes: Sequence[int] = (1, 2, 4), progress: bool = False) -> dict[str, Any]:
     """The diagnostic table of a trained encoder + policy (module docstring). ``buffers`` holds
-    the training tasks' offline data; ``n_tasks`` of each split are evaluated."""
+    the training tasks' offline data; ``n_tasks`` of each split are evaluated, side by side in
+    envs of ``pool``."""
     s = buffers.slices
     gen = seeded_generator(seed, _DIAGNOSE_STREAM)
 
@@ -125,54 +129,77 @@ def diagnose(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, train_tasks
     spread = float(offline_z.std(0).mean()) if len(offline_z) > 1 else float("nan")
 
     rows: list[dict[str, Any]] = []
-    metric = success_metric(env, cfg)
+    metric = success_metric(pool.take(1)[0], cfg)
 
-    def score(split: str, source: str, task: Any, idx: int, context: torch.Tensor, transitions: Transitions,
-              episode_seed: int) -> None:
-        goal = task_parameter(task)
-        agent = AdaptiveAgent(encoder, policy, seeded_generator(episode_seed), cfg.deterministic,
-                              str(cfg.resample_latent))
-        mu, _ = agent.use_posterior(context, str(cfg.scored_latent))
-        final: Trajectory = run_episode(env, agent, episode_seed, max_steps, True, "final")
-        z = mu.squeeze(0).numpy()
-        aim = None if probe is None or goal is None else probe(z)
-        rows.append({
-            "split": split, "context": source, "task": idx,
-            "probe_error": None if aim is None else float(np.linalg.norm(aim - goal)),
-            "policy_error": _policy_error(env, final, aim),
-            "bound_error": _bound(env, *transitions, goal),
-            "bound_error_rows": _bound(env, *transitions[:3], transitions[0], goal),
-            "success": scored_success(final, metric), "final_distance": final.final_distance,
-            "z_distance": float(np.linalg.norm(z - z_offline[idx]) / spread)
-            if split == "train" and idx in z_offline else None,
-        })
-
+    # What each task is scored on, in table order; the offline contexts are drawn first, in that order.
     splits = [("train", list(train_tasks)[:n_tasks]), ("test", list(test_tasks)[:n_tasks])]
-    total = sum(len(t) for _, t in splits)
-    bar = tqdm(total=total, desc="diagnose", unit="task", disable=not progress, leave=False)
-    for split, tasks in splits:
-        for pos, task in enumerate(tasks):
-            idx = task_index(task, pos)
+    visits = [(split, task, task_index(task, pos)) for split, tasks in splits for pos, task in enumerate(tasks)]
+    offline: dict[int, Scored] = {}
+    for k, (split, task, idx) in enumerate(visits):
+        if split == "train" and idx in buffers.row_of:
+            full = offline_rows(buffers.row_of[idx], cfg.offline_context_size)
+            offline[k] = (split, "offline", task, idx, _context(full, encoder.context_dim),
+                          (full[:, s["obs"]], full[:, s["action"]], full[:, s["reward"]].squeeze(-1),
+                           full[:, s["next_obs"]]), derived_seed(seed, _DIAGNOSE_STREAM + 1, idx, 0))
+
+    # The protocol's exploration: deterministic policy, z from the prior; every task side by side.
+    bar = tqdm(total=len(visits) * (max(episodes) + len(episodes)) + len(offline), desc="diagnose", unit="episode",
+               disable=not progress, leave=False)
+    explored: list[list[Trajectory]] = []
+    for chunk in chunks(visits):
+        envs = pool.take(len(chunk))
+        explorers = []
+        for env, (_, task, idx) in zip(envs, chunk):
             env.unwrapped.set_task(task)
-            if split == "train" and idx in buffers.row_of:
-                full = offline_rows(buffers.row_of[idx], cfg.offline_context_size)
-                score(split, "offline", task, idx, _context(full, encoder.context_dim),
-                      (full[:, s["obs"]], full[:, s["action"]], full[:, s["reward"]].squeeze(-1),
-                       full[:, s["next_obs"]]), derived_seed(seed, _DIAGNOSE_STREAM + 1, idx, 0))
-            # The protocol's exploration: deterministic policy, z from the prior.
-            explorer = AdaptiveAgent(encoder, policy, seeded_generator(seed, _DIAGNOSE_STREAM + 2, idx),
-                                     cfg.deterministic, str(cfg.resample_latent))
-            trajs = [run_episode(env, explorer, derived_seed(seed, _DIAGNOSE_STREAM + 3, idx, e), max_steps, True,
-                                 "explore") for e in range(max(episodes))]
-            for k in episodes:
-                part = trajs[:k]
-                context = torch.from_numpy(np.concatenate([t.context(width=encoder.context_dim) for t in part]))
-                obs, action, reward, next_obs = (np.concatenate([getattr(t, f) for t in part]) for f in
-                                                 ("obs", "action", "reward", "next_obs"))
-                transitions: Transitions = (obs, action, reward, next_obs)
-                score(split, f"explore {k}", task, idx, context, transitions,
-                      derived_seed(seed, _DIAGNOSE_STREAM + 4, idx, k))
-            bar.update(1)
+            explorers.append(AdaptiveAgent(encoder, policy, seeded_generator(seed, _DIAGNOSE_STREAM + 2, idx),
+                                           cfg.deterministic, str(cfg.resample_latent)))
+        trajs: list[list[Trajectory]] = [[] for _ in chunk]
+        for e in range(max(episodes)):
+            done = run_episodes(envs, explorers, [derived_seed(seed, _DIAGNOSE_STREAM + 3, idx, e)
+                                                  for _, _, idx in chunk], max_steps, True, "explore")
+            for own, t in zip(trajs, done):
+                own.append(t)
+            bar.update(len(chunk))
+        explored += trajs
+
+    scored: list[Scored] = []
+    for k, ((split, task, idx), own) in enumerate(zip(visits, explored)):
+        if k in offline:
+            scored.append(offline[k])
+        for n in episodes:
+            part = own[:n]
+            context = torch.from_numpy(np.concatenate([t.context(width=encoder.context_dim) for t in part]))
+            obs, action, reward, next_obs = (np.concatenate([getattr(t, f) for t in part]) for f in
+                                             ("obs", "action", "reward", "next_obs"))
+            scored.append((split, f"explore {n}", task, idx, context, (obs, action, reward, next_obs),
+                           derived_seed(seed, _DIAGNOSE_STREAM + 4, idx, n)))
+
+    # One scored episode per context, z from its posterior; every context side by side.
+    for batch in chunks(scored):
+        envs = pool.take(len(batch))
+        agents = []
+        for env, (_, _, task, _, context, _, episode_seed) in zip(envs, batch):
+            env.unwrapped.set_task(task)
+            agent = AdaptiveAgent(encoder, policy, seeded_generator(episode_seed), cfg.deterministic,
+                                  str(cfg.resample_latent))
+            agent.use_posterior(context, str(cfg.scored_latent))
+            agents.append(agent)
+        finals = run_episodes(envs, agents, [c[-1] for c in batch], max_steps, True, "final")
+        for env, agent, final, (split, source, task, idx, _, transitions, _) in zip(envs, agents, finals, batch):
+            goal = task_parameter(task)
+            z = agent.mu.squeeze(0).numpy()
+            aim = None if probe is None or goal is None else probe(z)
+            rows.append({
+                "split": split, "context": source, "task": idx,
+                "probe_error": None if aim is None else float(np.linalg.norm(aim - goal)),
+                "policy_error": _policy_error(env, final, aim),
+                "bound_error": _bound(env, *transitions, goal),
+                "bound_error_rows": _bound(env, *transitions[:3], transitions[0], goal),
+                "success": scored_success(final, metric), "final_distance": final.final_distance,
+                "z_distance": float(np.linalg.norm(z - z_offline[idx]) / spread)
+                if split == "train" and idx in z_offline else None,
+            })
+        bar.update(len(batch))
     bar.close()
     return {"rows": rows, "table": summarise(rows), "z_spread_between_tasks": spread,
             "probe_fit_error": _median([float(np.linalg.norm(probe(z) - y)) for z, y in zip(z_fit, y_fit)])

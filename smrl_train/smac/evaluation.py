@@ -15,14 +15,14 @@ the two posterior means lie apart compared with the spread of offline posteriors
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from smrl_train.config_schema import ConfigError
-from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode, seeded_generator
+from smrl_train.smac.agent import AdaptiveAgent, EnvPool, Trajectory, derived_seed, run_episodes, seeded_generator
 from smrl_train.smac.buffers import TaskBuffers
 from smrl_train.smac.config import EvalConfig
 from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
@@ -31,6 +31,7 @@ _EVAL_STREAM = 7_000  # seed-stream tags keep evaluation randomness apart from t
 _DIAG_STREAM = 8_000
 
 
+T = TypeVar("T")
 SUCCESS_METRICS = ("last", "any")
 
 
@@ -53,60 +54,90 @@ def task_index(task: Any, position: int) -> int:
     return int(getattr(task, "index", position))
 
 
-def explore_then_act(env: Any, agent: AdaptiveAgent, n_explore: int, max_steps: int, seed_parts: Sequence[int],
-                     scored_latent: str = "sample") -> tuple[list[Trajectory], torch.Tensor, torch.Tensor]:
-    """Run the protocol's exploration episodes and one posterior episode, with z drawn from the
-    posterior or its mean (``scored_latent``).
+# Protocol runs stepped side by side at most, one env each (the meta-test's 40 tasks x 4 runs in
+# one go): enough that the batched policy forward costs little next to the envs' steps.
+LOCKSTEP_RUNS = 160
 
-    Returns all trajectories (exploration first, final last) and the posterior mean and
+
+def explore_then_act(envs: Sequence[Any], agents: Sequence[AdaptiveAgent], n_explore: int, max_steps: int,
+                     seed_parts: Sequence[Sequence[int]], scored_latent: str = "sample"
+                     ) -> list[tuple[list[Trajectory], torch.Tensor, torch.Tensor]]:
+    """Run the protocol's exploration episodes and one posterior episode, with z drawn from the
+    posterior or its mean (``scored_latent``), for each (env, agent, seed parts) side by side
+    (:func:`~smrl_train.smac.agent.run_episodes`); each env is on its run's task.
+
+    Returns per run all trajectories (exploration first, final last) and the posterior mean and
     variance (1, L) of the final episode (the prior when there was no exploration).
     """
-    agent.use_prior()
-    trajs, ctx = [], []
-    for ep in range(n_explore):
-        t = run_episode(env, agent, derived_seed(*seed_parts, ep), max_steps, True, "explore")
-        trajs.append(t)
-        ctx.append(t.context(width=agent.encoder.context_dim))
-    if ctx:
-        mu, var = agent.use_posterior(torch.from_numpy(np.concatenate(ctx)), scored_latent)
-    else:
+    for agent in agents:
         agent.use_prior()
-        mu, var = agent.mu, agent.var
-    trajs.append(run_episode(env, agent, derived_seed(*seed_parts, n_explore), max_steps, True, "final"))
-    return trajs, mu, var
+    trajs: list[list[Trajectory]] = [[] for _ in agents]
+    for ep in range(n_explore):
+        done = run_episodes(envs, agents, [derived_seed(*parts, ep) for parts in seed_parts], max_steps, True,
+                            "explore")
+        for own, t in zip(trajs, done):
+            own.append(t)
+    posteriors = []
+    for agent, own in zip(agents, trajs):
+        if own:
+            ctx = np.concatenate([t.context(width=agent.encoder.context_dim) for t in own])
+            posteriors.append(agent.use_posterior(torch.from_numpy(ctx), scored_latent))
+        else:
+            agent.use_prior()
+            posteriors.append((agent.mu, agent.var))
+    finals = run_episodes(envs, agents, [derived_seed(*parts, n_explore) for parts in seed_parts], max_steps, True,
+                          "final")
+    return [(own + [final], mu, var) for own, final, (mu, var) in zip(trajs, finals, posteriors)]
+
+
+def chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` in consecutive pieces of at most :data:`LOCKSTEP_RUNS` (runs to step side by side)."""
+    return [items[i: i + LOCKSTEP_RUNS] for i in range(0, len(items), LOCKSTEP_RUNS)]
 
 
 # Called with (task position, task, run, trajectories) after each run of the protocol.
 RunHook = Callable[[int, Any, int, list[Trajectory]], None]
 
 
-def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Sequence[Any], cfg: EvalConfig,
+def meta_test(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Sequence[Any], cfg: EvalConfig,
               seed: int, max_steps: int, progress: bool = False, on_run: RunHook | None = None) -> dict[str, Any]:
-    """The meta-test protocol on ``tasks``. Returns a JSON-able summary with per-task rows.
+    """The meta-test protocol on ``tasks``, its runs side by side in envs of ``pool``. Returns a
+    JSON-able summary with per-task rows.
 
     A run's seeds depend on the task's index and the run's number only, so any task's runs can
-    be replayed alone. ``on_run`` sees each run's episodes (to film them) and changes nothing.
+    be replayed alone, with the same episodes. ``on_run`` sees each run's episodes (to film
+    them), in task then run order, and changes nothing.
     """
-    rows = []
-    metric = success_metric(env, cfg)
-    for pos, task in enumerate(tqdm(tasks, desc="meta-test", unit="task", disable=not progress, leave=False)):
-        env.unwrapped.set_task(task)
-        idx = task_index(task, pos)
-        finals, successes, curves = [], [], []
-        for run in range(cfg.runs_per_task):
-            agent = AdaptiveAgent(encoder, policy, seeded_generator(seed, _EVAL_STREAM, idx, run), cfg.deterministic,
-                                  str(cfg.resample_latent))
-            trajs, _, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
-                                           (seed, _EVAL_STREAM + 1, idx, run), str(cfg.scored_latent))
+    metric = success_metric(pool.take(1)[0], cfg)
+    runs = [(pos, task, task_index(task, pos), run) for pos, task in enumerate(tasks)
+            for run in range(cfg.runs_per_task)]
+    finals: dict[int, list[float]] = {}
+    successes: dict[int, list[float]] = {}
+    curves: dict[int, list[list[float | None]]] = {}
+    bar = tqdm(total=len(tasks), desc="meta-test", unit="task", disable=not progress, leave=False)
+    for chunk in chunks(runs):
+        envs = pool.take(len(chunk))
+        for env, (_, task, _, _) in zip(envs, chunk):
+            env.unwrapped.set_task(task)
+        agents = [AdaptiveAgent(encoder, policy, seeded_generator(seed, _EVAL_STREAM, idx, run), cfg.deterministic,
+                                str(cfg.resample_latent)) for _, _, idx, run in chunk]
+        done = explore_then_act(envs, agents, cfg.exploration_episodes, max_steps,
+                                [(seed, _EVAL_STREAM + 1, idx, run) for _, _, idx, run in chunk],
+                                str(cfg.scored_latent))
+        for (pos, task, _, run), (trajs, _, _) in zip(chunk, done):
             if on_run is not None:
                 on_run(pos, task, run, trajs)
-            curves.append([t.episode_return for t in trajs])
+            curves.setdefault(pos, []).append([t.episode_return for t in trajs])
             final_return = trajs[-1].episode_return
             assert final_return is not None  # the protocol's episodes run with rewards
-            finals.append(final_return)
-            successes.append(scored_success(trajs[-1], metric))
-        rows.append({"task": idx, "final_return": float(np.mean(finals)), "success": float(np.mean(successes)),
-                     "returns_by_episode": np.mean(np.asarray(curves, float), axis=0).tolist()})
+            finals.setdefault(pos, []).append(final_return)
+            successes.setdefault(pos, []).append(scored_success(trajs[-1], metric))
+        bar.update(len({pos for pos, *_ in chunk if len(finals[pos]) == cfg.runs_per_task}))
+    bar.close()
+    rows = [{"task": task_index(task, pos), "final_return": float(np.mean(finals[pos])),
+             "success": float(np.mean(successes[pos])),
+             "returns_by_episode": np.mean(np.asarray(curves[pos], float), axis=0).tolist()}
+            for pos, task in enumerate(tasks) if cfg.runs_per_task]
     return {
         "final_return": float(np.mean([r["final_return"] for r in rows])) if rows else float("nan"),
         "success_rate": float(np.mean([r["success"] for r in rows])) if rows else float("nan"),
@@ -116,35 +147,42 @@ def meta_test(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Seq
 
 
 @torch.no_grad()
-def z_shift_diagnostic(env: Any, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Sequence[Any],
+def z_shift_diagnostic(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, tasks: Sequence[Any],
                        buffers: TaskBuffers, cfg: EvalConfig, seed: int, max_steps: int,
                        progress: bool = False) -> dict[str, Any]:
-    """Return with z from offline context vs from own exploration, on training ``tasks``.
+    """Return with z from offline context vs from own exploration, on training ``tasks``, the
+    tasks side by side in envs of ``pool``.
 
     ``buffers`` must hold the tasks' offline data (its frozen offline part is used).
     """
     rows, mu_off_all = [], []
-    metric = success_metric(env, cfg)
-    for pos, task in enumerate(tqdm(tasks, desc="z diagnostic", unit="task", disable=not progress, leave=False)):
-        idx = task_index(task, pos)
-        if idx not in buffers.row_of:
-            continue
-        env.unwrapped.set_task(task)
-        gen = seeded_generator(seed, _DIAG_STREAM, idx)
-        row = torch.tensor([buffers.row_of[idx]])
-        offline_ctx = buffers.context(row, cfg.offline_context_size, gen, offline_only=True,
-                                      width=encoder.context_dim)[0]
-        agent = AdaptiveAgent(encoder, policy, gen, cfg.deterministic, str(cfg.resample_latent))
-        mu_off, _ = agent.use_posterior(offline_ctx, str(cfg.scored_latent))
-        t_off = run_episode(env, agent, derived_seed(seed, _DIAG_STREAM + 1, idx), max_steps, True, "final")
-        trajs, mu_exp, _ = explore_then_act(env, agent, cfg.exploration_episodes, max_steps,
-                                            (seed, _DIAG_STREAM + 2, idx), str(cfg.scored_latent))
-        mu_off_all.append(mu_off.squeeze(0))
-        rows.append({"task": idx, "return_offline_context": t_off.episode_return,
-                     "success_offline_context": scored_success(t_off, metric),
-                     "return_exploration_context": trajs[-1].episode_return,
-                     "success_exploration_context": scored_success(trajs[-1], metric),
-                     "z_distance": float((mu_exp - mu_off).norm())})
+    metric = success_metric(pool.take(1)[0], cfg)
+    known = [(task, idx) for task, idx in ((t, task_index(t, p)) for p, t in enumerate(tasks)) if idx in buffers.row_of]
+    bar = tqdm(total=len(known), desc="z diagnostic", unit="task", disable=not progress, leave=False)
+    for chunk in chunks(known):
+        envs = pool.take(len(chunk))
+        agents, mus_off = [], []
+        for env, (task, idx) in zip(envs, chunk):
+            env.unwrapped.set_task(task)
+            gen = seeded_generator(seed, _DIAG_STREAM, idx)
+            offline_ctx = buffers.context(torch.tensor([buffers.row_of[idx]]), cfg.offline_context_size, gen,
+                                          offline_only=True, width=encoder.context_dim)[0]
+            agent = AdaptiveAgent(encoder, policy, gen, cfg.deterministic, str(cfg.resample_latent))
+            mus_off.append(agent.use_posterior(offline_ctx, str(cfg.scored_latent))[0])
+            agents.append(agent)
+        t_offs = run_episodes(envs, agents, [derived_seed(seed, _DIAG_STREAM + 1, idx) for _, idx in chunk],
+                              max_steps, True, "final")
+        explored = explore_then_act(envs, agents, cfg.exploration_episodes, max_steps,
+                                    [(seed, _DIAG_STREAM + 2, idx) for _, idx in chunk], str(cfg.scored_latent))
+        for (_, idx), mu_off, t_off, (trajs, mu_exp, _) in zip(chunk, mus_off, t_offs, explored):
+            mu_off_all.append(mu_off.squeeze(0))
+            rows.append({"task": idx, "return_offline_context": t_off.episode_return,
+                         "success_offline_context": scored_success(t_off, metric),
+                         "return_exploration_context": trajs[-1].episode_return,
+                         "success_exploration_context": scored_success(trajs[-1], metric),
+                         "z_distance": float((mu_exp - mu_off).norm())})
+        bar.update(len(chunk))
+    bar.close()
     if not rows:
         return {}
     mus = torch.stack(mu_off_all)

@@ -307,6 +307,26 @@ class TanhGaussianPolicy(nn.Module):
         h = self.trunk(torch.cat([self.normalizer(obs) * self.input_mask, z], dim=-1)).relu_()
         return self.mean_head(h), self.log_std_head(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
+    def forward_rows(self, obs: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` for rows that are separate agents: obs (N, O), z (N, L) -> mean,
+        log_std (N, A), each row the same numbers as ``forward`` on that row alone, whatever
+        rows stand beside it. A matrix product over N rows rounds differently from a batch of
+        one (a matrix-vector product, about 1e-7 apart, which a contact-rich episode grows into
+        a different outcome), so every linear layer runs as N products of one row, batched
+        (``baddbmm``). Evaluation and collection act through this."""
+        def rows(layer: nn.Module, x: Tensor) -> Tensor:
+            if not isinstance(layer, nn.Linear):
+                return layer(x)
+            n = x.shape[0]
+            return torch.baddbmm(layer.bias.expand(n, 1, -1), x.unsqueeze(1),
+                                 layer.weight.t().expand(n, -1, -1)).squeeze(1)
+
+        h = torch.cat([self.normalizer(obs) * self.input_mask, z], dim=-1)
+        for layer in self.trunk if isinstance(self.trunk, nn.Sequential) else ():
+            h = rows(layer, h)
+        h = h.relu_()
+        return rows(self.mean_head, h), rows(self.log_std_head, h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Checkpoints written before the input mask existed read every input.
         state_dict.setdefault(prefix + "input_mask", torch.ones(self.obs_dim))

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from smrl_train.config_schema import to_dict
 from smrl_train.data.recordings import EXPLORE_KIND, POSTERIOR_KIND, PRIOR_KIND
-from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, seeded_generator
+from smrl_train.smac.agent import AdaptiveAgent, EnvPool, Trajectory, derived_seed, seeded_generator
 from smrl_train.smac.buffers import MetaBatchSampler, TaskBuffers
 from smrl_train.smac.checkpoint import CHECKPOINT, CheckpointError, read_checkpoint, read_meta, save_checkpoint
 from smrl_train.smac.config import DEFAULT_VARIANT, EvalConfig, SmacConfig, resolved, smac_from_yaml_dict
@@ -90,12 +90,20 @@ class Problem:
     max_steps: int
     description: dict[str, Any] = field(default_factory=dict)
     _env: Any = None
+    _pool: EnvPool | None = None
 
     @property
     def env(self) -> Any:
         if self._env is None:
             self._env = self.env_factory()
         return self._env
+
+    @property
+    def pool(self) -> EnvPool:
+        """Envs for episodes run side by side (the first is :attr:`env`)."""
+        if self._pool is None:
+            self._pool = EnvPool(self.env_factory, self.env)
+        return self._pool
 
     def train_by_index(self) -> dict[int, Any]:
         return {task_index(t, i): t for i, t in enumerate(self.train_tasks)}
@@ -440,7 +448,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     log = CsvLog(run_dir / "metrics.csv", key="iteration")
     curve = CsvLog(run_dir / "eval_curve.csv", key="iteration")
     if source is None:
-        source = EnvEpisodeSource(problem.env, problem.train_by_index(), problem.max_steps)
+        source = EnvEpisodeSource(problem.pool, problem.train_by_index(), problem.max_steps)
     else:
         meta["source"] = type(source).__name__
     if resuming:
@@ -474,7 +482,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         tasks = list(problem.test_tasks)
         if cfg.eval.curve_tasks:
             tasks = tasks[: cfg.eval.curve_tasks]
-        res = meta_test(problem.env, st.trainer.nets.encoder, st.trainer.nets.policy, tasks,
+        res = meta_test(problem.pool, st.trainer.nets.encoder, st.trainer.nets.policy, tasks,
                         dataclasses.replace(cfg.eval, runs_per_task=cfg.eval.curve_runs_per_task),
                         derived_seed(cfg.seed, _CURVE_STREAM),
                         problem.max_steps)
@@ -560,7 +568,7 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
         # The gradient path that trained the run (its parent's too, for an online run).
         "gradients": meta.get("gradients", cfg.gradients),
         "iterations": meta.get("iteration"), "finished": meta.get("finished"), "eval": to_dict(cfg.eval),
-        "test": meta_test(env, nets.encoder, nets.policy, problem.test_tasks, cfg.eval,
+        "test": meta_test(problem.pool, nets.encoder, nets.policy, problem.test_tasks, cfg.eval,
                           derived_seed(cfg.seed, _TEST_STREAM), problem.max_steps, progress, on_run),
         "random_policy": random_policy_baseline(env, problem.test_tasks, derived_seed(cfg.seed, 6), problem.max_steps,
                                                 str(cfg.eval.success)),
@@ -568,7 +576,7 @@ def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True
     if diagnostic and cfg.eval.diagnostic_tasks:
         buffers = TaskBuffers.from_task_arrays(problem.offline)
         tasks = list(problem.train_tasks)[: cfg.eval.diagnostic_tasks]
-        result["diagnostic"] = z_shift_diagnostic(env, nets.encoder, nets.policy, tasks, buffers, cfg.eval,
+        result["diagnostic"] = z_shift_diagnostic(problem.pool, nets.encoder, nets.policy, tasks, buffers, cfg.eval,
                                                   derived_seed(cfg.seed, 8), problem.max_steps, progress)
     result["eval_seconds"] = time.perf_counter() - t0
     (run_dir / out_name).write_text(json.dumps(result, indent=1) + "\n")
@@ -582,7 +590,7 @@ def protocol_episodes(problem: Problem, run_dir: str | Path, tasks: Sequence[Any
     nets, meta = load_networks(run_dir)
     cfg = smac_from_yaml_dict(meta["smac"])
     episodes: list[list[Trajectory]] = []
-    meta_test(problem.env, nets.encoder, nets.policy, tasks, dataclasses.replace(cfg.eval, runs_per_task=1),
+    meta_test(problem.pool, nets.encoder, nets.policy, tasks, dataclasses.replace(cfg.eval, runs_per_task=1),
               derived_seed(cfg.seed, _TEST_STREAM), problem.max_steps,
               on_run=lambda pos, task, run, trajs: episodes.append(trajs))
     return episodes
@@ -599,7 +607,7 @@ def diagnose_run(problem: Problem, run_dir: str | Path, *, n_tasks: int = 20, ep
     nets, meta = load_networks(run_dir)
     cfg = smac_from_yaml_dict(meta["smac"])
     t0 = time.perf_counter()
-    result = diagnose(problem.env, nets.encoder, nets.policy, problem.train_tasks, problem.test_tasks,
+    result = diagnose(problem.pool, nets.encoder, nets.policy, problem.train_tasks, problem.test_tasks,
                       TaskBuffers.from_task_arrays(problem.offline), cfg.eval, derived_seed(cfg.seed, 12),
                       problem.max_steps, n_tasks=n_tasks, episodes=episodes, progress=progress)
     result.update(method=meta["method"], seed=meta["seed"], variant=meta["variant"], updates=meta.get("step"),

@@ -33,7 +33,7 @@ import torch
 
 from smrl_train.data.recordings import EPISODE_KINDS, EXPLORE_KIND, UNNAMED_KIND, schema_mismatches
 from smrl_train.data.store import EpisodeStore, StoreError, TaskArrays
-from smrl_train.smac.agent import AdaptiveAgent, Trajectory, derived_seed, run_episode
+from smrl_train.smac.agent import AdaptiveAgent, EnvPool, Trajectory, derived_seed, run_episodes
 
 
 @dataclass(frozen=True)
@@ -80,28 +80,32 @@ EpisodeSource = PolicySource | RecordedSource
 
 
 class EnvEpisodeSource:
-    """Collect by acting in a gymnasium task-family env (in-process).
+    """Collect by acting in gymnasium task-family envs (in-process), a visit's episodes side by
+    side.
 
     Args:
-        env: a gymnasium env; ``env.unwrapped`` has ``set_task``.
+        pool: envs whose ``unwrapped`` has ``set_task`` (one per episode of a visit).
         tasks: training tasks by index (the dataset's task indices).
         max_steps: episode length cap.
     """
 
-    def __init__(self, env: Any, tasks: Mapping[int, Any], max_steps: int) -> None:
-        self.env, self.tasks, self.max_steps = env, dict(tasks), max_steps
+    def __init__(self, pool: EnvPool, tasks: Mapping[int, Any], max_steps: int) -> None:
+        self.pool, self.tasks, self.max_steps = pool, dict(tasks), max_steps
 
     def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
                 with_rewards: bool) -> list[Trajectory]:
-        self.env.unwrapped.set_task(self.tasks[task_id])
-        out = []
-        for req in requests:
-            agent.mu, agent.var = req.mu, req.var
-            agent.deterministic = req.deterministic
-            agent.resample = req.resample
-            agent.generator.manual_seed(req.seed)
-            out.append(run_episode(self.env, agent, req.seed, self.max_steps, with_rewards, req.kind))
-        return out
+        """The requested episodes with ``agent``'s networks: each its own agent, generator
+        seeded with the request's seed, as ``agent`` would roll them one after the other."""
+        envs = self.pool.take(len(requests))
+        agents = []
+        for env, req in zip(envs, requests):
+            env.unwrapped.set_task(self.tasks[task_id])
+            one = AdaptiveAgent(agent.encoder, agent.policy, torch.Generator().manual_seed(req.seed),
+                                req.deterministic, req.resample)
+            one.mu, one.var = req.mu, req.var
+            agents.append(one)
+        return run_episodes(envs, agents, [req.seed for req in requests], self.max_steps, with_rewards,
+                            [req.kind for req in requests])
 
     def state(self) -> dict[str, Any]:
         return {}

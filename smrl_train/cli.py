@@ -2,6 +2,7 @@
 
     smrl data generate --config config/reach.yaml --out data/reach
     smrl data info data/reach
+    smrl data merge rec/arm1 rec/arm2 --out rec/fleet
     smrl data render data/reach --episode 0 --out episode0.mp4
     smrl data import-bag my_bag --config config/reach.yaml --out data/my_arm
     smrl data export-bag data/reach reach_bag
@@ -102,6 +103,15 @@ def _data_info(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {b['episodes']:>4} episodes, mean return {b['return_mean']:.2f}")
     if s["stale_temp_files"]:
         print(f"note         {s['stale_temp_files']} temporary file(s) from an interrupted writer (ignored)")
+    return 0
+
+
+def _data_merge(args: argparse.Namespace) -> int:
+    from smrl_train.data.merge import merge_stores
+
+    r = merge_stores(args.stores, args.out)
+    for name in r.added:
+        print(f"{name}: {r.added[name]} episode(s) added, {r.skipped[name]} already in {r.out}")
     return 0
 
 
@@ -221,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_data_info)
+    mer = data_sub.add_parser("merge", help="merge episode stores of one schema (e.g. one per arm) into one; "
+                                            "rerunning adds nothing")
+    mer.add_argument("stores", nargs="+", metavar="STORE", help="input episode stores")
+    mer.add_argument("--out", required=True, help="the merged store (created, or an existing one of the same schema)")
+    mer.set_defaults(func=_data_merge)
     ren = data_sub.add_parser("render", help="MP4 of a stored episode, with its hidden goal drawn")
     ren.add_argument("store")
     ren.add_argument("--episode", type=int, required=True,

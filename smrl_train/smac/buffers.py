@@ -42,6 +42,22 @@ class MetaBatch:
     def meta_batch(self) -> int:
         return int(self.context.shape[0])
 
+    def to(self, device: torch.device) -> MetaBatch:
+        """The same batch on ``device`` (itself when it is there: no copy)."""
+        if self.obs.device == device:
+            return self
+
+        def move(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.to(device, non_blocking=True)
+
+        return MetaBatch(obs=self.obs.to(device, non_blocking=True), action=self.action.to(device, non_blocking=True),
+                         reward=self.reward.to(device, non_blocking=True),
+                         next_obs=self.next_obs.to(device, non_blocking=True),
+                         terminated=self.terminated.to(device, non_blocking=True),
+                         context=self.context.to(device, non_blocking=True),
+                         tasks=self.tasks.to(device, non_blocking=True), offline=move(self.offline),
+                         explored=move(self.explored))
+
     @property
     def batch_size(self) -> int:
         return int(self.obs.shape[0]) // self.meta_batch

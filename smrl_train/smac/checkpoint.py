@@ -37,7 +37,7 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor]
 
     def walk(obj: Any, path: str) -> Any:
         if isinstance(obj, torch.Tensor):
-            tensors[path] = obj.detach().clone().contiguous()
+            tensors[path] = obj.detach().to("cpu", copy=True).contiguous()  # device-independent file
             return {"__tensor__": path}
         if isinstance(obj, dict):
             return {"__dict__": [[k, walk(v, f"{path}/{k}")] for k, v in obj.items()]}

@@ -43,6 +43,33 @@ def _add_smac(p: argparse.ArgumentParser) -> None:
                    help="override a smac key, e.g. --set online.iterations=5 (repeatable)")
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where the updates run: cpu (default) or cuda (cuda:K); under torchrun each process takes "
+                        "cuda:LOCAL_RANK. Acting and evaluation stay on the CPU")
+
+
+def _add_workers(p: argparse.ArgumentParser) -> None:
+    from smrl_train.cli import _worker_count
+
+    p.add_argument("--workers", type=_worker_count, default=1, metavar="W",
+                   help="processes collecting the online phase's sim episodes (0 = one per core; default 1); "
+                        "the same episodes as one process's")
+
+
+def _device(args: argparse.Namespace) -> Any:
+    """The checked ``--device`` (one line and exit 2 when CUDA is asked for and absent)."""
+    from smrl_train.smac.trainer import training_device
+
+    return training_device(args.device)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    import os
+
+    return int(args.workers or os.cpu_count() or 1)
+
+
 def _threads(args: argparse.Namespace) -> None:
     import torch
 
@@ -69,16 +96,17 @@ def _print_eval(res: dict[str, Any]) -> None:
 
 
 def _train_offline(args: argparse.Namespace) -> int:
-    from smrl_train.smac.data_parallel import from_environment
+    from smrl_train.smac.data_parallel import from_environment, rank_device
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_offline
 
     _threads(args)
+    device = _device(args)
     cfg = _smac_cfg(args)
     problem = problem_from_files(args.config, args.data)
-    ranks = from_environment()  # several processes under torchrun, else one
+    ranks = from_environment(device)  # several processes under torchrun, else one
     train_offline(problem, cfg, args.run, algo=args.algo, method=args.method, resume=args.resume,
-                  progress=not args.quiet, ranks=ranks)
+                  progress=not args.quiet, ranks=ranks, device=rank_device(device))
     if not ranks.main:
         return 0
     print(f"offline run written to {args.run}" + (f" ({ranks.world} processes)" if ranks.parallel else ""))
@@ -88,11 +116,15 @@ def _train_offline(args: argparse.Namespace) -> int:
 
 
 def _train_online(args: argparse.Namespace) -> int:
-    from smrl_train.smac.data_parallel import from_environment
+    from smrl_train.smac.data_parallel import from_environment, rank_device
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, train_online
 
     _threads(args)
+    device = _device(args)
+    workers = _workers(args)
+    if args.source and workers > 1:
+        raise ConfigError(f"--workers {args.workers}: workers collect in the sim; --source replays recordings")
     problem = problem_from_files(args.config, args.data)
     cfg = None
     if args.smac or args.variant or args.seed is not None or args.overrides:
@@ -110,9 +142,10 @@ def _train_online(args: argparse.Namespace) -> int:
         from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
 
         source = RecordedEpisodeSource(load_recordings(args.source, EpisodeStore.open(args.data).manifest))
-    ranks = from_environment()  # several processes under torchrun, else one
+    ranks = from_environment(device)  # several processes under torchrun, else one
     train_online(problem, args.run, offline_run=args.from_run, labels=args.labels, cfg=cfg, source=source,
-                 method=args.method, resume=args.resume, progress=not args.quiet, ranks=ranks)
+                 method=args.method, resume=args.resume, progress=not args.quiet, ranks=ranks,
+                 device=rank_device(device), workers=workers)
     if not ranks.main:
         return 0
     print(f"online run written to {args.run}" + (f" ({ranks.world} processes)" if ranks.parallel else ""))
@@ -208,6 +241,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from smrl_train.smac.experiment import BASE_METHODS, Ablation, ExperimentSpec, run_experiment
     from smrl_train.smac.report import write_report
 
+    device = _device(args)
     cfg = _smac_cfg(args)
     methods = tuple(args.methods or BASE_METHODS)
     unknown = [m for m in methods if m not in BASE_METHODS]
@@ -219,7 +253,7 @@ def _experiment(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     spec = ExperimentSpec(config=args.config, data=args.data, out=args.out, smac=cfg, methods=methods,
                           ablations=ablations, threads=max(1, args.threads or 1), progress=not args.quiet,
-                          diagnose_tasks=args.diagnose_tasks)
+                          diagnose_tasks=args.diagnose_tasks, device=str(device), workers=_workers(args))
     run_experiment(spec, args.seeds, jobs=args.jobs)
     if args.report:
         command = "smrl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("smrl") else ""
@@ -242,6 +276,7 @@ def add_subcommands(subparsers: Any) -> None:
     off.add_argument("--method", help="report row name (default offline_only[_paper] / meta_bc)")
     off.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     off.add_argument("--no-eval", action="store_true", help="skip the meta-test at the end")
+    _add_device(off)
     off.set_defaults(func=_train_offline)
 
     on = tsub.add_parser("online", help="self-supervised phase from a finished offline run")
@@ -256,6 +291,8 @@ def add_subcommands(subparsers: Any) -> None:
     on.add_argument("--method", help="report row name (default smac/oracle[_paper])")
     on.add_argument("--resume", action="store_true")
     on.add_argument("--no-eval", action="store_true")
+    _add_device(on)
+    _add_workers(on)
     on.set_defaults(func=_train_online)
 
     ev = subparsers.add_parser("eval", help="meta-test runs on held-out tasks (writes eval.json)")
@@ -304,6 +341,8 @@ def add_subcommands(subparsers: Any) -> None:
                     help="training and held-out tasks of each run's smrl diagnose (0: skip it)")
     ex.add_argument("--report", help="write the report to this folder at the end")
     ex.add_argument("--title", default="SMAC results")
+    _add_device(ex)
+    _add_workers(ex)
     ex.set_defaults(func=_experiment)
 
 

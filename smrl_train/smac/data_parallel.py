@@ -9,7 +9,8 @@ weights, the count of imitated rows, the online term's mean |Q|, the logged metr
 reduced over the ranks, so K processes follow the one-process run within float round-off.
 
 Only rank 0 writes (checkpoints, metrics, event files, evaluation); a resumed run continues
-from rank 0's checkpoint on every rank. Backend: gloo on CPU, nccl with CUDA.
+from rank 0's checkpoint on every rank. Backend: gloo on the CPU, nccl with ``--device cuda``
+(each rank on ``cuda:LOCAL_RANK``).
 
 The gradients are averaged by one all-reduce of the flattened gradients per update, which is
 what ``DistributedDataParallel`` does: DDP wraps one module's forward pass, and an update here
@@ -92,7 +93,7 @@ class Ranks(BatchStats):
         return x
 
     def _rows(self, x: Tensor) -> Tensor:
-        return self.sum(torch.tensor(float(x.numel()), dtype=x.dtype))
+        return self.sum(torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device))
 
     def std(self, x: Tensor) -> Tensor:
         """The (unbiased) standard deviation of the rows of every rank together (no gradient)."""
@@ -133,13 +134,23 @@ class Ranks(BatchStats):
             offset += g.numel()
 
 
-def from_environment() -> Ranks:
+def from_environment(device: str | torch.device = "cpu") -> Ranks:
     """The ranks torchrun describes (``WORLD_SIZE``, ``RANK``), with the process group started
-    (gloo on CPU, nccl with CUDA); one process without them."""
+    for the training device (gloo on the CPU, nccl with CUDA); one process without them."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """The device this process trains on: ``cuda`` under torchrun is ``cuda:LOCAL_RANK`` (one
+    GPU per process, made the current one); any other device as given."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 

@@ -73,6 +73,9 @@ class ExperimentSpec:
     progress: bool = True
     # Training and held-out tasks of each run's `smrl diagnose` (0: none).
     diagnose_tasks: int = 20
+    # Where the updates run (--device) and how many processes collect online episodes (--workers).
+    device: str = "cpu"
+    workers: int = 1
 
 
 def _finished(run_dir: Path) -> bool:
@@ -135,11 +138,12 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
 
     def offline(cfg: SmacConfig, algo: str = "smac", method: str | None = None) -> Any:
         return lambda d, resume: train_offline(problem, cfg, d, algo=algo, method=method, resume=resume,
-                                               progress=spec.progress)
+                                               progress=spec.progress, device=spec.device)
 
     def online(parent: str, labels: str, cfg: SmacConfig | None = None, method: str | None = None) -> Any:
         return lambda d, resume: train_online(problem, d, offline_run=root / parent, labels=labels, cfg=cfg,
-                                              method=method, resume=resume, progress=spec.progress)
+                                              method=method, resume=resume, progress=spec.progress,
+                                              device=spec.device, workers=spec.workers)
 
     wanted = set(spec.methods)
     shared = any(not a.needs_offline and a.labels != "none" for a in spec.ablations)

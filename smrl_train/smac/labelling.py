@@ -25,8 +25,10 @@ class Labeller:
 
     def __init__(self, encoder: Encoder, decoder: RewardDecoder, pessimism: float = 0.0) -> None:
         self.pessimism = float(pessimism)
-        self.encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
-        self.decoder = copy.deepcopy(decoder).requires_grad_(False).eval()
+        # On the CPU whatever device trains: labelling is one trajectory at a time, with the
+        # collected episodes.
+        self.encoder = copy.deepcopy(encoder).to("cpu").requires_grad_(False).eval()
+        self.decoder = copy.deepcopy(decoder).to("cpu").requires_grad_(False).eval()
 
     @torch.no_grad()
     def label(self, obs: np.ndarray, action: np.ndarray, offline_context: torch.Tensor,

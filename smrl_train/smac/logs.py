@@ -15,9 +15,11 @@ import csv
 import math
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 
 class MetricsLogger(Protocol):
@@ -140,6 +142,28 @@ class RunningMean:
         out = {f"{prefix}{k}": v / max(1, self.count) for k, v in self.sums.items()}
         self.sums, self.count = {}, 0
         return out
+
+
+class DeviceMean:
+    """Averages the metric tensors of the updates between log rows (``names`` in order) where
+    they are computed: the sum stays on the training device, read by the host once per row
+    (:meth:`pop`), so the update loop never waits for the device. Summed in float64 in update
+    order, it gives the numbers :class:`RunningMean` gives."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.sum: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, stats: torch.Tensor) -> None:
+        value = stats.detach().to(torch.float64)
+        self.sum = value if self.sum is None else self.sum + value
+        self.count += 1
+
+    def pop(self, prefix: str = "train/") -> dict[str, float]:
+        values = [] if self.sum is None else (self.sum / max(1, self.count)).tolist()
+        self.sum, self.count = None, 0
+        return {f"{prefix}{k}": v for k, v in zip(self.names, values)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -248,9 +248,17 @@ ENCODERS: dict[str, type[Encoder]] = {"product": ContextEncoder, "mean": MeanPoo
                                       "linear_gaussian": LinearGaussianEncoder}
 
 
+def _standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """N(0, 1) draws of ``like``'s shape and dtype, from ``generator`` on its own device, on
+    ``like``'s device."""
+    device = like.device if generator is None else generator.device
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
+
+
 def sample_gaussian(mu: Tensor, var: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Reparameterised sample ``mu + sqrt(var) * eps``, same shape as ``mu``."""
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    """Reparameterised sample ``mu + sqrt(var) * eps``, same shape as ``mu``; eps is drawn on
+    the generator's device (a CPU generator gives every device the same numbers)."""
+    eps = _standard_normal(mu, generator)
     return mu + var.sqrt() * eps
 
 
@@ -340,7 +348,7 @@ class TanhGaussianPolicy(nn.Module):
     @staticmethod
     def sample(mean: Tensor, log_std: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Reparameterised sample: returns (action, pre_tanh), each (N, A)."""
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        eps = _standard_normal(mean, generator)
         pre = mean + log_std.exp() * eps
         return torch.tanh(pre), pre
 

@@ -4,6 +4,7 @@ and resolve the ``smac:`` config with command-line overrides."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ def problem_from_files(config: str | Path, data: str | Path) -> Problem:
     missing = [t.index for t in train if t.index not in offline]
     if missing:
         raise StoreError(f"{data}: no episodes for training tasks {missing[:5]}")
-    return Problem(env_factory=lambda: make_env(cfg), train_tasks=train, test_tasks=test, offline=offline,
+    # A partial, not a closure: collection workers (train_online's workers) build their env with it.
+    return Problem(env_factory=functools.partial(make_env, cfg), train_tasks=train, test_tasks=test, offline=offline,
                    max_steps=cfg.env.episode_length,
                    description={"config": str(config), "data": str(data), "family": cfg.env.family,
                                 "arm": m.get("arm", {}).get("name"), "obs_dim": m["obs_dim"], "act_dim": m["act_dim"],

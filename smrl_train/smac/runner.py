@@ -25,10 +25,12 @@ an exception.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,17 @@ from smrl_train.smac.evaluation import (
     z_shift_diagnostic,
 )
 from smrl_train.smac.labelling import Labeller
-from smrl_train.smac.logs import CsvLog, MetricsLogger, RunningMean, tensorboard_logs
+from smrl_train.smac.logs import CsvLog, DeviceMean, MetricsLogger, tensorboard_logs
 from smrl_train.smac.networks import SmacNetworks
-from smrl_train.smac.sources import EnvEpisodeSource, EpisodeSource, RecordedSource, collection_plan
-from smrl_train.smac.trainer import MetaBCTrainer, SmacTrainer, build_networks
+from smrl_train.smac.sources import (
+    EnvEpisodeSource,
+    EpisodeRequest,
+    EpisodeSource,
+    PolicySpec,
+    RecordedSource,
+    collection_plan,
+)
+from smrl_train.smac.trainer import METRICS, MetaBCTrainer, SmacTrainer, build_networks, training_device
 
 ALGOS = ("smac", "meta_bc")
 LABELS = ("decoder", "true")
@@ -197,7 +206,8 @@ def _progress(total: int, initial: int, desc: str, enabled: bool) -> tqdm:
 def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, algo: str = "smac",
                   method: str | None = None, resume: bool = False, progress: bool = True,
                   stop_after: int | None = None, loggers: Sequence[MetricsLogger] = (),
-                  should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None) -> Path:
+                  should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None,
+                  device: str | torch.device = "cpu") -> Path:
     """Meta-train on the offline data for ``cfg.offline.steps`` updates (or resume a run).
 
     ``method`` names the run's report row (default: offline_only[_paper] or meta_bc).
@@ -207,8 +217,11 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     True ends the loop there with a checkpoint, as ``stop_after`` does. A KeyboardInterrupt
     (Ctrl-C on ``smrl train``) checkpoints too and propagates. ``ranks``: data-parallel training
     under torchrun (:mod:`smrl_train.smac.data_parallel`): every rank runs this function, rank
-    0 alone writes. Returns the run directory.
+    0 alone writes. ``device``: where the networks, the optimiser state and the update live
+    (the data is sampled on the CPU and moved; the checkpoint is saved on the CPU).
+    Returns the run directory.
     """
+    dev = training_device(device)
     if algo not in ALGOS:
         raise RunError(f"unknown algorithm {algo!r} (expected one of {', '.join(ALGOS)})")
     ranks = ranks if ranks is not None else Ranks()
@@ -222,8 +235,8 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
 
     # Setup: buffers, trainer, normalisation statistics baked into the networks.
     buffers = TaskBuffers.from_task_arrays(problem.offline)
-    trainer: SmacTrainer | MetaBCTrainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks) \
-        if algo == "smac" else MetaBCTrainer(cfg, obs_dim, act_dim, seed=cfg.seed)
+    trainer: SmacTrainer | MetaBCTrainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks, device=dev) \
+        if algo == "smac" else MetaBCTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, device=dev)
     _apply_statistics(trainer.nets, cfg, data_statistics(problem.offline))
     trainer.nets.ignore_policy_inputs(observation_entries(problem, cfg.network.policy_ignores or (),
                                                           "network.policy_ignores"))
@@ -261,13 +274,13 @@ def train_offline(problem: Problem, cfg: SmacConfig, run_dir: str | Path, *, alg
     o = cfg.offline
     steps, context_size = resolved(o.steps), resolved(o.context_size)
     total = steps if stop_after is None else min(steps, stop_after)
-    running = RunningMean()
+    running = DeviceMean(METRICS if algo == "smac" else MetaBCTrainer.METRICS)
     bar = _progress(steps, trainer.steps, f"offline {method}", progress and ranks.main)
     tick = time.perf_counter()
     try:
         while trainer.steps < total and not (should_stop is not None and should_stop()):
             batch = sampler.sample(o.meta_batch, o.batch_size, context_size)
-            running.add(trainer.update(batch))
+            running.add(trainer.step_stats(batch))  # read at log rows only
             bar.update(1)
             if trainer.steps % o.log_every == 0:
                 now = time.perf_counter()
@@ -303,12 +316,26 @@ class OnlineState:
     explore: TaskBuffers
     sampler: MetaBatchSampler
     iteration: int = 0
+    # The networks that act (collection, curve evaluation): the trainer's on the CPU, else a
+    # CPU copy refreshed by acting_nets().
+    mirror: SmacNetworks | None = None
+
+    def acting_nets(self) -> SmacNetworks:
+        """The trained networks on the CPU, where acting (one step at a time) happens: the
+        trainer's own when it trains on the CPU, else a copy with its current weights."""
+        if self.trainer.device.type == "cpu":
+            return self.trainer.nets
+        if self.mirror is None:
+            self.mirror = build_networks(self.trainer.cfg, self.trainer.nets.obs_dim, self.trainer.nets.act_dim)
+            self.mirror.requires_grad_(False).eval()
+        self.mirror.load_state_dict(self.trainer.nets.state_dict())
+        return self.mirror
 
 
 def _init_online(problem: Problem, cfg: SmacConfig, offline_state: Mapping[str, Any],
-                 ranks: Ranks | None = None) -> OnlineState:
+                 ranks: Ranks | None = None, device: str | torch.device = "cpu") -> OnlineState:
     obs_dim, act_dim = problem.dims()
-    trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks)
+    trainer = SmacTrainer(cfg, obs_dim, act_dim, seed=cfg.seed, ranks=ranks, device=device)
     trainer.load_state_dict(offline_state["trainer"])
     trainer.set_phase("online")
     # Labels always come from the encoder/decoder as they were when the offline phase ended.
@@ -349,10 +376,15 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
     for them by request, a recorded source gives its next as many episodes, each of its recorded
     kind. Rewards: the frozen decoder with z_r from the task's offline context, once per
     trajectory (``decoder``), or the env's (``true``, the oracle).
+
+    An env source with workers (:class:`EnvEpisodeSource`) gets every episode whose latent is
+    the prior at once (they depend on no draw of this loop), and a task's posterior episodes
+    when the loop reaches the task, their latents drawn where one process draws them: every
+    episode is a function of its seed, so the buffers are those of one process.
     """
     on, it = cfg.online, st.iteration
     tasks = iteration_tasks(cfg, train_ids, it)
-    nets = st.trainer.nets
+    nets = st.acting_nets()
     prior = (torch.zeros(1, nets.latent_dim), torch.ones(1, nets.latent_dim))
     agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), deterministic=False)
     label_gen = seeded_generator(cfg.seed, _LABEL_STREAM, it)
@@ -360,21 +392,40 @@ def collect_iteration(st: OnlineState, source: EpisodeSource, labels: str, cfg: 
                  (EXPLORE_KIND, int(on.explore_episodes or 0))]
     with_rewards = labels == "true"
     counts = {"transitions": 0.0, "episodes": 0.0}
+    resample = {PRIOR_KIND: str(on.resample_latent), POSTERIOR_KIND: str(on.resample_latent),
+                EXPLORE_KIND: str(cfg.eval.resample_latent)}
+
+    def latent_for(kind: str, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if kind != POSTERIOR_KIND:
+            return prior
+        context = st.rl.context(row, resolved(on.context_size), label_gen, width=nets.encoder.context_dim)
+        return nets.encoder(context)
+
+    def plan_for(tid: int, latent: Callable[[str], tuple[torch.Tensor, torch.Tensor]]) -> list[EpisodeRequest]:
+        return collection_plan(per_visit, latent, (cfg.seed, _COLLECT_STREAM + 1, it, tid), resample)
+
+    pooled = isinstance(source, EnvEpisodeSource) and source.parallel
+    pending: dict[int, list[tuple[EpisodeRequest, Future[Trajectory] | None]]] = {}
+    if isinstance(source, EnvEpisodeSource) and pooled:
+        source.set_weights(nets.policy.state_dict())
+        for tid in tasks:  # the prior-latent episodes of every task, now; posterior ones wait
+            pending[tid] = [(req, None if req.kind == POSTERIOR_KIND else source.submit(tid, req, with_rewards))
+                            for req in plan_for(tid, lambda kind: prior)]
     for tid in tasks:
         row = torch.tensor([st.rl.row_of[tid]])
         if isinstance(source, RecordedSource):
             trajectories = source.take(tid, sum(n for _, n in per_visit), with_rewards)
+        elif isinstance(source, EnvEpisodeSource) and pooled:
+            futures = []
+            for req, future in pending.pop(tid):
+                if future is None:
+                    mu, var = latent_for(req.kind, row)
+                    future = source.submit(tid, dataclasses.replace(req, mu=mu, var=var), with_rewards)
+                futures.append(future)
+            trajectories = [f.result() for f in futures]  # a worker's exception is raised here
         else:
-            def latent_for(kind: str, row: torch.Tensor = row) -> tuple[torch.Tensor, torch.Tensor]:
-                if kind != POSTERIOR_KIND:
-                    return prior
-                context = st.rl.context(row, resolved(on.context_size), label_gen, width=nets.encoder.context_dim)
-                return nets.encoder(context)
-
-            resample = {PRIOR_KIND: str(on.resample_latent), POSTERIOR_KIND: str(on.resample_latent),
-                        EXPLORE_KIND: str(cfg.eval.resample_latent)}
-            plan = collection_plan(per_visit, latent_for, (cfg.seed, _COLLECT_STREAM + 1, it, tid), resample)
-            trajectories = source.collect(tid, plan, agent, with_rewards)
+            trajectories = source.collect(tid, plan_for(tid, functools.partial(latent_for, row=row)), agent,
+                                          with_rewards)
         for traj in trajectories:
             if labels == "decoder":
                 ctx = st.rl.context(row, on.label_context_size, label_gen, offline_only=True,
@@ -395,7 +446,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                  labels: str = "decoder", cfg: SmacConfig | None = None, source: EpisodeSource | None = None,
                  method: str | None = None, resume: bool = False, progress: bool = True,
                  stop_after_iterations: int | None = None, loggers: Sequence[MetricsLogger] = (),
-                 should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None) -> Path:
+                 should_stop: Callable[[], bool] | None = None, ranks: Ranks | None = None,
+                 device: str | torch.device = "cpu", workers: int = 1) -> Path:
     """The self-supervised phase from a finished offline run (or resume an online run).
 
     ``method`` names the run's report row (default from labels and variant).
@@ -407,8 +459,16 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     asked before every iteration (an iteration is never cut short: only its end can be
     resumed): True ends the run there with a checkpoint. ``ranks``: data-parallel training
     under torchrun; every rank collects, labels and evaluates the same episodes (so their
-    buffers stay the same), shares the updates, and rank 0 alone writes.
+    buffers stay the same), shares the updates, and rank 0 alone writes. ``device``: where the
+    updates run (acting and labelling stay on the CPU). ``workers``: processes collecting the
+    env source's episodes (the problem's env, when ``source`` is None); the same episodes as
+    one process's.
     """
+    dev = training_device(device)
+    if workers < 1:
+        raise RunError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and source is not None:
+        raise RunError(f"{workers} collection workers act in the sim; a given episode source collects by itself")
     if labels not in LABELS:
         raise RunError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
     ranks = ranks if ranks is not None else Ranks()
@@ -437,7 +497,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         if cfg.network != parent_cfg.network:
             raise RunError(f"{offline_run}: its network config differs from the one given")
     assert cfg is not None
-    st = _init_online(problem, cfg, state, ranks)
+    st = _init_online(problem, cfg, state, ranks, dev)
     method = method or method_name("smac", "online", labels, cfg.variant)
     meta: dict[str, Any] = {
         "kind": "smrl-smac-run", "algo": "smac", "phase": "online", "method": method, "labels": labels,
@@ -448,7 +508,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
     log = CsvLog(run_dir / "metrics.csv", key="iteration")
     curve = CsvLog(run_dir / "eval_curve.csv", key="iteration")
     if source is None:
-        source = EnvEpisodeSource(problem.pool, problem.train_by_index(), problem.max_steps)
+        source = EnvEpisodeSource(problem.pool, problem.train_by_index(), problem.max_steps, workers,
+                                  problem.env_factory, PolicySpec(cfg, *problem.dims()))
     else:
         meta["source"] = type(source).__name__
     if resuming:
@@ -482,7 +543,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         tasks = list(problem.test_tasks)
         if cfg.eval.curve_tasks:
             tasks = tasks[: cfg.eval.curve_tasks]
-        res = meta_test(problem.pool, st.trainer.nets.encoder, st.trainer.nets.policy, tasks,
+        acting = st.acting_nets()
+        res = meta_test(problem.pool, acting.encoder, acting.policy, tasks,
                         dataclasses.replace(cfg.eval, runs_per_task=cfg.eval.curve_runs_per_task),
                         derived_seed(cfg.seed, _CURVE_STREAM),
                         problem.max_steps)
@@ -502,10 +564,10 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
             t0 = time.perf_counter()
             counts = collect_iteration(st, source, labels, cfg, train_ids)
             t1 = time.perf_counter()
-            running = RunningMean()
+            running = DeviceMean(METRICS)
             for _ in range(on.updates_per_iteration):
-                running.add(st.trainer.update(st.sampler.sample(on.meta_batch, on.batch_size,
-                                                                resolved(on.context_size))))
+                running.add(st.trainer.step_stats(st.sampler.sample(on.meta_batch, on.batch_size,
+                                                                    resolved(on.context_size))))
                 bar.update(1)
             t2 = time.perf_counter()
             st.iteration += 1
@@ -521,6 +583,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                 checkpoint()
     finally:
         bar.close()
+        if isinstance(source, EnvEpisodeSource):
+            source.close()
         for logger in [*logs, curve]:
             logger.close()
     checkpoint()

@@ -22,9 +22,12 @@ they arrive, the recorded source never touches the reward field of its arrays.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,39 +82,149 @@ class RecordedSource(Protocol):
 EpisodeSource = PolicySource | RecordedSource
 
 
+def _request_agent(agent: AdaptiveAgent, req: EpisodeRequest) -> AdaptiveAgent:
+    """An agent with ``agent``'s networks acting as ``req`` asks: its latent, its mode, a
+    generator seeded with its seed (so the episode is a function of the weights, the task and
+    the request alone)."""
+    one = AdaptiveAgent(agent.encoder, agent.policy, torch.Generator().manual_seed(req.seed), req.deterministic,
+                        req.resample)
+    one.mu, one.var = req.mu, req.var
+    return one
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a collection worker needs to build the policy it loads each round's weights into:
+    the run's smac config and the dimensions (:func:`smrl_train.smac.trainer.build_networks`)."""
+
+    cfg: Any
+    obs_dim: int
+    act_dim: int
+
+
 class EnvEpisodeSource:
-    """Collect by acting in gymnasium task-family envs (in-process), a visit's episodes side by
-    side.
+    """Collect by acting in gymnasium task-family envs: in-process, a visit's episodes side by
+    side, or in ``workers`` processes (each with its own env) when ``workers`` > 1.
+
+    With workers, the online loop hands the round's policy weights to :meth:`set_weights` (a
+    state_dict of tensors, sent to the workers as arrays: never a pickled module) and submits
+    requests one episode at a time (:meth:`submit`); since every episode is a function of the
+    weights, the task and its request (seed included), the trajectories are those one process
+    collects.
 
     Args:
         pool: envs whose ``unwrapped`` has ``set_task`` (one per episode of a visit).
         tasks: training tasks by index (the dataset's task indices).
         max_steps: episode length cap.
+        workers: collection processes (1: in-process).
+        env_factory: builds the env in a worker (must be picklable: a module-level function
+            or a ``functools.partial`` of one); needed when ``workers`` > 1.
+        policy: how a worker builds the policy; needed when ``workers`` > 1.
     """
 
-    def __init__(self, pool: EnvPool, tasks: Mapping[int, Any], max_steps: int) -> None:
+    def __init__(self, pool: EnvPool, tasks: Mapping[int, Any], max_steps: int, workers: int = 1,
+                 env_factory: Callable[[], Any] | None = None, policy: PolicySpec | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and (env_factory is None or policy is None):
+            raise ValueError("collection workers need the env factory and the policy spec")
         self.pool, self.tasks, self.max_steps = pool, dict(tasks), max_steps
+        self.workers = workers
+        self.env_factory, self.policy = env_factory, policy
+        self._pool: ProcessPoolExecutor | None = None
+        self._weights: tuple[int, dict[str, np.ndarray]] = (0, {})
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
 
     def collect(self, task_id: int, requests: Sequence[EpisodeRequest], agent: AdaptiveAgent,
                 with_rewards: bool) -> list[Trajectory]:
         """The requested episodes with ``agent``'s networks: each its own agent, generator
         seeded with the request's seed, as ``agent`` would roll them one after the other."""
         envs = self.pool.take(len(requests))
-        agents = []
-        for env, req in zip(envs, requests):
+        for env in envs:
             env.unwrapped.set_task(self.tasks[task_id])
-            one = AdaptiveAgent(agent.encoder, agent.policy, torch.Generator().manual_seed(req.seed),
-                                req.deterministic, req.resample)
-            one.mu, one.var = req.mu, req.var
-            agents.append(one)
+        agents = [_request_agent(agent, req) for req in requests]
         return run_episodes(envs, agents, [req.seed for req in requests], self.max_steps, with_rewards,
                             [req.kind for req in requests])
+
+    # -- collection workers ----------------------------------------------------------------
+    def set_weights(self, policy_state: Mapping[str, torch.Tensor]) -> None:
+        """The policy weights the next submitted episodes act with (copied to the host)."""
+        version = self._weights[0] + 1
+        self._weights = (version, {k: v.detach().to("cpu", copy=True).numpy() for k, v in policy_state.items()})
+
+    def submit(self, task_id: int, request: EpisodeRequest, with_rewards: bool) -> Future[Trajectory]:
+        """One episode of the current weights, collected by a worker."""
+        if self._pool is None:
+            assert self.env_factory is not None and self.policy is not None  # checked in __init__
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                             initializer=_start_collector,
+                                             initargs=(self.env_factory, self.tasks, self.max_steps, self.policy,
+                                                       os.getpid()))
+        version, weights = self._weights
+        if not version:
+            raise RuntimeError("set_weights before submitting episodes")
+        fields = (request.kind, request.mu.detach().cpu().numpy(), request.var.detach().cpu().numpy(),
+                  request.deterministic, request.seed, request.resample)
+        return self._pool.submit(_collect_one, version, weights, task_id, fields, with_rewards)
+
+    def close(self) -> None:
+        """End the workers (a no-op in-process)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def state(self) -> dict[str, Any]:
         return {}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         pass
+
+
+class _Collector:
+    """A worker's env and policy; loads the weights of a new round once."""
+
+    def __init__(self, env_factory: Callable[[], Any], tasks: Mapping[int, Any], max_steps: int,
+                 spec: PolicySpec) -> None:
+        from smrl_train.smac.trainer import build_networks
+
+        self.env, self.tasks, self.max_steps = env_factory(), dict(tasks), max_steps
+        nets = build_networks(spec.cfg, spec.obs_dim, spec.act_dim)
+        nets.requires_grad_(False).eval()
+        self.agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), deterministic=False)
+        self.version = 0
+
+    def run(self, version: int, weights: Mapping[str, np.ndarray], task_id: int, fields: tuple[Any, ...],
+            with_rewards: bool) -> Trajectory:
+        if version != self.version:
+            self.agent.policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+            self.version = version
+        kind, mu, var, deterministic, seed, resample = fields
+        req = EpisodeRequest(kind, torch.from_numpy(mu), torch.from_numpy(var), deterministic, seed, resample)
+        self.env.unwrapped.set_task(self.tasks[task_id])
+        return run_episodes([self.env], [_request_agent(self.agent, req)], [req.seed], self.max_steps, with_rewards,
+                            [req.kind])[0]
+
+
+_COLLECTOR: _Collector | None = None
+
+
+def _start_collector(env_factory: Callable[[], Any], tasks: Mapping[int, Any], max_steps: int, spec: PolicySpec,
+                     parent: int) -> None:
+    global _COLLECTOR
+    from smrl_train.child_processes import end_with
+
+    end_with(parent)  # a killed trainer stops its collection workers too
+    torch.set_num_threads(1)  # one core each; acting is one small matrix product per step
+    _COLLECTOR = _Collector(env_factory, tasks, max_steps, spec)
+
+
+def _collect_one(version: int, weights: Mapping[str, np.ndarray], task_id: int, fields: tuple[Any, ...],
+                 with_rewards: bool) -> Trajectory:
+    assert _COLLECTOR is not None, "collection worker not initialised"
+    return _COLLECTOR.run(version, weights, task_id, fields, with_rewards)
 
 
 def split_episodes(terminated: np.ndarray, truncated: np.ndarray) -> list[slice]:

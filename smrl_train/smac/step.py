@@ -62,6 +62,10 @@ class Noise:
         return Noise.draw(generator, batch.meta_batch, nets.latent_dim, batch.meta_batch * batch.batch_size,
                           nets.act_dim)
 
+    def to(self, device: torch.device) -> Noise:
+        """The same draws on ``device`` (themselves when they are there)."""
+        return Noise(*(x.to(device, non_blocking=True) for x in (self.z, self.z_next, self.a_next, self.a_pi)))
+
     def share(self, tasks: slice, batch_size: int) -> Noise:
         """The draws of tasks ``tasks`` (a rank's share of the meta-batch)."""
         rows = slice(tasks.start * batch_size, tasks.stop * batch_size)
@@ -107,11 +111,11 @@ def per_task(x: Tensor, b: int) -> Tensor:
     return x.unsqueeze(1).expand(x.shape[0], b, x.shape[1]).reshape(-1, x.shape[1])
 
 
-def _mixed(cfg: SmacConfig) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 matmuls for the policy, critic and decoder passes (``network.compute_dtype``);
-    in float32 a no-op context."""
+def _mixed(cfg: SmacConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 matmuls for the policy, critic and decoder passes (``network.compute_dtype``)
+    on ``device``'s type; in float32 a no-op context."""
     if cfg.network.compute_dtype == "bfloat16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -145,6 +149,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     train_ctx = trains_context(cfg, phase)
     online = phase == "online"
     b = batch.batch_size
+    dev = batch.obs.device
 
     # 1. Task inference.
     with torch.set_grad_enabled(train_ctx and torch.is_grad_enabled()):
@@ -155,13 +160,13 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
 
     # 2. Encoder + decoder.
     if train_ctx:
-        with _mixed(cfg):
+        with _mixed(cfg, dev):
             pred = nets.decoder.members(batch.obs, batch.action, z).float()  # (E, N): each member regresses
         l_ctx, mse, kl = context_loss(pred, batch.reward, mu, var, float(resolved(c.kl_weight)),
                                       nets.decoder.reward_mean, nets.decoder.reward_std)
     else:
         kl = kl_to_standard_normal(mu, var).mean().detach()
-        l_ctx, mse = torch.zeros(()), torch.zeros(())
+        l_ctx, mse = kl.new_zeros(()), kl.new_zeros(())
 
     # 3. Critic: the value of s' from the target critics at the policy's action (the paper), or
     #    from V(s') fitted in-sample to an upper expectile of Qbar(s, a_data) (IQL).
@@ -169,7 +174,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     vf = nets.vf if c.critic_target == "expectile" else None
     if c.critic_target == "expectile" and vf is None:
         raise ValueError("loss.critic_target: expectile needs networks with V(s, z) (build_networks of this config)")
-    with torch.no_grad(), _mixed(cfg):
+    with torch.no_grad(), _mixed(cfg, dev):
         if vf is not None:
             v_next = vf(batch.next_obs, zd).float()
         else:
@@ -177,12 +182,12 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
             a_next = torch.tanh(mean_n.float() + log_std_n.float().exp() * noise.a_next)
             v_next = nets.qf_target(batch.next_obs, a_next, zd).float().min(dim=0).values
     y = bellman_target(batch.reward, batch.terminated, v_next, c.reward_scale, c.gamma)
-    with _mixed(cfg):
+    with _mixed(cfg, dev):
         q_pred = nets.qf(batch.obs, batch.action, zd).float()
     l_q = critic_loss(q_pred, y)
 
     # 4. Actor (AWAC): the policy's one pass on s gives log pi(a_data) and the sampled action.
-    with _mixed(cfg):
+    with _mixed(cfg, dev):
         mean, log_std = nets.policy(batch.obs, zd)
     mean, log_std = mean.float(), log_std.float()
     if c.actor_mean == "regression":
@@ -192,17 +197,17 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
     a_pi = torch.tanh(mean + log_std.exp() * noise.a_pi)  # reparameterised (used online)
     # Q(s, a~pi): the V(s) baseline, and online also the -Q term (5.), one pass for both (rlkit).
     # Q's parameters enter detached: this pass trains nothing but the policy, through a~pi.
-    with torch.set_grad_enabled(online and torch.is_grad_enabled()), _mixed(cfg):
+    with torch.set_grad_enabled(online and torch.is_grad_enabled()), _mixed(cfg, dev):
         q_pi = nets.qf(batch.obs, a_pi if online else a_pi.detach(), zd, detach_params=True).float().min(dim=0).values
     if vf is not None:  # expectile: A = Qbar(s, a) - V(s); V learns the expectile of the same Qbar
-        with torch.no_grad(), _mixed(cfg):
+        with torch.no_grad(), _mixed(cfg, dev):
             q_data = nets.qf_target(batch.obs, batch.action, zd).float().min(dim=0).values
-        with _mixed(cfg):
+        with _mixed(cfg, dev):
             v = vf(batch.obs, zd).float()
         l_v = expectile_loss(q_data - v, float(c.expectile))
         adv = q_data - v.detach()
     else:  # A = min Q(s, a) - min Q(s, a~pi), Q(s, a) reused from the critic pass
-        l_v = torch.zeros(())
+        l_v = q_pred.new_zeros(())
         adv = q_pred.detach().min(dim=0).values - q_pi.detach()
     with torch.no_grad():
         temperature = awac_temperature(adv, float(resolved(c.awac_beta)), bool(c.awac_normalize_advantage), stats)
@@ -222,7 +227,7 @@ def step_losses(nets: SmacNetworks, cfg: SmacConfig, batch: MetaBatch, noise: No
 
     # 5. The online actor term.
     q_term = online_q_term(q_pi, resolved(cfg.online.q_term_weight), bool(cfg.online.normalize_q_term), stats) \
-        if online else torch.zeros(())
+        if online else q_pi.new_zeros(())
     total = l_ctx + l_q + l_v + l_awr + q_term
     return LossTerms(total=total, context=l_ctx, decoder_mse=mse, kl=kl, critic=l_q, value=l_v, awr=l_awr,
                      q_term=q_term,

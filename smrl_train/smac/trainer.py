@@ -88,24 +88,52 @@ class _LeanFusedAdam(torch.optim.Adam):
         return None
 
 
-def _adam(params: Iterable[Tensor], lr: float, lean: bool = False) -> torch.optim.Adam:
-    """Adam with torch's fused CPU kernel; ``lean`` skips its bookkeeping (manual path only)."""
-    return _LeanFusedAdam(params, lr) if lean else torch.optim.Adam(params, lr=lr, fused=True)
+def _adam(params: Iterable[Tensor], lr: float, lean: bool = False,
+          device: torch.device | None = None) -> torch.optim.Adam:
+    """Adam with torch's fused kernel (CPU and CUDA); ``lean`` skips its bookkeeping (manual
+    path only). A device without a fused kernel (``meta``, used by the tests to find tensors
+    made on the wrong device) takes torch's default implementation."""
+    if lean:
+        return _LeanFusedAdam(params, lr)
+    fused = device is None or device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def training_device(name: str | torch.device) -> torch.device:
+    """The device ``--device`` names (cpu, cuda, cuda:K), checked before any work.
+
+    Raises:
+        ConfigError: an unknown device, or CUDA asked for where torch sees none.
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device: unknown device {name!r} (expected cpu or cuda)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                              f"built with CUDA {torch.version.cuda or 'none'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type not in ("cpu", "meta"):
+        raise ConfigError(f"--device: {name!r} is not supported (expected cpu or cuda)")
+    return device
 
 
 def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr: Tensor, q_term: Tensor,
              advantage: Tensor, weights: Tensor, log_prob: Tensor, context: Tensor, decoder_mse: Tensor,
-             kl: Tensor, var: Tensor, value: Tensor, ranks: Ranks | None = None) -> dict[str, float]:
-    """The step's metrics (names in ``METRICS`` order) with one host transfer; in data-parallel
-    training, of the whole meta-batch (means over the ranks' equal shares, the spread and the
-    maximum over all their rows)."""
+             kl: Tensor, var: Tensor, value: Tensor, ranks: Ranks | None = None) -> Tensor:
+    """The step's metrics (``METRICS`` order) as one tensor on the training device, read by
+    the host only when a log row is written (:class:`smrl_train.smac.logs.RunningMean`); in
+    data-parallel training, of the whole meta-batch (means over the ranks' equal shares, the
+    spread and the maximum over all their rows)."""
     stats = torch.stack([critic, q_pred.mean(), target.mean(), policy, awr, q_term, advantage.std(), weights.max(),
                          log_prob.mean(), context, decoder_mse, kl, var.mean(), value]).detach()
     if ranks is not None and ranks.parallel:
         stats = ranks.sum(stats) / ranks.world
         stats[METRICS.index("adv_std")] = ranks.std(advantage)
         stats[METRICS.index("weight_max")] = ranks.max(weights.detach().max())
-    return dict(zip(METRICS, stats.tolist()))
+    return stats
 
 
 class SmacTrainer:
@@ -120,9 +148,13 @@ class SmacTrainer:
     """
 
     def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0,
-                 ranks: Ranks | None = None) -> None:
+                 ranks: Ranks | None = None, device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
         self.gradients = cfg.gradients
+        self.device = torch.device(device)
+        if self.gradients == "manual" and self.device.type != "cpu":
+            raise ConfigError(f"smac.gradients: manual is a CPU accelerator; training on {self.device} takes "
+                              "autograd or compiled")
         self.ranks = ranks if ranks is not None else Ranks()
         if self.ranks.parallel and self.gradients != "autograd":
             raise ConfigError(f"smac.gradients: {self.gradients} runs in one process; data-parallel training "
@@ -131,7 +163,7 @@ class SmacTrainer:
             if meta_batch % self.ranks.world:  # refused before any update, not at the first one
                 raise ConfigError(f"smac.{key}.meta_batch: {meta_batch} tasks do not split over {self.ranks.world} "
                                   "processes (a multiple of the number of processes is needed)")
-        self.nets = build_networks(cfg, obs_dim, act_dim, seed=seed)
+        self.nets = build_networks(cfg, obs_dim, act_dim, seed=seed).to(self.device)
         manual = self.gradients == "manual"
         if manual:
             manual_grad.check_implemented(cfg, self.nets)
@@ -144,9 +176,9 @@ class SmacTrainer:
         self.v_params: list[Tensor] = list(self.nets.vf.parameters()) if self.nets.vf is not None else []
         self.q_target_params: list[Tensor] = list(self.nets.qf_target.parameters())
         self.policy_params = list(self.nets.policy.parameters())
-        self.opt_context = _adam(self.context_params, loss.context_lr, lean=manual)
-        self.opt_q = _adam(self.q_params + self.v_params, loss.q_lr, lean=manual)
-        self.opt_policy = _adam(self.policy_params, loss.policy_lr, lean=manual)
+        self.opt_context = _adam(self.context_params, loss.context_lr, lean=manual, device=self.device)
+        self.opt_q = _adam(self.q_params + self.v_params, loss.q_lr, lean=manual, device=self.device)
+        self.opt_policy = _adam(self.policy_params, loss.policy_lr, lean=manual, device=self.device)
         self._losses = torch.compile(step_losses, dynamic=False) if self.gradients == "compiled" else step_losses
         self.phase = "offline"
         self.steps = 0
@@ -164,8 +196,9 @@ class SmacTrainer:
 
     # -- one gradient step ---------------------------------------------------------------------
     def draw_noise(self, batch: MetaBatch) -> Noise:
-        """The next step's noise from the trainer's generator."""
-        return Noise.for_batch(self.generator, self.nets, batch)
+        """The next step's noise from the trainer's generator (on the CPU, so every device
+        draws the same numbers), on the training device."""
+        return Noise.for_batch(self.generator, self.nets, batch).to(self.device)
 
     def compute_losses(self, batch: MetaBatch, noise: Noise | None = None) -> LossTerms:
         """Every loss of one step (``step_losses``), with the trainer's next noise by default."""
@@ -173,10 +206,17 @@ class SmacTrainer:
                            self.phase)
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
-        """One step on a meta-batch (T tasks x B transitions, context T x C). Returns metrics.
+        """One step on a meta-batch (T tasks x B transitions, context T x C). Returns metrics
+        (read from the device: a host sync; the training loops call :meth:`step_stats`)."""
+        return dict(zip(METRICS, self.step_stats(batch).tolist()))
 
-        In data-parallel training every rank passes the same global meta-batch and keeps its
+    def step_stats(self, batch: MetaBatch) -> Tensor:
+        """One step; its metrics (``METRICS`` order) stay a tensor on the training device.
+
+        The meta-batch (sampled on the CPU) is moved to the training device here. In
+        data-parallel training every rank passes the same global meta-batch and keeps its
         share of the tasks here (:mod:`smrl_train.smac.data_parallel`)."""
+        batch = batch.to(self.device)
         noise = self.draw_noise(batch)
         train_ctx = self.trains_context
         if self.gradients == "manual":
@@ -204,7 +244,7 @@ class SmacTrainer:
         self.steps += 1
 
     @torch.no_grad()
-    def _manual_update(self, batch: MetaBatch, noise: Noise, train_ctx: bool) -> dict[str, float]:
+    def _manual_update(self, batch: MetaBatch, noise: Noise, train_ctx: bool) -> Tensor:
         """The same step with hand-derived gradients (manual_grad.py); no autograd graph."""
         if not train_ctx:  # every other gradient is overwritten; frozen ones must be None
             for p in self.context_params:
@@ -213,7 +253,7 @@ class SmacTrainer:
         self._step(train_ctx)
         return _metrics(t["critic"], t["q_pred"], t["target"], t["awr"] + t["q_term"], t["awr"], t["q_term"],
                         t["advantage"], t["weights"], t["log_prob"], t["context"], t["decoder_mse"], t["kl"], t["var"],
-                        torch.zeros(()))
+                        t["critic"].new_zeros(()))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -238,12 +278,16 @@ class MetaBCTrainer:
     the encoder learns whatever helps imitation; no reward decoder or critic is trained.
     """
 
-    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0) -> None:
+    METRICS = ("policy_loss", "log_prob_data", "kl")
+
+    def __init__(self, cfg: SmacConfig, obs_dim: int, act_dim: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
         self.cfg = cfg
-        self.nets = build_networks(cfg, obs_dim, act_dim, detach_policy_z=False, seed=seed)
+        self.device = torch.device(device)
+        self.nets = build_networks(cfg, obs_dim, act_dim, detach_policy_z=False, seed=seed).to(self.device)
         self.generator = torch.Generator().manual_seed(int(seed))
         params = list(self.nets.encoder.parameters()) + list(self.nets.policy.parameters())
-        self.opt = _adam(params, cfg.loss.policy_lr)
+        self.opt = _adam(params, cfg.loss.policy_lr, device=self.device)
         self.phase = "offline"
         self.steps = 0
 
@@ -252,6 +296,11 @@ class MetaBCTrainer:
             raise ValueError("meta-BC has no online phase")
 
     def update(self, batch: MetaBatch) -> dict[str, float]:
+        return dict(zip(self.METRICS, self.step_stats(batch).tolist()))
+
+    def step_stats(self, batch: MetaBatch) -> Tensor:
+        """One step; its metrics (``METRICS`` order) as a tensor on the training device."""
+        batch = batch.to(self.device)
         mu, var = self.nets.encoder(batch.context)
         z = per_task(sample_gaussian(mu, var, self.generator), batch.batch_size)
         mean, log_std = self.nets.policy(batch.obs, z)
@@ -262,8 +311,7 @@ class MetaBCTrainer:
         loss.backward()
         self.opt.step()
         self.steps += 1
-        stats = torch.stack([loss.detach(), log_prob.detach().mean(), kl.detach()]).tolist()
-        return dict(zip(("policy_loss", "log_prob_data", "kl"), stats))
+        return torch.stack([loss.detach(), log_prob.detach().mean(), kl.detach()])
 
     def state_dict(self) -> dict[str, Any]:
         return {"nets": self.nets.state_dict(), "opt": self.opt.state_dict(),

@@ -224,7 +224,7 @@ class ExplorerNode(ManagedNode):
         self._written: collections.deque[WrittenEpisode] = collections.deque()
         # The writer thread's results are picked up by a short timer, not a guard condition:
         # rclpy's EventsExecutor (smrl_ros.executors) does not support guard conditions.
-        self._timers = [self.create_timer(WRITTEN_POLL_S, self._poll_written)]
+        self._own_timers = [self.create_timer(WRITTEN_POLL_S, self._poll_written)]
         self.writer = EpisodeWriter(self._written.append)
 
         core = self.driver.core
@@ -234,7 +234,7 @@ class ExplorerNode(ManagedNode):
         core.on_ready = self._maybe_run
         self.pub_status = self.create_publisher(String, "~/status", topics.LATCHED_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, topics.DEFAULT_QOS)
-        self._timers.append(self.create_timer(p.status_period_s, self._publish_status))
+        self._own_timers.append(self.create_timer(p.status_period_s, self._publish_status))
         self.state = "inactive"
         todo = sum(max(0, self.target[t] - self.count[t]) for t in self.tasks)
         self.get_logger().info(
@@ -285,11 +285,11 @@ class ExplorerNode(ManagedNode):
         self._publish_status()
         self.get_logger().info(f"stopped: {self.summary()}")
         self.driver.close()
-        for timer in self._timers:
+        for timer in self._own_timers:
             self.destroy_timer(timer)
         self.destroy_publisher(self.pub_status)
         self.destroy_publisher(self.pub_diag)
-        self._timers = []
+        self._own_timers = []
 
     # -- the job ----------------------------------------------------------------------------------
     def _target_reached(self, task: int) -> bool:

@@ -19,7 +19,7 @@ from std_msgs.msg import String
 
 from smrl_ros import topics
 from smrl_ros.graph_runner import GraphSpec
-from smrl_ros.graphs import explore_graph, explorer_node, sim_node
+from smrl_ros.graphs import SIM_DRIVER, explore_graph, explorer_node, sim_node
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recordings import schema_mismatches
 from smrl_train.data.store import EpisodeStore, load_task_arrays
@@ -123,7 +123,7 @@ def test_sigkill_at_random_moments_leaves_exactly_the_finished_episodes(assets, 
     store = tmp_path / "store"
     length, per_task = 60, 3
     explorer = explorer_node(str(assets["bundle"]), str(store), tasks=[0, 1, 2], episodes_per_task=per_task,
-                             episode_length=length, dataset=str(assets["data"]))
+                             episode_length=length, dataset=str(assets["data"]), **SIM_DRIVER)
     graph = GraphSpec("explore", (sim_node("config/reach.yaml", "lockstep"), explorer))
     rng = random.Random(1234)
     with ros_graph(graph, tmp_path, start=False) as (runner, probe):
@@ -352,3 +352,85 @@ def test_ros_recorded_episodes_equal_in_process_ones(assets, tmp_path: Path) -> 
         err = float(np.max(np.abs(getattr(ros, name) - getattr(mine, name))))
         assert err < 1e-3, (name, err)
     assert np.array_equal(ros.truncated, mine.truncated) and np.array_equal(ros.terminated, mine.terminated)
+
+
+class StuckParameterService:
+    """A node ``slow_sim`` whose ``set_parameters`` service never answers its first request (as
+    when DDS loses an answer) and answers every later one with success. Its own context and a
+    multi-threaded executor, so the stuck request blocks one thread only."""
+
+    def __init__(self, domain_id: int) -> None:
+        import threading
+
+        import rclpy
+        from rcl_interfaces.msg import SetParametersResult
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.callback_groups import ReentrantCallbackGroup
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+
+        self.requests = 0
+        self._release = threading.Event()
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("slow_sim", context=self.context, start_parameter_services=False)
+
+        def answer(request, response):
+            self.requests += 1
+            if self.requests == 1:
+                self._release.wait(60.0)  # the lost answer
+            response.results = [SetParametersResult(successful=True) for _ in request.parameters]
+            return response
+
+        self.node.create_service(SetParameters, "/slow_sim/set_parameters", answer,
+                                 callback_group=ReentrantCallbackGroup())
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        import rclpy
+
+        self._release.set()
+        self.executor.shutdown(timeout_sec=5.0)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self._thread.join(5.0)
+
+
+def test_a_task_request_left_unanswered_is_sent_again(assets, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    graph = explore_graph(str(assets["bundle"]), str(store), explorer_parameters={
+        "dataset": str(assets["data"]), "tasks": [1], "episodes_per_task": 1, "episode_length": 30,
+        "sim_node": "slow_sim", "reset_timeout_s": 1.0})
+    with ros_graph(graph, tmp_path, start=False) as (runner, probe):
+        service = StuckParameterService(probe.context.get_domain_id())
+        try:
+            runner.start()
+            assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
+            log = runner.log("smrl_explorer")
+        finally:
+            service.close()
+    assert service.requests == 2
+    assert "no answer from /slow_sim/set_parameters after 1 s: sending again" in log
+    assert "task 1: slow_sim set to" in log and check_store(store, 30) == {1: [30]}
+
+
+def test_a_reset_service_that_appears_late_is_called_once_it_is_there(assets, tmp_path: Path) -> None:
+    """The explorer starts before the sim bridge: its first reset finds no service, and the
+    driver's timeout check sends it once the service appears (that check once never ran: the
+    node replaced rclpy's own list of its timers)."""
+    store = tmp_path / "store"
+    graph = explore_graph(str(assets["bundle"]), str(store), explorer_parameters={
+        "dataset": str(assets["data"]), "tasks": [2], "episodes_per_task": 1, "episode_length": 30,
+        "sim_node": ""})  # no task to set: the explorer resets at once
+    with ros_graph(graph, tmp_path, start=False) as (runner, probe):
+        runner.start_node(graph.node("smrl_explorer"))
+        wait_until(lambda: "recording reach exploration" in runner.log("smrl_explorer"), 30.0, "the explorer up")
+        time.sleep(1.0)  # its first reset went unsent: no service yet
+        assert written_count(runner.log("smrl_explorer")) == 0
+        runner.start_node(graph.node("smrl_sim"))
+        assert runner.wait_exit("smrl_explorer", 60.0) == 0, "the explorer exits 0 when done"
+    assert check_store(store, 30) == {2: [30]}

@@ -38,6 +38,7 @@ from smrl_train.robot.urdf import ArmDescription, position_bounds
 
 RESET_MODES = ("service", "home")
 TIMEOUT_CHECK_S = 0.1  # how often the core checks for a stale state stream or a late reset
+SERVICE_WAIT_S = 30.0  # how long a parameter service may take to appear (discovery under load)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class DriverParams:
                                        low=0.01, high=1.0)
     home_tolerance: float = params.param(0.01, "homing is done when every joint is this close (rad) and at rest",
                                          low=1e-4, high=0.5)
-    reset_timeout_s: float = params.param(30.0, "warn (and retry a reset service) after this long", low=0.1,
-                                          high=3600.0)
+    reset_timeout_s: float = params.param(30.0, "no answer after this long (s): send a reset or task request "
+                                          "again (homing: warn); the sim graphs use 5", low=0.1, high=3600.0)
     state_timeout_s: float = params.param(2.0, "abort the episode in progress when no new joint state came for "
                                           "this long (s)", low=0.01, high=60.0)
     sim_node: str = params.param("smrl_sim", "sim bridge node whose task parameters are set per task "
@@ -222,37 +223,47 @@ class ArmDriver:
     def set_node_parameters(self, node_name: str, values: Mapping[str, Any],
                             done: Callable[[bool, str], None]) -> None:
         """Set parameters of another node through its parameter service (asynchronously);
-        ``done(ok, reason)`` follows. Waits for the service up to ``reset_timeout_s``."""
+        ``done(ok, reason)`` follows once. Waits for the service up to ``SERVICE_WAIT_S`` (or
+        ``reset_timeout_s`` if longer), and sends the request again when no answer came within
+        ``reset_timeout_s`` (setting the same values twice is harmless; a DDS match still under
+        way can lose an answer)."""
         client = self._param_clients.get(node_name)
         if client is None:
             client = self.node.create_client(SetParameters, f"/{node_name}/set_parameters")
             self._param_clients[node_name] = client
         request = SetParameters.Request()
         request.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
-        deadline = time.monotonic() + self.p.reset_timeout_s
+        deadline = time.monotonic() + max(SERVICE_WAIT_S, self.p.reset_timeout_s)
+        finished = [False]
+
+        def finish(ok: bool, reason: str) -> None:
+            if not finished[0]:  # else an answer to an earlier send, or one after giving up
+                finished[0] = True
+                done(ok, reason)
 
         def send() -> None:
+            if finished[0]:
+                return
             if not client.service_is_ready():
                 if time.monotonic() > deadline:
-                    done(False, f"/{node_name}/set_parameters is not available")
-                    return
-                timer_box[0] = self.node.create_timer(0.1, retry)
+                    finish(False, f"/{node_name}/set_parameters is not available")
+                else:
+                    one_shot(self.node, 0.1, send)
                 return
             future = client.call_async(request)
 
             def answered(f: Any) -> None:
                 result = f.result()
                 failed = [r.reason for r in (result.results if result else []) if not r.successful]
-                done(result is not None and not failed, "; ".join(failed) or ("" if result else "no answer"))
+                finish(result is not None and not failed, "; ".join(failed) or ("" if result else "no answer"))
+
+            def unanswered() -> None:
+                if not finished[0]:
+                    self.log.warning(f"no answer from /{node_name}/set_parameters after "
+                                     f"{self.p.reset_timeout_s:g} s: sending again")
+                    send()
 
             future.add_done_callback(answered)
-
-        timer_box: list[Any] = [None]
-
-        def retry() -> None:
-            if timer_box[0] is not None:
-                self.node.destroy_timer(timer_box[0])
-                timer_box[0] = None
-            send()
+            one_shot(self.node, self.p.reset_timeout_s, unanswered)
 
         send()

@@ -116,6 +116,9 @@ def control_graph(model_path: str, use_sim: bool = True, config: str = "config/r
 # Real-arm defaults: what changes when there is no sim bridge.
 
 REAL_ARM_DRIVER = {"mode": "realtime", "reset_mode": "home", "sim_node": ""}
+# The sim bridge answers a reset at once: a reset (or task) request unanswered after 5 s is sent
+# again (a DDS match still under way can lose an answer), not after a real arm's 30 s.
+SIM_DRIVER = {"reset_timeout_s": 5.0}
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ def explore_graph(bundle: str, store: str, *, use_sim: bool = True, config: str 
     extra = dict(explorer_parameters or {})
     if use_sim:
         return GraphSpec("explore", (sim_node(config, "lockstep", **dict(sim_parameters or {})),
-                                     explorer_node(bundle, store, **{**config_arm(config), **extra})))
+                                     explorer_node(bundle, store, **{**config_arm(config), **SIM_DRIVER, **extra})))
     return GraphSpec("explore", (explorer_node(bundle, store, **{**REAL_ARM_DRIVER, **extra}),))
 
 
@@ -205,7 +208,7 @@ def fleet_graph(bundle: str, store: str, dataset: str, arms: int, *, config: str
         sim = sim_node(config, "lockstep", **topics, reward_topic=f"{ns}/reward")
         # An empty list is left out: launch_ros cannot type an empty list parameter.
         explorer = explorer_node(bundle, store, **_drop_empty({
-            **config_arm(config), **topics, "dataset": dataset, "tasks": tuple(tasks) or None,
+            **config_arm(config), **SIM_DRIVER, **topics, "dataset": dataset, "tasks": tuple(tasks) or None,
             "fleet_share": (k - 1, arms), "robot_id": f"arm{k}", "reset_service": f"{ns}/smrl_sim/reset",
             "sim_node": f"arm{k}/smrl_sim", **dict(explorer_parameters or {})}))
         nodes += [dataclasses.replace(sim, namespace=ns), dataclasses.replace(explorer, namespace=ns)]
@@ -267,7 +270,7 @@ def adapt_graph(bundle: str, *, use_sim: bool = True, config: str = DEFAULT_CONF
     initial = model_path or str(Path(bundle) / "prior_policy.onnx")
     adapter = dict(adapter_parameters or {})
     if use_sim:
-        adapter = {**config_arm(config), **adapter}
+        adapter = {**config_arm(config), **SIM_DRIVER, **adapter}
     ctrl = dict(controller_parameters or {})
     for shared in ("command_topic", "joint_states_topic", "urdf_path", "ee_link", "joints"):
         if shared in adapter and shared not in ctrl:

@@ -121,3 +121,34 @@ def test_import_graph_finds_lazy_imports() -> None:
 def test_smrl_train_has_no_import_cycles() -> None:
     cycle = _find_cycle(_import_graph())
     assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_our_nodes_never_overwrite_an_attribute_of_rclpy_s_node() -> None:
+    """A node class assigning ``self._timers`` once replaced rclpy's own list of the node's
+    timers, and the executor silently stopped seeing the arm driver's timer. No class of ours
+    that is an rclpy node may assign a name rclpy's Node or LifecycleNode already uses."""
+    import importlib
+    import inspect
+    import textwrap
+
+    from rclpy.lifecycle import LifecycleNode
+    from rclpy.node import Node
+
+    def self_attributes(obj: object, assigned_only: bool) -> set[str]:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        targets = ([t for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+                   if assigned_only else list(ast.walk(tree)))
+        return {t.attr for t in targets if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                and t.value.id == "self"}
+
+    taken = set(dir(Node)) | set(dir(LifecycleNode)) | self_attributes(Node, False) | \
+        self_attributes(LifecycleNode, False)
+    assert {"_timers", "_subscriptions", "_clients"} <= taken
+    ours = {cls for path in (REPO / "smrl_ros").glob("*.py")
+            for _, cls in inspect.getmembers(importlib.import_module(f"smrl_ros.{path.stem}"), inspect.isclass)
+            if issubclass(cls, Node) and cls.__module__.startswith("smrl_ros")}
+    assert len(ours) >= 6  # ManagedNode, sim, controller, explorer, adapter, trainer
+    for cls in ours:
+        clash = sorted(self_attributes(cls, True) & taken)
+        assert not clash, f"{cls.__module__}.{cls.__name__} assigns rclpy's {clash}"

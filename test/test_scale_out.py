@@ -88,7 +88,9 @@ def test_cuda_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
         training_device("cuda")
     for args in (["train", "offline", "--run", str(tmp_path / "r")],
                  ["train", "online", "--from", str(tmp_path / "o"), "--run", str(tmp_path / "r")],
-                 ["experiment", "--out", str(tmp_path / "x")]):
+                 ["experiment", "--out", str(tmp_path / "x")],
+                 ["eval", "--run", str(tmp_path / "r")],
+                 ["diagnose", str(tmp_path / "r")]):
         out = subprocess.run([sys.executable, "-m", "smrl_train.cli", *args, "--config", "config/reach.yaml",
                               "--data", str(tmp_path / "none"), "--device", "cuda"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -96,6 +98,24 @@ def test_cuda_without_cuda_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert out.stderr.startswith("smrl: error: --device cuda: CUDA is not available")
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
         assert not (tmp_path / "r").exists()
+
+
+def test_an_acting_agent_keeps_z_on_its_networks_device() -> None:
+    """Acting on a device: z (prior and posterior) lives where the networks are, contexts and
+    observations from the host are moved there, the draws come from the CPU generator. On
+    torch's meta device every step up to the host copy of the actions runs; that copy fails
+    (meta tensors hold no numbers), and nothing before it."""
+    from smrl_train.smac.agent import AdaptiveAgent, act
+    from smrl_train.smac.trainer import build_networks
+
+    cfg = tiny_config()
+    nets = build_networks(cfg, OBS, ACT).requires_grad_(False).to("meta")
+    agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator().manual_seed(0), deterministic=False)
+    assert agent.mu.device.type == "meta" and agent.latent().device.type == "meta"
+    mu, var = agent.use_posterior(torch.zeros(7, nets.encoder.context_dim))  # a host context
+    assert mu.device.type == var.device.type == agent.latent().device.type == "meta"
+    with pytest.raises(NotImplementedError, match="meta"):
+        act([agent], np.zeros((1, OBS), np.float32))
 
 
 def test_an_unknown_device_is_refused() -> None:

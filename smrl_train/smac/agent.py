@@ -16,15 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smrl_train.smac.networks import Encoder, TanhGaussianPolicy
+from smrl_train.smac.networks import Encoder, TanhGaussianPolicy, sample_gaussian
 
 
 class AdaptiveAgent:
     """Policy + encoder with a latent distribution; ``act`` draws a fresh z each call.
 
     Args:
-        encoder, policy: the trained networks (not modified).
-        generator: source of z and action noise (seeded by the caller).
+        encoder, policy: the trained networks (not modified), on one device; z lives there,
+            observations and contexts are moved there, actions come back to the host.
+        generator: source of z and action noise (seeded by the caller; a CPU generator gives
+            every device the same draws).
         deterministic: act with tanh(mean) (evaluation) instead of sampling.
         resample: "step" (a new z every step, the authors' code) or "episode" (one z per
             episode, drawn in :meth:`begin_episode`, as PEARL's posterior sampling).
@@ -39,10 +41,11 @@ class AdaptiveAgent:
         self.deterministic = deterministic
         self.resample = resample
         self.latent_dim = policy.latent_dim
+        self.device = next(policy.parameters()).device
         self.use_prior()
 
     def _draw(self) -> torch.Tensor:
-        return self.mu + self.var.sqrt() * torch.randn(self.mu.shape, generator=self.generator)
+        return sample_gaussian(self.mu, self.var, self.generator)
 
     def begin_episode(self) -> None:
         """Called before each episode: draws the episode's z when resampling per episode."""
@@ -50,8 +53,8 @@ class AdaptiveAgent:
 
     def use_prior(self) -> None:
         """Draw z ~ N(0, I) from now on."""
-        self.mu = torch.zeros(1, self.latent_dim)
-        self.var = torch.ones(1, self.latent_dim)
+        self.mu = torch.zeros(1, self.latent_dim, device=self.device)
+        self.var = torch.ones(1, self.latent_dim, device=self.device)
 
     @torch.no_grad()
     def use_posterior(self, context: Tensor, latent: str = "sample") -> tuple[Tensor, Tensor]:
@@ -60,7 +63,7 @@ class AdaptiveAgent:
         in). Returns the posterior mean, var (1, L)."""
         if latent not in ("sample", "mean"):
             raise ValueError(f"latent must be 'sample' or 'mean', got {latent!r}")
-        mu, var = self.encoder(context.unsqueeze(0))
+        mu, var = self.encoder(context.to(self.device).unsqueeze(0))
         self.mu, self.var = mu, (var if latent == "sample" else torch.zeros_like(var))
         return mu, var
 
@@ -120,12 +123,12 @@ def act(agents: Sequence[AdaptiveAgent], obs: np.ndarray) -> np.ndarray:
     if any(a.policy is not policy for a in agents):
         raise ValueError("agents stepped together must share one policy")
     z = torch.cat([a.latent() for a in agents])
-    mean, log_std = policy.forward_rows(torch.as_tensor(np.asarray(obs), dtype=torch.float32), z)
+    mean, log_std = policy.forward_rows(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=z.device), z)
     actions = torch.tanh(mean)
     for i, a in enumerate(agents):
         if not a.deterministic:
             actions[i] = TanhGaussianPolicy.sample(mean[i: i + 1], log_std[i: i + 1], a.generator)[0][0]
-    return actions.numpy()
+    return actions.cpu().numpy()
 
 
 def run_episodes(envs: Sequence[Any], agents: Sequence[AdaptiveAgent], seeds: Sequence[int], max_steps: int,

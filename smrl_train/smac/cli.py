@@ -43,10 +43,12 @@ def _add_smac(p: argparse.ArgumentParser) -> None:
                    help="override a smac key, e.g. --set online.iterations=5 (repeatable)")
 
 
-def _add_device(p: argparse.ArgumentParser) -> None:
+def _add_device(p: argparse.ArgumentParser, acting: bool = False) -> None:
     p.add_argument("--device", default="cpu", metavar="DEVICE",
-                   help="where the updates run: cpu (default) or cuda (cuda:K); under torchrun each process takes "
-                        "cuda:LOCAL_RANK. Acting and evaluation stay on the CPU")
+                   help="where the networks act: cpu (default) or cuda (cuda:K)" if acting else
+                   "where the updates and the final evaluation run: cpu (default) or cuda (cuda:K); under torchrun "
+                   "each process takes cuda:LOCAL_RANK. The online phase's collection and learning curve act on "
+                   "the CPU")
 
 
 def _add_workers(p: argparse.ArgumentParser) -> None:
@@ -175,6 +177,7 @@ def _eval(args: argparse.Namespace) -> int:
     from smrl_train.smac.video import AdaptationFilm
 
     _threads(args)
+    device = _device(args)
     problem = problem_from_files(args.config, args.data)
     k = args.exploration_episodes
     if k is not None and k < 0:
@@ -183,12 +186,13 @@ def _eval(args: argparse.Namespace) -> int:
         film = AdaptationFilm(args.video_tasks) if args.video else None
         hook = film.keep if film else None
         if k is None:
-            res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic, on_run=hook)
+            res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic, on_run=hook,
+                               device=device)
             _print_eval(res)
         else:
             cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, exploration_episodes=k)
             res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
-                               out_name=f"eval_explore{k}.json", on_run=hook)
+                               out_name=f"eval_explore{k}.json", on_run=hook, device=device)
             print(f"{res['method']} (seed {res['seed']}), {k} exploration episode(s): success "
                   f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
                   f"-> {run}/eval_explore{k}.json")
@@ -218,12 +222,13 @@ def _diagnose(args: argparse.Namespace) -> int:
     from smrl_train.smac.runner import diagnose_run, run_meta
 
     _threads(args)
+    device = _device(args)
     described = run_meta(args.run).get("problem", {})
     config, data = args.config or described.get("config"), args.data or described.get("data")
     if not config or not data:
         raise ConfigError(f"{args.run}: the run does not name its config and data; pass --config and --data")
     result = diagnose_run(problem_from_files(config, data), args.run, n_tasks=args.tasks, episodes=args.episodes,
-                          progress=not args.quiet)
+                          progress=not args.quiet, device=device)
     print(f"{result['method']} (seed {result['seed']}), {result['seconds']:.0f} s:")
     print(format_table(result))
     return 0
@@ -306,6 +311,7 @@ def add_subcommands(subparsers: Any) -> None:
                     help="also write MP4s of the first held-out tasks (exploration and scored episodes side by "
                          "side) to DIR; needs imageio and an OpenGL context (MUJOCO_GL=egl without a display)")
     ev.add_argument("--video-tasks", type=int, default=3, metavar="K", help="held-out tasks filmed (default 3)")
+    _add_device(ev, acting=True)
     ev.set_defaults(func=_eval)
 
     dg = subparsers.add_parser("diagnose", help="goal error of a probe on z, the trilateration bound and success, "
@@ -313,6 +319,7 @@ def add_subcommands(subparsers: Any) -> None:
     dg.add_argument("run", help="a trained run directory")
     dg.add_argument("--config", help="task family config (default: the one the run was trained with)")
     dg.add_argument("--data", help="the offline dataset (default: the one the run was trained with)")
+    _add_device(dg, acting=True)
     dg.add_argument("--tasks", type=int, default=20, help="training and held-out tasks evaluated, each")
     dg.add_argument("--episodes", type=int, nargs="+", default=[1, 2, 4], help="exploration episodes per context")
     dg.add_argument("--quiet", action="store_true", help="no progress bar")

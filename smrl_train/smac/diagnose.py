@@ -108,6 +108,7 @@ def diagnose(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, train_
     envs of ``pool``."""
     s = buffers.slices
     gen = seeded_generator(seed, _DIAGNOSE_STREAM)
+    device = next(encoder.parameters()).device
 
     def offline_rows(row: int, count: int) -> np.ndarray:
         return buffers.gather(torch.tensor([row]), count, gen, offline_only=True)[0].numpy()
@@ -118,8 +119,8 @@ def diagnose(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, train_
         idx, goal = task_index(task, pos), task_parameter(task)
         if idx not in buffers.row_of:
             continue
-        mus = [encoder(_context(offline_rows(buffers.row_of[idx], cfg.offline_context_size),
-                                encoder.context_dim).unsqueeze(0))[0].squeeze(0).numpy() for _ in range(PROBE_CONTEXTS)]
+        mus = [encoder(_context(offline_rows(buffers.row_of[idx], cfg.offline_context_size), encoder.context_dim)
+                       .to(device).unsqueeze(0))[0].squeeze(0).cpu().numpy() for _ in range(PROBE_CONTEXTS)]
         z_offline[idx] = np.mean(mus, axis=0)
         if goal is not None:
             z_fit += mus
@@ -187,7 +188,7 @@ def diagnose(pool: EnvPool, encoder: Encoder, policy: TanhGaussianPolicy, train_
         finals = run_episodes(envs, agents, [c[-1] for c in batch], max_steps, True, "final")
         for env, agent, final, (split, source, task, idx, _, transitions, _) in zip(envs, agents, finals, batch):
             goal = task_parameter(task)
-            z = agent.mu.squeeze(0).numpy()
+            z = agent.mu.squeeze(0).cpu().numpy()
             aim = None if probe is None or goal is None else probe(z)
             rows.append({
                 "split": split, "context": source, "task": idx,

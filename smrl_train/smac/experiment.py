@@ -128,9 +128,10 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
             return
         t0, cpu0 = time.perf_counter(), time.process_time()
         fn(run_dir, _has_checkpoint(run_dir))
-        res = evaluate_run(problem, run_dir, progress=spec.progress, diagnostic=False)
+        res = evaluate_run(problem, run_dir, progress=spec.progress, diagnostic=False, device=spec.device)
         if spec.diagnose_tasks and name != "meta_bc":
-            diagnose_run(problem, run_dir, n_tasks=spec.diagnose_tasks, episodes=(1, 2), progress=spec.progress)
+            diagnose_run(problem, run_dir, n_tasks=spec.diagnose_tasks, episodes=(1, 2), progress=spec.progress,
+                         device=spec.device)
         record_cost(run_dir, cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - t0)
         results[name] = res["test"]
         print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "

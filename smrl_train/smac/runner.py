@@ -596,8 +596,9 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
 # Evaluation of a finished run
 
 
-def load_networks(run_dir: str | Path) -> tuple[SmacNetworks, dict[str, Any]]:
-    """The trained networks of a run (encoder, policy, critics, decoder) and its metadata.
+def load_networks(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[SmacNetworks, dict[str, Any]]:
+    """The trained networks of a run (encoder, policy, critics, decoder) on ``device``, and its
+    metadata.
 
     This is what ``smrl_train.export.onnx_export`` builds its ONNX graphs from: ``nets.encoder`` maps a
     context (T, C, O + A + 1) to the posterior (T, L) x 2 and ``nets.policy.act_mean(obs, z)``
@@ -608,17 +609,18 @@ def load_networks(run_dir: str | Path) -> tuple[SmacNetworks, dict[str, Any]]:
     nets = build_networks(cfg, int(meta["obs_dim"]), int(meta["act_dim"]), detach_policy_z=meta["algo"] == "smac")
     nets.load_state_dict(state["trainer"]["nets"])
     nets.requires_grad_(False).eval()
-    return nets, meta
+    return nets.to(device), meta
 
 
 def evaluate_run(problem: Problem, run_dir: str | Path, *, progress: bool = True, diagnostic: bool = True,
                  out_name: str = "eval.json", eval_cfg: EvalConfig | None = None,
-                 on_run: RunHook | None = None) -> dict[str, Any]:
-    """Meta-test on the problem's test tasks (+ the z diagnostic on training tasks); writes
-    ``out_name`` in the run dir. ``eval_cfg`` replaces the run's evaluation settings;
-    ``on_run`` sees the meta-test's episodes (:func:`smrl_train.smac.evaluation.meta_test`)."""
+                 on_run: RunHook | None = None, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Meta-test on the problem's test tasks (+ the z diagnostic on training tasks), the
+    networks on ``device``; writes ``out_name`` in the run dir. ``eval_cfg`` replaces the run's
+    evaluation settings; ``on_run`` sees the meta-test's episodes
+    (:func:`smrl_train.smac.evaluation.meta_test`)."""
     run_dir = Path(run_dir)
-    nets, meta = load_networks(run_dir)
+    nets, meta = load_networks(run_dir, device)
     cfg = smac_from_yaml_dict(meta["smac"])
     if eval_cfg is not None:
         cfg = dataclasses.replace(cfg, eval=eval_cfg)
@@ -661,14 +663,14 @@ def protocol_episodes(problem: Problem, run_dir: str | Path, tasks: Sequence[Any
 
 
 def diagnose_run(problem: Problem, run_dir: str | Path, *, n_tasks: int = 20, episodes: Sequence[int] = (1, 2, 4),
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, device: str | torch.device = "cpu") -> dict[str, Any]:
     """``smrl diagnose``: probe error, trilateration bound and success with z from offline
-    context and from 1, 2, 4 exploration episodes (:mod:`smrl_train.smac.diagnose`); writes
-    ``diagnose.json`` and ``diagnose.md`` in the run dir."""
+    context and from 1, 2, 4 exploration episodes (:mod:`smrl_train.smac.diagnose`), the
+    networks on ``device``; writes ``diagnose.json`` and ``diagnose.md`` in the run dir."""
     from smrl_train.smac.diagnose import diagnose, format_table
 
     run_dir = Path(run_dir)
-    nets, meta = load_networks(run_dir)
+    nets, meta = load_networks(run_dir, device)
     cfg = smac_from_yaml_dict(meta["smac"])
     t0 = time.perf_counter()
     result = diagnose(problem.pool, nets.encoder, nets.policy, problem.train_tasks, problem.test_tasks,

@@ -137,6 +137,23 @@ def test_a_well_formed_bag_imports_in_both_storage_formats(tmp_path: Path, capsy
         assert out.manifest["reward_labelled"] is False and len(out.episode_paths()) == 1
 
 
+def test_importing_a_bag_again_adds_nothing(tmp_path: Path, capsys) -> None:
+    """An episode is its task and its arrays' SHA-256: the same bag imported into the same store
+    a second time finds every episode there; another bag still appends."""
+    states, commands = moving()
+    bag = write_bag(tmp_path / "bag", states, commands)
+    assert run(bag, tmp_path, capsys)[0] == 0
+    store = EpisodeStore.open(tmp_path / "out")
+    before = [p.name for p in store.episode_paths()]
+    code = smrl_main(["data", "import-bag", str(bag), "--config", "config/reach.yaml", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0 and "wrote 0 episodes (0 steps)" in out and f"{len(before)} episodes already in the store" in out
+    assert [p.name for p in store.episode_paths()] == before
+    other = write_bag(tmp_path / "bag2", *moving(n=80))
+    assert run(other, tmp_path, capsys)[0] == 0
+    assert len(store.episode_paths()) == len(before) + 1
+
+
 def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("smrl: error: ") and "Traceback" not in err, err

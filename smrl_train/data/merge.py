@@ -71,7 +71,7 @@ def merge_stores(inputs: Sequence[str | Path], out: str | Path) -> MergeResult:
     else:
         target = EpisodeStore.create(out, manifest)
     assert target.manifest["format"] == FORMAT
-    have = {(ep.task_index, ep.meta["sha256"]) for ep in target.iter_episodes()}
+    have = target.episode_keys()
     added: dict[str, int] = {}
     skipped: dict[str, int] = {}
     for store in stores:

@@ -261,13 +261,15 @@ class ImportResult:
     unsampled_steps: int = 0  # grid steps in a pause of the joint states (time stepping)
     reordered_commands: int = 0  # commands the recorder heard after their result (commands stepping)
     duplicate_states: int = 0
+    already_in_store: int = 0  # episodes the output store held already (the same bag imported again)
     paths: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.episodes} episodes ({self.steps} steps); {self.clipped_actions} action entries clipped to "
                 f"[-1, 1]; dropped {self.idle_steps} idle steps at home, {self.short_dropped} steps of too short "
                 f"pieces, {self.unsampled_steps} in pauses of the joint states, {self.unpaired_commands} unpaired "
-                f"commands ({self.reordered_commands} heard after their result)")
+                f"commands ({self.reordered_commands} heard after their result); {self.already_in_store} episodes "
+                "already in the store")
 
 
 @dataclass
@@ -524,6 +526,7 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
             raise BagError(f"{bag}: the config's schema does not fit the dataset {dataset}: " + "; ".join(problems))
         manifest["tasks"] = dm["tasks"]
     store = EpisodeStore.create(out, manifest)
+    have = store.episode_keys()  # importing a bag again adds nothing
     for p in good:
         n = p.size
         truncated = np.zeros(n, dtype=bool)
@@ -533,6 +536,9 @@ def import_bag(bag: str | Path, cfg: Any, out: str | Path, *, joint_states: str 
                   "timestamp": steps.stamp[p].astype(np.float64)}
         meta = {"kind": UNNAMED_KIND, "source": "smrl data import-bag", "bag": bag.name,
                 "bag_time": [float(steps.t[p[0]]), float(steps.t_next[p[-1]])]}
+        if store.episode_key(task, arrays) in have:
+            result.already_in_store += 1
+            continue
         result.paths.append(store.append_episode(task, arrays, meta))
         result.episodes += 1
         result.steps += n

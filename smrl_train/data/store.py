@@ -248,6 +248,15 @@ class EpisodeStore:
             raise EpisodeExistsError(f"{target}: episode already exists")
         return target
 
+    def episode_key(self, task_index: int, arrays: dict[str, np.ndarray]) -> tuple[int, str]:
+        """An episode's identity: its task and the SHA-256 of its arrays (as written: validated
+        and converted), the ``sha256`` its file's metadata will hold."""
+        return int(task_index), _tensor_digest(self._validate(arrays, f"episode of task {task_index}"))
+
+    def episode_keys(self) -> set[tuple[int, str]]:
+        """The identities (:meth:`episode_key`) of the episodes the store holds (each verified)."""
+        return {(ep.task_index, str(ep.meta["sha256"])) for ep in self.iter_episodes()}
+
     def append_episode(self, task_index: int, arrays: dict[str, np.ndarray],
                        meta: dict[str, Any] | None = None) -> Path:
         """Write one finished episode under the task's next free episode index; several

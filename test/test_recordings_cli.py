@@ -110,3 +110,45 @@ def test_an_imported_bag_trains_the_online_phase_unchanged(setup, capsys) -> Non
     from smrl_train.smac.checkpoint import read_meta
 
     assert read_meta(run)["finished"]
+
+
+def test_recordings_that_grow_between_rounds_serve_each_episode_once(setup, tmp_path: Path) -> None:
+    """The trainer node's rounds: a resumed run's source is built from the stores as they are
+    now and told what the earlier round served (by identity). New episodes in any of several
+    stores are served next; none twice, none skipped (a count per task once served the wrong
+    ones when a store listed before another grew)."""
+    import shutil
+
+    from smrl_train.smac.sources import RecordedEpisodeSource, load_recordings
+
+    manifest = EpisodeStore.open(setup["data"]).manifest
+    cfg = small_config("reach", n_train=3, n_test=1, episode_length=20)
+    policy = LatentPolicyRuntime(random_bundle(cfg, tmp_path / "bundle") / "policy.onnx")
+    env = ArmTaskEnv(cfg)
+    train = EpisodeStore.open(setup["data"]).tasks("train")[:2]
+
+    def record(store: Path, seed: int) -> None:
+        for task in train:
+            collect_in_process(env, LatentExplorer(policy), EpisodeRecorder(EpisodeStore.open(store), task.index),
+                               task, 1, seed, 20)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(setup["rec"], a)  # an episode of each of two tasks
+    EpisodeStore.create(b, {k: v for k, v in EpisodeStore.open(a).manifest.items() if k not in ("format", "version")})
+    record(b, 7)
+    first = RecordedEpisodeSource(load_recordings([a, b], manifest))
+    round_one = [t for task in (0, 1) for t in first.take(task, 2, with_rewards=False)]
+    record(a, 5)  # the fleet records more while round one trains, into store a (listed first)
+    second = RecordedEpisodeSource(load_recordings([a, b], manifest))
+    second.load_state(first.state())
+    round_two = [t for task in (0, 1) for t in second.take(task, 10, with_rewards=False)]
+    everything = RecordedEpisodeSource(load_recordings([a, b], manifest))
+    all_episodes = [t for task in (0, 1) for t in everything.take(task, 10, with_rewards=False)]
+
+    def key(t) -> bytes:
+        return t.obs.tobytes() + t.action.tobytes()
+
+    served = [key(t) for t in round_one + round_two]
+    assert len(round_one) == 4 and len(all_episodes) == 6
+    assert len(served) == len(set(served)) == 6 and set(served) == {key(t) for t in all_episodes}
+    assert second.remaining() == 0

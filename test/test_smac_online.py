@@ -98,7 +98,8 @@ def test_stored_reward_free_source(offline_runs: dict, tmp_path, reward: str) ->
     per_visit = resolved(on.prior_episodes) + on.posterior_episodes + int(on.explore_episodes or 0)
     visits = collection_visits(cfg, sorted(problem.offline), 0, cfg.online.iterations)
     assert per_visit > 0 and visits
-    assert {int(t): n for t, n in meta["source_state"]["cursor"].items()} == {
+    served = {int(t): len(ids) for t, ids in meta["source_state"]["served"].items()}
+    assert {t: served.get(t, 0) for t in sorted(problem.offline)} == {
         t: min(len(source.episodes[t]), per_visit * visits.get(t, 0)) for t in sorted(problem.offline)}
 
 
@@ -195,7 +196,7 @@ def test_recorded_posterior_episodes_enter_the_rl_buffer_but_not_the_explore_buf
     run = train_online(problem, tmp_path / "smac", offline_run=offline_runs["runs"]["return_tuned"], labels="decoder",
                        source=source, progress=False)
     state, _ = read_checkpoint(run)
-    served = {t: kinds[:source.cursor[t]] for t in source.cursor}
+    served = {t: kinds[:len(source.served[t])] for t in source.served}
     assert sum(len(k) for k in served.values()) > 0
     for row, t in enumerate(sorted(recorded)):
         explore_rows = state["explore"][f"rows/{row}"].shape[0]

@@ -256,11 +256,13 @@ def collection_plan(kinds: Sequence[tuple[str, int]], latent_for: Callable[[str]
 
 @dataclass(frozen=True)
 class RecordedTaskArrays(TaskArrays):
-    """A task's recorded episodes, concatenated, with each episode's length and kind
-    (:data:`~smrl_train.data.recordings.EPISODE_KINDS`) in store order."""
+    """A task's recorded episodes, concatenated, with each episode's length, kind
+    (:data:`~smrl_train.data.recordings.EPISODE_KINDS`) and identity (the SHA-256 of its
+    arrays) in store order."""
 
     episode_lengths: tuple[int, ...] = ()
     episode_kinds: tuple[str, ...] = ()
+    episode_ids: tuple[str, ...] = ()
 
 
 class RecordedEpisodeSource:
@@ -273,6 +275,10 @@ class RecordedEpisodeSource:
     are read only when asked for (``with_rewards``: the oracle on a reward-labelled store);
     recordings have none, and a reward-free store cannot serve the oracle.
 
+    Its state (:meth:`state`, kept in the online run's checkpoint) names the episodes served by
+    identity, so a resumed run (the next round of the trainer node) serves each episode once
+    even when the recordings grew in between, in any of several stores.
+
     Args:
         arrays: per-task arrays keyed by training task index: :class:`RecordedTaskArrays`
             (episode boundaries and kinds as recorded) or any ``TaskArrays``-like (episodes
@@ -283,6 +289,7 @@ class RecordedEpisodeSource:
         self.arrays = dict(arrays)
         self.episodes: dict[int, list[slice]] = {}
         self.kinds: dict[int, tuple[str, ...]] = {}
+        self.ids: dict[int, tuple[str, ...]] = {}
         for task, a in self.arrays.items():
             lengths = getattr(a, "episode_lengths", ())
             if lengths:  # episode boundaries as recorded, not guessed from the flags
@@ -291,15 +298,17 @@ class RecordedEpisodeSource:
             else:
                 self.episodes[task] = split_episodes(a.terminated, a.truncated)
             self.kinds[task] = tuple(getattr(a, "episode_kinds", ())) or (UNNAMED_KIND,) * len(self.episodes[task])
-        self.cursor = {t: 0 for t in self.arrays}
+            self.ids[task] = tuple(getattr(a, "episode_ids", ())) or tuple(map(str, range(len(self.episodes[task]))))
+        self.pending = {t: list(range(len(eps))) for t, eps in self.episodes.items()}  # not served yet, in order
+        self.served: dict[int, list[str]] = {t: [] for t in self.arrays}
 
     def take(self, task_id: int, count: int, with_rewards: bool) -> list[Trajectory]:
         """The task's next ``count`` episodes (fewer when they run out)."""
         if task_id not in self.arrays:
             return []
-        a, first = self.arrays[task_id], self.cursor[task_id]
+        a, todo = self.arrays[task_id], self.pending[task_id]
         out = []
-        for k in range(first, min(first + count, len(self.episodes[task_id]))):
+        for k in todo[:count]:
             s = self.episodes[task_id][k]
             reward = None
             if with_rewards:
@@ -312,7 +321,8 @@ class RecordedEpisodeSource:
                                   terminated=np.asarray(a.terminated[s], bool),
                                   truncated=np.asarray(a.truncated[s], bool), reward=reward,
                                   kind=self.kinds[task_id][k]))
-        self.cursor[task_id] = first + len(out)
+            self.served[task_id].append(self.ids[task_id][k])
+        del todo[:len(out)]
         return out
 
     @property
@@ -321,18 +331,28 @@ class RecordedEpisodeSource:
 
     def remaining(self) -> int:
         """Episodes not served yet (all tasks)."""
-        return sum(len(eps) - self.cursor[t] for t, eps in self.episodes.items())
+        return sum(len(todo) for todo in self.pending.values())
 
     def remaining_by_kind(self) -> dict[str, int]:
         """Episodes not served yet, by kind."""
-        return dict(Counter(kind for t, kinds in self.kinds.items() for kind in kinds[self.cursor[t]:]))
+        return dict(Counter(self.kinds[t][k] for t, todo in self.pending.items() for k in todo))
 
     def state(self) -> dict[str, Any]:
-        return {"cursor": {str(k): v for k, v in self.cursor.items()}}
+        return {"served": {str(t): list(ids) for t, ids in self.served.items() if ids}}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        for k, v in state.get("cursor", {}).items():
-            self.cursor[int(k)] = int(v)
+        """Mark the episodes an earlier run served (by identity; a checkpoint from before
+        identities were kept holds a count per task: the first ones in store order)."""
+        for t, ids in state.get("served", {}).items():
+            task, done = int(t), set(ids)
+            if task in self.pending:
+                self.pending[task] = [k for k in self.pending[task] if self.ids[task][k] not in done]
+                self.served[task] = list(ids)
+        for t, n in state.get("cursor", {}).items():
+            task = int(t)
+            if task in self.pending:
+                self.served[task] = [self.ids[task][k] for k in self.pending[task][:int(n)]]
+                del self.pending[task][:int(n)]
 
 
 def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, Any]) -> dict[int, RecordedTaskArrays]:
@@ -372,5 +392,5 @@ def load_recordings(paths: Sequence[str | Path], dataset_manifest: Mapping[str, 
                for f in ("obs", "action", "next_obs", "terminated", "truncated")}
         out[task] = RecordedTaskArrays(cat["obs"], cat["action"], None, cat["next_obs"], cat["terminated"],
                                        cat["truncated"], tuple(len(e) for e, _ in episodes),
-                                       tuple(k for _, k in episodes))
+                                       tuple(k for _, k in episodes), tuple(str(e.meta["sha256"]) for e, _ in episodes))
     return out

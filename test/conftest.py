@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
@@ -52,6 +53,19 @@ def small_config(name: str = "reach", n_train: int = 3, n_test: int = 2, episode
         env=dataclasses.replace(cfg.env, episode_length=episode_length),
         data=dataclasses.replace(cfg.data, behaviours=behaviours),
     )
+
+
+def write_config(cfg, path: Path, drop: tuple[str, ...] = ()) -> Path:
+    """``cfg`` as a YAML config file at ``path`` that loads from anywhere (the arm's URDF by
+    absolute path), without the sections named in ``drop``; returns ``path``."""
+    from smrl_train.config_schema import to_dict
+
+    data = to_dict(cfg)
+    for key in ("root", *drop):
+        data.pop(key)
+    data["arm"]["urdf"] = str(cfg.urdf_path())
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @pytest.fixture

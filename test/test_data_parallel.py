@@ -19,15 +19,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
 from safetensors.numpy import load_file
 
-from smrl_train.config_schema import ConfigError, to_dict
+from smrl_train.config_schema import ConfigError
 from smrl_train.data.generate import generate_dataset
 from smrl_train.smac.data_parallel import Ranks
 from smrl_train.smac.trainer import SmacTrainer
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, write_config
 from smac_helpers import random_batch, tiny_config
 
 UPDATES = ["--set", "offline.steps=30", "--set", "offline.log_every=10", "--set", "offline.meta_batch=4",
@@ -45,11 +44,7 @@ def reach(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(config file, dataset) of a small reach setup."""
     tmp = tmp_path_factory.mktemp("dp")
     cfg = small_config("reach", n_train=6, n_test=2, episode_length=30)
-    data = to_dict(cfg)
-    data.pop("root")
-    data["arm"]["urdf"] = str(cfg.urdf_path())
-    config = tmp / "reach.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = write_config(cfg, tmp / "reach.yaml")
     generate_dataset(cfg, tmp / "data", progress=False)
     return config, tmp / "data"
 

@@ -16,7 +16,7 @@ from smrl_train.cli import main
 from smrl_train.config_schema import to_dict
 from smrl_train.robot.urdf import load_urdf
 
-from conftest import CONFIGS, REPO, small_config
+from conftest import CONFIGS, REPO, small_config, write_config
 
 SIX_AXIS = CONFIGS["reach_six_axis"]
 
@@ -102,11 +102,7 @@ def test_six_axis_whole_path_from_its_config(tmp_path: Path, capsys: pytest.Capt
     from smac_helpers import tiny_config
 
     cfg = small_config("reach_six_axis", n_train=3, n_test=1, episode_length=30)
-    data = to_dict(cfg)
-    data.pop("root")
-    data["arm"]["urdf"] = str(cfg.urdf_path())  # the config file lives in tmp_path
-    config = tmp_path / "six_axis_small.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = write_config(cfg, tmp_path / "six_axis_small.yaml")
     smac = to_dict(tiny_config("success_tuned"))
     smac["offline"].update(steps=40, log_every=20, checkpoint_every=40)
     smac_file = tmp_path / "smac.yaml"

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from smrl_train.cli import main
-from smrl_train.config_schema import to_dict
 from smrl_train.data.episode_recorder import EpisodeRecorder
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.recordings import recording_manifest
@@ -18,7 +16,7 @@ from smrl_train.robot.runtime import LatentPolicyRuntime
 from smrl_train.sim.envs import ArmTaskEnv
 
 from bundle_helpers import random_bundle
-from conftest import small_config
+from conftest import small_config, write_config
 
 TINY = ["network.policy_hidden=[32, 32]", "network.q_hidden=[32, 32]", "network.encoder_hidden=[32]",
         "network.decoder_hidden=[16]", "offline.steps=50", "offline.log_every=25", "online.iterations=1",
@@ -31,11 +29,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("recordings_cli")
     cfg = small_config("reach", n_train=3, n_test=1, episode_length=20)
     data = generate_dataset(cfg, tmp / "data", progress=False)
-    config = tmp / "reach_small.yaml"
-    raw = to_dict(cfg)
-    raw.pop("root", None)
-    raw["arm"]["urdf"] = str(cfg.urdf_path())
-    config.write_text(yaml.safe_dump(raw))
+    config = write_config(cfg, tmp / "reach_small.yaml")
     policy = LatentPolicyRuntime(random_bundle(cfg, tmp / "bundle") / "policy.onnx")
     env = ArmTaskEnv(cfg)
     stores = {}

@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.numpy import load_file
 
-from smrl_train.config_schema import ConfigError, to_dict
+from smrl_train.config_schema import ConfigError
 from smrl_train.data.generate import generate_dataset
 from smrl_train.smac.logs import DeviceMean, RunningMean
 from smrl_train.smac.trainer import METRICS, MetaBCTrainer, SmacTrainer, training_device
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, write_config
 from smac_helpers import ACT, OBS, random_batch, tiny_config
 
 torch.set_num_threads(1)
@@ -135,11 +134,7 @@ def reach_offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
 
     tmp = tmp_path_factory.mktemp("workers")
     cfg = small_config("reach", n_train=4, n_test=2, episode_length=20)
-    data = to_dict(cfg)
-    data.pop("root")
-    data["arm"]["urdf"] = str(cfg.urdf_path())
-    config = tmp / "reach.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = write_config(cfg, tmp / "reach.yaml")
     generate_dataset(cfg, tmp / "data", progress=False)
     smac = resolve_smac(config, overrides=[f"offline.{k}" for k in (
         "steps=20", "log_every=10", "meta_batch=2", "batch_size=16", "context_size=10")])

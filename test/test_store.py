@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from smrl_train.config_schema import to_dict
 from smrl_train.data.generate import generate_dataset
 from smrl_train.data.store import EpisodeStore, StoreError, load_task_arrays
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, write_config
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -217,12 +215,8 @@ def test_workers_write_the_same_bytes_as_one_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_killed_generate_leaves_only_whole_episodes(tmp_path: Path, workers: int) -> None:
     cfg = small_config("push", n_train=4, episode_length=100)
-    cfg_path = tmp_path / "config" / "c.yaml"
-    cfg_path.parent.mkdir()
-    data = to_dict(cfg)
-    data.pop("root")
-    data["arm"]["urdf"] = str(cfg.urdf_path())
-    cfg_path.write_text(yaml.safe_dump(data))
+    (tmp_path / "config").mkdir()
+    cfg_path = write_config(cfg, tmp_path / "config" / "c.yaml")
     out = tmp_path / "d"
     n_episodes = 4 * len(cfg.data.behaviours)  # one episode per behaviour and task
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -14,15 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from smrl_train.cli import main
-from smrl_train.config_schema import to_dict
 from smrl_train.data.store import EpisodeStore
 from smrl_train.sim.render import RenderError, check_rendering
 from smrl_train.smac.config import EvalConfig
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, write_config
 from smac_helpers import tiny_config
 
 EPISODE_LENGTH = 30
@@ -51,12 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("video")
     cfg = small_config("reach", n_train=3, n_test=2, episode_length=EPISODE_LENGTH)
-    data = to_dict(cfg)
-    data.pop("root")
-    data.pop("smac")
-    data["arm"]["urdf"] = str(cfg.urdf_path())
-    config = tmp / "reach_small.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = write_config(cfg, tmp / "reach_small.yaml", drop=("smac",))
     generate_dataset(cfg, tmp / "data", progress=False)
     smac = tiny_config("success_tuned", eval=EvalConfig(runs_per_task=1, diagnostic_tasks=0))
     problem = problem_from_files(config, tmp / "data")

@@ -126,29 +126,11 @@ def _fmt(v: float | int | str) -> str:
     return str(v)
 
 
-class RunningMean:
-    """Averages metric dicts between log rows."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0
-
-    def add(self, metrics: Mapping[str, float]) -> None:
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def pop(self, prefix: str = "train/") -> dict[str, float]:
-        out = {f"{prefix}{k}": v / max(1, self.count) for k, v in self.sums.items()}
-        self.sums, self.count = {}, 0
-        return out
-
-
 class DeviceMean:
     """Averages the metric tensors of the updates between log rows (``names`` in order) where
     they are computed: the sum stays on the training device, read by the host once per row
     (:meth:`pop`), so the update loop never waits for the device. Summed in float64 in update
-    order, it gives the numbers :class:`RunningMean` gives."""
+    order, it gives the numbers averaging each update's host-read metrics gives."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)

@@ -124,7 +124,7 @@ def _metrics(critic: Tensor, q_pred: Tensor, target: Tensor, policy: Tensor, awr
              advantage: Tensor, weights: Tensor, log_prob: Tensor, context: Tensor, decoder_mse: Tensor,
              kl: Tensor, var: Tensor, value: Tensor, ranks: Ranks | None = None) -> Tensor:
     """The step's metrics (``METRICS`` order) as one tensor on the training device, read by
-    the host only when a log row is written (:class:`smrl_train.smac.logs.RunningMean`); in
+    the host only when a log row is written (:class:`smrl_train.smac.logs.DeviceMean`); in
     data-parallel training, of the whole meta-batch (means over the ranks' equal shares, the
     spread and the maximum over all their rows)."""
     stats = torch.stack([critic, q_pred.mean(), target.mean(), policy, awr, q_term, advantage.std(), weights.max(),

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from smrl_train.config_schema import to_dict
+from smrl_train.smac.checkpoint import read_meta
 from smrl_train.smac.config import EvalConfig, LossConfig, NetworkConfig, OfflineConfig
 from smrl_train.smac.experiment import record_cost
 from smrl_train.smac.report import write_report
@@ -51,9 +52,18 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
         for labels, name in (("decoder", "smac"), ("true", "oracle")):
             on = train_online(problem, runs / f"seed{seed}" / name, offline_run=off, labels=labels, progress=False)
             evaluate_run(problem, on, progress=False)
+    # The online runs' checkpoints count their learning curve's CPU (2 points each here).
+    curve_s = read_meta(runs / "seed0" / "smac")["curve_cpu_s"]
+    assert curve_s > 0 and "curve_cpu_s" not in read_meta(runs / "seed0" / "offline_only")
     for name in ("offline_only", "smac", "oracle"):  # as smrl experiment records it, seed 0 only
-        record_cost(runs / "seed0" / name, cpu_s=90.0, wall_s=50.0)
-    record_cost(runs / "seed0" / "smac", cpu_s=30.0, wall_s=20.0)  # a resumed stage adds its share
+        record_cost(runs / "seed0" / name, cpu_s=90.0, wall_s=50.0,
+                    stages={"training": 60.0, "meta_test": 24.0, "diagnose": 6.0},
+                    learning_curve_s=None if name == "offline_only" else 12.0)
+    # A resumed stage adds its share; the curve's count is the checkpoint's, so it is replaced.
+    record_cost(runs / "seed0" / "smac", cpu_s=30.0, wall_s=20.0, stages={"training": 30.0}, learning_curve_s=18.0)
+    assert json.loads((runs / "seed0" / "smac" / "cost.json").read_text()) == {
+        "cpu_s": 120.0, "wall_s": 70.0,
+        "stages": {"training": 90.0, "learning_curve": 18.0, "meta_test": 24.0, "diagnose": 6.0}}
     summary = write_report([runs], tmp_path / "report", command="pytest")
     assert summary["methods"]["smac"]["cpu_s"] == [120.0, None]
     for name in ("offline_only", "smac", "oracle"):
@@ -64,6 +74,9 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| smac | " in report and "paired difference" in report  # the per-seed table
     assert "CPU time of these runs: 0.08 CPU-hours (sum over 3 runs; 3 earlier runs did not record it)." in report
+    # Where the CPU went, minutes: smac 120 s = 72 training + 18 curve + 24 meta-test + 6 diagnose.
+    assert "| smac | 1 | 2.0 | 1.2 | 0.3 | 0.4 | 0.1 |" in report
+    assert "| offline_only | 1 | 1.5 | 1.0 | 0.0 | 0.4 | 0.1 |" in report
     for f in ("summary.json", "report.md", "methods.png", "curve.png", "diagnostic.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0, f
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["command"] == "pytest"

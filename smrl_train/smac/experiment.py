@@ -91,15 +91,38 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoint.safetensors").exists()
 
 
-def record_cost(run_dir: Path, cpu_s: float, wall_s: float) -> None:
-    """Add one stage's CPU and wall seconds (training, evaluation, diagnosis) to ``cost.json``.
+# The parts of a run's CPU that cost.json names: training (its learning curve included), the
+# learning curve alone (an online run's periodic test-task evaluation), the meta-test, diagnose.
+COST_STAGES = ("training", "learning_curve", "meta_test", "diagnose")
 
-    CPU seconds are this process's (every thread), so a benchmark's CPU budget is the sum over
-    its runs whatever ``--jobs`` ran them side by side. A stage resumed after a kill adds the
-    resumed part to what the finished invocations recorded (the killed one's share is lost)."""
+
+def cpu_seconds() -> float:
+    """CPU seconds so far of this process (every thread) and of its children that have ended
+    (the online phase's collection workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def record_cost(run_dir: Path, cpu_s: float, wall_s: float, stages: dict[str, float] | None = None,
+                learning_curve_s: float | None = None) -> None:
+    """Add one invocation's CPU and wall seconds to the run's ``cost.json``, with its CPU seconds
+    by stage (``training``, ``meta_test``, ``diagnose``); ``learning_curve_s`` is the run's
+    learning-curve CPU so far (its checkpoint keeps the count), part of ``training``.
+
+    CPU seconds are the process's and its collection workers', so a benchmark's CPU budget is
+    the sum over its runs whatever ``--jobs`` ran them side by side. A stage resumed after a kill
+    adds the resumed part to what the finished invocations recorded (the killed one's share is
+    lost)."""
     path = run_dir / "cost.json"
-    cost = json.loads(path.read_text()) if path.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
+    cost: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
+    by_stage: dict[str, float] = dict(cost.get("stages", {}))
+    for name, seconds in (stages or {}).items():
+        by_stage[name] = round(by_stage.get(name, 0.0) + seconds, 1)
+    if learning_curve_s is not None:
+        by_stage["learning_curve"] = round(learning_curve_s, 1)
     cost = {"cpu_s": round(cost["cpu_s"] + cpu_s, 1), "wall_s": round(cost["wall_s"] + wall_s, 1)}
+    if by_stage:
+        cost["stages"] = {k: by_stage[k] for k in COST_STAGES if k in by_stage}
     path.write_text(json.dumps(cost) + "\n")
 
 
@@ -107,6 +130,7 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
     """All stages of one seed; returns {method: eval summary}."""
     import torch
 
+    from smrl_train.smac.checkpoint import read_meta
     from smrl_train.smac.problem import apply_overrides, problem_from_files
     from smrl_train.smac.runner import diagnose_run, evaluate_run, train_offline, train_online
 
@@ -126,13 +150,18 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
         if _finished(run_dir):
             results[name] = json.loads((run_dir / "eval.json").read_text())["test"]
             return
-        t0, cpu0 = time.perf_counter(), time.process_time()
+        t0, cpu = time.perf_counter(), [cpu_seconds()]
         fn(run_dir, _has_checkpoint(run_dir))
+        cpu.append(cpu_seconds())
         res = evaluate_run(problem, run_dir, progress=spec.progress, diagnostic=False, device=spec.device)
+        cpu.append(cpu_seconds())
         if spec.diagnose_tasks and name != "meta_bc":
             diagnose_run(problem, run_dir, n_tasks=spec.diagnose_tasks, episodes=(1, 2), progress=spec.progress,
                          device=spec.device)
-        record_cost(run_dir, cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - t0)
+        cpu.append(cpu_seconds())
+        stages = dict(zip(("training", "meta_test", "diagnose"), (b - a for a, b in zip(cpu, cpu[1:]))))
+        record_cost(run_dir, cpu_s=cpu[-1] - cpu[0], wall_s=time.perf_counter() - t0, stages=stages,
+                    learning_curve_s=read_meta(run_dir).get("curve_cpu_s"))
         results[name] = res["test"]
         print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "
               f"success {res['test']['success_rate']:.2f}  ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -69,8 +69,10 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             protocol = (data.get("eval") or {}).get("exploration_episodes")  # absent in early eval.json files
             if protocol is not None:
                 data["by_exploration"].setdefault(int(protocol), data["test"])
-            cost = path.parent / "cost.json"  # written by smrl experiment (absent in earlier runs)
-            data["cpu_s"] = json.loads(cost.read_text())["cpu_s"] if cost.exists() else None
+            cost_file = path.parent / "cost.json"  # written by smrl experiment (absent in earlier runs)
+            cost = json.loads(cost_file.read_text()) if cost_file.exists() else {}
+            data["cpu_s"] = cost.get("cpu_s")
+            data["cpu_stages"] = cost.get("stages")  # by stage (absent in runs before 2026-12-06)
             runs.append(data)
     return runs
 
@@ -90,7 +92,8 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
     for r in sorted(runs, key=lambda r: (r["method"], r["seed"])):
         m = methods.setdefault(r["method"], {"final_return": [], "success_rate": [], "seeds": [], "runs": [],
                                              "variant": r["variant"], "labels": r["labels"], "phase": r["phase"],
-                                             "updates": [], "iterations": [], "gradients": [], "cpu_s": []})
+                                             "updates": [], "iterations": [], "gradients": [], "cpu_s": [],
+                                             "cpu_stages": []})
         m["final_return"].append(r["test"]["final_return"])
         m["success_rate"].append(r["test"]["success_rate"])
         m["seeds"].append(r["seed"])
@@ -99,6 +102,7 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
         m["iterations"].append(r.get("iterations"))
         m["gradients"].append(r.get("gradients", "unrecorded"))
         m["cpu_s"].append(r.get("cpu_s"))
+        m["cpu_stages"].append(r.get("cpu_stages"))
         for k, test in r.get("by_exploration", {}).items():
             m.setdefault("success_by_exploration", {}).setdefault(str(k), []).append(test["success_rate"])
         random_returns.append(r["random_policy"]["final_return"])
@@ -298,7 +302,34 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
         return []
     line = f"CPU time of these runs: {sum(known) / 3600:.2f} CPU-hours (sum over {len(known)} runs"
     line += ")." if len(known) == len(costs) else f"; {len(costs) - len(known)} earlier runs did not record it)."
-    return [line, ""]
+    return [line, ""] + _stage_lines(summary)
+
+
+def _stage_lines(summary: dict[str, Any]) -> list[str]:
+    """Where each row's CPU went, CPU minutes per run (median over the seeds that recorded it):
+    what a benchmark gives up by dropping a stage (a learning curve, say)."""
+    def minutes(values: Sequence[float]) -> str:
+        return f"{np.median(values) / 60:.1f}"
+
+    rows = []
+    for n in _ordered(list(summary["methods"])):
+        m = summary["methods"][n]
+        stages = [st for c, st in zip(m["cpu_s"], m.get("cpu_stages", [])) if c is not None and st]
+        if not stages:
+            continue
+        curve = [st.get("learning_curve", 0.0) for st in stages]
+        columns = ([sum(st.get(k, 0.0) for k in ("training", "meta_test", "diagnose")) for st in stages],
+                   [st.get("training", 0.0) - c for st, c in zip(stages, curve)],
+                   curve,
+                   [st.get("meta_test", 0.0) for st in stages],
+                   [st.get("diagnose", 0.0) for st in stages])
+        rows.append(f"| {n} | {len(stages)} | " + " | ".join(minutes(v) for v in columns) + " |")
+    if not rows:
+        return []
+    return ["Where the CPU went, CPU minutes per run (median over the seeds that recorded it; training without "
+            "its learning curve, the curve, the meta-test with its random floor, `smrl diagnose`):", "",
+            "| method | seeds | total | training | learning curve | meta-test | diagnose |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _success_line(runs: Sequence[dict[str, Any]]) -> str:

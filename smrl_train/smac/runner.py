@@ -520,7 +520,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
         st.sampler.generator.set_state(state["sampler_generator"])
         st.iteration = int(old["iteration"])
         source.load_state(old.get("source_state", {}))
-        meta.update(iteration=st.iteration, step=st.trainer.steps, finished=old["finished"])
+        meta.update(iteration=st.iteration, step=st.trainer.steps, finished=old["finished"],
+                    curve_cpu_s=float(old.get("curve_cpu_s", 0.0)))
         if ranks.main:
             log.truncate_after(st.iteration)
             curve.truncate_after(st.iteration)
@@ -540,6 +541,7 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                                   "sampler_generator": st.sampler.generator.get_state()}, meta)
 
     def curve_point() -> None:
+        cpu0 = time.process_time()
         tasks = list(problem.test_tasks)
         if cfg.eval.curve_tasks:
             tasks = tasks[: cfg.eval.curve_tasks]
@@ -550,6 +552,8 @@ def train_online(problem: Problem, run_dir: str | Path, *, offline_run: str | Pa
                         problem.max_steps)
         _log(curve_logs, st.iteration, {"step": st.trainer.steps, "eval/final_return": res["final_return"],
                                          "eval/success_rate": res["success_rate"]})
+        # What the curve costs, kept with the checkpoint (smrl experiment's cost.json reads it).
+        meta["curve_cpu_s"] = round(meta.get("curve_cpu_s", 0.0) + time.process_time() - cpu0, 2)
 
     # Loop: collect and label, then update actor and critic; evaluate and checkpoint.
     on = cfg.online

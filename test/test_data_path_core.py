@@ -148,8 +148,11 @@ def test_exploration_follows_the_models_latent_schedule(setup) -> None:
     assert resample_period_for(per_episode) == ONCE_PER_EPISODE
     assert resample_period_for(per_episode, requested=1) == 1  # a parameter overrides the model
     assert resample_period_for(policy.info) == 1  # no key (older models, paper recipe): every step
-    with pytest.raises(ValueError, match="smrl.latent_resample"):
-        resample_period_for(dataclasses.replace(policy.info, metadata={"smrl.latent_resample": "sometimes"}))
+    every_50 = dataclasses.replace(policy.info, metadata={"smrl.latent_resample": "50"})  # eval.resample_latent: 50
+    assert resample_period_for(every_50) == 50
+    for bad in ("sometimes", "0", "2.5"):
+        with pytest.raises(ValueError, match="smrl.latent_resample: expected 'step', 'episode' or a whole number"):
+            resample_period_for(dataclasses.replace(policy.info, metadata={"smrl.latent_resample": bad}))
 
     class EpisodeModel:
         info = per_episode

@@ -67,6 +67,12 @@ def test_explicit_value_beats_the_variant_default_and_round_trips() -> None:
     assert smac_from_yaml_dict(to_dict(cfg)) == cfg
 
 
+def test_the_latent_can_be_redrawn_every_n_steps() -> None:
+    cfg = apply_overrides(smac_from_yaml_dict({}), ["eval.resample_latent=50"])
+    assert cfg.eval.resample_latent == 50 and cfg.online.resample_latent == "episode"
+    assert smac_from_yaml_dict(to_dict(cfg)) == cfg
+
+
 def test_with_variant_keeps_sizes_and_swaps_the_recipe() -> None:
     cfg = paper_preset().with_variant("return_tuned")
     assert cfg.network.q_hidden == (300, 300, 300) and cfg.loss.awac_beta == 0.3 and cfg.online.train_encoder
@@ -80,6 +86,8 @@ def test_with_variant_keeps_sizes_and_swaps_the_recipe() -> None:
     ({"loss": {"awac_beta": 0}}, "awac_beta"),
     ({"network": {"decoder_ensemble": 0}}, "smac.network.decoder_ensemble"),
     ({"online": {"label_pessimism": -1.0}}, "smac.online.label_pessimism"),
+    ({"eval": {"resample_latent": 0}}, "smac.eval.resample_latent: expected 'step', 'episode' or a whole number"),
+    ({"online": {"resample_latent": "sometimes"}}, "smac.online.resample_latent: expected 'step', 'episode'"),
 ])
 def test_bad_values_name_the_key(data: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -142,6 +142,15 @@ def test_reach_cli_end_to_end(repo: Path, tmp_path: Path) -> None:
     one = json.loads((on / "eval_explore1.json").read_text())
     assert one["eval"]["exploration_episodes"] == 1 and len(one["test"]["returns_by_episode"]) == 2
     assert (on / "eval.json").read_text() == before
+    # The protocol with z redrawn every 10 steps of the 50-step episodes: its own file, the report's
+    # table of exploration episodes unchanged; a setting that is none is refused in one line.
+    assert main(["eval", "--config", str(config), "--data", str(data), "--run", str(on), "--quiet",
+                 "--resample-latent", "10"]) == 0
+    redrawn = json.loads((on / "eval_resample10.json").read_text())
+    assert redrawn["eval"]["resample_latent"] == 10 and redrawn["eval"]["exploration_episodes"] == 2
+    assert (on / "eval.json").read_text() == before
+    assert main(["eval", "--config", str(config), "--data", str(data), "--run", str(on), "--quiet",
+                 "--resample-latent", "0"]) == 2
     assert main(["report", "--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(summary["methods"]) == {"offline_only", "smac"}

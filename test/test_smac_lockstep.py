@@ -147,3 +147,20 @@ def test_collection_side_by_side_is_one_request_after_the_other(reach: dict) -> 
             shared.deterministic, shared.resample = req.deterministic, req.resample
             shared.generator.manual_seed(req.seed)
             _same(traj, run_episodes([env], [shared], [req.seed], STEPS, with_rewards, req.kind)[0])
+
+
+@pytest.mark.parametrize("resample, draws", [("step", 40), ("episode", 1), (10, 4), ("10", 4), (40, 1)])
+def test_z_is_redrawn_as_the_resample_setting_says(reach: dict, resample: str | int, draws: int) -> None:
+    # An exploration episode of 40 steps on the prior: "step" draws every step, "episode" once, a
+    # period of N steps at steps 0, N, 2N, ... (its digits, as a bundle's metadata carries it, too).
+    nets = reach["nets"]
+    agent = AdaptiveAgent(nets.encoder, nets.policy, torch.Generator().manual_seed(0), True, resample)
+    for _ in range(2):  # every episode starts its schedule afresh
+        agent.begin_episode()
+        zs = [agent.latent().clone() for _ in range(40)]
+        changes = [t for t in range(1, 40) if not torch.equal(zs[t], zs[t - 1])]
+        assert len(changes) == draws - 1
+        if isinstance(resample, int) or resample.isdigit():
+            assert changes == list(range(int(resample), 40, int(resample)))
+    with pytest.raises(ValueError, match="resample: expected 'step', 'episode' or a whole number of steps"):
+        AdaptiveAgent(nets.encoder, nets.policy, torch.Generator(), True, 0)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from smrl_train.data.recordings import EXPLORE_KIND, POSTERIOR_KIND
-from smrl_train.robot.latent_schedule import LatentSchedule
+from smrl_train.robot.latent_schedule import ONCE_PER_EPISODE, LatentSchedule, resample_period
 from smrl_train.robot.task_latents import TaskLatents
 
 
@@ -43,21 +43,18 @@ def episode_rng(seed: int, task_index: int, episode_index: int) -> np.random.Gen
     return np.random.default_rng([int(seed), int(task_index) & 0x7FFFFFFF, int(episode_index)])
 
 
-# A resample period no episode reaches: z is drawn when the episode starts and kept.
-ONCE_PER_EPISODE = 2**31 - 1
-
-
 def resample_period_for(info: Any, requested: int = 0) -> int:
     """Steps between z draws for exploring with a model: ``requested`` when > 0, else as the
-    model was trained (its ``smrl.latent_resample`` metadata): every step (1) for "step" (the
-    paper's code, and models exported before the key existed), :data:`ONCE_PER_EPISODE` for
-    "episode" (our recipes)."""
+    model was trained (its ``smrl.latent_resample`` metadata, :func:`resample_period`): every
+    step (1) for "step" (the paper's code, and models exported before the key existed),
+    :data:`ONCE_PER_EPISODE` for "episode" (our recipes), N for a number of steps."""
     if requested > 0:
         return int(requested)
     mode = getattr(info, "metadata", {}).get("smrl.latent_resample", "step")
-    if mode not in ("step", "episode"):
-        raise ValueError(f"model metadata smrl.latent_resample: expected 'step' or 'episode', got {mode!r}")
-    return ONCE_PER_EPISODE if mode == "episode" else 1
+    try:
+        return resample_period(mode)
+    except ValueError as exc:
+        raise ValueError(f"model metadata smrl.latent_resample: {exc}") from None
 
 
 def describe_period(period: int) -> str:

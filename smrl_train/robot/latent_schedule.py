@@ -1,13 +1,32 @@
 """Robot-side exploration logic in numpy: the latent z for each control step.
 
 The exploration node conditions the exported policy on z drawn here: from the prior
-N(0, I) and, as in SMAC's code default (``exploration_resample_latent_period=1``), resampled
-at every step; or from a posterior N(mean, var) inferred from context.
+N(0, I), resampled every ``resample_period`` steps (1 in SMAC's code,
+``exploration_resample_latent_period=1``; once per episode in our recipes); or from a
+posterior N(mean, var) inferred from context.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# A resample period no episode reaches: z is drawn when the episode starts and kept.
+ONCE_PER_EPISODE = 2**31 - 1
+
+
+def resample_period(setting: str | int) -> int:
+    """Steps between z draws for a resample setting: "step" (1, the authors' code), "episode"
+    (:data:`ONCE_PER_EPISODE`, PEARL's posterior sampling) or a whole number N >= 1 of steps
+    (an int or its digits; e.g. 50: an exploration episode of 200 steps visits 4 latents).
+    Raises ValueError naming the accepted values."""
+    if setting == "step":
+        return 1
+    if setting == "episode":
+        return ONCE_PER_EPISODE
+    text = str(setting)
+    if isinstance(setting, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"expected 'step', 'episode' or a whole number of steps >= 1, got {setting!r}")
+    return int(text)
 
 
 class LatentSchedule:

@@ -41,7 +41,7 @@ key                         value                      meaning
 ``smrl.ee_link``            str                        optional: the end-effector link
 ``smrl.home``               JSON list of float         optional: the home pose (rad), per joint
 ``smrl.context_layout``     JSON [[name, size], ...]   optional: the encoder's context rows
-``smrl.latent_resample``    ``step`` or ``episode``    optional: when exploration redraws z
+``smrl.latent_resample``    ``step``, ``episode``, N   optional: when exploration redraws z
 ``smrl.run``/``.method``/``.step``  str                optional: the training run it came from
 ==========================  =========================  ==========================================
 """

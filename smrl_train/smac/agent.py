@@ -1,9 +1,10 @@
 """The adapting agent: acts with a policy conditioned on z drawn from the prior or a posterior.
 
 The evaluator, the online collector and (through the exported artefacts) the robot-side
-exploration node follow the same schedule: z is re-drawn at every step
-(``exploration_resample_latent_period=1`` in the authors' code), from N(0, I) while
-exploring, then from q(z | context) once context exists.
+exploration node follow the same schedule (``resample_latent``, parsed by
+:func:`smrl_train.robot.latent_schedule.resample_period`): z is re-drawn at every step
+(``exploration_resample_latent_period=1`` in the authors' code), once per episode, or every N
+steps, from N(0, I) while exploring, then from q(z | context) once context exists.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smrl_train.robot.latent_schedule import resample_period
 from smrl_train.smac.networks import Encoder, TanhGaussianPolicy, sample_gaussian
 
 
@@ -28,28 +30,41 @@ class AdaptiveAgent:
         generator: source of z and action noise (seeded by the caller; a CPU generator gives
             every device the same draws).
         deterministic: act with tanh(mean) (evaluation) instead of sampling.
-        resample: "step" (a new z every step, the authors' code) or "episode" (one z per
-            episode, drawn in :meth:`begin_episode`, as PEARL's posterior sampling).
+        resample: "step" (a new z every step, the authors' code), "episode" (one z per
+            episode, drawn in :meth:`begin_episode`, as PEARL's posterior sampling) or a number
+            of steps N (a new z every N steps: an exploration episode visits several latents).
     """
 
     def __init__(self, encoder: Encoder, policy: TanhGaussianPolicy, generator: torch.Generator,
-                 deterministic: bool = True, resample: str = "step") -> None:
-        if resample not in ("step", "episode"):
-            raise ValueError(f"resample must be 'step' or 'episode', got {resample!r}")
+                 deterministic: bool = True, resample: str | int = "step") -> None:
         self.encoder, self.policy = encoder, policy
         self.generator = generator
         self.deterministic = deterministic
         self.resample = resample
+        self._steps = 0
         self.latent_dim = policy.latent_dim
         self.device = next(policy.parameters()).device
         self.use_prior()
+
+    @property
+    def resample(self) -> str | int:
+        return self._resample
+
+    @resample.setter
+    def resample(self, setting: str | int) -> None:
+        try:
+            self._period = resample_period(setting)
+        except ValueError as exc:
+            raise ValueError(f"resample: {exc}") from None
+        self._resample = setting
 
     def _draw(self) -> torch.Tensor:
         return sample_gaussian(self.mu, self.var, self.generator)
 
     def begin_episode(self) -> None:
-        """Called before each episode: draws the episode's z when resampling per episode."""
+        """Called before each episode: draws the episode's first z."""
         self.z = self._draw()
+        self._steps = 0
 
     def use_prior(self) -> None:
         """Draw z ~ N(0, I) from now on."""
@@ -68,8 +83,14 @@ class AdaptiveAgent:
         return mu, var
 
     def latent(self) -> torch.Tensor:
-        """The z (1, L) of the next step: freshly drawn (per-step mode) or the episode's."""
-        return self._draw() if self.resample == "step" else self.z
+        """The z (1, L) of the next step: freshly drawn (per-step mode), else the one drawn at
+        the episode's start or at the last multiple of the resample period."""
+        if self._period == 1:
+            return self._draw()
+        if self._steps and self._steps % self._period == 0:
+            self.z = self._draw()
+        self._steps += 1
+        return self.z
 
 
 @dataclass

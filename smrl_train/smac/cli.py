@@ -171,6 +171,7 @@ def _eval(args: argparse.Namespace) -> int:
         family = load_config(args.config).env.family
         if family not in ARM_FAMILIES:
             raise ConfigError(f"--video: films our arms' MuJoCo scene; {family} has none")
+    from smrl_train.robot.latent_schedule import resample_period
     from smrl_train.smac.config import smac_from_yaml_dict
     from smrl_train.smac.problem import problem_from_files
     from smrl_train.smac.runner import evaluate_run, run_meta
@@ -179,23 +180,38 @@ def _eval(args: argparse.Namespace) -> int:
     _threads(args)
     device = _device(args)
     problem = problem_from_files(args.config, args.data)
-    k = args.exploration_episodes
+    k, resample = args.exploration_episodes, args.resample_latent
     if k is not None and k < 0:
         raise ConfigError(f"--exploration-episodes: must be >= 0, got {k}")
+    if resample is not None:
+        try:
+            resample_period(resample)
+        except ValueError as exc:
+            raise ConfigError(f"--resample-latent: {exc}") from None
+    changes: dict[str, Any] = {}
+    if k is not None:
+        changes["exploration_episodes"] = k
+    if resample is not None:
+        changes["resample_latent"] = int(resample) if resample.isdigit() else resample
+    # The protocol changed: its own file (eval_exploreK.json is what smrl report tabulates).
+    out_name = ("eval" + (f"_resample{resample}" if resample is not None else "")
+                + (f"_explore{k}" if k is not None else "") + ".json")
     for run in args.run:
         film = AdaptationFilm(args.video_tasks) if args.video else None
         hook = film.keep if film else None
-        if k is None:
+        if not changes:
             res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=not args.no_diagnostic, on_run=hook,
                                device=device)
             _print_eval(res)
         else:
-            cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, exploration_episodes=k)
+            cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, **changes)
             res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
-                               out_name=f"eval_explore{k}.json", on_run=hook, device=device)
-            print(f"{res['method']} (seed {res['seed']}), {k} exploration episode(s): success "
+                               out_name=out_name, on_run=hook, device=device)
+            protocol = ", ".join([f"{k} exploration episode(s)"] * (k is not None)
+                                 + [f"z redrawn: {resample}"] * (resample is not None))
+            print(f"{res['method']} (seed {res['seed']}), {protocol}: success "
                   f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
-                  f"-> {run}/eval_explore{k}.json")
+                  f"-> {run}/{out_name}")
         if film:
             _write_film(film, args, res)
     return 0
@@ -207,8 +223,9 @@ def _write_film(film: AdaptationFilm, args: argparse.Namespace, res: dict[str, A
     from smrl_train.config_loader import load_config
 
     t0 = time.perf_counter()
-    stem = f"{res['method']}_seed{res['seed']}" + (
-        "" if args.exploration_episodes is None else f"_explore{args.exploration_episodes}")
+    stem = (f"{res['method']}_seed{res['seed']}"
+            + ("" if args.resample_latent is None else f"_resample{args.resample_latent}")
+            + ("" if args.exploration_episodes is None else f"_explore{args.exploration_episodes}"))
     written = film.write(load_config(args.config), args.video, stem)
     for path, frames in written:
         print(f"  video {path} ({frames} frames, {path.stat().st_size / 1e3:.0f} kB)")
@@ -307,6 +324,9 @@ def add_subcommands(subparsers: Any) -> None:
     ev.add_argument("--exploration-episodes", type=int, metavar="K",
                     help="the protocol with K exploration episodes instead of the run's; writes eval_exploreK.json "
                          "(eval.json stays the protocol's), which smrl report tabulates")
+    ev.add_argument("--resample-latent", metavar="R",
+                    help="the protocol with z redrawn as R (step, episode, or every R steps) instead of the run's "
+                         "eval.resample_latent; writes eval_resampleR.json (eval.json stays the protocol's)")
     ev.add_argument("--video", metavar="DIR",
                     help="also write MP4s of the first held-out tasks (exploration and scored episodes side by "
                          "side) to DIR; needs imageio and an OpenGL context (MUJOCO_GL=egl without a display)")

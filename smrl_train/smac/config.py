@@ -25,7 +25,8 @@ After loading, every such field holds its resolved value (``to_dict`` shows the 
 
 Network sizes and batch shapes are independent of the variant: the dataclass defaults are a
 CPU-friendly size; :func:`paper_preset` (and ``config/smac_paper.yaml``) holds the paper's code
-defaults. This module imports only :mod:`smrl_train.config_schema`; the config loader
+defaults. This module imports only :mod:`smrl_train.config_schema` and the latent resample
+parser of :mod:`smrl_train.robot.latent_schedule` (numpy); the config loader
 (:mod:`smrl_train.config_loader`) builds a family config's ``smac:`` section with it.
 """
 
@@ -40,6 +41,7 @@ from typing import Any, TypeVar
 import yaml
 
 from smrl_train.config_schema import ConfigError, from_dict, yaml_error_line
+from smrl_train.robot.latent_schedule import resample_period
 
 VARIANTS = ("paper", "return_tuned", "success_tuned")
 DEFAULT_VARIANT = "success_tuned"
@@ -281,9 +283,10 @@ class OnlineConfig:
     # the frozen offline snapshot. Deviation; None = variant default (paper: frozen).
     train_encoder: bool | None = None
     # When the collection policy draws z: every step (authors' code,
-    # exploration_resample_latent_period=1) or once per episode (PEARL). Deviation; None =
-    # variant default. Deterministic explore episodes follow eval.resample_latent.
-    resample_latent: str | None = None
+    # exploration_resample_latent_period=1), once per episode (PEARL) or every N steps (a whole
+    # number). Deviation; None = variant default. Deterministic explore episodes follow
+    # eval.resample_latent.
+    resample_latent: str | int | None = None
     # Iterations between test-task evaluations (the learning curve); 0 = only at the end.
     eval_every: int = 5
     checkpoint_every: int = 1
@@ -305,9 +308,10 @@ class EvalConfig:
     offline_context_size: int = 256
     # Act with tanh(mean) (the paper's evaluation) rather than sampling.
     deterministic: bool = True
-    # When z is drawn during evaluation: "step" (authors' code) or "episode". Deviation;
-    # None = variant default.
-    resample_latent: str | None = None
+    # When z is drawn during evaluation: "step" (authors' code), "episode", or every N steps
+    # (a whole number: an exploration episode then visits several prior latents, more distance
+    # readings for the posterior; docs/algorithm.md section 9.7). Deviation; None = variant default.
+    resample_latent: str | int | None = None
     # The z of the scored episode: a "sample" of the posterior (the paper) or its "mean" (what
     # the deployed adapted policy bakes in). Deviation; None = variant default.
     scored_latent: str | None = None
@@ -442,10 +446,13 @@ def _validate(cfg: SmacConfig) -> None:
     if cfg.network.encoder_aggregation not in ("product", "mean", "linear_gaussian"):
         raise ConfigError(f"smac.network.encoder_aggregation: expected 'product', 'mean' or 'linear_gaussian', "
                           f"got {cfg.network.encoder_aggregation!r}")
-    for key, period in (("online.resample_latent", cfg.online.resample_latent),
-                        ("eval.resample_latent", cfg.eval.resample_latent)):
-        if period not in ("step", "episode"):
-            raise ConfigError(f"smac.{key}: expected 'step' or 'episode', got {period!r}")
+    resample_settings: tuple[tuple[str, str | int | None], ...] = (
+        ("online.resample_latent", cfg.online.resample_latent), ("eval.resample_latent", cfg.eval.resample_latent))
+    for key, setting in resample_settings:
+        try:
+            resample_period(setting if setting is not None else "unresolved")
+        except ValueError as exc:
+            raise ConfigError(f"smac.{key}: {exc}") from None
     if cfg.loss.awac_weights not in ("softmax", "clipped") or cfg.loss.critic_target not in ("policy", "expectile"):
         raise ConfigError(f"smac.loss: awac_weights must be 'softmax' or 'clipped' (got {cfg.loss.awac_weights!r}), "
                           f"critic_target 'policy' or 'expectile' (got {cfg.loss.critic_target!r})")

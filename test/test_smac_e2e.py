@@ -82,6 +82,11 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["command"] == "pytest"
 
 
+def _fmt_success(rate: float) -> str:
+    """One seed's cell of the report's success tables."""
+    return f"{rate:.2f} ± 0.00 ({rate:.2f})"
+
+
 def _small_reach_config(repo: Path, tmp: Path) -> tuple[Path, Path]:
     """(family config, smac config) files of a small reach setup."""
     from smrl_train.config_loader import load_config
@@ -156,6 +161,9 @@ def test_reach_cli_end_to_end(repo: Path, tmp_path: Path) -> None:
     assert set(summary["methods"]) == {"offline_only", "smac"}
     assert set(summary["methods"]["smac"]["success_by_exploration"]) == {"1", "2"}
     assert "## Success by exploration episodes" in (tmp_path / "report" / "report.md").read_text()
+    assert summary["methods"]["smac"]["success_by_resample"] == {"10": [redrawn["test"]["success_rate"]]}
+    assert "| smac | " + _fmt_success(redrawn["test"]["success_rate"]) + " |" in (
+        tmp_path / "report" / "report.md").read_text()  # the "z redrawn every N steps" table
     # Resuming a finished run is a no-op that succeeds; a second fresh run into it is refused.
     assert main(["train", "offline", "--config", str(config), "--data", str(data), "--run", str(off),
                  "--smac", str(smac), "--quiet", "--no-eval"]) == 2

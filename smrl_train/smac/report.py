@@ -69,6 +69,10 @@ def find_runs(roots: Sequence[str | Path]) -> list[dict[str, Any]]:
             protocol = (data.get("eval") or {}).get("exploration_episodes")  # absent in early eval.json files
             if protocol is not None:
                 data["by_exploration"].setdefault(int(protocol), data["test"])
+            # The protocol with z redrawn every N steps (smrl eval --resample-latent N [--exploration-episodes K]),
+            # keyed "N" or "N, K = k".
+            data["by_resample"] = {p.stem.removeprefix("eval_resample").replace("_explore", ", K = "):
+                                   json.loads(p.read_text())["test"] for p in path.parent.glob("eval_resample*.json")}
             cost_file = path.parent / "cost.json"  # written by smrl experiment (absent in earlier runs)
             cost = json.loads(cost_file.read_text()) if cost_file.exists() else {}
             data["cpu_s"] = cost.get("cpu_s")
@@ -105,6 +109,8 @@ def summarise(runs: Sequence[dict[str, Any]], command: str = "") -> dict[str, An
         m["cpu_stages"].append(r.get("cpu_stages"))
         for k, test in r.get("by_exploration", {}).items():
             m.setdefault("success_by_exploration", {}).setdefault(str(k), []).append(test["success_rate"])
+        for key, test in r.get("by_resample", {}).items():
+            m.setdefault("success_by_resample", {}).setdefault(key, []).append(test["success_rate"])
         random_returns.append(r["random_policy"]["final_return"])
         if r.get("diagnostic"):
             d = diagnostic.setdefault(r["method"], {k: [] for k in ("return_offline_context",
@@ -251,9 +257,31 @@ def _exploration_table(summary: dict[str, Any]) -> list[str]:
              "| method | " + " | ".join(f"K = {k}" for k in counts) + " |", "|---|" + "---|" * len(counts)]
     for n in _ordered(list(methods)):
         by = methods[n].get("success_by_exploration", {})
-        cells = [f"{_fmt(_stats(by[str(k)]))} ({' / '.join(f'{v:.2f}' for v in by[str(k)])})" if str(k) in by else ""
-                 for k in counts]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {n} | " + " | ".join(_seeds_cell(by.get(str(k))) for k in counts) + " |")
+    return lines
+
+
+def _seeds_cell(values: Sequence[float] | None) -> str:
+    """``mean ± std (seed / seed / ...)`` of a rate over seeds, or empty."""
+    return f"{_fmt(_stats(values))} ({' / '.join(f'{v:.2f}' for v in values)})" if values else ""
+
+
+def _resample_table(summary: dict[str, Any]) -> list[str]:
+    """Success with the exploration episodes' z redrawn every N steps (``smrl eval
+    --resample-latent N``, with K exploration episodes when ``--exploration-episodes K``)."""
+    methods = summary["methods"]
+    keys = sorted({k for m in methods.values() for k in m.get("success_by_resample", {})},
+                  key=lambda k: (int(k.split(",")[0]), k))
+    if not keys:
+        return []
+    lines = ["", "## Success with z redrawn every N steps", "",
+             "The protocol with the latent redrawn every N steps (`smrl eval --resample-latent N`; K exploration "
+             "episodes where given, else the protocol's); mean ± std over seeds, the seeds in brackets.", "",
+             "| method | " + " | ".join(f"N = {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for n in _ordered(list(methods)):
+        by = methods[n].get("success_by_resample", {})
+        if by:
+            lines.append(f"| {n} | " + " | ".join(_seeds_cell(by.get(k)) for k in keys) + " |")
     return lines
 
 
@@ -402,6 +430,7 @@ def write_report(roots: Sequence[str | Path], out: str | Path, command: str = ""
                          f"{_fmt(_stats(d['return_exploration_context']))} | {_fmt(_stats(d['z_distance']))} | "
                          f"{_fmt(_stats(d['z_spread_between_tasks']))} |")
     lines += _exploration_table(summary)
+    lines += _resample_table(summary)
     lines += _diagnose_table(summary)
     lines += [""] + [f"![{i}]({i})" for i in images] + [""]
     (out / "report.md").write_text("\n".join(lines))

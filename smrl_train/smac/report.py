@@ -247,42 +247,44 @@ def _per_seed_table(summary: dict[str, Any]) -> list[str]:
 def _exploration_table(summary: dict[str, Any]) -> list[str]:
     """Success by the number of exploration episodes before the scored one (the protocol's and
     those of ``smrl eval --exploration-episodes K``), where a run was evaluated with more than one."""
-    methods = summary["methods"]
-    counts = sorted({int(k) for m in methods.values() for k in m.get("success_by_exploration", {})})
+    counts = sorted({int(k) for m in summary["methods"].values() for k in m.get("success_by_exploration", {})})
     if len(counts) < 2:
         return []
-    lines = ["", "## Success by exploration episodes", "",
-             "The protocol with K exploration episodes (with rewards) before the scored episode; mean ± std over "
-             "seeds, the seeds in brackets.", "",
-             "| method | " + " | ".join(f"K = {k}" for k in counts) + " |", "|---|" + "---|" * len(counts)]
-    for n in _ordered(list(methods)):
-        by = methods[n].get("success_by_exploration", {})
-        lines.append(f"| {n} | " + " | ".join(_seeds_cell(by.get(str(k))) for k in counts) + " |")
+    return _success_table(summary, "success_by_exploration", [str(k) for k in counts], "K", (
+        "## Success by exploration episodes",
+        "The protocol with K exploration episodes (with rewards) before the scored episode"))
+
+
+def _resample_table(summary: dict[str, Any]) -> list[str]:
+    """Success with the exploration episodes' z redrawn every N steps (``smrl eval
+    --resample-latent N``, with K exploration episodes when ``--exploration-episodes K``)."""
+    keys = sorted({k for m in summary["methods"].values() for k in m.get("success_by_resample", {})},
+                  key=lambda k: (int(k.split(",")[0]), k))
+    if not keys:
+        return []
+    return _success_table(summary, "success_by_resample", keys, "N", (
+        "## Success with z redrawn every N steps",
+        "The protocol with the latent redrawn every N steps (`smrl eval --resample-latent N`; K exploration "
+        "episodes where given, else the protocol's)"))
+
+
+def _success_table(summary: dict[str, Any], field: str, keys: Sequence[str], symbol: str,
+                   heading: tuple[str, str]) -> list[str]:
+    """A markdown table of success per method (rows) and protocol variant (columns ``keys`` of
+    each method's ``field``): mean ± std over seeds, the seeds in brackets."""
+    title, what = heading
+    lines = ["", title, "", f"{what}; mean ± std over seeds, the seeds in brackets.", "",
+             "| method | " + " | ".join(f"{symbol} = {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for n in _ordered(list(summary["methods"])):
+        by = summary["methods"][n].get(field, {})
+        if by:
+            lines.append(f"| {n} | " + " | ".join(_seeds_cell(by.get(k)) for k in keys) + " |")
     return lines
 
 
 def _seeds_cell(values: Sequence[float] | None) -> str:
     """``mean ± std (seed / seed / ...)`` of a rate over seeds, or empty."""
     return f"{_fmt(_stats(values))} ({' / '.join(f'{v:.2f}' for v in values)})" if values else ""
-
-
-def _resample_table(summary: dict[str, Any]) -> list[str]:
-    """Success with the exploration episodes' z redrawn every N steps (``smrl eval
-    --resample-latent N``, with K exploration episodes when ``--exploration-episodes K``)."""
-    methods = summary["methods"]
-    keys = sorted({k for m in methods.values() for k in m.get("success_by_resample", {})},
-                  key=lambda k: (int(k.split(",")[0]), k))
-    if not keys:
-        return []
-    lines = ["", "## Success with z redrawn every N steps", "",
-             "The protocol with the latent redrawn every N steps (`smrl eval --resample-latent N`; K exploration "
-             "episodes where given, else the protocol's); mean ± std over seeds, the seeds in brackets.", "",
-             "| method | " + " | ".join(f"N = {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    for n in _ordered(list(methods)):
-        by = methods[n].get("success_by_resample", {})
-        if by:
-            lines.append(f"| {n} | " + " | ".join(_seeds_cell(by.get(k)) for k in keys) + " |")
-    return lines
 
 
 def _diagnose_table(summary: dict[str, Any]) -> list[str]:

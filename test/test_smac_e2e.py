@@ -56,11 +56,10 @@ def test_toy_pipeline_online_eval_and_report(tmp_path: Path) -> None:
     curve_s = read_meta(runs / "seed0" / "smac")["curve_cpu_s"]
     assert curve_s > 0 and "curve_cpu_s" not in read_meta(runs / "seed0" / "offline_only")
     for name in ("offline_only", "smac", "oracle"):  # as smrl experiment records it, seed 0 only
-        record_cost(runs / "seed0" / name, cpu_s=90.0, wall_s=50.0,
-                    stages={"training": 60.0, "meta_test": 24.0, "diagnose": 6.0},
+        record_cost(runs / "seed0" / name, wall_s=50.0, stages={"training": 60.0, "meta_test": 24.0, "diagnose": 6.0},
                     learning_curve_s=None if name == "offline_only" else 12.0)
     # A resumed stage adds its share; the curve's count is the checkpoint's, so it is replaced.
-    record_cost(runs / "seed0" / "smac", cpu_s=30.0, wall_s=20.0, stages={"training": 30.0}, learning_curve_s=18.0)
+    record_cost(runs / "seed0" / "smac", wall_s=20.0, stages={"training": 30.0}, learning_curve_s=18.0)
     assert json.loads((runs / "seed0" / "smac" / "cost.json").read_text()) == {
         "cpu_s": 120.0, "wall_s": 70.0,
         "stages": {"training": 90.0, "learning_curve": 18.0, "meta_test": 24.0, "diagnose": 6.0}}

@@ -14,11 +14,11 @@ import numpy as np
 ONCE_PER_EPISODE = 2**31 - 1
 
 
-def resample_period(setting: str | int) -> int:
+def resample_period(setting: object) -> int:
     """Steps between z draws for a resample setting: "step" (1, the authors' code), "episode"
     (:data:`ONCE_PER_EPISODE`, PEARL's posterior sampling) or a whole number N >= 1 of steps
     (an int or its digits; e.g. 50: an exploration episode of 200 steps visits 4 latents).
-    Raises ValueError naming the accepted values."""
+    Anything else (a config's or a model's metadata) raises ValueError naming the accepted values."""
     if setting == "step":
         return 1
     if setting == "episode":

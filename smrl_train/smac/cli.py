@@ -207,8 +207,7 @@ def _eval(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(smac_from_yaml_dict(run_meta(run)["smac"]).eval, **changes)
             res = evaluate_run(problem, run, progress=not args.quiet, diagnostic=False, eval_cfg=cfg,
                                out_name=out_name, on_run=hook, device=device)
-            protocol = ", ".join([f"{k} exploration episode(s)"] * (k is not None)
-                                 + [f"z redrawn: {resample}"] * (resample is not None))
+            protocol = ", ".join(f"{key} {value}" for key, value in changes.items())
             print(f"{res['method']} (seed {res['seed']}), {protocol}: success "
                   f"{res['test']['success_rate']:.2f}, final return {res['test']['final_return']:.2f} "
                   f"-> {run}/{out_name}")

@@ -446,11 +446,10 @@ def _validate(cfg: SmacConfig) -> None:
     if cfg.network.encoder_aggregation not in ("product", "mean", "linear_gaussian"):
         raise ConfigError(f"smac.network.encoder_aggregation: expected 'product', 'mean' or 'linear_gaussian', "
                           f"got {cfg.network.encoder_aggregation!r}")
-    resample_settings: tuple[tuple[str, str | int | None], ...] = (
-        ("online.resample_latent", cfg.online.resample_latent), ("eval.resample_latent", cfg.eval.resample_latent))
-    for key, setting in resample_settings:
+    for key, setting in (("online.resample_latent", cfg.online.resample_latent),
+                         ("eval.resample_latent", cfg.eval.resample_latent)):
         try:
-            resample_period(setting if setting is not None else "unresolved")
+            resample_period(setting)
         except ValueError as exc:
             raise ConfigError(f"smac.{key}: {exc}") from None
     if cfg.loss.awac_weights not in ("softmax", "clipped") or cfg.loss.critic_target not in ("policy", "expectile"):

@@ -103,11 +103,12 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def record_cost(run_dir: Path, cpu_s: float, wall_s: float, stages: dict[str, float] | None = None,
+def record_cost(run_dir: Path, wall_s: float, stages: dict[str, float],
                 learning_curve_s: float | None = None) -> None:
-    """Add one invocation's CPU and wall seconds to the run's ``cost.json``, with its CPU seconds
-    by stage (``training``, ``meta_test``, ``diagnose``); ``learning_curve_s`` is the run's
-    learning-curve CPU so far (its checkpoint keeps the count), part of ``training``.
+    """Add one invocation's wall seconds and its CPU seconds by stage (``training``,
+    ``meta_test``, ``diagnose``; their sum is the run's ``cpu_s``) to the run's ``cost.json``;
+    ``learning_curve_s`` is the run's learning-curve CPU so far (its checkpoint keeps the count),
+    part of ``training``.
 
     CPU seconds are the process's and its collection workers', so a benchmark's CPU budget is
     the sum over its runs whatever ``--jobs`` ran them side by side. A stage resumed after a kill
@@ -116,13 +117,12 @@ def record_cost(run_dir: Path, cpu_s: float, wall_s: float, stages: dict[str, fl
     path = run_dir / "cost.json"
     cost: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"cpu_s": 0.0, "wall_s": 0.0}
     by_stage: dict[str, float] = dict(cost.get("stages", {}))
-    for name, seconds in (stages or {}).items():
+    for name, seconds in stages.items():
         by_stage[name] = round(by_stage.get(name, 0.0) + seconds, 1)
     if learning_curve_s is not None:
         by_stage["learning_curve"] = round(learning_curve_s, 1)
-    cost = {"cpu_s": round(cost["cpu_s"] + cpu_s, 1), "wall_s": round(cost["wall_s"] + wall_s, 1)}
-    if by_stage:
-        cost["stages"] = {k: by_stage[k] for k in COST_STAGES if k in by_stage}
+    cost = {"cpu_s": round(cost["cpu_s"] + sum(stages.values()), 1), "wall_s": round(cost["wall_s"] + wall_s, 1),
+            "stages": {k: by_stage[k] for k in COST_STAGES if k in by_stage}}
     path.write_text(json.dumps(cost) + "\n")
 
 
@@ -160,7 +160,7 @@ def run_seed(spec: ExperimentSpec, seed: int) -> dict[str, Any]:
                          device=spec.device)
         cpu.append(cpu_seconds())
         stages = dict(zip(("training", "meta_test", "diagnose"), (b - a for a, b in zip(cpu, cpu[1:]))))
-        record_cost(run_dir, cpu_s=cpu[-1] - cpu[0], wall_s=time.perf_counter() - t0, stages=stages,
+        record_cost(run_dir, wall_s=time.perf_counter() - t0, stages=stages,
                     learning_curve_s=read_meta(run_dir).get("curve_cpu_s"))
         results[name] = res["test"]
         print(f"[seed {seed}] {name:<22} final return {res['test']['final_return']:8.2f}  "
